@@ -1,0 +1,50 @@
+# pim-hub developer commands; `make help` lists them.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit test-integration lint fmt bench up clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with its dev tools
+
+demo: $(STAMP) ## run the main job on embedded defaults (broker, PostgreSQL, sandboxes)
+	$(BIN)/hub demo
+
+test: $(STAMP) ## run every test (starts its own broker; uses or starts PostgreSQL)
+	$(BIN)/pytest -q
+
+test-unit: $(STAMP) ## unit tests only (no broker, no database)
+	$(BIN)/pytest -q tests/unit
+
+test-integration: $(STAMP) ## integration tests through the real broker and PostgreSQL
+	$(BIN)/pytest -q tests/integration
+
+lint: $(STAMP) ## ruff, mypy and the import contract
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+	$(BIN)/lint-imports
+
+fmt: $(STAMP) ## format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP) ## run the benchmarks and rewrite docs/benchmarks.md
+	$(BIN)/python -m bench
+
+up: $(STAMP) ## start an embedded broker and show its address (Ctrl-C stops it)
+	$(BIN)/hub up
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""Finds drivers through the `pim_hub.drivers` entry points; a broken one never hides the others."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+
+from drivers.base import Driver
+
+logger = logging.getLogger(__name__)
+
+GROUP = "pim_hub.drivers"
+
+
+@dataclass
+class DriverCatalogue:
+    """Loaded driver classes by key, and the packages that failed to load."""
+
+    drivers: dict[str, type[Driver]] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)
+
+    def get(self, key: str) -> type[Driver]:
+        """The driver class of a key, or a clear error."""
+        if key in self.drivers:
+            return self.drivers[key]
+        if key in self.broken:
+            raise LookupError(f"driver {key!r} failed to load: {self.broken[key]}")
+        known = ", ".join(sorted(self.drivers)) or "none"
+        raise LookupError(f"no driver {key!r}; installed drivers: {known}")
+
+
+def discover(eps: list[EntryPoint] | None = None) -> DriverCatalogue:
+    """Load every driver entry point, recording failures by name."""
+    catalogue = DriverCatalogue()
+    for ep in eps if eps is not None else list(entry_points(group=GROUP)):
+        try:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Driver)):
+                raise TypeError(f"{ep.value} is not a Driver subclass")
+            catalogue.drivers[cls.key] = cls
+        except Exception as exc:
+            catalogue.broken[ep.name] = f"{type(exc).__name__}: {exc}"
+            logger.error("driver failed to load", extra={"driver": ep.name, "error": str(exc)})
+    return catalogue

@@ -1,0 +1,1 @@
+"""pim-hub command line."""

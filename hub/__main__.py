@@ -1,0 +1,5 @@
+"""Entry point for `python -m hub`."""
+
+from hub.cli import app
+
+app()

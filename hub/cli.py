@@ -1,0 +1,371 @@
+"""The `hub` command line: one tool for everything a person does with the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from hub import logs
+from hub.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="pim-hub: Akeneo PIM to commerce targets over Kafka.")
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the hub.")
+db_app = typer.Typer(no_args_is_help=True, help="PostgreSQL schema.")
+integrations_app = typer.Typer(no_args_is_help=True, help="Integrations (targets) of the hub.")
+drivers_app = typer.Typer(no_args_is_help=True, help="Installed drivers.")
+produce_app = typer.Typer(no_args_is_help=True, help="Publish records by hand.")
+sandbox_app = typer.Typer(no_args_is_help=True, help="Simulators of the Akeneo and Magento APIs.")
+app.add_typer(topics_app, name="topics")
+app.add_typer(db_app, name="db")
+app.add_typer(integrations_app, name="integrations")
+app.add_typer(drivers_app, name="drivers")
+app.add_typer(produce_app, name="produce")
+app.add_typer(sandbox_app, name="sandbox")
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(2)
+
+
+def _need_bootstrap(settings: Settings) -> None:
+    if not (settings.kafka.bootstrap or settings.kafka_bootstrap):
+        raise _fail("HUB_KAFKA_BOOTSTRAP is not set (start a local broker with `hub up`)")
+
+
+def _need_db(settings: Settings) -> str:
+    if not settings.database_url:
+        raise _fail("HUB_DATABASE_URL is not set (`hub up` prints one)")
+    return settings.database_url
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo("pim-hub 0.1.0")
+
+
+@app.command()
+def up() -> None:
+    """Start an embedded broker (and find or start PostgreSQL), prepare them, wait for Ctrl-C."""
+    from hub import db, runtime
+    from hub.kafka import apply_topics
+
+    logs.configure("WARNING", "text")
+    with runtime.embedded_runtime() as rt:
+        env = {"HUB_KAFKA_BOOTSTRAP": rt.broker.bootstrap, "HUB_DATABASE_URL": rt.database.url}
+        settings = Settings(kafka_bootstrap=rt.broker.bootstrap, database_url=rt.database.url)
+        db.migrate(rt.database.url)
+        apply_topics(settings)
+        typer.echo(f"broker   {rt.broker.bootstrap} ({rt.broker.kind})")
+        typer.echo(f"database {rt.database.url} ({rt.database.kind})")
+        typer.echo("\nIn another shell:")
+        for k, v in env.items():
+            typer.echo(f"  export {k}='{v}'")
+        typer.echo("\nCtrl-C stops the broker.")
+        stop = False
+
+        def on_signal(*_: Any) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            while not stop:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+@topics_app.command("apply")
+def topics_apply(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report only")] = False,
+) -> None:
+    """Create missing topics and report (and fix) config drift; safe to run again."""
+    from hub.kafka import apply_topics
+
+    settings = _settings()
+    _need_bootstrap(settings)
+    report = apply_topics(settings, dry_run=dry_run)
+    for line in report.lines():
+        typer.echo(line)
+    if dry_run and (report.created or report.drift):
+        typer.echo("(dry run: nothing changed)")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Show the topic catalogue."""
+    from hub.kafka import settings_catalogue
+
+    for spec in settings_catalogue(Settings()):
+        retention = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms / 86400000:g}d"
+        typer.echo(
+            f"{spec.name:28} partitions={spec.partitions:<3} retention={retention:<8} "
+            f"cleanup={spec.cleanup_policy:<8} {spec.doc}"
+        )
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending database migrations (idempotent)."""
+    from hub import db
+
+    settings = _settings()
+    applied = db.migrate(_need_db(settings))
+    typer.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
+
+
+@app.command()
+def mutator() -> None:
+    """Run the mutator (snapshots → mutations → jobs); scale by starting more."""
+    from services.mutator.app import run
+
+    settings = _settings()
+    _need_bootstrap(settings)
+    sys.argv = [sys.argv[0], "worker", "--without-web"]
+    run(settings)
+
+
+@app.command()
+def dispatcher(
+    driver: Annotated[str, typer.Option(help="driver key, e.g. webhook or magento2")],
+    priority: Annotated[str, typer.Option(help="immediate, normal or low")] = "normal",
+) -> None:
+    """Run the consumer group hub.dispatch.<driver>.<priority>."""
+    from services.dispatcher.app import Dispatcher
+
+    settings = _settings()
+    _need_bootstrap(settings)
+    _need_db(settings)
+    try:
+        disp = Dispatcher(settings, driver, priority)
+    except (LookupError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, disp.stop)
+        await disp.run()
+
+    asyncio.run(main())
+
+
+@app.command()
+def projector() -> None:
+    """Project delivery statuses into PostgreSQL (the `hub deliveries` view)."""
+    from services.dispatcher.projection import Projector
+
+    settings = _settings()
+    _need_bootstrap(settings)
+    _need_db(settings)
+    proj = Projector(settings)
+    signal.signal(signal.SIGTERM, lambda *_: proj.stop())
+    signal.signal(signal.SIGINT, lambda *_: proj.stop())
+    proj.run()
+
+
+@produce_app.command("snapshot")
+def produce_snapshot(
+    file: Annotated[Path, typer.Argument(help="an Akeneo-shaped JSON entity")],
+    entity_type: Annotated[str, typer.Option(help="product, category, family, ...")] = "product",
+    delete: Annotated[bool, typer.Option(help="publish a deletion tombstone")] = False,
+    version: Annotated[str | None, typer.Option(help="source version; default: `updated`")] = None,
+) -> None:
+    """Publish one snapshot to pim.snapshots from a JSON file."""
+    from hub.kafka import make_producer, produce_sync
+    from schemas import topics
+    from schemas.serde import Serde
+    from services.mutator.core.entities import entity_key
+    from services.mutator.core.errors import InvalidSnapshot
+
+    settings = _settings()
+    _need_bootstrap(settings)
+    try:
+        payload = orjson.loads(file.read_bytes())
+        key = entity_key(entity_type, payload)
+    except (OSError, orjson.JSONDecodeError, InvalidSnapshot) as exc:
+        raise _fail(f"{file}: {exc}") from exc
+    record = snapshot_record(
+        entity_type, key, None if delete else payload, version or payload.get("updated"), "external"
+    )
+    msg = produce_sync(
+        make_producer(settings),
+        topics.SNAPSHOTS,
+        Serde(settings.schema_registry_url).encode("Snapshot", record, topic=topics.SNAPSHOTS),
+        key=key,
+    )
+    typer.echo(f"published {key} to {topics.SNAPSHOTS}[{msg.partition()}]@{msg.offset()}")
+
+
+def snapshot_record(
+    entity_type: str,
+    key: str,
+    payload: dict[str, Any] | None,
+    version: str | None,
+    origin: str,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """A Snapshot record ready for the serde."""
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "entity_type": entity_type,
+        "entity_key": key,
+        "source_version": version,
+        "origin": origin,
+        "payload": orjson.dumps(payload).decode() if payload is not None else None,
+        "delta": None,
+        "received_at": datetime.now(UTC),
+        "correlation_id": None,
+    }
+
+
+@integrations_app.command("add")
+def integrations_add(
+    integration_id: Annotated[str, typer.Argument(help="stable id, e.g. magento-eu")],
+    driver: Annotated[str, typer.Option(help="driver key")],
+    config: Annotated[str, typer.Option(help="JSON config, or @file.json")] = "{}",
+    name: Annotated[str | None, typer.Option()] = None,
+    entity_types: Annotated[str | None, typer.Option(help="comma-separated filter")] = None,
+    priority_map: Annotated[str, typer.Option(help="JSON overrides")] = "{}",
+    disabled: Annotated[bool, typer.Option("--disabled")] = False,
+) -> None:
+    """Create or replace an integration (its config is validated by the driver)."""
+    from drivers.discovery import discover
+    from hub.integrations import Integration, IntegrationError, upsert_integration
+
+    settings = _settings()
+    url = _need_db(settings)
+    raw = Path(config[1:]).read_text() if config.startswith("@") else config
+    try:
+        cfg = json.loads(raw)
+        pmap = json.loads(priority_map)
+    except json.JSONDecodeError as exc:
+        raise _fail(f"config is not JSON: {exc}") from exc
+    integ = Integration(
+        id=integration_id,
+        name=name or integration_id,
+        driver=driver,
+        enabled=not disabled,
+        config=cfg,
+        entity_types=entity_types.split(",") if entity_types else None,
+        priority_map=pmap,
+    )
+    try:
+        upsert_integration(url, discover(), integ)
+    except IntegrationError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"integration {integration_id} saved ({'disabled' if disabled else 'enabled'})")
+
+
+@integrations_app.command("list")
+def integrations_list() -> None:
+    """List integrations (configs are not printed: they may hold secrets)."""
+    from hub.integrations import list_integrations
+
+    settings = _settings()
+    for integ in list_integrations(_need_db(settings)):
+        types = ",".join(integ.entity_types) if integ.entity_types else "*"
+        state = "enabled " if integ.enabled else "disabled"
+        typer.echo(f"{integ.id:24} {integ.driver:12} {state} types={types}")
+
+
+def _set_enabled(integration_id: str, enabled: bool) -> None:
+    from hub.integrations import set_enabled
+
+    settings = _settings()
+    if not set_enabled(_need_db(settings), integration_id, enabled):
+        raise _fail(f"no integration {integration_id!r}")
+    typer.echo(f"integration {integration_id} {'enabled' if enabled else 'disabled'}")
+
+
+@integrations_app.command("enable")
+def integrations_enable(integration_id: str) -> None:
+    """Enable an integration (fan-out follows within seconds)."""
+    _set_enabled(integration_id, True)
+
+
+@integrations_app.command("disable")
+def integrations_disable(integration_id: str) -> None:
+    """Disable an integration (fan-out follows within seconds)."""
+    _set_enabled(integration_id, False)
+
+
+@drivers_app.command("list")
+def drivers_list(
+    schema: Annotated[bool, typer.Option("--schema", help="print each config JSON Schema")] = False,
+) -> None:
+    """Installed drivers; a broken driver package is reported by name."""
+    from drivers.discovery import discover
+
+    cat = discover()
+    for key, cls in sorted(cat.drivers.items()):
+        types = ",".join(sorted(cls.supported_entity_types))
+        typer.echo(f"{key:12} {cls.version:8} {cls.description}\n{'':12} entity types: {types}")
+        if schema:
+            typer.echo(json.dumps(cls.config_model.model_json_schema(), indent=2))
+    for name, error in sorted(cat.broken.items()):
+        typer.secho(f"{name:12} BROKEN   {error}", fg="red")
+
+
+@app.command()
+def deliveries(
+    status: Annotated[str | None, typer.Option()] = None,
+    integration: Annotated[str | None, typer.Option()] = None,
+    entity: Annotated[str | None, typer.Option(help="entity key")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+) -> None:
+    """Latest status per job, from the PostgreSQL projection."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    settings = _settings()
+    where, params = [], []
+    for col, val in (("status", status), ("integration_id", integration), ("entity_key", entity)):
+        if val:
+            where.append(f"{col} = %s")
+            params.append(val)
+    sql = "SELECT * FROM deliveries"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY occurred_at DESC LIMIT %s"
+    with psycopg.connect(_need_db(settings), row_factory=dict_row) as conn:
+        rows = conn.execute(sql, [*params, limit]).fetchall()
+    for r in rows:
+        err = f"  {r['error_kind']}: {r['error_message']}" if r["error_message"] else ""
+        typer.echo(
+            f"{r['occurred_at']:%Y-%m-%d %H:%M:%S} {r['status']:9} {r['integration_id']:16} "
+            f"{r['entity_key']:40} attempt {r['attempt']}{err}"
+        )
+
+
+@app.command()
+def demo(
+    keep_logs: Annotated[bool, typer.Option(help="print where the service logs are")] = True,
+) -> None:
+    """Run the main job on embedded defaults and show each stage."""
+    from hub.demo import run_demo
+
+    logs.configure("WARNING", "text")
+    raise typer.Exit(run_demo(show_logs=keep_logs))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,270 @@
+"""Thin confluent-kafka helpers: producers that confirm, consumers, and topic management."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
+
+from hub.settings import Settings
+from schemas.topics import TopicSpec, catalogue
+
+logger = logging.getLogger(__name__)
+
+Headers = list[tuple[str, str | bytes | None]]
+
+
+class DeliveryFailed(Exception):
+    """The broker did not acknowledge a write."""
+
+    def __init__(self, topic: str, error: KafkaError | str) -> None:
+        super().__init__(f"write to {topic} failed: {error}")
+        self.topic = topic
+        self.error = error
+
+    @property
+    def retriable(self) -> bool:
+        """True when the client says trying again may work."""
+        return isinstance(self.error, KafkaError) and self.error.retriable()
+
+
+def make_producer(settings: Settings, **extra: Any) -> Producer:
+    """An idempotent producer with acks=all: an acknowledged write is never lost or doubled."""
+    conf = settings.kafka_config(
+        {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            **extra,
+        }
+    )
+    return Producer(conf)
+
+
+def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
+    """Consumer config with manual commits: offsets move only after outputs are acknowledged."""
+    return settings.kafka_config(
+        {
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": settings.kafka.session_timeout_ms,
+            "heartbeat.interval.ms": max(500, settings.kafka.session_timeout_ms // 4),
+            "partition.assignment.strategy": "cooperative-sticky",
+            **extra,
+        }
+    )
+
+
+def produce_sync(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: str | bytes | None = None,
+    headers: Headers | None = None,
+    timeout: float = 30.0,
+) -> Message:
+    """Produce one record and block until the broker acknowledged it."""
+    result: dict[str, Any] = {}
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        result["err"], result["msg"] = err, msg
+
+    producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+    remaining = producer.flush(timeout)
+    if remaining or "msg" not in result:
+        raise DeliveryFailed(topic, "not acknowledged before the timeout")
+    if result["err"] is not None:
+        raise DeliveryFailed(topic, result["err"])
+    msg: Message = result["msg"]
+    return msg
+
+
+class AsyncProducer:
+    """Wraps a confluent Producer for asyncio: `await send(...)` returns once acknowledged."""
+
+    def __init__(self, producer: Producer, poll_interval: float = 0.005) -> None:
+        self.producer = producer
+        self._poll_interval = poll_interval
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start serving delivery callbacks."""
+        self._task = asyncio.create_task(self._poll_loop())
+
+    async def _poll_loop(self) -> None:
+        while not self._closed:
+            self.producer.poll(0)
+            await asyncio.sleep(self._poll_interval)
+
+    def send_nowait(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+    ) -> asyncio.Future[Message]:
+        """Queue a record; the future resolves when the broker acknowledged it."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Message] = loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if fut.done():
+                return
+            if err is not None:
+                fut.set_exception(DeliveryFailed(topic, err))
+            else:
+                fut.set_result(msg)
+
+        try:
+            self.producer.produce(
+                topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+            )
+        except BufferError:
+            self.producer.poll(0.1)  # queue full: serve callbacks once, then try again
+            self.producer.produce(
+                topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+            )
+        return fut
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
+    ) -> Message:
+        """Produce one record and wait for its acknowledgement."""
+        return await self.send_nowait(topic, value, key, headers)
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued, then stop."""
+        await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, timeout)
+        self._closed = True
+        if self._task is not None:
+            await self._task
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    """An admin client for the configured cluster."""
+    return AdminClient(settings.kafka_config())
+
+
+@dataclass
+class TopicReport:
+    """What `hub topics apply` found and did."""
+
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """Human-readable report."""
+        out = [f"created   {t}" for t in self.created]
+        out += [f"updated   {t}" for t in self.updated]
+        out += [f"drift     {d}" for d in self.drift]
+        out += [f"ok        {t}" for t in self.unchanged]
+        return out
+
+
+def settings_catalogue(settings: Settings) -> list[TopicSpec]:
+    """The topic catalogue with this deployment's partitions and retention."""
+    return catalogue(
+        settings.topic_partitions, settings.mutations_retention_ms, settings.retry_delays_s
+    )
+
+
+def apply_topics(
+    settings: Settings,
+    specs: Sequence[TopicSpec] | None = None,
+    *,
+    dry_run: bool = False,
+    fix_configs: bool = True,
+) -> TopicReport:
+    """Create missing topics and report (and fix, unless dry_run) config drift, idempotently."""
+    specs = list(specs if specs is not None else settings_catalogue(settings))
+    admin = admin_client(settings)
+    existing = admin.list_topics(timeout=10).topics
+    report = TopicReport()
+    missing = [s for s in specs if s.name not in existing]
+    if missing and not dry_run:
+        futures = admin.create_topics(
+            [
+                NewTopic(
+                    s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=settings.topic_replication,
+                    config=s.configs(),
+                )
+                for s in missing
+            ]
+        )
+        for _name, fut in futures.items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    report.created = [s.name for s in missing]
+    present = [s for s in specs if s.name in existing]
+    if present:
+        resources = [ConfigResource("topic", s.name) for s in present]
+        described = admin.describe_configs(resources)
+        to_alter: list[TopicSpec] = []
+        for spec, res in zip(present, resources, strict=True):
+            actual = described[res].result()
+            drift = []
+            parts = len(existing[spec.name].partitions)
+            if parts != spec.partitions:
+                drift.append(f"partitions {parts} (catalogue {spec.partitions})")
+            for key, want in spec.configs().items():
+                have = actual.get(key)
+                if have is not None and have.value != want:
+                    drift.append(f"{key}={have.value} (catalogue {want})")
+            if drift:
+                report.drift.append(f"{spec.name}: " + ", ".join(drift))
+                if any(not d.startswith("partitions") for d in drift):
+                    to_alter.append(spec)
+            else:
+                report.unchanged.append(spec.name)
+        if to_alter and fix_configs and not dry_run:
+            _alter_configs(admin, to_alter)
+            report.updated = [s.name for s in to_alter]
+    return report
+
+
+def _alter_configs(admin: AdminClient, specs: Sequence[TopicSpec]) -> None:
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AlterConfigOpType,
+        ConfigEntry,
+    )
+
+    resources = [
+        ConfigResource(
+            "topic",
+            s.name,
+            incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                for k, v in s.configs().items()
+            ],
+        )
+        for s in specs
+    ]
+    for fut in admin.incremental_alter_configs(resources).values():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            logger.warning("could not update topic configs", extra={"error": str(exc)})

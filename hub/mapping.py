@@ -1,0 +1,82 @@
+"""ID mapping service over PostgreSQL: (integration, entity type, source key) ↔ target id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+
+class PostgresMappingService:
+    """EntityMappingService for one integration, sharing a connection pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], integration_id: str) -> None:
+        self.pool = pool
+        self.integration_id = integration_id
+
+    async def get(self, entity_type: str, source_key: str) -> str | None:
+        """The target id of one source key, or None."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT target_id FROM entity_mappings"
+                " WHERE integration_id = %s AND entity_type = %s AND source_key = %s",
+                (self.integration_id, entity_type, source_key),
+            )
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def get_many(self, entity_type: str, source_keys: list[str]) -> dict[str, str]:
+        """Target ids of many source keys (missing ones are absent)."""
+        if not source_keys:
+            return {}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT source_key, target_id FROM entity_mappings"
+                " WHERE integration_id = %s AND entity_type = %s AND source_key = ANY(%s)",
+                (self.integration_id, entity_type, source_keys),
+            )
+            rows = await cur.fetchall()
+        return {str(k): str(v) for k, v in rows}
+
+    async def put(self, entity_type: str, source_key: str, target_id: str) -> None:
+        """Remember a mapping (replacing an older one)."""
+        await self.put_many(entity_type, {source_key: target_id})
+
+    async def put_many(self, entity_type: str, pairs: dict[str, str]) -> None:
+        """Remember many mappings in one statement."""
+        if not pairs:
+            return
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                """
+                INSERT INTO entity_mappings (integration_id, entity_type, source_key, target_id)
+                SELECT %s, %s, s, t FROM unnest(%s::text[], %s::text[]) AS u(s, t)
+                ON CONFLICT (integration_id, entity_type, source_key)
+                DO UPDATE SET target_id = EXCLUDED.target_id, updated_at = now()
+                WHERE entity_mappings.target_id <> EXCLUDED.target_id
+                """,
+                (self.integration_id, entity_type, list(pairs), list(pairs.values())),
+            )
+
+    async def source_for(self, entity_type: str, target_id: str) -> str | None:
+        """The source key of a target id, or None."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT source_key FROM entity_mappings"
+                " WHERE integration_id = %s AND entity_type = %s AND target_id = %s",
+                (self.integration_id, entity_type, target_id),
+            )
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+
+async def open_pool(url: str, max_size: int = 8) -> AsyncConnectionPool[Any]:
+    """An open async pool with autocommit connections."""
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.set_autocommit(True)
+
+    pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, configure=configure, open=False)
+    await pool.open(wait=True, timeout=15)
+    return pool

@@ -1,0 +1,204 @@
+"""Avro serde for hub events: single-object encoding, or Schema Registry framing."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from schemas.errors import SchemaError, UnknownSchemaVersion
+
+AVRO_DIR = Path(__file__).parent / "avro"
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+REGISTRY_MAGIC = b"\x00"
+
+#: event name -> file stem of its .avsc
+EVENTS = {
+    "Snapshot": "snapshot",
+    "Mutation": "mutation",
+    "Job": "job",
+    "DeliveryStatus": "delivery_status",
+}
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """One released version of one event schema."""
+
+    event: str
+    version: int
+    raw: dict[str, Any]
+    parsed: Any
+    canonical: str
+    fingerprint: (
+        bytes  # 8 bytes, little-endian CRC-64-AVRO as the spec's single-object encoding asks
+    )
+
+
+def _load_raw(version_dir: Path, stem: str) -> dict[str, Any]:
+    raw: dict[str, Any] = json.loads((version_dir / f"{stem}.avsc").read_text())
+    # Job embeds Mutation by name; inline it so every schema is self-contained
+    # (a registry or an outside reader gets one complete document).
+    if stem == "job":
+        mutation = _load_raw(version_dir, "mutation")
+        for fld in raw["fields"]:
+            if fld["type"] == "Mutation":
+                fld["type"] = copy.deepcopy(mutation)
+    return raw
+
+
+def _versions_on_disk() -> list[int]:
+    return sorted(int(p.name[1:]) for p in AVRO_DIR.glob("v*") if p.name[1:].isdigit())
+
+
+@cache
+def all_versions() -> dict[str, list[SchemaVersion]]:
+    """Every released version of every event schema, oldest first."""
+    out: dict[str, list[SchemaVersion]] = {name: [] for name in EVENTS}
+    for version in _versions_on_disk():
+        vdir = AVRO_DIR / f"v{version}"
+        for name, stem in EVENTS.items():
+            if not (vdir / f"{stem}.avsc").exists():
+                continue
+            raw = _load_raw(vdir, stem)
+            parsed = fastavro.parse_schema(copy.deepcopy(raw))
+            canonical = to_parsing_canonical_form(parsed)
+            fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+            # fastavro gives the CRC as big-endian hex; single-object encoding stores it little-endian.
+            out[name].append(SchemaVersion(name, version, raw, parsed, canonical, fp[::-1]))
+    return out
+
+
+def current(event: str) -> SchemaVersion:
+    """The newest schema of an event: what this hub writes and reads into."""
+    try:
+        return all_versions()[event][-1]
+    except (KeyError, IndexError) as exc:
+        raise SchemaError(f"unknown event type {event!r}") from exc
+
+
+@cache
+def _by_fingerprint() -> dict[bytes, SchemaVersion]:
+    return {v.fingerprint: v for versions in all_versions().values() for v in versions}
+
+
+class Registry:
+    """A minimal Confluent Schema Registry client (register and look up by id)."""
+
+    def __init__(self, url: str, http: Callable[..., Any] | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._http: Any = http
+        self._ids: dict[tuple[str, str], int] = {}
+        self._schemas: dict[int, SchemaVersion] = {}
+        self._lock = threading.Lock()
+
+    def _client(self) -> Any:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.Client(timeout=10)
+        return self._http
+
+    def id_for(self, subject: str, version: SchemaVersion) -> int:
+        """Register (or find) the schema under subject and return its id."""
+        key = (subject, version.canonical)
+        with self._lock:
+            if key in self._ids:
+                return self._ids[key]
+            resp = self._client().post(
+                f"{self.url}/subjects/{subject}/versions",
+                json={"schema": json.dumps(version.raw)},
+                headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+            )
+            if resp.status_code >= 400:
+                raise SchemaError(
+                    f"schema registry refused {subject}: {resp.status_code} {resp.text}"
+                )
+            schema_id = int(resp.json()["id"])
+            self._ids[key] = schema_id
+            self._schemas[schema_id] = version
+            return schema_id
+
+    def schema_for(self, schema_id: int) -> SchemaVersion:
+        """The writer schema of a registry id, matched to a released version by fingerprint."""
+        with self._lock:
+            if schema_id in self._schemas:
+                return self._schemas[schema_id]
+        resp = self._client().get(f"{self.url}/schemas/ids/{schema_id}")
+        if resp.status_code == 404:
+            raise UnknownSchemaVersion(f"schema id {schema_id} is not in the registry")
+        if resp.status_code >= 400:
+            raise SchemaError(f"schema registry answered {resp.status_code} for id {schema_id}")
+        raw = json.loads(resp.json()["schema"])
+        parsed = fastavro.parse_schema(raw)
+        canonical = to_parsing_canonical_form(parsed)
+        fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))[::-1]
+        version = _by_fingerprint().get(fp) or SchemaVersion("?", 0, raw, parsed, canonical, fp)
+        with self._lock:
+            self._schemas[schema_id] = version
+        return version
+
+
+class Serde:
+    """Encodes and decodes hub events; one instance per process."""
+
+    def __init__(self, registry_url: str | None = None) -> None:
+        self.registry = Registry(registry_url) if registry_url else None
+
+    def encode(self, event: str, record: dict[str, Any], *, topic: str | None = None) -> bytes:
+        """Encode a record with the current schema of event."""
+        version = current(event)
+        buf = io.BytesIO()
+        if self.registry is not None:
+            subject = f"{topic}-value" if topic else event
+            buf.write(REGISTRY_MAGIC + struct.pack(">I", self.registry.id_for(subject, version)))
+        else:
+            buf.write(SINGLE_OBJECT_MAGIC + version.fingerprint)
+        try:
+            fastavro.schemaless_writer(buf, version.parsed, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SchemaError(f"cannot encode {event}: {exc}", topic=topic) from exc
+        return buf.getvalue()
+
+    def decode(self, event: str, data: bytes | None, *, topic: str | None = None) -> dict[str, Any]:
+        """Decode bytes written with any released version into the current schema's shape."""
+        if not data:
+            raise SchemaError(f"empty {event} record", topic=topic)
+        if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
+            writer = _by_fingerprint().get(data[2:10])
+            if writer is None:
+                raise UnknownSchemaVersion(
+                    f"unknown schema fingerprint {data[2:10].hex()} for {event}", topic=topic
+                )
+            body = data[10:]
+        elif data[:1] == REGISTRY_MAGIC and len(data) >= 5:
+            if self.registry is None:
+                raise SchemaError(
+                    "record uses Schema Registry framing but HUB_SCHEMA_REGISTRY_URL is not set",
+                    topic=topic,
+                )
+            writer = self.registry.schema_for(struct.unpack(">I", data[1:5])[0])
+            body = data[5:]
+        else:
+            raise SchemaError(
+                f"{event} record has no Avro single-object or registry header", topic=topic
+            )
+        if writer.event not in (event, "?"):
+            raise SchemaError(f"expected a {event} record, got {writer.event}", topic=topic)
+        try:
+            result: Any = fastavro.schemaless_reader(
+                io.BytesIO(body), writer.parsed, current(event).parsed
+            )
+        except Exception as exc:
+            raise SchemaError(f"cannot decode {event}: {exc}", topic=topic) from exc
+        return dict(result)

@@ -1,0 +1,206 @@
+"""The Faust mutator: snapshots → mutations (stateful diff) and mutations → jobs (fan-out)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+import faust
+import orjson
+from faust.streams import _current_event
+
+from drivers.discovery import discover
+from hub.integrations import load_targets_async
+from hub.settings import Settings
+from schemas import topics
+from schemas.errors import SchemaError
+from schemas.serde import Serde
+from services.mutator.core.fanout import IntegrationTarget
+from services.mutator.processing import FanOut, SnapshotProcessor, invalid_headers, summarise
+
+logger = logging.getLogger(__name__)
+
+# Faust's `kafka://` transport (aiokafka) is used on purpose: its `confluent://` transport hung at
+# start-up on the embedded broker. aiokafka cannot use an idempotent producer there, so the
+# mutator is at-least-once: mutation ids are deterministic and downstream is idempotent.
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.05
+
+
+def make_app(settings: Settings) -> faust.App:
+    """Build the mutator app: one table, two agents, one refresh timer."""
+    app = faust.App(
+        settings.mutator_app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store="memory://",
+        datadir=settings.mutator_data_dir,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
+        broker_heartbeat_interval=max(0.5, settings.kafka.session_timeout_ms / 4000),
+        producer_acks=-1,
+        web_enabled=False,
+        table_cleanup_interval=3600.0,
+    )
+    serde = Serde(settings.schema_registry_url)
+    processor = SnapshotProcessor(serde)
+    fanout = FanOut(serde)
+    catalogue = discover()
+    targets: list[IntegrationTarget] = []
+
+    snapshots = app.topic(
+        topics.SNAPSHOTS,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+    invalid = app.topic(
+        topics.SNAPSHOTS_INVALID,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+    mutations = app.topic(
+        topics.MUTATIONS,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+    job_topics = {
+        name: app.topic(
+            topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=False,
+        )
+        for name, (_, topic) in topics.PRIORITIES.items()
+    }
+    # Latest indexed state per entity key, co-partitioned with pim.snapshots.
+    state = app.Table("entity-state", key_type=bytes, value_type=bytes, default=None)
+
+    @app.agent(snapshots)
+    async def mutate(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            # Later snapshots of an entity in this batch see the state the earlier ones left.
+            overlay: dict[str, dict[str, Any] | None] = {}
+
+            def stored_for(
+                key: str, overlay: dict[str, dict[str, Any] | None] = overlay
+            ) -> dict[str, Any] | None:
+                if key in overlay:
+                    return overlay[key]
+                raw = state.get(key.encode())
+                return orjson.loads(raw) if raw else None
+
+            outcomes = []
+            pending = []
+            for event in events:
+                msg = event.message
+                outcome = processor.process(msg.key, msg.value, stored_for)
+                outcomes.append((event, outcome))
+                if outcome.kind == "invalid":
+                    assert outcome.invalid is not None
+                    logger.warning(
+                        "invalid snapshot",
+                        extra={
+                            "topic": msg.topic,
+                            "partition": msg.partition,
+                            "offset": msg.offset,
+                            "reason": outcome.invalid.reason,
+                        },
+                    )
+                    pending.append(
+                        await invalid.send(
+                            key=msg.key, value=msg.value, headers=invalid_headers(outcome.invalid)
+                        )
+                    )
+                    continue
+                if outcome.new_state is not None:
+                    overlay[outcome.entity_key] = outcome.new_state
+                if outcome.mutation is not None:
+                    pending.append(
+                        await mutations.send(
+                            key=outcome.entity_key.encode(),
+                            value=serde.encode(
+                                "Mutation", outcome.mutation, topic=topics.MUTATIONS
+                            ),
+                        )
+                    )
+            # The state moves only after the mutations are acknowledged: a crash in between
+            # re-emits the same mutation (same id) rather than losing it.
+            if pending:
+                await asyncio.gather(*pending)
+            for event, outcome in outcomes:
+                if outcome.new_state is not None:
+                    _current_event.set(weakref.ref(event))
+                    state[outcome.entity_key.encode()] = orjson.dumps(outcome.new_state)
+            _current_event.set(None)
+            logger.debug(
+                "snapshots processed", extra={"counts": summarise([o for _, o in outcomes])}
+            )
+
+    @app.agent(mutations)
+    async def fan_out(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            pending = []
+            for event in events:
+                msg = event.message
+                try:
+                    mutation = serde.decode("Mutation", msg.value, topic=topics.MUTATIONS)
+                except SchemaError as exc:
+                    logger.error(
+                        "undecodable mutation skipped by fan-out",
+                        extra={"partition": msg.partition, "offset": msg.offset, "error": str(exc)},
+                    )
+                    continue
+                for priority, key, job in fanout.jobs_for(mutation, targets):
+                    topic_name = topics.job_topic(priority)
+                    pending.append(
+                        await job_topics[priority].send(
+                            key=key.encode(), value=serde.encode("Job", job, topic=topic_name)
+                        )
+                    )
+            if pending:
+                await asyncio.gather(*pending)
+
+    async def refresh() -> None:
+        if not settings.database_url:
+            logger.warning("HUB_DATABASE_URL is not set: fan-out has no integrations")
+            return
+        try:
+            fresh = await load_targets_async(settings.database_url, catalogue)
+        except Exception as exc:
+            logger.error("cannot load integrations", extra={"error": str(exc)})
+            return
+        targets[:] = fresh
+
+    @app.task
+    async def load_integrations() -> None:
+        await refresh()
+
+    @app.timer(interval=settings.integrations_refresh_s)
+    async def refresh_integrations() -> None:
+        await refresh()
+
+    # Expose for tests and tools.
+    app.hub_targets = targets  # type: ignore[attr-defined]
+    return app
+
+
+def run(settings: Settings, loglevel: str = "warn") -> None:
+    """Run a mutator worker until it is stopped (SIGTERM/SIGINT)."""
+    from faust import Worker
+
+    app = make_app(settings)
+    worker = Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,69 @@
+"""Fan-out: which integrations get a job for a mutation, on which priority, with which id."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from services.mutator.core.priority import DEFAULT_LEVELS, PriorityRules, resolve_priority
+
+NS_JOB = uuid.UUID("7d1c3c1e-4f0b-5a53-9a8e-2f0a0d6b9c11")
+
+
+@dataclass(frozen=True)
+class IntegrationTarget:
+    """What fan-out needs to know of one integration."""
+
+    integration_id: str
+    driver: str
+    enabled: bool
+    supported_entity_types: frozenset[str]
+    entity_types: frozenset[str] | None = None  # None: all the driver supports
+    priority_map: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job to publish."""
+
+    job_id: str
+    integration_id: str
+    driver: str
+    priority: str
+
+
+def job_id(mutation_id: str, integration_id: str) -> str:
+    """Deterministic job id: duplicates and replays of a mutation never make a second job."""
+    return str(uuid.uuid5(NS_JOB, f"{mutation_id}/{integration_id}"))
+
+
+def plan_jobs(
+    entity_type: str,
+    operation: str,
+    mutation_id: str,
+    changes: Sequence[Mapping[str, Any]],
+    integrations: Iterable[IntegrationTarget],
+    rules: PriorityRules,
+    levels: Mapping[str, int] = DEFAULT_LEVELS,
+) -> list[PlannedJob]:
+    """One job per enabled integration whose driver and filter accept the entity type."""
+    planned = []
+    for integ in integrations:
+        if not integ.enabled or entity_type not in integ.supported_entity_types:
+            continue
+        if integ.entity_types is not None and entity_type not in integ.entity_types:
+            continue
+        priority = resolve_priority(
+            entity_type, operation, changes, rules.merged(integ.priority_map), levels
+        )
+        planned.append(
+            PlannedJob(job_id(mutation_id, integ.integration_id), integ.integration_id, integ.driver, priority)
+        )
+    return planned
+
+
+def job_key(integration_id: str, entity_key: str) -> str:
+    """Kafka key of a job: one entity keeps its order per integration."""
+    return f"{integration_id}|{entity_key}"
