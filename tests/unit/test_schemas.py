@@ -1,0 +1,179 @@
+"""Event schemas: the .avsc files, the pydantic views, old records and the wire framing."""
+
+from __future__ import annotations
+
+import json
+import struct
+import typing
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from schemas import serde as serde_mod
+from schemas.errors import SchemaError, UnknownSchemaVersion
+from schemas.events import MODELS
+from schemas.serde import SINGLE_OBJECT_MAGIC, Serde, all_versions, current
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "avro"
+
+
+def _avro_fields(event: str) -> dict[str, tuple[bool, Any]]:
+    """field -> (nullable, default marker) of the current .avsc."""
+    out = {}
+    for f in current(event).raw["fields"]:
+        typ = f["type"]
+        nullable = isinstance(typ, list) and "null" in typ
+        out[f["name"]] = (nullable, "default" in f)
+    return out
+
+
+@pytest.mark.parametrize("event", sorted(MODELS))
+def test_pydantic_view_matches_avsc(event: str) -> None:
+    model = MODELS[event]
+    avro = _avro_fields(event)
+    assert set(model.model_fields) == set(avro), "same field names in both"
+    for name, field in model.model_fields.items():
+        nullable, _ = avro[name]
+        model_nullable = type(None) in typing.get_args(field.annotation)
+        assert model_nullable == nullable, f"{event}.{name}: nullability differs"
+
+
+def test_change_model_matches_nested_avro_record() -> None:
+    change_schema = next(f for f in current("Mutation").raw["fields"] if f["name"] == "changes")
+    avro_names = {f["name"] for f in change_schema["type"]["items"]["fields"]}
+    assert avro_names == set(
+        MODELS["Mutation"].model_fields["changes"].annotation.__args__[0].model_fields
+    )  # type: ignore[union-attr]
+
+
+def test_released_schemas_are_unchanged() -> None:
+    released = json.loads((serde_mod.AVRO_DIR / "RELEASED.json").read_text())
+    on_disk = {
+        f"v{v.version}/{name}": v.fingerprint.hex()
+        for name, vs in all_versions().items()
+        for v in vs
+    }
+    for key, fp in released.items():
+        assert on_disk.get(key) == fp, (
+            f"released schema {key} was edited: add a new version instead"
+        )
+
+
+@pytest.mark.parametrize("event", sorted(MODELS))
+def test_new_readers_decode_every_released_version(event: str) -> None:
+    for version_dir in sorted(FIXTURES.glob("v*")):
+        data = (version_dir / f"{event}.bin").read_bytes()
+        record = Serde().decode(event, data)
+        MODELS[event].model_validate(record)  # and the in-process view accepts it
+        assert record[next(iter(current(event).raw["fields"]))["name"]]
+
+
+def _sample(event: str) -> dict[str, Any]:
+    return Serde().decode(event, (FIXTURES / "v1" / f"{event}.bin").read_bytes())
+
+
+@pytest.mark.parametrize("event", sorted(MODELS))
+def test_round_trip_uses_single_object_encoding(event: str) -> None:
+    record = _sample(event)
+    data = Serde().encode(event, record)
+    assert data[:2] == SINGLE_OBJECT_MAGIC
+    assert data[2:10] == current(event).fingerprint
+    assert Serde().decode(event, data) == record
+
+
+def test_fingerprint_is_little_endian_crc64_avro() -> None:
+    # Spec example: the CRC-64-AVRO fingerprint of the schema "string" is 0x8f014872634503c7
+    # stored little-endian in the single-object header.
+    from fastavro.schema import fingerprint
+
+    assert fingerprint('"string"', "CRC-64-AVRO") == "c70345637248018f"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not avro at all", SINGLE_OBJECT_MAGIC + b"\x00" * 8 + b"x", b"\x00\x00\x00\x00\x01abc"],
+)
+def test_garbage_raises_a_typed_error(data: bytes) -> None:
+    with pytest.raises(SchemaError):
+        Serde().decode("Snapshot", data)
+
+
+def test_unknown_fingerprint_is_unknown_schema_version() -> None:
+    with pytest.raises(UnknownSchemaVersion):
+        Serde().decode("Snapshot", SINGLE_OBJECT_MAGIC + b"\x01" * 8 + b"\x00")
+
+
+def test_truncated_body_raises_schema_error() -> None:
+    data = Serde().encode("Snapshot", _sample("Snapshot"))
+    with pytest.raises(SchemaError, match="cannot decode"):
+        Serde().decode("Snapshot", data[:20])
+
+
+def test_record_of_another_event_is_refused() -> None:
+    data = Serde().encode("DeliveryStatus", _sample("DeliveryStatus"))
+    with pytest.raises(SchemaError, match="expected a Snapshot"):
+        Serde().decode("Snapshot", data)
+
+
+def test_encoding_a_bad_record_raises_schema_error() -> None:
+    with pytest.raises(SchemaError, match="cannot encode"):
+        Serde().encode("Snapshot", {"event_id": 1})
+
+
+class _FakeRegistry:
+    """Confluent Schema Registry endpoints over httpx.MockTransport."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[int, str] = {}
+        self.subjects: dict[str, int] = {}
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.startswith("/subjects/"):
+            schema = json.loads(request.content)["schema"]
+            subject = request.url.path.split("/")[2]
+            for sid, s in self.schemas.items():
+                if s == schema:
+                    return httpx.Response(200, json={"id": sid})
+            sid = len(self.schemas) + 1
+            self.schemas[sid] = schema
+            self.subjects[subject] = sid
+            return httpx.Response(200, json={"id": sid})
+        if request.method == "GET" and request.url.path.startswith("/schemas/ids/"):
+            sid = int(request.url.path.rsplit("/", 1)[1])
+            if sid not in self.schemas:
+                return httpx.Response(404, json={"error_code": 40403})
+            return httpx.Response(200, json={"schema": self.schemas[sid]})
+        return httpx.Response(404)
+
+
+def test_schema_registry_framing_round_trip() -> None:
+    fake = _FakeRegistry()
+    client = httpx.Client(transport=httpx.MockTransport(fake.handler), base_url="http://registry")
+    writer = Serde()
+    writer.registry = serde_mod.Registry("http://registry", http=client)
+    record = _sample("Mutation")
+    data = writer.encode("Mutation", record, topic="hub.mutations")
+    assert data[0:1] == b"\x00"
+    (schema_id,) = struct.unpack(">I", data[1:5])
+    assert fake.subjects["hub.mutations-value"] == schema_id
+    # A fresh reader knows nothing but the registry URL.
+    reader = Serde()
+    reader.registry = serde_mod.Registry("http://registry", http=client)
+    assert reader.decode("Mutation", data) == record
+    with pytest.raises(UnknownSchemaVersion):
+        reader.decode("Mutation", b"\x00" + struct.pack(">I", 999) + data[5:])
+
+
+def test_registry_framing_without_registry_is_a_clear_error() -> None:
+    with pytest.raises(SchemaError, match="HUB_SCHEMA_REGISTRY_URL"):
+        Serde().decode("Snapshot", b"\x00\x00\x00\x00\x01" + b"\x02")
+
+
+def test_job_schema_embeds_the_mutation_schema() -> None:
+    job_fields = {f["name"]: f for f in current("Job").raw["fields"]}
+    assert job_fields["mutation"]["type"]["name"] == "Mutation"
+    assert {f["name"] for f in job_fields["mutation"]["type"]["fields"]} == set(
+        MODELS["Mutation"].model_fields
+    )
