@@ -16,17 +16,18 @@ import orjson
 import typer
 
 from hub import logs
-from hub.registry_cli import drivers_app, registry_app
 from hub.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="pim-hub: Akeneo PIM to commerce targets over Kafka.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the hub.")
 db_app = typer.Typer(no_args_is_help=True, help="PostgreSQL schema.")
+integrations_app = typer.Typer(no_args_is_help=True, help="Integrations (targets) of the hub.")
+drivers_app = typer.Typer(no_args_is_help=True, help="Installed drivers.")
 produce_app = typer.Typer(no_args_is_help=True, help="Publish records by hand.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="Simulators of the Akeneo and Magento APIs.")
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
-app.add_typer(registry_app, name="integrations")
+app.add_typer(integrations_app, name="integrations")
 app.add_typer(drivers_app, name="drivers")
 app.add_typer(produce_app, name="produce")
 app.add_typer(sandbox_app, name="sandbox")
@@ -106,18 +107,13 @@ def up() -> None:
 @topics_app.command("apply")
 def topics_apply(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report only")] = False,
-    profile: Annotated[
-        str, typer.Option(help="default, or production: replication 3, min.insync.replicas 2")
-    ] = "default",
 ) -> None:
     """Create missing topics and report (and fix) config drift; safe to run again."""
-    from hub.kafka import TOPIC_PROFILES, apply_topics
+    from hub.kafka import apply_topics
 
     settings = _settings()
     _need_bootstrap(settings)
-    if profile not in TOPIC_PROFILES:
-        raise _fail(f"unknown profile {profile!r}; known: {', '.join(TOPIC_PROFILES)}")
-    report = apply_topics(settings, dry_run=dry_run, profile=profile)
+    report = apply_topics(settings, dry_run=dry_run)
     for line in report.lines():
         typer.echo(line)
     if dry_run and (report.created or report.drift):
