@@ -5,12 +5,21 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 
 import httpx
 from pydantic import BaseModel
 
 from schemas.events import Job
+
+
+@dataclass(frozen=True)
+class MappingEntry:
+    """A target id and when it last changed."""
+
+    target_id: str
+    updated_at: datetime
 
 
 class EntityMappingService(Protocol):
@@ -30,6 +39,17 @@ class EntityMappingService(Protocol):
 
     async def source_for(self, entity_type: str, target_id: str) -> str | None:
         """The source key of a target id, or None."""
+
+    async def get_entry(self, entity_type: str, source_key: str) -> MappingEntry | None:
+        """The target id of one source key with the time it last changed, or None."""
+
+    async def get_entries(
+        self, entity_type: str, source_keys: list[str]
+    ) -> dict[str, MappingEntry]:
+        """Target ids with their time of last change (missing source keys are absent)."""
+
+    async def remove(self, entity_type: str, source_key: str) -> bool:
+        """Forget a mapping; False when there was none."""
 
 
 class Metrics(Protocol):
@@ -141,12 +161,22 @@ class Driver(ABC):
 
     @abstractmethod
     async def handle(self, job: Job, context: IntegrationContext) -> DeliveryResult:
-        """Deliver one job."""
+        """Deliver one job.
+
+        The dispatcher's version guard may hand over a job carrying only the changes newer than
+        what the target already has: build updates from `job.mutation.changes`; the mutation's
+        `state` is the entity at this mutation's version and may hold fields the target has
+        newer values for.
+        """
 
     async def handle_batch(
         self, jobs: list[Job], context: IntegrationContext
     ) -> list[DeliveryResult]:
-        """Deliver several jobs of one integration; by default one by one, in order."""
+        """Deliver several jobs of one integration in one go; by default one by one, in order.
+
+        A batch holds jobs of distinct entities (one entity's jobs never share a batch, so
+        per-entity order holds); return exactly one result per job, in the same order.
+        """
         return [await self.handle(job, context) for job in jobs]
 
     @classmethod

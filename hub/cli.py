@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import time
@@ -16,21 +15,41 @@ import orjson
 import typer
 
 from hub import logs
+from hub.registry_cli import drivers_app, registry_app
 from hub.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, help="pim-hub: Akeneo PIM to commerce targets over Kafka.")
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the hub.")
 db_app = typer.Typer(no_args_is_help=True, help="PostgreSQL schema.")
-integrations_app = typer.Typer(no_args_is_help=True, help="Integrations (targets) of the hub.")
-drivers_app = typer.Typer(no_args_is_help=True, help="Installed drivers.")
 produce_app = typer.Typer(no_args_is_help=True, help="Publish records by hand.")
 sandbox_app = typer.Typer(no_args_is_help=True, help="Simulators of the Akeneo and Magento APIs.")
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
-app.add_typer(integrations_app, name="integrations")
+app.add_typer(registry_app, name="integrations")
 app.add_typer(drivers_app, name="drivers")
 app.add_typer(produce_app, name="produce")
 app.add_typer(sandbox_app, name="sandbox")
+from hub.ops_cli import offsets, replay, resync, trace  # noqa: E402
+
+app.command("replay")(replay)
+app.command("resync")(resync)
+app.command("trace")(trace)
+app.command("offsets")(offsets)
+from hub.exporter import exporter as exporter_command  # noqa: E402
+
+app.command("exporter")(exporter_command)
+from services.dispatcher.cli import dead_app  # noqa: E402
+
+app.add_typer(dead_app, name="dead")
+from services.mutator.cli import diff as diff_command  # noqa: E402
+from services.mutator.cli import entities_app  # noqa: E402
+
+app.add_typer(entities_app, name="entities")
+app.command("diff")(diff_command)
+from services.ingest.cli import ingest_app, sync_app  # noqa: E402
+
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(sync_app, name="sync")
 
 
 def _mount_sandboxes() -> None:
@@ -107,13 +126,18 @@ def up() -> None:
 @topics_app.command("apply")
 def topics_apply(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report only")] = False,
+    profile: Annotated[
+        str, typer.Option(help="default, or production: replication 3, min.insync.replicas 2")
+    ] = "default",
 ) -> None:
     """Create missing topics and report (and fix) config drift; safe to run again."""
-    from hub.kafka import apply_topics
+    from hub.kafka import TOPIC_PROFILES, apply_topics
 
     settings = _settings()
     _need_bootstrap(settings)
-    report = apply_topics(settings, dry_run=dry_run)
+    if profile not in TOPIC_PROFILES:
+        raise _fail(f"unknown profile {profile!r}; known: {', '.join(TOPIC_PROFILES)}")
+    report = apply_topics(settings, dry_run=dry_run, profile=profile)
     for line in report.lines():
         typer.echo(line)
     if dry_run and (report.created or report.drift):
@@ -246,94 +270,6 @@ def snapshot_record(
         "received_at": datetime.now(UTC),
         "correlation_id": None,
     }
-
-
-@integrations_app.command("add")
-def integrations_add(
-    integration_id: Annotated[str, typer.Argument(help="stable id, e.g. magento-eu")],
-    driver: Annotated[str, typer.Option(help="driver key")],
-    config: Annotated[str, typer.Option(help="JSON config, or @file.json")] = "{}",
-    name: Annotated[str | None, typer.Option()] = None,
-    entity_types: Annotated[str | None, typer.Option(help="comma-separated filter")] = None,
-    priority_map: Annotated[str, typer.Option(help="JSON overrides")] = "{}",
-    disabled: Annotated[bool, typer.Option("--disabled")] = False,
-) -> None:
-    """Create or replace an integration (its config is validated by the driver)."""
-    from drivers.discovery import discover
-    from hub.integrations import Integration, IntegrationError, upsert_integration
-
-    settings = _settings()
-    url = _need_db(settings)
-    raw = Path(config[1:]).read_text() if config.startswith("@") else config
-    try:
-        cfg = json.loads(raw)
-        pmap = json.loads(priority_map)
-    except json.JSONDecodeError as exc:
-        raise _fail(f"config is not JSON: {exc}") from exc
-    integ = Integration(
-        id=integration_id,
-        name=name or integration_id,
-        driver=driver,
-        enabled=not disabled,
-        config=cfg,
-        entity_types=entity_types.split(",") if entity_types else None,
-        priority_map=pmap,
-    )
-    try:
-        upsert_integration(url, discover(), integ)
-    except IntegrationError as exc:
-        raise _fail(str(exc)) from exc
-    typer.echo(f"integration {integration_id} saved ({'disabled' if disabled else 'enabled'})")
-
-
-@integrations_app.command("list")
-def integrations_list() -> None:
-    """List integrations (configs are not printed: they may hold secrets)."""
-    from hub.integrations import list_integrations
-
-    settings = _settings()
-    for integ in list_integrations(_need_db(settings)):
-        types = ",".join(integ.entity_types) if integ.entity_types else "*"
-        state = "enabled " if integ.enabled else "disabled"
-        typer.echo(f"{integ.id:24} {integ.driver:12} {state} types={types}")
-
-
-def _set_enabled(integration_id: str, enabled: bool) -> None:
-    from hub.integrations import set_enabled
-
-    settings = _settings()
-    if not set_enabled(_need_db(settings), integration_id, enabled):
-        raise _fail(f"no integration {integration_id!r}")
-    typer.echo(f"integration {integration_id} {'enabled' if enabled else 'disabled'}")
-
-
-@integrations_app.command("enable")
-def integrations_enable(integration_id: str) -> None:
-    """Enable an integration (fan-out follows within seconds)."""
-    _set_enabled(integration_id, True)
-
-
-@integrations_app.command("disable")
-def integrations_disable(integration_id: str) -> None:
-    """Disable an integration (fan-out follows within seconds)."""
-    _set_enabled(integration_id, False)
-
-
-@drivers_app.command("list")
-def drivers_list(
-    schema: Annotated[bool, typer.Option("--schema", help="print each config JSON Schema")] = False,
-) -> None:
-    """Installed drivers; a broken driver package is reported by name."""
-    from drivers.discovery import discover
-
-    cat = discover()
-    for key, cls in sorted(cat.drivers.items()):
-        types = ",".join(sorted(cls.supported_entity_types))
-        typer.echo(f"{key:12} {cls.version:8} {cls.description}\n{'':12} entity types: {types}")
-        if schema:
-            typer.echo(json.dumps(cls.config_model.model_json_schema(), indent=2))
-    for name, error in sorted(cat.broken.items()):
-        typer.secho(f"{name:12} BROKEN   {error}", fg="red")
 
 
 @app.command()

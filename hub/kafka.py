@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -187,15 +187,107 @@ def settings_catalogue(settings: Settings) -> list[TopicSpec]:
     )
 
 
+@dataclass(frozen=True)
+class TopicProfile:
+    """Cluster-wide topic defaults laid over the catalogue (`hub topics apply --profile`)."""
+
+    name: str
+    replication: int | None  # None: HUB_TOPIC_REPLICATION
+    configs: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+
+#: default: whatever HUB_TOPIC_REPLICATION says (1 on a development broker).
+#: production: an acknowledged write (acks=all) is on at least two of three brokers, so one
+#: broker can fail or restart without losing a record or stopping producers.
+TOPIC_PROFILES: dict[str, TopicProfile] = {
+    "default": TopicProfile("default", None, {}, "replication from HUB_TOPIC_REPLICATION"),
+    "production": TopicProfile(
+        "production", 3, {"min.insync.replicas": "2"}, "replication 3, min.insync.replicas 2"
+    ),
+}
+
+
+def topic_profile(name: str) -> TopicProfile:
+    """A topic profile by name, or a clear error."""
+    try:
+        return TOPIC_PROFILES[name]
+    except KeyError as exc:
+        raise ValueError(
+            f"unknown topic profile {name!r}; known: {', '.join(TOPIC_PROFILES)}"
+        ) from exc
+
+
+def profile_replication(settings: Settings, profile: str = "default") -> int:
+    """The replication factor new topics get under a profile."""
+    return topic_profile(profile).replication or settings.topic_replication
+
+
+def profile_catalogue(settings: Settings, profile: str = "default") -> list[TopicSpec]:
+    """The deployment's catalogue with a profile's topic configs added to every topic."""
+    extra = topic_profile(profile).configs
+    return [replace(s, extra={**s.extra, **extra}) for s in settings_catalogue(settings)]
+
+
+def faust_broker_options(settings: Settings) -> dict[str, Any]:
+    """`broker` and `broker_credentials` for faust.App from the same settings as librdkafka.
+
+    The mutator passes these to `faust.App(...)` so aiokafka authenticates like every
+    confluent client: SASL (PLAIN / SCRAM) and TLS from HUB_KAFKA__* variables.
+    """
+    import ssl
+
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    kafka = settings.kafka
+    urls = [f"kafka://{h.strip()}" for h in settings.bootstrap.split(",") if h.strip()]
+    context: ssl.SSLContext | None = None
+    if kafka.uses_ssl:
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=kafka.ssl_ca_location or None
+        )
+        context.check_hostname = kafka.ssl_check_hostname
+        if not kafka.ssl_check_hostname:
+            context.verify_mode = ssl.CERT_REQUIRED  # still verify the chain, not the name
+        if kafka.ssl_certificate_location:
+            context.load_cert_chain(
+                kafka.ssl_certificate_location,
+                kafka.ssl_key_location,
+                kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None,
+            )
+    credentials: SASLCredentials | SSLCredentials | None = None
+    if kafka.security_protocol.startswith("SASL_"):
+        assert kafka.sasl_password is not None  # checked by KafkaSettings
+        credentials = SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value(),
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    elif context is not None:
+        credentials = SSLCredentials(context)
+    return {"broker": urls, "broker_credentials": credentials}
+
+
 def apply_topics(
     settings: Settings,
     specs: Sequence[TopicSpec] | None = None,
     *,
     dry_run: bool = False,
     fix_configs: bool = True,
+    profile: str = "default",
 ) -> TopicReport:
-    """Create missing topics and report (and fix, unless dry_run) config drift, idempotently."""
-    specs = list(specs if specs is not None else settings_catalogue(settings))
+    """Create missing topics and report (and fix, unless dry_run) config drift, idempotently.
+
+    A profile (see TOPIC_PROFILES) sets the replication of new topics and adds its configs
+    to every topic; a replication drift is reported, never changed (that is a reassignment).
+    """
+    extra = topic_profile(profile).configs
+    replication = profile_replication(settings, profile)
+    specs = [
+        replace(s, extra={**s.extra, **extra})
+        for s in (specs if specs is not None else settings_catalogue(settings))
+    ]
     admin = admin_client(settings)
     existing = admin.list_topics(timeout=10).topics
     report = TopicReport()
@@ -206,7 +298,7 @@ def apply_topics(
                 NewTopic(
                     s.name,
                     num_partitions=s.partitions,
-                    replication_factor=settings.topic_replication,
+                    replication_factor=replication,
                     config=s.configs(),
                 )
                 for s in missing
@@ -230,13 +322,16 @@ def apply_topics(
             parts = len(existing[spec.name].partitions)
             if parts != spec.partitions:
                 drift.append(f"partitions {parts} (catalogue {spec.partitions})")
+            replicas = _replication_of(existing[spec.name])
+            if replicas is not None and replicas < replication:
+                drift.append(f"replication {replicas} (profile {profile} wants {replication})")
             for key, want in spec.configs().items():
                 have = actual.get(key)
                 if have is not None and have.value != want:
                     drift.append(f"{key}={have.value} (catalogue {want})")
             if drift:
                 report.drift.append(f"{spec.name}: " + ", ".join(drift))
-                if any(not d.startswith("partitions") for d in drift):
+                if any(not d.startswith(("partitions", "replication")) for d in drift):
                     to_alter.append(spec)
             else:
                 report.unchanged.append(spec.name)
@@ -244,6 +339,12 @@ def apply_topics(
             _alter_configs(admin, to_alter)
             report.updated = [s.name for s in to_alter]
     return report
+
+
+def _replication_of(metadata: Any) -> int | None:
+    """The smallest replica count of a topic's partitions (None when the broker says nothing)."""
+    counts = [len(p.replicas) for p in metadata.partitions.values() if p.replicas]
+    return min(counts) if counts else None
 
 
 def _alter_configs(admin: AdminClient, specs: Sequence[TopicSpec]) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from drivers.base import MappingEntry
+
 
 class PostgresMappingService:
     """EntityMappingService for one integration, sharing a connection pool."""
@@ -39,12 +41,35 @@ class PostgresMappingService:
             rows = await cur.fetchall()
         return {str(k): str(v) for k, v in rows}
 
+    async def get_entry(self, entity_type: str, source_key: str) -> MappingEntry | None:
+        """The target id of one source key with the time it last changed, or None."""
+        found = await self.get_entries(entity_type, [source_key])
+        return found.get(source_key)
+
+    async def get_entries(
+        self, entity_type: str, source_keys: list[str]
+    ) -> dict[str, MappingEntry]:
+        """Target ids with their time of last change (missing source keys are absent)."""
+        if not source_keys:
+            return {}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT source_key, target_id, updated_at FROM entity_mappings"
+                " WHERE integration_id = %s AND entity_type = %s AND source_key = ANY(%s)",
+                (self.integration_id, entity_type, source_keys),
+            )
+            rows = await cur.fetchall()
+        return {str(k): MappingEntry(str(v), at) for k, v, at in rows}
+
     async def put(self, entity_type: str, source_key: str, target_id: str) -> None:
         """Remember a mapping (replacing an older one)."""
         await self.put_many(entity_type, {source_key: target_id})
 
     async def put_many(self, entity_type: str, pairs: dict[str, str]) -> None:
-        """Remember many mappings in one statement."""
+        """Remember many mappings in one statement.
+
+        Writing a mapping that is already stored changes nothing, not even its time.
+        """
         if not pairs:
             return
         async with self.pool.connection() as conn:
@@ -59,12 +84,23 @@ class PostgresMappingService:
                 (self.integration_id, entity_type, list(pairs), list(pairs.values())),
             )
 
+    async def remove(self, entity_type: str, source_key: str) -> bool:
+        """Forget a mapping (e.g. after the target deleted it); False when there was none."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM entity_mappings"
+                " WHERE integration_id = %s AND entity_type = %s AND source_key = %s",
+                (self.integration_id, entity_type, source_key),
+            )
+            return bool(cur.rowcount > 0)
+
     async def source_for(self, entity_type: str, target_id: str) -> str | None:
         """The source key of a target id, or None."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT source_key FROM entity_mappings"
-                " WHERE integration_id = %s AND entity_type = %s AND target_id = %s",
+                " WHERE integration_id = %s AND entity_type = %s AND target_id = %s"
+                " ORDER BY updated_at DESC LIMIT 1",
                 (self.integration_id, entity_type, target_id),
             )
             row = await cur.fetchone()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -12,13 +12,38 @@ class KafkaSettings(BaseModel):
     """How to reach Kafka; security settings apply to every client."""
 
     bootstrap: str | None = Field(None, description="bootstrap servers; unset: embedded broker")
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
+    ssl_ca_location: str | None = Field(None, description="CA bundle (PEM) of the brokers")
+    ssl_certificate_location: str | None = Field(None, description="client certificate (mTLS)")
+    ssl_key_location: str | None = Field(None, description="client private key (mTLS)")
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = Field(True, description="verify the broker certificate's name")
     session_timeout_ms: int = 6000
     client_id: str = "pim-hub"
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaSettings:
+        # Fail at start-up with a clear message rather than in a client's auth loop.
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not self.sasl_mechanism:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if sasl and not (self.sasl_username and self.sasl_password):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs a username and password")
+        if not sasl and self.sasl_mechanism:
+            raise ValueError(
+                f"sasl_mechanism is set but security_protocol is {self.security_protocol}"
+            )
+        if bool(self.ssl_certificate_location) != bool(self.ssl_key_location):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together")
+        return self
+
+    @property
+    def uses_ssl(self) -> bool:
+        """True when connections to the brokers are encrypted."""
+        return self.security_protocol in ("SSL", "SASL_SSL")
 
     def as_librdkafka(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """A librdkafka config dict (dotted keys), extended by extra."""
@@ -35,8 +60,17 @@ class KafkaSettings(BaseModel):
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
-        if self.ssl_ca_location:
-            conf["ssl.ca.location"] = self.ssl_ca_location
+        if self.uses_ssl:
+            if self.ssl_ca_location:
+                conf["ssl.ca.location"] = self.ssl_ca_location
+            if self.ssl_certificate_location:
+                conf["ssl.certificate.location"] = self.ssl_certificate_location
+                conf["ssl.key.location"] = self.ssl_key_location
+            if self.ssl_key_password:
+                conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+            conf["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.ssl_check_hostname else "none"
+            )
         conf.update(extra or {})
         return conf
 
@@ -58,6 +92,7 @@ class Settings(BaseSettings):
     mutator_app_id: str = "hub-mutator"
     mutator_data_dir: str = ".hub/mutator"
     integrations_refresh_s: float = 2.0
+    queue_map_file: str | None = None  # HUB_QUEUE_MAP_FILE: priorities YAML
     retry_delays_s: list[int] = Field(default_factory=lambda: [30, 300, 1800])
     dispatcher_batch_size: int = 50
     dispatcher_linger_ms: int = 20

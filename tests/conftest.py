@@ -19,6 +19,11 @@ from hub.supervisor import Supervisor
 #: Short retry tiers so retry tests finish quickly; production defaults are 30s/5min/30min.
 TEST_RETRY_DELAYS = "[1,2,3]"
 
+#: A webhook driver under its own key: tests whose dispatchers must not share the pipeline's
+#: groups use it; the test process and every hub process it starts know it.
+TEST_DRIVERS = "webhook_test=tests.integration.test_dispatcher_helpers:WebhookTestDriver"
+os.environ["HUB_EXTRA_DRIVERS"] = TEST_DRIVERS
+
 
 @pytest.fixture(scope="session")
 def hub_runtime() -> Iterator[runtime.Runtime]:
@@ -47,6 +52,7 @@ def hub_env(
         "HUB_DATABASE_URL": database_url,
         "HUB_RETRY_DELAYS_S": TEST_RETRY_DELAYS,
         "HUB_INTEGRATIONS_REFRESH_S": "1",
+        "HUB_EXTRA_DRIVERS": TEST_DRIVERS,
         "HUB_LOG_LEVEL": "INFO",
         "HUB_MUTATOR_DATA_DIR": str(tmp_path_factory.mktemp("mutator-data")),
     }

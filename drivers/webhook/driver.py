@@ -93,7 +93,13 @@ class WebhookDriver(Driver):
         """POST one job; 2xx delivered, 408/429/5xx and network errors retryable, 4xx permanent."""
         config = context.config
         assert isinstance(config, WebhookConfig)
-        body = orjson.dumps(job_body(job, config.include_state))
+        try:
+            body = orjson.dumps(job_body(job, config.include_state))
+        except orjson.JSONDecodeError as exc:
+            # A mutation whose changes or state are not JSON cannot become better by retrying.
+            return DeliveryResult.permanent(
+                f"mutation is not valid JSON: {exc}", kind="bad_mutation"
+            )
         headers = {
             "Content-Type": "application/json",
             # Receivers deduplicate on it: delivery is at-least-once.

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sandbox.akeneo.catalogue import Catalogue, Json
+from sandbox.akeneo.control import control_routes
 
 API = "/api/rest/v1"
 MAX_LIMIT = 100
@@ -834,6 +835,7 @@ def create_app(
         *structure(f"{API}/channels", lambda: catalogue.channels, "Channel"),
         *structure(f"{API}/locales", lambda: catalogue.locales, "Locale"),
     ]
+    routes += control_routes(catalogue)
     app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
     app.state.catalogue = catalogue
     app.state.faults = fault

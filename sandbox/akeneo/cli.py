@@ -55,3 +55,36 @@ def serve(
     )
     typer.echo(f"Akeneo sandbox: {products} products (seed {seed}) on http://{host}:{port}")
     uvicorn.run(asgi, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def emit(
+    to: str = typer.Option(..., help="Webhook URL of the receiver."),
+    secret: str = typer.Option(..., help="Subscription secret (Event Platform: primary)."),
+    sandbox: str = typer.Option("http://127.0.0.1:8081", help="URL of the running sandbox."),
+    kind: str = typer.Option("events-api", help="events-api or event-platform."),
+    count: int = typer.Option(10, min=1, max=1000, help="Number of random edits."),
+    delta: bool = typer.Option(False, help="Event Platform: send updates as *.updated.delta."),
+    secondary_secret: str | None = typer.Option(None, help="Event Platform secondary secret."),
+    seed: int | None = typer.Option(None, help="Seed of the random edits."),
+) -> None:
+    """Make random edits in a running sandbox and have it send their signed webhooks."""
+    import httpx
+
+    from sandbox.akeneo.control import EMIT_PATH
+
+    body = {
+        "url": to,
+        "kind": kind,
+        "secret": secret,
+        "secondary_secret": secondary_secret,
+        "count": count,
+        "delta": delta,
+        "seed": seed,
+    }
+    resp = httpx.post(f"{sandbox.rstrip('/')}{EMIT_PATH}", json=body, timeout=120)
+    if resp.status_code != 200:
+        typer.secho(f"error: {resp.text}", fg="red", err=True)
+        raise typer.Exit(2)
+    result = resp.json()
+    typer.echo(f"{len(result['edits'])} edits, {result['requests']} requests: {result['statuses']}")

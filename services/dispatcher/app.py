@@ -1,34 +1,67 @@
-"""The dispatcher: one consumer group per driver and priority, delivering jobs through a driver."""
+"""The dispatcher: one consumer group per driver and priority, delivering jobs through a driver.
+
+Shape: a poll loop that never blocks on delivery, and one lane per integration.
+- The poll loop decodes records, hands them to lanes, pauses partitions that are too far
+  ahead (backpressure) or whose next retry is not due, and commits acknowledged offsets.
+- A lane keeps one queue per entity (per-entity order), feeds the heads of those queues to
+  `handle_batch` in batches, under the integration's concurrency and requests-per-second
+  limits, behind the PostgreSQL version guard.
+- An offset is committed only once the record's status event (and retry or dead letter) is
+  acknowledged by the broker; after a crash everything uncommitted is read again and the
+  version guard recognises what was already delivered.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from pydantic import ValidationError
 
 from drivers.base import DeliveryResult, Driver, IntegrationContext
 from drivers.discovery import DriverCatalogue, discover
+from hub import metrics
 from hub.integrations import Integration, list_integrations
-from hub.kafka import AsyncProducer, consumer_config, make_producer
+from hub.kafka import AsyncProducer, DeliveryFailed, Headers, consumer_config, make_producer
 from hub.mapping import PostgresMappingService, open_pool
 from hub.settings import Settings
 from schemas import topics
 from schemas.errors import SchemaError
 from schemas.events import Job
 from schemas.serde import Serde
+from services.dispatcher.core.guard import FORCE_MODES, GuardDecision, decide
+from services.dispatcher.core.limits import (
+    InvalidRateLimit,
+    RateLimit,
+    TokenBucket,
+    without_rate_limit,
+)
+from services.dispatcher.core.offsets import PartitionOffsets
+from services.dispatcher.guard_store import GuardStore
 from services.dispatcher.policy import classify
+from services.dispatcher.settings import DispatcherOptions
 
 logger = logging.getLogger(__name__)
 
+TP = tuple[str, int]
 
-def _tp(msg: Message) -> tuple[str, int]:
+
+def group_id(driver: str, priority: str) -> str:
+    """The consumer group of a driver and priority."""
+    return f"hub.dispatch.{driver}.{priority}"
+
+
+def _tp(msg: Message) -> TP:
     topic, partition = msg.topic(), msg.partition()
     assert topic is not None and partition is not None  # always set on a consumed record
     return topic, partition
@@ -40,36 +73,217 @@ def _offset(msg: Message) -> int:
     return offset
 
 
-def group_id(driver: str, priority: str) -> str:
-    """The consumer group of a driver and priority."""
-    return f"hub.dispatch.{driver}.{priority}"
-
-
-@dataclass
-class _Bound:
-    """An integration with its validated config and open driver."""
-
-    integration: Integration
-    driver: Driver
-    context: IntegrationContext
-
-
-@dataclass
+@dataclass(eq=False)
 class _Work:
-    """One decoded job and where it came from."""
+    """One decoded job, where it came from, and where it is in its lifecycle."""
 
-    msg: Message
+    tp: TP
+    offset: int
+    key: bytes | None
     job: Job
     record: dict[str, Any]
+    state: str = "queued"  # queued | ready | running | finished
+
+    @property
+    def chain(self) -> str:
+        return self.job.mutation.entity_key
 
 
 @dataclass
 class Stats:
-    """Counters the dispatcher keeps for logs, tests and metrics."""
+    """Counters the dispatcher keeps for logs, tests and benchmarks."""
 
     by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     undecodable: int = 0
     foreign: int = 0
+    driver_calls: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Jobs that reached a status (retrying included)."""
+        return sum(self.by_status.values())
+
+
+class _Acks:
+    """The outputs of one record still waiting for the broker; the record is finished at zero.
+
+    It is the librdkafka delivery callback of each of those outputs: one small object per
+    record instead of a future per output and a task per record.
+    """
+
+    __slots__ = ("d", "failed", "left", "offset", "tp")
+
+    def __init__(self, dispatcher: Dispatcher, tp: TP, offset: int, left: int) -> None:
+        self.d = dispatcher
+        self.tp = tp
+        self.offset = offset
+        self.left = left
+        self.failed = False
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        d = self.d
+        if threading.get_ident() != d._loop_thread:
+            # Only the final flush at shutdown serves callbacks off the loop thread.
+            assert d._loop is not None
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to mark
+                d._loop.call_soon_threadsafe(self, err, msg)
+            return
+        if err is not None and not self.failed:
+            self.failed = True
+            d._fail(f"the broker refused a write: {DeliveryFailed(msg.topic() or '?', err)}")
+        self.left -= 1
+        if self.left == 0:
+            d._busy[self.tp] -= 1
+            part = d._parts.get(self.tp)
+            if part is not None and not self.failed:
+                part.done(self.offset)
+
+
+class _Bound:
+    """An integration with its open driver, context and limits (or why it cannot run)."""
+
+    def __init__(
+        self,
+        integration: Integration,
+        driver: Driver | None,
+        context: IntegrationContext | None,
+        limit: RateLimit,
+        broken: str | None = None,
+        batching: bool = False,
+    ) -> None:
+        self.integration = integration
+        self.driver = driver
+        self.context = context
+        self.limit = limit
+        self.broken = broken
+        self.batching = batching
+
+
+class _Lane:
+    """The jobs of one integration: per-entity queues, batching, limits."""
+
+    def __init__(self, dispatcher: Dispatcher, integration_id: str) -> None:
+        self.d = dispatcher
+        self.integration_id = integration_id
+        self.chains: dict[str, deque[_Work]] = {}
+        self.ready: deque[_Work] = deque()
+        self.running = 0
+        self.bucket = TokenBucket(None, 1)
+        self.wake = asyncio.Event()
+        self.slot_free = asyncio.Event()
+        self.throttle_lock = asyncio.Lock()
+        self.sem_size = 0
+        self.sem = asyncio.Semaphore(1)
+        self.task = asyncio.create_task(self._pump(), name=f"lane-{integration_id}")
+
+    def submit(self, w: _Work) -> None:
+        chain = self.chains.setdefault(w.chain, deque())
+        chain.append(w)
+        if len(chain) == 1:
+            w.state = "ready"
+            self.ready.append(w)
+            self.wake.set()
+
+    def advance(self, w: _Work) -> None:
+        """w is delivered (or settled): its entity's next job becomes ready."""
+        chain = self.chains.get(w.chain)
+        if chain and chain[0] is w:
+            chain.popleft()
+            if chain:
+                chain[0].state = "ready"
+                self.ready.append(chain[0])
+                self.wake.set()
+            else:
+                del self.chains[w.chain]
+
+    def hand_back(self, tps: set[TP] | None) -> None:
+        """Forget jobs not yet started (of some partitions, or all): they will be read again."""
+        for ekey in list(self.chains):
+            kept = deque(
+                w
+                for w in self.chains[ekey]
+                if w.state == "running" or (tps is not None and w.tp not in tps)
+            )
+            if kept:
+                self.chains[ekey] = kept
+            else:
+                del self.chains[ekey]
+        self.ready = deque(c[0] for c in self.chains.values() if c[0].state != "running")
+        for w in self.ready:
+            w.state = "ready"
+
+    def limit(self) -> RateLimit:
+        bound = self.d._bound.get(self.integration_id)
+        return bound.limit if bound else RateLimit(None, self.d.options.max_in_flight, 1)
+
+    async def _pump(self) -> None:
+        opts = self.d.options
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.ready:
+                limit = self.limit()
+                if self.bucket.rate != limit.requests_per_s or self.bucket.burst != limit.burst:
+                    self.bucket = TokenBucket(limit.requests_per_s, limit.burst)
+                if self.sem_size != limit.concurrent:
+                    self.sem, self.sem_size = asyncio.Semaphore(limit.concurrent), limit.concurrent
+                # Batching drivers: one request per batch, so batches are the requests.
+                # Others: as many batches (one guard transaction each) may overlap, and
+                # their jobs' requests share the lane's semaphore of `concurrent` slots.
+                slots = limit.concurrent
+                while self.running >= slots:
+                    self.slot_free.clear()
+                    await self.slot_free.wait()
+                if len(self.ready) < opts.batch_size and opts.linger_ms > 0 and self.running:
+                    # Linger only while busy: an idle lane sends at once for low latency.
+                    await asyncio.sleep(opts.linger_ms / 1000)
+                if not self.ready:
+                    break
+                bound = self.d._bound.get(self.integration_id)
+                if bound is not None and bound.batching:
+                    # A bulk request costs about the same for 1 job or 50: fill it.
+                    size = opts.batch_size
+                else:
+                    # Spread the ready jobs over the free slots (up to batch_size each), so
+                    # a small backlog still uses every slot.
+                    free = max(1, slots - self.running)
+                    size = min(opts.batch_size, max(1, -(-len(self.ready) // free)))
+                batch = [self.ready.popleft() for _ in range(min(size, len(self.ready)))]
+                for w in batch:
+                    w.state = "running"
+                    self.d._busy[w.tp] += 1
+                self.running += 1
+                metrics.DISPATCH_IN_FLIGHT.labels(self.d.driver_key, self.d.priority).inc(
+                    len(batch)
+                )
+                task = asyncio.create_task(self._run(batch))
+                self.d._tasks.add(task)
+                task.add_done_callback(self.d._tasks.discard)
+
+    async def throttle(self, n: int) -> None:
+        """Wait for n requests' worth of tokens (FIFO among this lane's batches)."""
+        async with self.throttle_lock:
+            wait = self.bucket.take(time.monotonic(), n)
+            while wait > 0:
+                metrics.DISPATCH_RATE_LIMIT_WAIT.labels(
+                    self.d.driver_key, self.integration_id
+                ).observe(wait)
+                await asyncio.sleep(wait)
+                wait = self.bucket.take(time.monotonic(), n)
+
+    async def _run(self, batch: list[_Work]) -> None:
+        try:
+            await self.d._deliver_batch(self.integration_id, batch, self)
+        except Exception:
+            logger.exception("batch failed", extra={"integration": self.integration_id})
+            self.d._fail("a batch failed unexpectedly")
+        finally:
+            self.running -= 1
+            metrics.DISPATCH_IN_FLIGHT.labels(self.d.driver_key, self.d.priority).dec(len(batch))
+            self.slot_free.set()
+            for w in batch:
+                w.state = "finished"
+                self.advance(w)
 
 
 class Dispatcher:
@@ -81,75 +295,290 @@ class Dispatcher:
         driver_key: str,
         priority: str,
         catalogue: DriverCatalogue | None = None,
+        options: DispatcherOptions | None = None,
     ) -> None:
         self.settings = settings
+        self.options = options or DispatcherOptions.from_settings(settings)
         self.driver_key = driver_key
         self.priority = priority
         self.catalogue = catalogue or discover()
         self.driver_cls = self.catalogue.get(driver_key)
+        # A driver that overrides handle_batch gets whole batches (one call per batch);
+        # otherwise the dispatcher calls handle() for each job of a batch concurrently. A
+        # driver whose batching depends on its config says so per integration (_bind).
+        self.batching = self.driver_cls.handle_batch is not Driver.handle_batch
         topics.job_topic(priority)  # raises early on an unknown priority
         self.serde = Serde(settings.schema_registry_url)
         self.group = group_id(driver_key, priority)
-        self.retry_topics = [topics.retry_topic(d) for d in settings.retry_delays_s]
+        self.retry_topics = [topics.retry_topic(d) for d in self.options.retry_delays_s]
         self.stats = Stats()
+        self.failure: str | None = None
         self._bound: dict[str, _Bound] = {}
-        self._loaded_at = 0.0
-        self._paused: dict[tuple[str, int], float] = {}
+        self._retired: list[Driver] = []
+        self._loaded_at = float("-inf")
+        self._lanes: dict[str, _Lane] = {}
+        self._parts: dict[TP, PartitionOffsets] = {}
+        self._not_due: dict[TP, float] = {}
+        self._backpressured: set[TP] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._busy: dict[TP, int] = defaultdict(int)  # started, outputs not yet acknowledged
         self._stop = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._observers: dict[tuple[str, str, str | None], _Observer] = {}
+        self._last_commit = 0.0
+
+    # ---- lifecycle -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask the loop to finish the batch in hand, commit, and leave the group."""
+        """Stop taking work, finish or hand back what is in flight, commit, leave the group."""
+        self._stop.set()
+
+    def _fail(self, reason: str) -> None:
+        # The broker refused a write or something unexpected broke: stop without committing
+        # the affected offsets, so a restart reads those jobs again.
+        if self.failure is None:
+            self.failure = reason
+            logger.error("dispatcher failing", extra={"reason": reason})
         self._stop.set()
 
     async def run(self) -> None:
-        """Consume until stopped."""
+        """Consume until stopped (SIGTERM); raises RuntimeError after a failure."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         conf = consumer_config(self.settings, self.group, **{"max.poll.interval.ms": 300000})
         consumer = Consumer(conf)
         consumer.subscribe(
             [topics.job_topic(self.priority), *self.retry_topics],
+            on_assign=self._on_assign,
             on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
-        producer = AsyncProducer(make_producer(self.settings))
-        await producer.start()
-        pool = await open_pool(self.settings.require_database())
-        http = httpx.AsyncClient(timeout=30)
-        self._pool, self._http, self._producer = pool, http, producer
-        loop = asyncio.get_running_loop()
+        self._producer = AsyncProducer(make_producer(self.settings))
+        await self._producer.start()
+        pool_size = self.options.max_in_flight * 2 + 4
+        self._pool = await open_pool(self.settings.require_database(), max_size=pool_size)
+        self._guard = GuardStore(self._pool)
+        self._http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200))
+        loop = self._loop
+        metrics.start_from_env("dispatcher")
         logger.info("dispatcher started", extra={"group": self.group})
         try:
             while not self._stop.is_set():
-                self._resume_due(consumer)
+                await self._integrations()
+                self._resume(consumer)
                 msgs = await loop.run_in_executor(
-                    None, consumer.consume, self.settings.dispatcher_batch_size, 0.2
+                    None, consumer.consume, self.options.poll_records, self.options.linger_ms / 1000
                 )
-                if not msgs:
-                    continue
-                await self._handle_batch(consumer, msgs)
+                if msgs:
+                    await self._route(consumer, msgs)
+                self._apply_backpressure(consumer)
+                if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
+                    self._commit(consumer, asynchronous=True)
         finally:
-            await producer.close()
-            await loop.run_in_executor(None, consumer.close)
-            for bound in self._bound.values():
+            await self._shutdown(consumer)
+        if self.failure is not None:
+            raise RuntimeError(self.failure)
+
+    async def _shutdown(self, consumer: Consumer) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.options.shutdown_timeout_s
+        # Stop reading; jobs not started go back to the topic (not committed) and are read
+        # again by whoever owns the partition next; jobs being delivered get the time left.
+        with contextlib.suppress(Exception):
+            consumer.pause(consumer.assignment())
+        for lane in self._lanes.values():
+            lane.hand_back(None)
+        await self._wait_running(None, deadline)
+        if self.failure is None:
+            self._commit(consumer, asynchronous=False)
+        for lane in self._lanes.values():
+            lane.task.cancel()
+        await self._producer.close(timeout=max(1.0, deadline - time.monotonic()))
+        self._parts.clear()
+        # Leaving the group now hands the partitions over at once (no session timeout).
+        await loop.run_in_executor(None, consumer.close)
+        for bound in self._bound.values():
+            if bound.driver is not None:
                 await bound.driver.close()
-            await http.aclose()
-            await pool.close()
-            logger.info("dispatcher stopped", extra={"group": self.group})
+        for driver in self._retired:
+            await driver.close()
+        await self._http.aclose()
+        await self._pool.close()
+        logger.info(
+            "dispatcher stopped",
+            extra={"group": self.group, "statuses": dict(self.stats.by_status)},
+        )
+
+    async def _wait_running(self, tps: set[TP] | None, deadline: float) -> None:
+        """Wait until the started jobs (of some partitions) are acknowledged, or the deadline."""
+        while time.monotonic() < deadline:
+            if not any(n for tp, n in self._busy.items() if tps is None or tp in tps):
+                return
+            await asyncio.sleep(0.02)
+        logger.warning("drain deadline passed; unfinished jobs will be read again")
+
+    # ---- rebalance callbacks (run inside consume(), on the executor thread) -----------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._parts[(tp.topic, tp.partition)] = PartitionOffsets()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._paused.pop((tp.topic, tp.partition), None)
+        tps = {(tp.topic, tp.partition) for tp in partitions}
+        assert self._loop is not None
+        fut = asyncio.run_coroutine_threadsafe(self._release(tps), self._loop)
+        try:
+            offsets = fut.result(timeout=self.options.shutdown_timeout_s + 5)
+        except Exception:
+            logger.exception("could not drain revoked partitions")
+            offsets = []
+        if offsets and self.failure is None:
+            with contextlib.suppress(Exception):
+                consumer.commit(offsets=offsets, asynchronous=False)
+        for tp in tps:
+            self._parts.pop(tp, None)
+            self._not_due.pop(tp, None)
+            self._backpressured.discard(tp)
 
-    def _resume_due(self, consumer: Consumer) -> None:
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Someone else may own these already: drop the work, commit nothing.
+        tps = {(tp.topic, tp.partition) for tp in partitions}
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._forget(tps), self._loop).result(timeout=10)
+        for tp in tps:
+            self._parts.pop(tp, None)
+            self._not_due.pop(tp, None)
+            self._backpressured.discard(tp)
+
+    async def _forget(self, tps: set[TP]) -> None:
+        for lane in self._lanes.values():
+            lane.hand_back(tps)
+
+    async def _release(self, tps: set[TP]) -> list[TopicPartition]:
+        """Hand back queued jobs of revoked partitions, let started ones finish, say what to commit."""
+        for lane in self._lanes.values():
+            lane.hand_back(tps)
+        await self._wait_running(tps, time.monotonic() + self.options.shutdown_timeout_s)
+        out = []
+        for tp in tps:
+            part = self._parts.get(tp)
+            point = part.commit_point() if part else None
+            if point is not None:
+                out.append(TopicPartition(tp[0], tp[1], point))
+        return out
+
+    # ---- poll loop steps --------------------------------------------------------------------
+
+    def _resume(self, consumer: Consumer) -> None:
         now = time.time()
-        due = [tp for tp, at in self._paused.items() if at <= now]
-        if due:
-            consumer.resume([TopicPartition(t, p) for t, p in due])
-            for tp in due:
-                del self._paused[tp]
+        due = [tp for tp, at in self._not_due.items() if at <= now]
+        for tp in due:
+            del self._not_due[tp]
+        easy = [
+            tp
+            for tp in self._backpressured
+            if tp in self._parts and self._parts[tp].in_flight() <= self.options.max_buffered // 2
+        ]
+        for tp in easy:
+            self._backpressured.discard(tp)
+        resume = [tp for tp in (*due, *easy) if tp not in self._not_due and tp in self._parts]
+        resume = [tp for tp in resume if tp not in self._backpressured]
+        if resume:
+            consumer.resume([TopicPartition(t, p) for t, p in resume])
 
-    async def _integrations(self) -> dict[str, _Bound]:
+    def _apply_backpressure(self, consumer: Consumer) -> None:
+        full = [
+            tp
+            for tp, part in self._parts.items()
+            if tp not in self._backpressured and part.in_flight() >= self.options.max_buffered
+        ]
+        if full:
+            # The poll loop keeps polling (and so stays in the group); these partitions
+            # just stop fetching until their lanes catch up.
+            consumer.pause([TopicPartition(t, p) for t, p in full])
+            self._backpressured.update(full)
+
+    def _commit(self, consumer: Consumer, *, asynchronous: bool) -> None:
+        self._last_commit = time.monotonic()
+        offsets = []
+        for (topic, partition), part in self._parts.items():
+            point = part.commit_point()
+            if point is not None:
+                offsets.append(TopicPartition(topic, partition, point))
+                part.committed_at(point)
+        if not offsets:
+            return
+        try:
+            if asynchronous:
+                consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception as exc:
+            logger.warning("commit failed", extra={"error": str(exc)})
+            for tp in offsets:
+                stale = self._parts.get((tp.topic, tp.partition))
+                if stale is not None:
+                    stale.committed = None
+
+    async def _route(self, consumer: Consumer, msgs: list[Message]) -> None:
+        now = time.time()
+        held: set[TP] = set()
+        reloaded = False
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("consumer error", extra={"error": str(err)})
+                continue
+            tp = _tp(msg)
+            part = self._parts.get(tp)
+            if tp in held or part is None:
+                continue
+            offset = _offset(msg)
+            try:
+                record = self.serde.decode("Job", msg.value(), topic=tp[0])
+                job = Job.model_validate(record)
+            except (SchemaError, ValueError) as exc:
+                # Nothing to deliver; keep the bytes with the reason, never drop them.
+                self.stats.undecodable += 1
+                metrics.DISPATCH_DEAD_LETTERS.labels(
+                    self.driver_key, "unknown", self.priority, "undecodable"
+                ).inc()
+                part.take(offset)
+                self._busy[tp] += 1
+                self._dead_letter_raw(msg, str(exc), _Acks(self, tp, offset, 1))
+                continue
+            if job.driver != self.driver_key or job.priority != self.priority:
+                self.stats.foreign += 1  # another group's job on a shared retry topic
+                part.skip(offset)
+                continue
+            if job.not_before is not None and job.not_before.timestamp() > now:
+                # A retry tier is ordered by due time: wait on this partition without
+                # blocking the others, and read this record again when it is due.
+                consumer.seek(TopicPartition(tp[0], tp[1], offset))
+                consumer.pause([TopicPartition(tp[0], tp[1])])
+                part.rewind(offset)
+                self._not_due[tp] = job.not_before.timestamp()
+                held.add(tp)
+                continue
+            if job.integration_id not in self._bound and not reloaded:
+                reloaded = True  # a new integration: load it now rather than skip its jobs
+                await self._integrations(force=True)
+            part.take(offset)
+            work = _Work(tp, offset, msg.key(), job, record)
+            lane = self._lanes.get(job.integration_id)
+            if lane is None:
+                lane = self._lanes[job.integration_id] = _Lane(self, job.integration_id)
+            lane.submit(work)
+
+    # ---- integrations -----------------------------------------------------------------------
+
+    async def _integrations(self, force: bool = False) -> dict[str, _Bound]:
         """Integrations of this driver, reloaded every few seconds so changes apply live."""
-        if time.monotonic() - self._loaded_at < self.settings.integrations_refresh_s:
+        if not force and time.monotonic() - self._loaded_at < self.settings.integrations_refresh_s:
             return self._bound
+        self._loaded_at = time.monotonic()
         rows = await asyncio.get_running_loop().run_in_executor(
             None, list_integrations, self.settings.require_database()
         )
@@ -161,119 +590,224 @@ class Dispatcher:
             if old is not None and old.integration == integ:
                 fresh[integ.id] = old
                 continue
-            if old is not None:
-                await old.driver.close()
-            driver = self.driver_cls()
-            context = IntegrationContext(
-                integration_id=integ.id,
-                config=self.driver_cls.validate_config(integ.config),
-                mapping=PostgresMappingService(self._pool, integ.id),
-                http=self._http,
-                logger=logging.getLogger(f"drivers.{self.driver_key}.{integ.id}"),
-            )
-            await driver.open(context)
-            fresh[integ.id] = _Bound(integ, driver, context)
+            if old is not None and old.driver is not None:
+                self._retired.append(old.driver)  # batches may still use it; closed at exit
+            fresh[integ.id] = await self._bind(integ)
         for gone in set(self._bound) - set(fresh):
-            await self._bound[gone].driver.close()
+            driver = self._bound[gone].driver
+            if driver is not None:
+                self._retired.append(driver)
         self._bound = fresh
-        self._loaded_at = time.monotonic()
         return fresh
 
-    async def _handle_batch(self, consumer: Consumer, msgs: list[Message]) -> None:
-        now = time.time()
-        commit: dict[tuple[str, int], int] = {}
-        held: set[tuple[str, int]] = set()
-        work: list[_Work] = []
-        acks: list[asyncio.Future[Message]] = []
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    logger.warning("consumer error", extra={"error": str(err)})
-                continue
-            tp = _tp(msg)
-            if tp in held:
-                continue
-            try:
-                record = self.serde.decode("Job", msg.value(), topic=msg.topic())
-                job = Job.model_validate(record)
-            except (SchemaError, ValueError) as exc:
-                # Nothing to deliver; keep the bytes with the reason, never drop them.
-                self.stats.undecodable += 1
-                acks.append(self._dead_letter_raw(msg, str(exc)))
-                commit[tp] = _offset(msg) + 1
-                continue
-            if job.driver != self.driver_key or job.priority != self.priority:
-                self.stats.foreign += 1  # another group's job on a shared topic
-                commit[tp] = _offset(msg) + 1
-                continue
-            if job.not_before is not None and job.not_before.timestamp() > now:
-                # Retry tiers are ordered by due time: wait on this partition without blocking
-                # the others, and read this record again when it is due.
-                consumer.seek(TopicPartition(tp[0], tp[1], _offset(msg)))
-                consumer.pause([TopicPartition(tp[0], tp[1])])
-                self._paused[tp] = job.not_before.timestamp()
-                held.add(tp)
-                continue
-            work.append(_Work(msg, job, record))
-            commit[tp] = _offset(msg) + 1
-        if work:
-            acks.extend(await self._deliver(work))
-        # Offsets move only once every status, retry and dead letter is acknowledged.
-        if acks:
-            await asyncio.gather(*acks)
-        if commit:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in commit.items()]
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: consumer.commit(offsets=offsets, asynchronous=False)
-            )
+    async def _bind(self, integ: Integration) -> _Bound:
+        default = RateLimit(None, self.options.max_in_flight, 1)
+        try:
+            limit = RateLimit.from_config(integ.config, self.options.max_in_flight)
+            config = self.driver_cls.validate_config(without_rate_limit(integ.config))
+        except (InvalidRateLimit, ValidationError) as exc:
+            # Its jobs go to the dead letters with this reason (redrive once fixed).
+            logger.error("integration config invalid", extra={"integration": integ.id})
+            return _Bound(integ, None, None, default, broken=f"invalid integration config: {exc}")
+        driver = self.driver_cls()
+        context = IntegrationContext(
+            integration_id=integ.id,
+            config=config,
+            mapping=PostgresMappingService(self._pool, integ.id),
+            http=self._http,
+            logger=logging.getLogger(f"drivers.{self.driver_key}.{integ.id}"),
+            metrics=metrics.TargetCalls(self.driver_key, integ.id),
+        )
+        await driver.open(context)
+        return _Bound(integ, driver, context, limit, batching=self._batches(driver, context))
 
-    async def _deliver(self, work: list[_Work]) -> list[asyncio.Future[Message]]:
-        bound = await self._integrations()
-        # Per-entity order: one entity's jobs run one after another; entities run concurrently.
-        groups: dict[str, list[_Work]] = defaultdict(list)
-        for w in work:
-            groups[f"{w.job.integration_id}|{w.job.mutation.entity_key}"].append(w)
-        sem = asyncio.Semaphore(self.settings.dispatcher_max_in_flight)
-        acks: list[asyncio.Future[Message]] = []
+    def _batches(self, driver: Driver, context: IntegrationContext) -> bool:
+        """Whether this integration's jobs go to handle_batch a batch at a time.
 
-        async def run_group(items: list[_Work]) -> None:
-            async with sem:
-                for w in items:
-                    acks.extend(await self._deliver_one(w, bound.get(w.job.integration_id)))
+        An optional `wants_batches(context)` on the driver decides per integration (the
+        Magento driver batches only with `bulk: async`; its sync mode is faster job by job,
+        concurrently); otherwise overriding handle_batch means yes.
+        """
+        wants = getattr(driver, "wants_batches", None)
+        if callable(wants):
+            return bool(wants(context))
+        return self.batching
 
-        await asyncio.gather(*(run_group(g) for g in groups.values()))
-        return acks
+    # ---- delivery ---------------------------------------------------------------------------
 
-    async def _deliver_one(self, w: _Work, b: _Bound | None) -> list[asyncio.Future[Message]]:
-        job = w.job
+    async def _deliver_batch(self, integration_id: str, batch: list[_Work], lane: _Lane) -> None:
+        """Guard, deliver, record and report one batch of distinct entities of one integration."""
         started = time.perf_counter()
+        b = self._bound.get(integration_id)
+        results: dict[int, tuple[DeliveryResult, GuardDecision | None]] = {}
         if b is None or not b.integration.enabled:
-            result = DeliveryResult.skipped("integration disabled or removed")
+            for i in range(len(batch)):
+                results[i] = (DeliveryResult.skipped("integration disabled or removed"), None)
+        elif b.broken is not None:
+            for i in range(len(batch)):
+                results[i] = (DeliveryResult.permanent(b.broken, kind="invalid_config"), None)
         else:
             try:
-                result = await b.driver.handle(job, b.context)
-            except Exception as exc:  # noqa: BLE001 - a driver bug must not stop the group
-                logger.exception("driver raised", extra={"job_id": job.job_id})
-                result = DeliveryResult.retry(
-                    f"driver raised {type(exc).__name__}: {exc}", kind="driver_exception"
+                await self._guarded(b, batch, results, lane)
+            except Exception as exc:
+                logger.exception("guarded delivery failed", extra={"integration": integration_id})
+                for i in range(len(batch)):
+                    if i not in results:
+                        results[i] = (
+                            DeliveryResult.retry(
+                                f"version guard unavailable: {type(exc).__name__}",
+                                kind="guard_unavailable",
+                            ),
+                            None,
+                        )
+        duration_ms = (time.perf_counter() - started) * 1000 / max(1, len(batch))
+        now = datetime.now(UTC)
+        for i, w in enumerate(batch):
+            result, decision = results[i]
+            self._report(w, result, decision, duration_ms, now)
+
+    async def _guarded(
+        self,
+        b: _Bound,
+        batch: list[_Work],
+        results: dict[int, tuple[DeliveryResult, GuardDecision | None]],
+        lane: _Lane,
+    ) -> None:
+        assert b.driver is not None and b.context is not None
+        keys = [w.job.mutation.entity_key for w in batch]
+        async with self._guard.locked(b.integration.id, keys) as txn:
+            stored, delivered = await txn.read(keys, [w.job.job_id for w in batch])
+            send: list[tuple[int, Job, GuardDecision]] = []
+            for i, w in enumerate(batch):
+                m = w.job.mutation
+                if w.job.job_id in delivered and w.job.mode not in FORCE_MODES:
+                    # Read again after a crash or duplicated: report it as it ended.
+                    results[i] = (DeliveryResult.delivered(), None)
+                    continue
+                dec = decide(
+                    w.job.job_id,
+                    m.operation,
+                    m.changes,
+                    m.version,
+                    stored.get(m.entity_key, {}),
+                    w.job.mode,
                 )
-        duration_ms = (time.perf_counter() - started) * 1000
+                if dec.verdict == "stale":
+                    results[i] = (DeliveryResult.skipped(dec.reason or "stale"), dec)
+                elif dec.verdict == "already":
+                    results[i] = (DeliveryResult.delivered(), dec)
+                else:
+                    job = w.job
+                    if dec.verdict == "partial":
+                        # The driver sees only the newer changes: it cannot send an old value.
+                        changes = [m.changes[k] for k in dec.keep]
+                        job = job.model_copy(
+                            update={"mutation": m.model_copy(update={"changes": changes})}
+                        )
+                    send.append((i, job, dec))
+            if send:
+                self.stats.driver_calls += 1
+                jobs = [job for _, job, _ in send]
+                # Tokens are taken right before the target is called, so the pace holds at
+                # the target whatever the database's latency (one token per job).
+                if b.batching:
+                    await lane.throttle(1)
+                    out = await self._call(b, b.driver.handle_batch(jobs, b.context), len(jobs))
+                else:
+                    driver, context = b.driver, b.context
+                    done: list[DeliveryResult | None] = [None] * len(jobs)
+                    todo = iter(range(len(jobs)))
+
+                    async def worker() -> None:
+                        # A few workers per batch rather than a task per job; every call
+                        # still takes one of the lane's `concurrent` slots.
+                        for k in todo:
+                            async with lane.sem:
+                                await lane.throttle(1)
+                                done[k] = (await self._call(b, _one(driver, jobs[k], context), 1))[
+                                    0
+                                ]
+
+                    workers = min(len(jobs), max(1, lane.sem_size))
+                    await asyncio.gather(*(worker() for _ in range(workers)))
+                    out = [r for r in done if r is not None]
+                rows = []
+                for (i, job, dec), result in zip(send, out, strict=True):
+                    results[i] = (result, dec)
+                    if result.outcome == "delivered":
+                        rows.append((job.mutation.entity_key, dec.record, job.job_id, dec.force))
+                # Recorded in the same transaction that holds the entity locks.
+                await txn.record(rows)
+
+    async def _call(
+        self, b: _Bound, call: Coroutine[Any, Any, list[DeliveryResult]], n: int
+    ) -> list[DeliveryResult]:
+        """A driver call; an exception or a wrong count becomes a retryable failure."""
+        try:
+            out = await call
+            if len(out) != n:
+                raise RuntimeError(f"handle_batch returned {len(out)} results for {n}")
+            return out
+        except Exception as exc:
+            logger.exception("driver raised", extra={"integration": b.integration.id})
+            failed = DeliveryResult.retry(
+                f"driver raised {type(exc).__name__}: {exc}", kind="driver_exception"
+            )
+            return [failed] * n
+
+    def _send(
+        self,
+        topic: str,
+        value: bytes,
+        key: str | bytes | None,
+        acks: _Acks,
+        headers: Headers | None = None,
+    ) -> None:
+        producer = self._producer.producer
+        try:
+            producer.produce(topic, value=value, key=key, headers=headers, on_delivery=acks)
+        except BufferError:
+            producer.poll(0.1)  # queue full: serve callbacks once, then try again
+            producer.produce(topic, value=value, key=key, headers=headers, on_delivery=acks)
+
+    def _observer(self, integration_id: str, status: str, kind: str | None) -> _Observer:
+        key = (integration_id, status, kind)
+        obs = self._observers.get(key)
+        if obs is None:
+            obs = self._observers[key] = _Observer(
+                self.driver_key, integration_id, self.priority, status, kind
+            )
+        return obs
+
+    def _report(
+        self,
+        w: _Work,
+        result: DeliveryResult,
+        decision: GuardDecision | None,
+        duration_ms: float,
+        now: datetime,
+    ) -> None:
+        """Produce the status (and retry or dead letter) of one job; finish it on their acks."""
+        job = w.job
         disposition = classify(
             result.outcome,
             result.retryable,
             job.attempt,
-            self.settings.dispatcher_max_attempts,
-            self.settings.retry_delays_s,
+            self.options.max_attempts,
+            self.options.retry_delays_s,
             result.retry_after,
         )
-        acks: list[asyncio.Future[Message]] = []
+        outputs: list[tuple[str, bytes, Headers | None]] = []
+        reason = result.reason
+        kind = result.error_kind
         status: str
         if disposition.action == "done":
             status = result.outcome
+            if decision is not None and decision.reason and status in ("delivered", "skipped"):
+                reason, kind = decision.reason, "version_guard"
         elif disposition.action == "retry":
             status = "retrying"
-            due = datetime.now(UTC) + timedelta(seconds=disposition.delay_s)
+            due = now + timedelta(seconds=disposition.delay_s)
             retry = {
                 **w.record,
                 "attempt": job.attempt + 1,
@@ -281,26 +815,28 @@ class Dispatcher:
                 "last_error": result.reason,
             }
             topic = self.retry_topics[disposition.tier]
-            acks.append(
-                self._producer.send_nowait(
-                    topic, self.serde.encode("Job", retry, topic=topic), key=w.msg.key()
-                )
-            )
+            outputs.append((topic, self.serde.encode("Job", retry, topic=topic), None))
         else:
             status = "dead"
-            dead = {**w.record, "last_error": result.reason}
-            acks.append(
-                self._producer.send_nowait(
+            if result.retryable:
+                reason = f"attempts exhausted ({job.attempt}): {result.reason}"
+            dead = {**w.record, "last_error": reason}
+            outputs.append(
+                (
                     topics.JOBS_DEAD,
                     self.serde.encode("Job", dead, topic=topics.JOBS_DEAD),
-                    key=w.msg.key(),
-                    headers=[
-                        ("error.type", (result.error_kind or "failed").encode()),
-                        ("error.message", (result.reason or "").encode()[:4000]),
+                    [
+                        ("error.type", (kind or "failed").encode()),
+                        ("error.message", (reason or "").encode()[:4000]),
+                        ("error.attempts", str(job.attempt).encode()),
+                        ("source.topic", w.tp[0].encode()),
                     ],
                 )
             )
         self.stats.by_status[status] += 1
+        self._observer(job.integration_id, status, kind).observe(
+            duration_ms / 1000, job.mutation.source_received_at, now
+        )
         status_record = {
             "job_id": job.job_id,
             "mutation_id": job.mutation.mutation_id,
@@ -310,47 +846,115 @@ class Dispatcher:
             "priority": job.priority,
             "status": status,
             "attempt": job.attempt,
-            "error_kind": result.error_kind if status != "delivered" else None,
-            "error_message": result.reason if status != "delivered" else None,
+            "error_kind": kind if (status != "delivered" or reason) else None,
+            "error_message": reason if (status != "delivered" or reason) else None,
             "target_ref": result.target_ref,
             "duration_ms": duration_ms,
             "source_received_at": job.mutation.source_received_at,
-            "occurred_at": datetime.now(UTC),
+            "occurred_at": now,
         }
-        acks.append(
-            self._producer.send_nowait(
-                topics.DELIVERY_STATUS,
-                self.serde.encode("DeliveryStatus", status_record, topic=topics.DELIVERY_STATUS),
-                key=job.mutation.entity_key,
+        # Every output is queued before any can be acknowledged (callbacks run in poll()).
+        acks = _Acks(self, w.tp, w.offset, len(outputs) + 1)
+        for topic, value, headers in outputs:
+            self._send(topic, value, w.key, acks, headers)
+        self._send(
+            topics.DELIVERY_STATUS,
+            self.serde.encode("DeliveryStatus", status_record, topic=topics.DELIVERY_STATUS),
+            job.mutation.entity_key,
+            acks,
+        )
+        if status != "delivered":
+            logger.info(
+                "job %s",
+                status,
+                extra={
+                    "job_id": job.job_id,
+                    "integration": job.integration_id,
+                    "entity_key": job.mutation.entity_key,
+                    "attempt": job.attempt,
+                    "disposition": disposition.action,
+                    "topic": w.tp[0],
+                    "partition": w.tp[1],
+                    "offset": w.offset,
+                },
             )
-        )
-        logger.info(
-            "job %s",
-            status,
-            extra={
-                "job_id": job.job_id,
-                "integration": job.integration_id,
-                "entity_key": job.mutation.entity_key,
-                "attempt": job.attempt,
-                "topic": w.msg.topic(),
-                "partition": w.msg.partition(),
-                "offset": w.msg.offset(),
-            },
-        )
-        return acks
 
-    def _dead_letter_raw(self, msg: Message, reason: str) -> asyncio.Future[Message]:
+    def _dead_letter_raw(self, msg: Message, reason: str, acks: _Acks) -> None:
         logger.error(
             "undecodable job sent to the dead-letter topic",
             extra={"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
         )
-        return self._producer.send_nowait(
+        self._send(
             topics.JOBS_DEAD,
-            msg.value(),
-            key=msg.key(),
-            headers=[
+            msg.value() or b"",
+            msg.key(),
+            acks,
+            [
                 ("error.type", b"undecodable"),
                 ("error.message", reason.encode()[:4000]),
                 ("source.topic", _tp(msg)[0].encode()),
             ],
         )
+
+
+class _Observer:
+    """The metric series of one integration, status and error kind (what `observe_job` does).
+
+    `labels()` costs more than the observation itself: the children are looked up once.
+    """
+
+    __slots__ = ("end_to_end", "extra", "jobs", "seconds")
+
+    def __init__(
+        self, driver: str, integration: str, priority: str, status: str, kind: str | None
+    ) -> None:
+        self.jobs = metrics.DISPATCH_JOBS.labels(driver, integration, priority, status)
+        self.seconds = metrics.DISPATCH_SECONDS.labels(driver, integration, priority)
+        self.extra: Any = None
+        if status == "retrying":
+            self.extra = metrics.DISPATCH_RETRIES.labels(driver, integration, priority)
+        elif status == "dead":
+            self.extra = metrics.DISPATCH_DEAD_LETTERS.labels(
+                driver, integration, priority, kind or "failed"
+            )
+        self.end_to_end = (
+            metrics.END_TO_END.labels(priority, integration) if status == "delivered" else None
+        )
+
+    def observe(self, seconds: float, received_at: datetime | None, now: datetime) -> None:
+        self.jobs.inc()
+        self.seconds.observe(seconds)
+        if self.extra is not None:
+            self.extra.inc()
+        if self.end_to_end is not None and received_at is not None:
+            if received_at.tzinfo is None:
+                received_at = received_at.replace(tzinfo=UTC)
+            # A clock step between hosts can make it negative; it still happened.
+            self.end_to_end.observe(max(0.0, (now - received_at).total_seconds()))
+
+
+async def _one(driver: Driver, job: Job, context: IntegrationContext) -> list[DeliveryResult]:
+    return [await driver.handle(job, context)]
+
+
+def run_in_thread(dispatcher: Dispatcher) -> Callable[[], None]:
+    """Run a dispatcher on its own event loop in a thread; returns a function that stops it."""
+    import threading
+
+    holder: dict[str, asyncio.AbstractEventLoop] = {}
+    started = threading.Event()
+
+    async def main() -> None:
+        holder["loop"] = asyncio.get_running_loop()
+        started.set()
+        await dispatcher.run()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    started.wait(10)
+
+    def stop() -> None:
+        holder["loop"].call_soon_threadsafe(dispatcher.stop)
+        thread.join(dispatcher.options.shutdown_timeout_s + 15)
+
+    return stop

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from hub import metrics
 from hub.kafka import consumer_config
 from hub.settings import Settings
 from schemas import topics
@@ -31,8 +32,9 @@ ON CONFLICT (job_id) DO UPDATE SET
     error_kind = EXCLUDED.error_kind, error_message = EXCLUDED.error_message,
     target_ref = EXCLUDED.target_ref, duration_ms = EXCLUDED.duration_ms,
     occurred_at = EXCLUDED.occurred_at, priority = EXCLUDED.priority, projected_at = now()
--- Statuses may be re-read after a restart: an older one never replaces a newer one.
-WHERE (EXCLUDED.attempt, EXCLUDED.occurred_at) >= (deliveries.attempt, deliveries.occurred_at)
+-- Statuses may be re-read after a restart: an older one never replaces a newer one. Time
+-- alone orders them: a redrive starts a dead job again at attempt 1.
+WHERE EXCLUDED.occurred_at >= deliveries.occurred_at
 """
 
 
@@ -58,6 +60,7 @@ class Projector:
 
     def run(self) -> None:
         """Consume until stopped; commit only after the rows are written."""
+        metrics.start_from_env("projector")
         consumer = Consumer(consumer_config(self.settings, self.group))
         consumer.subscribe([topics.DELIVERY_STATUS])
         conn = psycopg.connect(self.settings.require_database(), autocommit=True)
@@ -89,6 +92,8 @@ class Projector:
                 if records:
                     project(conn, records)
                     self.projected += len(records)
+                    for r in records:
+                        metrics.PROJECTOR_STATUSES.labels(r["status"]).inc()
                 consumer.commit(
                     offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                     asynchronous=False,

@@ -1,0 +1,1 @@
+"""Ingest from Akeneo: webhook receiver, enricher, REST client and REST sync."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 import weakref
 from typing import Any
 
@@ -12,13 +14,16 @@ import orjson
 from faust.streams import _current_event
 
 from drivers.discovery import discover
+from hub import metrics
 from hub.integrations import load_targets_async
+from hub.kafka import faust_broker_options
+from hub.priorities import load_fanout
 from hub.settings import Settings
 from schemas import topics
 from schemas.errors import SchemaError
 from schemas.serde import Serde
 from services.mutator.core.fanout import IntegrationTarget
-from services.mutator.processing import FanOut, SnapshotProcessor, invalid_headers, summarise
+from services.mutator.processing import SnapshotProcessor, invalid_headers, summarise
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +34,25 @@ BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
 
 
+def _die(agent: str) -> None:
+    # A bug, not bad input (bad input is routed aside): exit without committing so the batch
+    # is read again after a restart, instead of Faust restarting the agent past lost events.
+    logger.critical(
+        "mutator agent crashed; exiting without commit", extra={"agent": agent}, exc_info=True
+    )
+    logging.shutdown()
+    os._exit(70)
+
+
 def make_app(settings: Settings) -> faust.App:
     """Build the mutator app: one table, two agents, one refresh timer."""
     app = faust.App(
         settings.mutator_app_id,
-        broker=f"kafka://{settings.bootstrap}",
+        **faust_broker_options(settings),
+        # The memory store is rebuilt from the changelog on every assignment; Faust's check of
+        # persisted offsets only guards disk stores, and on the embedded broker it aborts the
+        # recovery after a worker is killed (the changelog end is reported one batch short).
+        recovery_consistency_check=False,
         store="memory://",
         datadir=settings.mutator_data_dir,
         topic_partitions=settings.topic_partitions,
@@ -46,7 +65,7 @@ def make_app(settings: Settings) -> faust.App:
     )
     serde = Serde(settings.schema_registry_url)
     processor = SnapshotProcessor(serde)
-    fanout = FanOut(serde)
+    fanout = load_fanout(settings, serde)
     catalogue = discover()
     targets: list[IntegrationTarget] = []
 
@@ -88,90 +107,104 @@ def make_app(settings: Settings) -> faust.App:
     # Latest indexed state per entity key, co-partitioned with pim.snapshots.
     state = app.Table("entity-state", key_type=bytes, value_type=bytes, default=None)
 
+    async def handle_snapshots(events: list[Any]) -> None:
+        started = time.perf_counter()
+        # Later snapshots of an entity in this batch see the state the earlier ones left.
+        overlay: dict[str, dict[str, Any] | None] = {}
+
+        def stored_for(
+            key: str, overlay: dict[str, dict[str, Any] | None] = overlay
+        ) -> dict[str, Any] | None:
+            if key in overlay:
+                return overlay[key]
+            raw = state.get(key.encode())
+            return orjson.loads(raw) if raw else None
+
+        outcomes = []
+        pending = []
+        for event in events:
+            msg = event.message
+            outcome = processor.process(msg.key, msg.value, stored_for)
+            outcomes.append((event, outcome))
+            metrics.MUTATOR_SNAPSHOTS.labels(outcome.entity_type, outcome.kind).inc()
+            if outcome.kind == "invalid":
+                assert outcome.invalid is not None
+                logger.warning(
+                    "invalid snapshot",
+                    extra={
+                        "topic": msg.topic,
+                        "partition": msg.partition,
+                        "offset": msg.offset,
+                        "reason": outcome.invalid.reason,
+                    },
+                )
+                pending.append(
+                    await invalid.send(
+                        key=msg.key, value=msg.value, headers=invalid_headers(outcome.invalid)
+                    )
+                )
+                continue
+            if outcome.new_state is not None:
+                overlay[outcome.entity_key] = outcome.new_state
+            if outcome.mutation is not None:
+                pending.append(
+                    await mutations.send(
+                        key=outcome.entity_key.encode(),
+                        value=serde.encode("Mutation", outcome.mutation, topic=topics.MUTATIONS),
+                    )
+                )
+        # The state moves only after the mutations are acknowledged: a crash in between
+        # re-emits the same mutation (same id) rather than losing it.
+        if pending:
+            await asyncio.gather(*pending)
+        metrics.observe_mutations([o.mutation for _, o in outcomes if o.mutation])
+        metrics.MUTATOR_BATCH_SECONDS.observe(time.perf_counter() - started)
+        for event, outcome in outcomes:
+            if outcome.new_state is not None:
+                _current_event.set(weakref.ref(event))
+                state[outcome.entity_key.encode()] = orjson.dumps(outcome.new_state)
+        _current_event.set(None)
+        logger.debug("snapshots processed", extra={"counts": summarise([o for _, o in outcomes])})
+
     @app.agent(snapshots)
     async def mutate(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            # Later snapshots of an entity in this batch see the state the earlier ones left.
-            overlay: dict[str, dict[str, Any] | None] = {}
+            try:
+                await handle_snapshots(events)
+            except Exception:
+                _die("mutate")
 
-            def stored_for(
-                key: str, overlay: dict[str, dict[str, Any] | None] = overlay
-            ) -> dict[str, Any] | None:
-                if key in overlay:
-                    return overlay[key]
-                raw = state.get(key.encode())
-                return orjson.loads(raw) if raw else None
-
-            outcomes = []
-            pending = []
-            for event in events:
-                msg = event.message
-                outcome = processor.process(msg.key, msg.value, stored_for)
-                outcomes.append((event, outcome))
-                if outcome.kind == "invalid":
-                    assert outcome.invalid is not None
-                    logger.warning(
-                        "invalid snapshot",
-                        extra={
-                            "topic": msg.topic,
-                            "partition": msg.partition,
-                            "offset": msg.offset,
-                            "reason": outcome.invalid.reason,
-                        },
+    async def handle_mutations(events: list[Any]) -> None:
+        pending = []
+        for event in events:
+            msg = event.message
+            try:
+                mutation = serde.decode("Mutation", msg.value, topic=topics.MUTATIONS)
+            except SchemaError as exc:
+                logger.error(
+                    "undecodable mutation skipped by fan-out",
+                    extra={"partition": msg.partition, "offset": msg.offset, "error": str(exc)},
+                )
+                metrics.FANOUT_UNDECODABLE.inc()
+                continue
+            for priority, key, job in fanout.jobs_for(mutation, targets):
+                topic_name = topics.job_topic(priority)
+                metrics.FANOUT_JOBS.labels(job["integration_id"], job["driver"], priority).inc()
+                pending.append(
+                    await job_topics[priority].send(
+                        key=key.encode(), value=serde.encode("Job", job, topic=topic_name)
                     )
-                    pending.append(
-                        await invalid.send(
-                            key=msg.key, value=msg.value, headers=invalid_headers(outcome.invalid)
-                        )
-                    )
-                    continue
-                if outcome.new_state is not None:
-                    overlay[outcome.entity_key] = outcome.new_state
-                if outcome.mutation is not None:
-                    pending.append(
-                        await mutations.send(
-                            key=outcome.entity_key.encode(),
-                            value=serde.encode(
-                                "Mutation", outcome.mutation, topic=topics.MUTATIONS
-                            ),
-                        )
-                    )
-            # The state moves only after the mutations are acknowledged: a crash in between
-            # re-emits the same mutation (same id) rather than losing it.
-            if pending:
-                await asyncio.gather(*pending)
-            for event, outcome in outcomes:
-                if outcome.new_state is not None:
-                    _current_event.set(weakref.ref(event))
-                    state[outcome.entity_key.encode()] = orjson.dumps(outcome.new_state)
-            _current_event.set(None)
-            logger.debug(
-                "snapshots processed", extra={"counts": summarise([o for _, o in outcomes])}
-            )
+                )
+        if pending:
+            await asyncio.gather(*pending)
 
     @app.agent(mutations)
     async def fan_out(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            pending = []
-            for event in events:
-                msg = event.message
-                try:
-                    mutation = serde.decode("Mutation", msg.value, topic=topics.MUTATIONS)
-                except SchemaError as exc:
-                    logger.error(
-                        "undecodable mutation skipped by fan-out",
-                        extra={"partition": msg.partition, "offset": msg.offset, "error": str(exc)},
-                    )
-                    continue
-                for priority, key, job in fanout.jobs_for(mutation, targets):
-                    topic_name = topics.job_topic(priority)
-                    pending.append(
-                        await job_topics[priority].send(
-                            key=key.encode(), value=serde.encode("Job", job, topic=topic_name)
-                        )
-                    )
-            if pending:
-                await asyncio.gather(*pending)
+            try:
+                await handle_mutations(events)
+            except Exception:
+                _die("fan_out")
 
     async def refresh() -> None:
         if not settings.database_url:
@@ -202,5 +235,10 @@ def run(settings: Settings, loglevel: str = "warn") -> None:
     from faust import Worker
 
     app = make_app(settings)
-    worker = Worker(app, loglevel=loglevel, quiet=True)
+    metrics.start_from_env("mutator")
+    dbg = os.environ.get("HUB_FAUST_LOGLEVEL_DEBUG")
+    if dbg:
+        for noisy in ("faust", "mode", "aiokafka"):
+            logging.getLogger(noisy).setLevel(dbg.upper())
+    worker = Worker(app, loglevel=dbg or loglevel, quiet=True)
     worker.execute_from_commandline()

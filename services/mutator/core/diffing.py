@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import operator
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from itertools import compress
+from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 
@@ -33,9 +35,12 @@ from services.mutator.core.normalise import index_state as _index_state
 MUTATION_NAMESPACE: Final = uuid.UUID("5b0f3c0e-8f43-5d2a-9c1e-6a1f0e9b7d21")
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One field-level change: a value, a scalar field, a label or a code set."""
+class Change(NamedTuple):
+    """One field-level change: a value, a scalar field, a label or a code set.
+
+    A named tuple rather than a frozen dataclass: the diff builds one per changed slot and a
+    tuple is built in one C call (immutability and field access are the same).
+    """
 
     field: str
     attribute: str | None = None
@@ -75,13 +80,7 @@ def _set_delta(old_cmp: str | None, new_cmp: str | None) -> tuple[tuple[str, ...
     return tuple(sorted(new_set - old_set)), tuple(sorted(old_set - new_set))
 
 
-# Building a frozen dataclass through its __init__ goes through object.__setattr__ once per
-# field; the diff builds one Change per changed slot, so it sets the slots directly instead.
-_new_object = object.__new__
-_SETTERS: Final = tuple(
-    getattr(Change, name).__set__
-    for name in ("field", "attribute", "locale", "scope", "old", "new", "added", "removed")
-)
+_tuple_new = tuple.__new__
 
 
 def _make_change(
@@ -94,20 +93,13 @@ def _make_change(
     added: tuple[str, ...] | None,
     removed: tuple[str, ...] | None,
 ) -> Change:
-    change: Change = _new_object(Change)
-    s0, s1, s2, s3, s4, s5, s6, s7 = _SETTERS
-    s0(change, field)
-    s1(change, attribute)
-    s2(change, locale)
-    s3(change, scope)
-    s4(change, old)
-    s5(change, new)
-    s6(change, added)
-    s7(change, removed)
-    return change
+    return _tuple_new(Change, (field, attribute, locale, scope, old, new, added, removed))
 
 
 _loads = orjson.loads
+_compress = compress
+_map = map
+_ne = operator.ne
 _MISSING: Final[Any] = object()
 
 
@@ -183,14 +175,66 @@ def diff(previous: dict[str, Any] | None, current: dict[str, Any]) -> list[Chang
         # Fast path for duplicates and re-syncs: dict equality runs in C.
         return changes
     get = prev_cmp.get
-    slots = [slot for slot, cmp in cur_cmp.items() if get(slot) != cmp]
-    added_slots = sum(1 for slot in slots if slot not in prev_cmp)
-    if len(prev_cmp) != len(cur_cmp) - added_slots:
-        slots.extend(slot for slot in prev_cmp if slot not in cur_cmp)
+    cur_slots = list(cur_cmp)
+    if len(cur_slots) == len(prev_cmp) and cur_slots == list(prev_cmp):
+        # Same slots in the same order (the usual case: Akeneo sends values in a stable order
+        # and the stored state keeps it): compare the two value lists pairwise entirely in C.
+        slots = list(_compress(cur_slots, _map(_ne, cur_cmp.values(), prev_cmp.values())))
+    else:
+        slots = [slot for slot, cmp in cur_cmp.items() if get(slot) != cmp]
+        added_slots = sum(1 for slot in slots if slot not in prev_cmp)
+        if len(prev_cmp) != len(cur_cmp) - added_slots:
+            slots.extend(slot for slot in prev_cmp if slot not in cur_cmp)
     slots.sort()
     cur_get = cur_cmp.get
-    changes.extend(_change_for(slot, get(slot), cur_get(slot), previous, current) for slot in slots)
+    prev_src: dict[str, Any] = previous[SRC_KEY] if previous is not None else {}
+    cur_src: dict[str, Any] = current[SRC_KEY]
+    append = changes.append
+    for slot in slots:
+        old_cmp, new_cmp = get(slot), cur_get(slot)
+        parsed = _VALUE_SLOTS.get(slot)
+        if parsed is None:
+            if not slot.startswith("values|"):
+                append(_change_for(slot, old_cmp, new_cmp, previous, current))
+                continue
+            parsed = _parse_value_slot(slot)
+        # Hot path, inlined: product values are most of the slots and never plain code sets.
+        attribute, locale, scope = parsed
+        old: Any = None
+        if old_cmp is not None:
+            old = prev_src.get(slot, _MISSING)
+            if old is _MISSING:
+                old = _loads(old_cmp)
+        new: Any = None
+        if new_cmp is not None:
+            new = cur_src.get(slot, _MISSING)
+            if new is _MISSING:
+                new = _loads(new_cmp)
+        added = removed = None
+        if (
+            old_cmp is not None
+            and new_cmp is not None
+            and old_cmp[:1] == "["
+            and new_cmp[:1] == "["
+            and cur_types.get(attribute) in SET_VALUE_TYPES
+        ):
+            added, removed = _set_delta(old_cmp, new_cmp)
+        append(_tuple_new(Change, ("values", attribute, locale, scope, old, new, added, removed)))
     return changes
+
+
+# "values|<attribute>|<locale>|<scope>" -> (attribute, locale or None, scope or None); slot
+# names repeat across a catalogue, so each is split once.
+_VALUE_SLOTS: Final[dict[str, tuple[str, str | None, str | None]]] = {}
+
+
+def _parse_value_slot(slot: str) -> tuple[str, str | None, str | None]:
+    attribute, locale, scope = slot[7:].rsplit("|", 2)
+    parsed = (attribute, locale or None, scope or None)
+    if len(_VALUE_SLOTS) >= 200_000:
+        _VALUE_SLOTS.clear()  # a bound, not an LRU: a catalogue has far fewer slots than this
+    _VALUE_SLOTS[slot] = parsed
+    return parsed
 
 
 def change_to_record(c: Change) -> dict[str, Any]:

@@ -48,9 +48,25 @@ def plan_jobs(
     rules: PriorityRules,
     levels: Mapping[str, int] = DEFAULT_LEVELS,
 ) -> list[PlannedJob]:
-    """One job per enabled integration whose driver and filter accept the entity type."""
+    """One job per enabled integration whose driver and filter accept the entity type.
+
+    Args:
+        entity_type: the mutation's entity type.
+        operation: create, update or delete.
+        mutation_id: the mutation's deterministic id.
+        changes: the mutation's change records.
+        integrations: every known integration (disabled ones are skipped).
+        rules: the default priority rules (each integration's priority_map is laid over them).
+        levels: priority name -> number.
+
+    Returns:
+        The jobs, at most one per integration id, in integration id order.
+    """
     planned = []
-    for integ in integrations:
+    seen: set[str] = set()
+    for integ in sorted(integrations, key=lambda i: i.integration_id):
+        if integ.integration_id in seen:
+            continue  # one integration listed twice must still get one job
         if not integ.enabled or entity_type not in integ.supported_entity_types:
             continue
         if integ.entity_types is not None and entity_type not in integ.entity_types:
@@ -58,8 +74,14 @@ def plan_jobs(
         priority = resolve_priority(
             entity_type, operation, changes, rules.merged(integ.priority_map), levels
         )
+        seen.add(integ.integration_id)
         planned.append(
-            PlannedJob(job_id(mutation_id, integ.integration_id), integ.integration_id, integ.driver, priority)
+            PlannedJob(
+                job_id(mutation_id, integ.integration_id),
+                integ.integration_id,
+                integ.driver,
+                priority,
+            )
         )
     return planned
 

@@ -318,6 +318,22 @@ def _quantified_canon(entity_type: str, where: str, raw: Any) -> list[list[Any]]
     return [[k, pairs[k]] for k in sorted(pairs)]
 
 
+# Slot names repeat across every product of a catalogue. Sharing one string object per slot
+# keeps states smaller and lets the diff compare slot lists mostly by identity, which is what
+# makes it fast on states that are not in the CPU cache any more.
+_SLOT_CACHE: Final[dict[tuple[str, str | None, str | None], str]] = {}
+_SLOT_CACHE_MAX: Final = 200_000
+_slot_get = _SLOT_CACHE.get
+
+
+def _value_slot(attribute: str, locale: str | None, scope: str | None) -> str:
+    slot = f"values|{attribute}|{locale or ''}|{scope or ''}"
+    if len(_SLOT_CACHE) >= _SLOT_CACHE_MAX:
+        _SLOT_CACHE.clear()  # a bound, not an LRU: a catalogue has far fewer slots than this
+    _SLOT_CACHE[(attribute, locale, scope)] = slot
+    return slot
+
+
 def _index_values(
     entity_type: str,
     raw: Any,
@@ -356,7 +372,9 @@ def _index_values(
             ):
                 raise _invalid(entity_type, f"'values.{attribute}' locale/scope must be strings")
             data = item.get("data")
-            slot = f"values|{attribute}|{locale or ''}|{scope or ''}"
+            slot = _slot_get((attribute, locale, scope))
+            if slot is None:
+                slot = _value_slot(attribute, locale, scope)
             if type(data) is str and data and attribute_type not in _STRING_SPECIAL_TYPES:
                 # Hot path (text, selects, media, identifiers): source == comparison form.
                 c[slot] = _dumps_str(data)

@@ -11,10 +11,18 @@ import orjson
 #: name -> number; lower is more urgent.
 DEFAULT_LEVELS: dict[str, int] = {"immediate": 0, "normal": 5, "low": 9}
 
+#: The rule tables an integration's priority_map may override.
+RULE_TABLES: tuple[str, ...] = ("entity_types", "operations", "fields", "attributes")
+
 
 @dataclass(frozen=True)
 class PriorityRules:
-    """Defaults by entity type, operation, field and attribute; an integration may override any."""
+    """Defaults by entity type, operation, field and attribute; an integration may override any.
+
+    A change is ranked by its most specific rule: attribute, then price collection, then field,
+    then the entity type's default. A mutation takes the most urgent of its changes (and of its
+    operation's rule, e.g. deletes are immediate).
+    """
 
     entity_types: Mapping[str, str] = field(
         default_factory=lambda: {
@@ -37,11 +45,15 @@ class PriorityRules:
             "stock": "immediate",
             "quantity": "immediate",
             "description": "normal",
+            "short_description": "normal",
+            "name": "normal",
         }
     )
     # Any change whose value is a price collection ([{amount, currency}]) is urgent,
     # whatever its attribute is called.
     price_collections: str | None = "immediate"
+    #: for entity types no rule names
+    default: str = "normal"
 
     def merged(self, override: Mapping[str, Any] | None) -> PriorityRules:
         """These rules with an integration's priority_map laid over them."""
@@ -53,7 +65,54 @@ class PriorityRules:
             fields={**self.fields, **override.get("fields", {})},
             attributes={**self.attributes, **override.get("attributes", {})},
             price_collections=override.get("price_collections", self.price_collections),
+            default=override.get("default", self.default),
         )
+
+    def names(self) -> set[str]:
+        """Every priority name these rules mention."""
+        named = {self.default}
+        if self.price_collections:
+            named.add(self.price_collections)
+        for table in RULE_TABLES:
+            named.update(getattr(self, table).values())
+        return named
+
+
+def override_problems(override: Any, levels: Mapping[str, int]) -> list[str]:
+    """Why an integration's priority_map is unusable (empty when it is fine).
+
+    Args:
+        override: the priority_map as stored (a JSON object).
+        levels: the known priority names.
+
+    Returns:
+        One line per problem, naming the bad key.
+    """
+    if override is None:
+        return []
+    if not isinstance(override, Mapping):
+        return ["priority_map: must be an object"]
+    known = ", ".join(sorted(levels, key=lambda n: levels[n]))
+    problems = []
+    for key, value in override.items():
+        if key in RULE_TABLES:
+            if not isinstance(value, Mapping):
+                problems.append(f"priority_map.{key}: must be an object of name -> priority")
+                continue
+            for name, prio in value.items():
+                if prio not in levels:
+                    problems.append(
+                        f"priority_map.{key}.{name}: unknown priority {prio!r} (known: {known})"
+                    )
+        elif key in ("price_collections", "default"):
+            if not (value is None and key == "price_collections") and value not in levels:
+                problems.append(f"priority_map.{key}: unknown priority {value!r} (known: {known})")
+        else:
+            problems.append(
+                f"priority_map.{key}: unknown key (allowed: "
+                f"{', '.join((*RULE_TABLES, 'price_collections', 'default'))})"
+            )
+    return problems
 
 
 def _is_price_collection(text: str | None) -> bool:
@@ -70,6 +129,32 @@ def _is_price_collection(text: str | None) -> bool:
     )
 
 
+def change_priority(entity_type: str, change: Mapping[str, Any], rules: PriorityRules) -> str:
+    """The priority of one change: its most specific matching rule.
+
+    Args:
+        entity_type: the mutation's entity type (its default applies when no rule matches).
+        change: one change record (field, attribute, old, new, ...).
+        rules: defaults merged with the integration's overrides.
+
+    Returns:
+        A priority name.
+    """
+    attribute = change.get("attribute")
+    if attribute and attribute in rules.attributes:
+        return rules.attributes[attribute]
+    fld = str(change.get("field", ""))
+    if (
+        rules.price_collections
+        and fld == "values"
+        and (_is_price_collection(change.get("new")) or _is_price_collection(change.get("old")))
+    ):
+        return rules.price_collections
+    if fld in rules.fields:
+        return rules.fields[fld]
+    return rules.entity_types.get(entity_type, rules.default)
+
+
 def resolve_priority(
     entity_type: str,
     operation: str,
@@ -77,35 +162,27 @@ def resolve_priority(
     rules: PriorityRules,
     levels: Mapping[str, int] = DEFAULT_LEVELS,
 ) -> str:
-    """The most urgent priority among the entity type, the operation and every change.
+    """The most urgent priority among the operation's rule and every change's priority.
 
     Args:
         entity_type: the mutation's entity type.
         operation: create, update or delete.
         changes: change records (field, attribute, old, new, ...).
         rules: defaults merged with the integration's overrides.
-        levels: priority name -> number.
+        levels: priority name -> number (lower is more urgent).
 
     Returns:
-        The name of the resolved priority.
+        The name of the resolved priority; names unknown to levels are ignored, and when
+        nothing known remains the rules' default (or the least urgent level) is used.
     """
-    candidates = [rules.entity_types.get(entity_type, "normal")]
+    candidates = [change_priority(entity_type, c, rules) for c in changes]
     if operation in rules.operations:
         candidates.append(rules.operations[operation])
-    for change in changes:
-        fld = str(change.get("field", ""))
-        if fld in rules.fields:
-            candidates.append(rules.fields[fld])
-        attribute = change.get("attribute")
-        if attribute and attribute in rules.attributes:
-            candidates.append(rules.attributes[attribute])
-        elif (
-            rules.price_collections
-            and fld == "values"
-            and (_is_price_collection(change.get("new")) or _is_price_collection(change.get("old")))
-        ):
-            candidates.append(rules.price_collections)
+    if not candidates:  # e.g. a delete without an operation rule
+        candidates.append(rules.entity_types.get(entity_type, rules.default))
     known = [c for c in candidates if c in levels]
     if not known:
-        return "normal"
+        if rules.default in levels:
+            return rules.default
+        return max(levels, key=lambda name: levels[name])
     return min(known, key=lambda name: levels[name])

@@ -592,7 +592,7 @@ def test_delta_without_stored_state_or_older_is_refused() -> None:
 def test_malformed_delta_is_invalid(bad: list[Any]) -> None:
     created = decide_new(shoe())
     with pytest.raises(InvalidSnapshot):
-        apply_delta(created.new_state, bad)  # type: ignore[arg-type]
+        apply_delta(created.new_state, bad)
 
 
 @pytest.mark.parametrize(

@@ -388,7 +388,7 @@ def test_entity_key_rejects_bad_identity(entity_type: str, payload: Any, reason:
         (product({}, enabled="yes"), "'enabled' must be bool"),
         (product({}, categories="shoes"), "'categories' must be a list of codes"),
         (product({}, categories=["a", 1]), "'categories' must be a list of codes"),
-        (product([]), "'values' must be an object"),
+        (product([]), "'values' must be an object"),  # type: ignore[arg-type]
         (product({"name": {"data": "x"}}), "'values.name' must be a list"),
         (product({"name": ["x"]}), "'values.name' items must be objects"),
         (product({"name": [{"data": "x", "locale": 1}]}), "locale/scope must be strings"),
@@ -418,7 +418,7 @@ def test_parse_entity_validates_with_canonical_model() -> None:
 
 
 def test_category_enriched_values_keep_attribute_identity() -> None:
-    payload = {
+    payload: dict[str, Any] = {
         "code": "shoes",
         "parent": "master",
         "labels": {"en_US": "Shoes"},

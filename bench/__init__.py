@@ -1,0 +1,1 @@
+"""Benchmarks of pim-hub; `make bench` runs them all and rewrites docs/benchmarks.md."""

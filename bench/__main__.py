@@ -1,0 +1,148 @@
+"""`make bench`: run every benchmark and rewrite docs/benchmarks.md with the results."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+
+#: module, title, keyword arguments of run(), what the targets are.
+BENCHMARKS: list[tuple[str, str, dict[str, Any], str]] = [
+    (
+        "bench.bench_diff",
+        "Diff engine vs DeepDiff",
+        {},
+        "≥ 20,000 diffs/s on one core and ≥ 500x DeepDiff",
+    ),
+    ("bench.bench_mutator", "Mutator vs passthrough ceiling", {}, "≥ 50% of the passthrough"),
+    (
+        "bench.bench_dispatcher",
+        "Dispatcher vs passthrough ceiling",
+        {},
+        "no-op driver ≥ 50% of the passthrough",
+    ),
+    (
+        "bench.bench_webhook",
+        "Webhook receiver latency",
+        {},
+        "p99 < 100 ms at 50 requests/s of 10 events",
+    ),
+    (
+        "bench.bench_sync",
+        "Full REST sync into pim.snapshots",
+        {},
+        "≥ 2,000 products/s, peak RSS < 300 MB",
+    ),
+    ("bench.bench_e2e", "End to end: Akeneo sandbox → hub → Magento sandbox", {}, "see issue 11"),
+]
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), "
+        f"Python {platform.python_version()}, load average at start {load[0]:.1f}"
+    )
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    if isinstance(value, (list, dict)):
+        return "`" + json.dumps(value, default=str)[:200] + "`"
+    return str(value)
+
+
+def render(results: list[tuple[str, str, str, dict[str, Any] | str, float]], command: str) -> str:
+    """The Markdown document."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (`python -m bench`); every figure below comes from one run on",
+        "one machine. Speeds are given as ratios against baselines measured in the same run,",
+        "because the machine is shared and noisy; absolute numbers stand beside them.",
+        "",
+        f"- command: `{command}`",
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {_commit()}",
+        f"- machine: {_machine()}",
+        "",
+    ]
+    for module, title, target, result, seconds in results:
+        lines += [f"## {title}", "", f"Target: {target}. Module `{module}`, {seconds:.0f} s.", ""]
+        if isinstance(result, str):
+            lines += ["Not measured:", "", "```", result.strip()[-1500:], "```", ""]
+            continue
+        lines += ["| figure | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in result.items()]
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Run the chosen benchmarks (all by default) and rewrite docs/benchmarks.md."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", nargs="*", help="module names to run, e.g. bench.bench_diff")
+    parser.add_argument("--no-write", action="store_true", help="print instead of writing the doc")
+    args = parser.parse_args()
+    results: list[tuple[str, str, str, dict[str, Any] | str, float]] = []
+    for module, title, kwargs, target in BENCHMARKS:
+        if args.only and module not in args.only:
+            continue
+        print(f"== {title} ({module})", flush=True)
+        started = time.monotonic()
+        try:
+            mod = importlib.import_module(module)
+            result: dict[str, Any] | str = mod.run(**kwargs)
+        except Exception:
+            result = traceback.format_exc()
+        print(
+            result if isinstance(result, str) else json.dumps(result, indent=2, default=str),
+            flush=True,
+        )
+        results.append((module, title, target, result, time.monotonic() - started))
+    command = "make bench" if not args.only else f"python -m bench --only {' '.join(args.only)}"
+    doc = render(results, command)
+    if args.no_write:
+        print(doc)
+        return
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(doc)
+    print(f"wrote {DOC.relative_to(ROOT)}")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

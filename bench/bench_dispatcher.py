@@ -1,0 +1,283 @@
+"""Benchmark of the dispatcher: no-op driver vs a plain consume → produce passthrough, and the
+webhook driver against a local HTTP sink at in-flight limits 1, 8 and 32.
+
+Run: .venv/bin/python -m bench.bench_dispatcher [jobs]   (starts its own broker and database)
+
+The baseline (`passthrough_jobs_per_s`) is what any consumer of these records must do at the
+least: consume, decode each job (Avro, as the dispatcher must), encode a record and produce
+it, commit once the writes are acknowledged. `raw_passthrough_jobs_per_s` copies the bytes
+without looking at them, for reference. The webhook figures use a keep-alive HTTP/1.1 sink
+in a child process (`hub.sink.HttpSink` answers HTTP/1.0 from one thread per connection with
+a listen backlog of 5: at 32 in flight its SYN drops cost whole seconds, so it measured the
+sink, not the dispatcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any, ClassVar
+
+from confluent_kafka import Consumer, TopicPartition
+from pydantic import BaseModel
+
+from drivers.base import DeliveryResult, Driver, IntegrationContext
+from drivers.discovery import discover
+from drivers.webhook.driver import ALL_ENTITY_TYPES
+from hub import db, runtime
+from hub.integrations import Integration, upsert_integration
+from hub.kafka import apply_topics, consumer_config, make_producer
+from hub.settings import Settings
+from schemas import topics
+from schemas.events import Job
+from schemas.serde import Serde
+from services.dispatcher.app import Dispatcher
+from services.dispatcher.settings import DispatcherOptions
+
+
+class NoopConfig(BaseModel):
+    """Nothing to configure."""
+
+
+class NoopDriver(Driver):
+    """Delivers instantly."""
+
+    name: ClassVar[str] = "No-op"
+    key: ClassVar[str] = "noop"
+    version: ClassVar[str] = "0"
+    description: ClassVar[str] = "benchmark driver"
+    supported_entity_types: ClassVar[frozenset[str]] = ALL_ENTITY_TYPES
+    config_model: ClassVar[type[BaseModel]] = NoopConfig
+
+    async def handle(self, job: Job, context: IntegrationContext) -> DeliveryResult:
+        """Nothing to do."""
+        return DeliveryResult.delivered()
+
+
+def _jobs(integration: str, driver: str, priority: str, n: int) -> list[dict[str, Any]]:
+    from tests.integration.test_dispatcher_helpers import change, job_record, version
+
+    return [
+        job_record(integration, driver, priority, f"product:b{i}", [change("name", i)], version(i))
+        for i in range(n)
+    ]
+
+
+def _produce(settings: Settings, topic: str, records: list[dict[str, Any]]) -> None:
+    serde, producer = Serde(), make_producer(settings)
+    for rec in records:
+        producer.produce(
+            topic,
+            serde.encode("Job", rec, topic=topic),
+            key=f"{rec['integration_id']}|{rec['mutation']['entity_key']}",
+        )
+        producer.poll(0)
+    producer.flush(60)
+
+
+def passthrough(settings: Settings, source: str, n: int, decode: bool = True) -> float:
+    """jobs/s of consume → decode → encode → produce, commit after acks; same broker.
+
+    With decode=False the bytes are copied as they are.
+    """
+    target = f"bench.passthrough.{uuid.uuid4().hex[:8]}"
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+    from hub.kafka import admin_client
+
+    admin = admin_client(settings)  # keep it alive until the topic exists
+    for fut in admin.create_topics([NewTopic(target, 6, 1)]).values():
+        fut.result()
+    consumer = Consumer(consumer_config(settings, f"bench-pass-{uuid.uuid4().hex}"))
+    consumer.subscribe([source])
+    producer = make_producer(settings)
+    serde = Serde()
+    done, start = 0, None
+    while done < n:
+        msgs = consumer.consume(500, 0.5)
+        msgs = [m for m in msgs if m.error() is None]
+        if not msgs:
+            continue
+        start = start or time.perf_counter()
+        for m in msgs:
+            value = m.value()
+            if decode:
+                value = serde.encode("Job", serde.decode("Job", value), topic=target)
+            producer.produce(target, value, key=m.key())
+            producer.poll(0)
+        producer.flush(30)
+        last: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            topic, part, off = m.topic(), m.partition(), m.offset()
+            assert topic is not None and part is not None and off is not None
+            last[(topic, part)] = off
+        consumer.commit(
+            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()],
+            asynchronous=False,
+        )
+        done += len(msgs)
+    assert start is not None
+    took = time.perf_counter() - start
+    consumer.close()
+    return n / took
+
+
+def dispatch(settings: Settings, driver: type[Driver], priority: str, n: int, **opts: Any) -> float:
+    """jobs/s of a dispatcher delivering n jobs (from its first status to its last)."""
+    cat = discover()
+    cat.drivers[driver.key] = driver
+    options = DispatcherOptions.from_settings(settings, **opts)
+    disp = Dispatcher(settings, driver.key, priority, cat, options)
+    first: list[float] = []
+
+    async def main() -> None:
+        task = asyncio.create_task(disp.run())
+        while disp.stats.finished < n:
+            if disp.stats.finished and not first:
+                first.append(time.perf_counter())
+            await asyncio.sleep(0.005)
+            if task.done():
+                task.result()
+        first.append(time.perf_counter())
+        disp.stop()
+        await task
+
+    asyncio.run(main())
+    return n / (first[1] - first[0])
+
+
+def run(n: int = 5000) -> dict[str, Any]:
+    """Every figure, on an embedded broker and database of its own."""
+    out: dict[str, Any] = {"jobs": n}
+    with runtime.embedded_runtime() as rt:
+        name = f"pimhub_bench_{uuid.uuid4().hex[:8]}"
+        url = runtime.create_database(rt.database.url, name)
+        db.migrate(url)
+        settings = Settings(kafka_bootstrap=rt.broker.bootstrap, database_url=url)
+        apply_topics(settings)
+        cat = discover()
+        cat.drivers["noop"] = NoopDriver
+        upsert_integration(url, cat, Integration("bench-noop", "n", "noop", True, {}, None, {}))
+        _produce(settings, topics.JOBS_NORMAL, _jobs("bench-noop", "noop", "normal", n))
+        out["raw_passthrough_jobs_per_s"] = round(
+            passthrough(settings, topics.JOBS_NORMAL, n, decode=False)
+        )
+        out["passthrough_jobs_per_s"] = round(passthrough(settings, topics.JOBS_NORMAL, n))
+        out["noop_jobs_per_s"] = round(dispatch(settings, NoopDriver, "normal", n))
+        out["noop_vs_passthrough"] = round(
+            out["noop_jobs_per_s"] / out["passthrough_jobs_per_s"], 2
+        )
+        out["noop_vs_raw_passthrough"] = round(
+            out["noop_jobs_per_s"] / out["raw_passthrough_jobs_per_s"], 2
+        )
+        sink = FastSink()
+        try:
+            for limit, prio in ((1, "immediate"), (8, "low"), (32, "normal")):
+                integ = f"bench-hook-{limit}"
+                upsert_integration(
+                    url,
+                    cat,
+                    Integration(
+                        integ, integ, "webhook", True, {"url": f"{sink.url}/{limit}"}, None, {}
+                    ),
+                )
+                m = n // 5
+                # Each limit gets its own topic (priority) and group, so runs don't mix.
+                _produce(settings, topics.job_topic(prio), _jobs(integ, "webhook", prio, m))
+                out[f"webhook_inflight_{limit}_jobs_per_s"] = round(
+                    dispatch(settings, _hook_driver(), prio, m, max_in_flight=limit)
+                )
+            out["sink_requests"] = sink.count()
+        finally:
+            sink.stop()
+        runtime.drop_database(rt.database.url, name)
+    return out
+
+
+class FastSink:
+    """A keep-alive HTTP/1.1 sink answering 200 to every POST, in a child process."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.bench_dispatcher", "sink"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def count(self) -> int:
+        """Requests answered so far."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(b"count\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        """Close its input: it exits."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+class _SinkProtocol(asyncio.Protocol):
+    """Parses pipelined HTTP/1.1 requests by Content-Length; answers 200 with keep-alive."""
+
+    served = 0
+    OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            length = 0
+            for line in self.buf[:end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(self.buf) < end + 4 + length:
+                return
+            self.buf = self.buf[end + 4 + length :]
+            _SinkProtocol.served += 1
+            self.transport.write(self.OK)
+
+
+def serve_sink() -> None:
+    """The child side of FastSink: print the port, serve until stdin closes."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_SinkProtocol, "127.0.0.1", 0, backlog=1024)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            if line.strip() == "count":
+                print(_SinkProtocol.served, flush=True)
+        server.close()
+
+    asyncio.run(main())
+
+
+def _hook_driver() -> type[Driver]:
+    from drivers.webhook.driver import WebhookDriver
+
+    return WebhookDriver
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["sink"]:
+        serve_sink()
+    else:
+        threading.stack_size(0)
+        print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else 5000), indent=2))

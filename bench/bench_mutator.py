@@ -1,0 +1,234 @@
+"""Mutator throughput through a real broker against a plain consume → decode → produce passthrough."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from hub import runtime
+from hub.kafka import apply_topics, consumer_config, make_producer
+from hub.settings import Settings
+from hub.supervisor import Supervisor
+from schemas import topics
+from schemas.serde import Serde
+from schemas.topics import TopicSpec
+
+PASSTHROUGH_TOPIC = "bench.passthrough"
+V1 = "2024-05-01T10:00:00+00:00"
+V2 = "2024-05-02T10:00:00+00:00"
+
+
+def make_product(index: int, rnd: random.Random, version: str) -> dict[str, Any]:
+    """A product of about 1.5 KB of JSON: 12 attributes, some localised."""
+    values: dict[str, list[dict[str, Any]]] = {
+        "sku": [{"locale": None, "scope": None, "data": f"SKU-{index}"}],
+        "price": [
+            {
+                "locale": None,
+                "scope": None,
+                "data": [{"amount": f"{rnd.randint(1, 9999) / 100:.2f}", "currency": "EUR"}],
+                "attribute_type": "pim_catalog_price_collection",
+            }
+        ],
+    }
+    for a in range(10):
+        locales: list[str | None] = ["en_US", "fr_FR"] if a % 3 == 0 else [None]
+        values[f"attr_{a}"] = [
+            {"locale": loc, "scope": None, "data": f"value {rnd.randint(1, 10**6)}"}
+            for loc in locales
+        ]
+    return {
+        "uuid": str(uuid.UUID(int=index + 1)),
+        "identifier": f"SKU-{index}",
+        "enabled": True,
+        "family": "clothing",
+        "categories": [f"cat_{index % 40}", f"cat_{(index + 7) % 40}"],
+        "values": values,
+        "updated": version,
+    }
+
+
+def _snapshots(n: int, seed: int) -> list[tuple[str, bytes]]:
+    # Half creates, half updates of the same entities (one changed value each), interleaved
+    # per entity so every snapshot yields exactly one mutation.
+    rnd = random.Random(seed)
+    serde = Serde()
+    out: list[tuple[str, bytes]] = []
+    for i in range(n // 2):
+        first = make_product(i, rnd, V1)
+        second = orjson.loads(orjson.dumps(first))
+        second["values"]["attr_1"][0]["data"] = f"changed {i}"
+        second["updated"] = V2
+        key = f"product:{first['uuid']}"
+        for payload, version in ((first, V1), (second, V2)):
+            record = {
+                "event_id": str(uuid.uuid4()),
+                "entity_type": "product",
+                "entity_key": key,
+                "source_version": version,
+                "origin": "sync",
+                "payload": orjson.dumps(payload).decode(),
+                "delta": None,
+                "received_at": 1_714_557_600_000,
+                "correlation_id": None,
+            }
+            out.append((key, serde.encode("Snapshot", record, topic=topics.SNAPSHOTS)))
+    return out
+
+
+def _count_rate(
+    consumer: Consumer,
+    expected: int,
+    timeout: float,
+    alive: Any = None,
+    trace: list[tuple[int, float]] | None = None,
+) -> float:
+    """Messages/s from the first to the last of `expected` messages read by consumer."""
+    first = last = 0.0
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while seen < expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {seen} of {expected} messages within {timeout:.0f}s")
+        if alive is not None:
+            alive()
+        for msg in consumer.consume(1000, 0.2):
+            if msg.error() is not None:
+                continue
+            ts = time.perf_counter()
+            if seen == 0:
+                first = ts
+            seen += 1
+            last = ts
+            if trace is not None and seen % 1000 == 0:
+                trace.append((seen, round(ts - first, 2)))
+    return (seen - 1) / (last - first) if last > first else float("inf")
+
+
+def _passthrough(settings: Settings, expected: int, timeout: float) -> float:
+    """Consume pim.snapshots → Avro + JSON decode → produce; rate measured at its output."""
+    serde = Serde()
+    consumer = Consumer(consumer_config(settings, f"bench.passthrough.{uuid.uuid4().hex[:8]}"))
+    consumer.subscribe([topics.SNAPSHOTS])
+    producer = make_producer(settings)
+    reader = Consumer(consumer_config(settings, f"bench.reader.{uuid.uuid4().hex[:8]}"))
+    reader.subscribe([PASSTHROUGH_TOPIC])
+    done = 0
+    first = 0.0
+    deadline = time.monotonic() + timeout
+    try:
+        while done < expected and time.monotonic() < deadline:
+            msgs = consumer.consume(500, 0.2)
+            if msgs and not first:
+                first = time.perf_counter()
+            offsets: dict[tuple[str, int], int] = {}
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                assert topic is not None and partition is not None and offset is not None
+                offsets[(topic, partition)] = offset + 1
+                snap = serde.decode("Snapshot", msg.value())
+                payload = orjson.loads(snap["payload"])
+                producer.produce(PASSTHROUGH_TOPIC, orjson.dumps(payload), key=msg.key())
+                done += 1
+            producer.poll(0)
+            if offsets:
+                # Like the mutator: outputs acknowledged before the offsets move.
+                producer.flush(30)
+                consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    asynchronous=False,
+                )
+        producer.flush(30)
+        elapsed = time.perf_counter() - first
+        _count_rate(reader, expected, timeout)  # every record really arrived
+        return done / elapsed
+    finally:
+        consumer.close()
+        reader.close()
+
+
+def _mutator(
+    settings: Settings,
+    env: dict[str, str],
+    expected: int,
+    timeout: float,
+    trace: list[tuple[int, float]],
+) -> float:
+    """Start `hub mutator` and measure mutations/s on hub.mutations."""
+    reader = Consumer(consumer_config(settings, f"bench.mutations.{uuid.uuid4().hex[:8]}"))
+    reader.subscribe([topics.MUTATIONS])
+    supervisor = Supervisor(env=env, log_dir=Path(tempfile.mkdtemp(prefix="bench-mutator-")))
+    try:
+        supervisor.start("mutator", "mutator")
+        return _count_rate(reader, expected, timeout, supervisor.check, trace)
+    finally:
+        supervisor.stop_all()
+        reader.close()
+
+
+def run(n: int = 6000, seed: int = 11, timeout: float = 300.0) -> dict[str, Any]:
+    """Produce n snapshots once, then time the passthrough and the mutator on them.
+
+    Both read the same records from pim.snapshots on the same embedded broker in the same
+    run; each rate runs from its first output record to its last (start-up excluded).
+
+    Returns:
+        Figures: message size, passthrough msgs/s, mutator snapshots/s and their ratio.
+    """
+    broker = runtime.start_tansu()
+    try:
+        env = {
+            "HUB_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "HUB_MUTATOR_APP_ID": f"bench-mutator-{uuid.uuid4().hex[:6]}",
+            "HUB_MUTATOR_DATA_DIR": tempfile.mkdtemp(prefix="bench-mutator-data-"),
+            "HUB_LOG_LEVEL": "WARNING",
+        }
+        settings = Settings(kafka_bootstrap=broker.bootstrap)
+        apply_topics(settings)
+        apply_topics(settings, [TopicSpec(PASSTHROUGH_TOPIC, settings.topic_partitions, -1)])
+        records = _snapshots(n, seed)
+        producer = make_producer(settings)
+        for key, value in records:
+            producer.produce(topics.SNAPSHOTS, value, key=key)
+            producer.poll(0)
+        producer.flush(60)
+        passthrough = _passthrough(settings, len(records), timeout)
+        trace: list[tuple[int, float]] = []
+        mutator = _mutator(settings, env, len(records), timeout, trace)
+    finally:
+        broker.stop()
+    payload_bytes = sum(len(v) for _, v in records) / len(records)
+    return {
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "snapshots": len(records),
+        "snapshot_bytes": round(payload_bytes),
+        "partitions": settings.topic_partitions,
+        "passthrough_per_s": round(passthrough),
+        "mutator_per_s": round(mutator),
+        "mutator_vs_passthrough": round(mutator / passthrough, 3),
+        "mutator_progress": trace,  # (mutations seen, seconds since the first): steady or not
+    }
+
+
+def main() -> None:
+    """Print the figures."""
+    result = run()
+    width = max(len(k) for k in result)
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,884 @@
+"""The Magento 2 driver: products, configurables, categories and options over the REST API.
+
+How the driver learns Akeneo attribute types (values in a state may not carry them), by
+precedence: the integration's `attribute_types`, a rule's `type`, `attribute_type` in the
+values, types recorded from `attribute` mutations in the mapping service (entity type
+`akeneo_attribute_type`), then the shape of the data (see builder.resolve_type).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
+
+import orjson
+from pydantic import BaseModel
+
+from drivers.base import DeliveryResult, Driver, EntityMappingService, IntegrationContext
+from drivers.magento2 import builder
+from drivers.magento2.akeneo_media import AkeneoMedia
+from drivers.magento2.builder import ImageRef, OptionRef, ProductPayload, Resolved
+from drivers.magento2.client import MagentoClient
+from drivers.magento2.config import Magento2Config
+from drivers.magento2.errors import (
+    MagentoError,
+    MappingError,
+    MissingReference,
+    NotFound,
+    PermanentError,
+    RetryableError,
+    UrlKeyConflict,
+)
+from schemas.events import Job
+
+# Mapping-service entity types (per integration): what the driver remembers between jobs.
+M_PRODUCT = "product"  # Akeneo entity key -> "<magento id>:<sku>"
+M_MODEL = "product_model"  # model code -> "<magento id>:<sku>" (root models only)
+M_MODEL_ROOT = "product_model_root"  # model code -> its root model code
+M_MODEL_VARIANT = "product_model_variant"  # root model code -> family variant code
+M_CATEGORY = "category"  # category code -> Magento category id
+M_OPTION = "attribute_option"  # "<magento attribute>.<option code>" -> option id
+M_TYPE = "akeneo_attribute_type"  # attribute code -> Akeneo type
+M_AXES = "akeneo_family_variant_axes"  # family variant -> "axis1,axis2"
+M_ATTRIBUTE_ID = "magento_attribute_id"  # Magento attribute code -> attribute_id
+M_MEDIA = "media"  # "<sku>|<attribute>" -> "<sha256>:<entry id>"
+
+MSG_ALREADY_ATTACHED = "The product is already attached."
+# Async bulk operation status codes (Magento\AsynchronousOperations).
+OP_COMPLETE, OP_RETRIABLE, OP_FAILED, OP_OPEN, OP_REJECTED = 1, 2, 3, 4, 5
+
+
+def _result(exc: MagentoError) -> DeliveryResult:
+    if exc.retryable:
+        return DeliveryResult.retry(
+            str(exc),
+            retry_after=exc.retry_after,
+            status=exc.status,
+            response=exc.response,
+            kind=exc.kind,
+        )
+    return DeliveryResult.permanent(
+        str(exc), status=exc.status, response=exc.response, kind=exc.kind
+    )
+
+
+def _split_ref(value: str) -> tuple[int, str]:
+    ident, _, sku = value.partition(":")
+    return int(ident), sku
+
+
+@dataclass
+class _Prepared:
+    """A product job turned into payloads, ready for the bulk API."""
+
+    job: Job
+    entity_key: str
+    payload: ProductPayload
+
+
+class Magento2Driver(Driver):
+    """Delivers Akeneo products, product models, categories and options to Magento 2."""
+
+    name: ClassVar[str] = "Magento 2"
+    key: ClassVar[str] = "magento2"
+    version: ClassVar[str] = "1.0.0"
+    description: ClassVar[str] = "Magento 2 / Adobe Commerce REST API (sync or async bulk)"
+    supported_entity_types: ClassVar[frozenset[str]] = frozenset(
+        {
+            "product",
+            "product_model",
+            "category",
+            "attribute",
+            "attribute_option",
+            "family",
+            "family_variant",
+        }
+    )
+    config_model: ClassVar[type[BaseModel]] = Magento2Config
+
+    def __init__(self) -> None:
+        self._client: MagentoClient | None = None
+        self._media: AkeneoMedia | None = None
+        self._types: dict[str, str] = {}
+        self._options: dict[tuple[str, str], str] = {}
+        self._attribute_ids: dict[str, int] = {}
+        self._store_ids: dict[str, int] | None = None
+        self._option_locks: dict[str, asyncio.Lock] = {}
+        self._parent_locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def open(self, context: IntegrationContext) -> None:
+        """Create the REST client of one integration."""
+        config = self._config(context)
+        self._client = MagentoClient(config, context.http, context.metrics)
+        if config.media is not None:
+            self._media = AkeneoMedia(config.media, context.http, config.timeout_s)
+
+    @staticmethod
+    def _config(context: IntegrationContext) -> Magento2Config:
+        config = context.config
+        if not isinstance(config, Magento2Config):
+            config = Magento2Config.model_validate(config.model_dump())
+        return config
+
+    def _api(self, context: IntegrationContext) -> MagentoClient:
+        if self._client is None:
+            self._client = MagentoClient(self._config(context), context.http, context.metrics)
+            if self._client.config.media is not None:
+                cfg = self._client.config
+                assert cfg.media is not None
+                self._media = AkeneoMedia(cfg.media, context.http, cfg.timeout_s)
+        return self._client
+
+    # ------------------------------------------------------------------ entry points
+    async def handle(self, job: Job, context: IntegrationContext) -> DeliveryResult:
+        """Deliver one job; Magento's answers become delivered / retry / permanent results."""
+        api = self._api(context)
+        try:
+            return await self._handle(job, api, context.mapping)
+        except MagentoError as exc:
+            context.logger.info(
+                "magento delivery failed",
+                extra={
+                    "job_id": job.job_id,
+                    "entity_key": job.mutation.entity_key,
+                    "error_kind": exc.kind,
+                },
+            )
+            return _result(exc)
+
+    def wants_batches(self, context: IntegrationContext) -> bool:
+        """Batches only pay with the async bulk API; sync mode is faster job by job.
+
+        The dispatcher asks this per integration: True → `handle_batch` gets a batch at a
+        time; False → `handle` is called for each job, concurrently up to the limit.
+        """
+        return self._config(context).bulk == "async"
+
+    async def handle_batch(
+        self, jobs: list[Job], context: IntegrationContext
+    ) -> list[DeliveryResult]:
+        """Deliver several jobs; with `bulk: async`, simple products go through the bulk API.
+
+        Jobs of one entity keep their order: an entity with several jobs in the batch, and
+        everything but plain product upserts, is delivered one by one after the bulk part.
+        """
+        api = self._api(context)
+        config = api.config
+        if config.bulk != "async":
+            return [await self.handle(job, context) for job in jobs]
+        results: dict[int, DeliveryResult] = {}
+        counts: dict[str, int] = {}
+        for job in jobs:
+            counts[job.mutation.entity_key] = counts.get(job.mutation.entity_key, 0) + 1
+        prepared: list[tuple[int, _Prepared]] = []
+        for index, job in enumerate(jobs):
+            m = job.mutation
+            if (
+                m.entity_type != "product"
+                or m.operation == "delete"
+                or counts[m.entity_key] > 1
+                or not m.state
+            ):
+                continue
+            try:
+                state = orjson.loads(m.state)
+                if state.get("parent"):
+                    continue  # variants also need configurable links: the sync path does it
+                payload = await self._product_payload(state, api, context.mapping, None, "simple")
+            except MagentoError as exc:
+                results[index] = _result(exc)
+                continue
+            if payload.images:
+                continue
+            prepared.append((index, _Prepared(job, m.entity_key, payload)))
+        if prepared:
+            try:
+                outcome = await self._bulk_upsert([p for _, p in prepared], api, context.mapping)
+            except MagentoError as exc:
+                outcome = [_result(exc)] * len(prepared)
+            for (index, _), result in zip(prepared, outcome, strict=True):
+                results[index] = result
+        for index, job in enumerate(jobs):
+            if index not in results:
+                results[index] = await self.handle(job, context)
+        return [results[i] for i in range(len(jobs))]
+
+    async def _handle(
+        self, job: Job, api: MagentoClient, mapping: EntityMappingService
+    ) -> DeliveryResult:
+        m = job.mutation
+        if m.state is None:
+            return DeliveryResult.permanent("the mutation carries no state", kind="bad_input")
+        try:
+            state = orjson.loads(m.state)
+        except orjson.JSONDecodeError as exc:
+            return DeliveryResult.permanent(f"the state is not JSON: {exc}", kind="bad_input")
+        if not isinstance(state, dict):
+            return DeliveryResult.permanent("the state is not a JSON object", kind="bad_input")
+        etype = m.entity_type
+        if etype == "product":
+            if m.operation == "delete":
+                return await self._delete_product(state, m.entity_key, api, mapping)
+            return await self._upsert_product(job, state, api, mapping)
+        if etype == "product_model":
+            return await self._product_model(job, state, api, mapping)
+        if etype == "category":
+            return await self._category(job, state, api, mapping)
+        if etype == "attribute":
+            return await self._attribute(job, state, mapping)
+        if etype == "attribute_option":
+            return await self._attribute_option(job, state, api, mapping)
+        if etype == "family_variant":
+            return await self._family_variant(job, state, mapping)
+        if etype == "family":
+            set_id = api.config.attribute_sets.get(str(state.get("code")))
+            if set_id is None:
+                return DeliveryResult.skipped(
+                    f"family {state.get('code')!r} has no attribute set mapping; its products "
+                    f"use attribute set {api.config.default_attribute_set_id}"
+                )
+            return DeliveryResult.skipped(
+                f"families map to attribute set {set_id} by configuration"
+            )
+        return DeliveryResult.skipped(f"the Magento driver does not handle {etype!r}")
+
+    # ------------------------------------------------------------------ attribute types
+    async def _learned(
+        self, state: dict[str, Any], api: MagentoClient, mapping: EntityMappingService
+    ) -> dict[str, str]:
+        codes = {r.akeneo for r in api.config.attributes}
+        if api.config.map_unlisted_attributes:
+            codes.update((state.get("values") or {}).keys())
+        missing = [c for c in sorted(codes) if c not in self._types]
+        if missing:
+            found = await mapping.get_many(M_TYPE, missing)
+            self._types.update(found)
+        return {c: self._types[c] for c in codes if c in self._types}
+
+    async def _attribute(
+        self, job: Job, state: dict[str, Any], mapping: EntityMappingService
+    ) -> DeliveryResult:
+        code, type_ = state.get("code"), state.get("type")
+        if not isinstance(code, str) or not isinstance(type_, str):
+            return DeliveryResult.permanent(
+                "an attribute needs a code and a type", kind="bad_input"
+            )
+        if job.mutation.operation == "delete":
+            return DeliveryResult.skipped("attribute deletions do not reach Magento")
+        await mapping.put(M_TYPE, code, type_)
+        self._types[code] = type_
+        return DeliveryResult.delivered(target_ref=f"type:{code}")
+
+    async def _family_variant(
+        self, job: Job, state: dict[str, Any], mapping: EntityMappingService
+    ) -> DeliveryResult:
+        code = state.get("code")
+        if not isinstance(code, str):
+            return DeliveryResult.permanent("a family variant needs a code", kind="bad_input")
+        if job.mutation.operation == "delete":
+            return DeliveryResult.skipped("family variant deletions do not reach Magento")
+        sets = sorted(state.get("variant_attribute_sets") or [], key=lambda s: s.get("level", 0))
+        axes = [a for s in sets for a in s.get("axes") or []]
+        await mapping.put(M_AXES, code, ",".join(axes))
+        return DeliveryResult.delivered(target_ref=f"axes:{code}")
+
+    # ------------------------------------------------------------------ options
+    async def _store_view_ids(self, api: MagentoClient) -> dict[str, int]:
+        if self._store_ids is None:
+            rows = await api.call("GET", "/V1/store/storeViews")
+            self._store_ids = {str(r["code"]): int(r["id"]) for r in rows if int(r["id"]) != 0}
+        return self._store_ids
+
+    async def _list_options(self, api: MagentoClient, attribute: str) -> dict[str, str]:
+        rows = await api.call("GET", f"/V1/products/attributes/{attribute}/options", store="all")
+        return {
+            str(r.get("label")): str(r.get("value"))
+            for r in rows or []
+            if r.get("value") not in (None, "")
+        }
+
+    async def _ensure_options(
+        self,
+        refs: set[OptionRef],
+        api: MagentoClient,
+        mapping: EntityMappingService,
+        labels: dict[str, Any] | None = None,
+    ) -> dict[tuple[str, str], str]:
+        """Option ids of every ref, creating missing options once (admin label = Akeneo code)."""
+        out: dict[tuple[str, str], str] = {}
+        by_attr: dict[str, set[str]] = {}
+        for ref in refs:
+            key = (ref.magento, ref.code)
+            if key in self._options:
+                out[key] = self._options[key]
+            else:
+                by_attr.setdefault(ref.magento, set()).add(ref.code)
+        for attribute, codes in sorted(by_attr.items()):
+            known = await mapping.get_many(M_OPTION, [f"{attribute}.{c}" for c in sorted(codes)])
+            for source, option_id in known.items():
+                out[(attribute, source.split(".", 1)[1])] = option_id
+            missing = sorted(c for c in codes if (attribute, c) not in out)
+            if missing:
+                # One creator per attribute in this process: two jobs needing the same new
+                # option must not both POST it (Magento refuses a duplicate admin label).
+                lock = self._option_locks.setdefault(attribute, asyncio.Lock())
+                async with lock:
+                    created = await self._create_options(attribute, missing, api, mapping, labels)
+                out.update(((attribute, c), i) for c, i in created.items())
+        self._options.update(out)
+        return out
+
+    async def _create_options(
+        self,
+        attribute: str,
+        codes: list[str],
+        api: MagentoClient,
+        mapping: EntityMappingService,
+        labels: dict[str, Any] | None,
+    ) -> dict[str, str]:
+        try:
+            existing = await self._list_options(api, attribute)
+        except NotFound as exc:
+            raise PermanentError(
+                f"Magento has no attribute {attribute!r} to hold options: create it first",
+                status=404,
+                kind="mapping",
+            ) from exc
+        found: dict[str, str] = {c: existing[c] for c in codes if c in existing}
+        store_ids = await self._store_view_ids(api) if labels else {}
+        for code in codes:
+            if code in found:
+                continue
+            body = {"option": builder.build_option(code, labels or {}, api.config, store_ids)}
+            try:
+                option_id = await api.call(
+                    "POST", f"/V1/products/attributes/{attribute}/options", body, store="all"
+                )
+            except PermanentError as exc:
+                # Created by another process meanwhile (duplicate label): adopt it.
+                again = await self._list_options(api, attribute)
+                if code not in again:
+                    raise exc
+                option_id = again[code]
+            found[code] = str(option_id).removeprefix("id_")
+        await mapping.put_many(M_OPTION, {f"{attribute}.{c}": i for c, i in found.items()})
+        return found
+
+    async def _attribute_option(
+        self, job: Job, state: dict[str, Any], api: MagentoClient, mapping: EntityMappingService
+    ) -> DeliveryResult:
+        attribute, code = state.get("attribute"), state.get("code")
+        if not isinstance(attribute, str) or not isinstance(code, str):
+            return DeliveryResult.permanent("an option needs attribute and code", kind="bad_input")
+        if job.mutation.operation == "delete":
+            return DeliveryResult.skipped("options are kept in Magento: products may use them")
+        targets = [r.magento for r in api.config.attributes if r.akeneo == attribute]
+        if not targets and api.config.map_unlisted_attributes:
+            targets = [attribute]
+        if not targets:
+            return DeliveryResult.skipped(f"attribute {attribute!r} has no rule")
+        refs = {OptionRef(t, attribute, code) for t in targets}
+        ids = await self._ensure_options(refs, api, mapping, labels=state.get("labels") or {})
+        return DeliveryResult.delivered(target_ref=",".join(sorted(ids.values())))
+
+    # ------------------------------------------------------------------ categories
+    async def _category_ids(
+        self, codes: set[str], api: MagentoClient, mapping: EntityMappingService
+    ) -> dict[str, int]:
+        if not codes:
+            return {}
+        found = {k: int(v) for k, v in (await mapping.get_many(M_CATEGORY, sorted(codes))).items()}
+        missing = sorted(codes - set(found))
+        if missing and api.config.missing_reference == "retry":
+            raise MissingReference(f"categories not synced to Magento yet: {', '.join(missing)}")
+        return found
+
+    async def _find_category(
+        self, api: MagentoClient, parent_id: int, code: str, name: str
+    ) -> int | None:
+        """An existing child of `parent_id` created for this code (its url_key), if any."""
+        tree = await api.call(
+            "GET", "/V1/categories", params={"rootCategoryId": str(parent_id), "depth": "1"}
+        )
+        slug = builder.slugify(code)
+        for child in (tree or {}).get("children_data") or []:
+            if child.get("name") != name:
+                continue
+            full = await api.call("GET", f"/V1/categories/{child['id']}", store="all")
+            attrs = {a["attribute_code"]: a["value"] for a in full.get("custom_attributes") or []}
+            if attrs.get("url_key") == slug:
+                return int(child["id"])
+        return None
+
+    async def _category(
+        self, job: Job, state: dict[str, Any], api: MagentoClient, mapping: EntityMappingService
+    ) -> DeliveryResult:
+        config = api.config
+        code = state.get("code")
+        if not isinstance(code, str):
+            return DeliveryResult.permanent("a category needs a code", kind="bad_input")
+        mapped = await mapping.get(M_CATEGORY, code)
+        if job.mutation.operation == "delete":
+            if mapped is None or state.get("parent") is None:
+                return DeliveryResult.skipped("category never delivered (or a tree root)")
+            try:
+                await api.call("DELETE", f"/V1/categories/{mapped}")
+            except NotFound:
+                pass  # already gone: the deletion is done either way
+            return DeliveryResult.delivered(target_ref=mapped)
+        parent = state.get("parent")
+        if parent is None:
+            # A tree root maps to an existing Magento root; Magento's root is never renamed.
+            root_id = config.category_roots.get(code, config.default_root_category_id)
+            await mapping.put(M_CATEGORY, code, str(root_id))
+            return DeliveryResult.delivered(target_ref=str(root_id))
+        parent_id = (await self._category_ids({parent}, api, mapping)).get(parent)
+        if parent_id is None:
+            return DeliveryResult.skipped(f"parent category {parent!r} not synced (skip mode)")
+        name = builder.category_name(state, config.admin_locale)
+        category_id: int | None = int(mapped) if mapped is not None else None
+        if category_id is not None:
+            try:
+                current = await api.call("GET", f"/V1/categories/{category_id}", store="all")
+            except NotFound:
+                category_id = None  # deleted in Magento: create it again
+        if category_id is None:
+            category_id = await self._find_category(api, parent_id, code, name)
+            if category_id is None:
+                body = {"category": builder.build_category(state, config, parent_id)}
+                created = await api.call("POST", "/V1/categories", body, store="all")
+                category_id = int(created["id"])
+            await mapping.put(M_CATEGORY, code, str(category_id))
+            current = await api.call("GET", f"/V1/categories/{category_id}", store="all")
+        if current.get("name") != name:
+            await api.call(
+                "PUT", f"/V1/categories/{category_id}", {"category": {"name": name}}, store="all"
+            )
+        if int(current.get("parent_id") or 0) != parent_id:
+            # afterId omitted: Magento appends the category after its new siblings.
+            await api.call("PUT", f"/V1/categories/{category_id}/move", {"parentId": parent_id})
+        for view, label in sorted(builder.category_store_names(state, config).items()):
+            await api.call(
+                "PUT", f"/V1/categories/{category_id}", {"category": {"name": label}}, store=view
+            )
+        return DeliveryResult.delivered(target_ref=str(category_id))
+
+    # ------------------------------------------------------------------ products
+    async def _product_payload(
+        self,
+        state: dict[str, Any],
+        api: MagentoClient,
+        mapping: EntityMappingService,
+        changes: Sequence[Any] | None,
+        type_id: str,
+    ) -> ProductPayload:
+        config = api.config
+        learned = await self._learned(state, api, mapping)
+        refs = builder.references(state, config, learned)
+        resolved = Resolved(
+            option_ids=await self._ensure_options(refs.options, api, mapping),
+            category_ids=await self._category_ids(refs.categories, api, mapping),
+        )
+        return builder.build_product(
+            state, config, learned, resolved, type_id=type_id, changes=changes
+        )
+
+    async def _save(
+        self, api: MagentoClient, body: dict[str, Any], store: str, create: bool
+    ) -> dict[str, Any]:
+        sku = body["sku"]
+        if create:
+            result = await api.call("POST", "/V1/products", {"product": body}, store=store)
+        else:
+            result = await api.call("PUT", f"/V1/products/{sku}", {"product": body}, store=store)
+        return cast(dict[str, Any], result)
+
+    async def _create(self, api: MagentoClient, payload: ProductPayload) -> dict[str, Any]:
+        """POST the full admin payload (Magento's POST upserts by SKU)."""
+        try:
+            return await self._save(api, payload.admin, "all", True)
+        except UrlKeyConflict as exc:
+            name = str(payload.admin.get("name") or payload.sku)
+            if api.config.url_key_conflict != "suffix":
+                raise UrlKeyConflict(
+                    f"URL key {builder.slugify(name)!r} (from the name) is already used by another "
+                    f"product; rename one of them or set url_key_conflict='suffix'",
+                    status=exc.status,
+                    response=exc.response,
+                ) from exc
+            body = dict(payload.admin)
+            body["custom_attributes"] = [
+                *[a for a in body.get("custom_attributes", []) if a["attribute_code"] != "url_key"],
+                {"attribute_code": "url_key", "value": builder.slugify(f"{name}-{payload.sku}")},
+            ]
+            return await self._save(api, body, "all", True)
+
+    async def _upsert(
+        self,
+        job: Job,
+        state: dict[str, Any],
+        api: MagentoClient,
+        mapping: EntityMappingService,
+        map_type: str,
+        map_key: str,
+        type_id: str,
+    ) -> tuple[ProductPayload, int | None]:
+        """Create (full payload) or update (changed fields) one product; returns its id.
+
+        The id is None when the changes touch no mapped field (nothing was sent).
+        """
+        mapped = await mapping.get(map_type, map_key)
+        create = job.mutation.operation == "create" or mapped is None
+        payload = await self._product_payload(
+            state, api, mapping, None if create else job.mutation.changes, type_id
+        )
+        if not create and mapped is not None and _split_ref(mapped)[1] != payload.sku:
+            create = True  # the identifier changed: the new SKU is a new Magento product
+            payload = await self._product_payload(state, api, mapping, None, type_id)
+        saved: dict[str, Any] | None
+        if create:
+            saved = await self._create(api, payload)
+        elif builder.is_empty_update(payload) and mapped is not None:
+            return payload, None  # only unmapped attributes changed: nothing to send
+        else:
+            try:
+                saved = await self._save(api, payload.admin, "all", False)
+            except NotFound:
+                saved = None
+            if saved is None or (mapped is not None and int(saved["id"]) != _split_ref(mapped)[0]):
+                # Gone from Magento (404, or PUT created a new product from a partial body):
+                # send everything so the product is whole again.
+                create = True
+                payload = await self._product_payload(state, api, mapping, None, type_id)
+                saved = await self._create(api, payload)
+        product_id = int(saved["id"])
+        if mapped is None or _split_ref(mapped) != (product_id, payload.sku):
+            await mapping.put(map_type, map_key, f"{product_id}:{payload.sku}")
+        for view, body in sorted(payload.stores.items()):
+            await self._save(api, body, view, False)
+        if payload.images:
+            await self._images(payload.sku, payload.images, api, mapping)
+        return payload, product_id
+
+    async def _upsert_product(
+        self, job: Job, state: dict[str, Any], api: MagentoClient, mapping: EntityMappingService
+    ) -> DeliveryResult:
+        payload, product_id = await self._upsert(
+            job, state, api, mapping, M_PRODUCT, job.mutation.entity_key, "simple"
+        )
+        if product_id is None:
+            return DeliveryResult.skipped("no mapped field changed", target_ref=payload.sku)
+        parent = state.get("parent")
+        if parent:
+            await self._link_child(state, str(parent), payload.sku, api, mapping)
+        return DeliveryResult.delivered(target_ref=f"{product_id}:{payload.sku}")
+
+    async def _delete_product(
+        self,
+        state: dict[str, Any],
+        entity_key: str,
+        api: MagentoClient,
+        mapping: EntityMappingService,
+        map_type: str = M_PRODUCT,
+    ) -> DeliveryResult:
+        mapped = await mapping.get(map_type, entity_key)
+        try:
+            sku = _split_ref(mapped)[1] if mapped else builder.identifier_of(state, api.config)
+        except MappingError:
+            return DeliveryResult.skipped("never delivered and no identifier in the state")
+        if api.config.on_delete == "delete":
+            try:
+                await api.call("DELETE", f"/V1/products/{sku}", store="all")
+            except NotFound:
+                return DeliveryResult.delivered(target_ref=sku)  # already gone
+            return DeliveryResult.delivered(target_ref=sku)
+        try:
+            # A PUT on a missing SKU would create a stub product: check it exists first.
+            await api.call("GET", f"/V1/products/{sku}", store="all")
+        except NotFound:
+            return DeliveryResult.skipped(f"{sku} is not in Magento: nothing to disable")
+        body = {"sku": sku, "status": builder.STATUS_DISABLED}
+        await api.call("PUT", f"/V1/products/{sku}", {"product": body}, store="all")
+        return DeliveryResult.delivered(target_ref=sku)
+
+    # ------------------------------------------------------------------ images
+    async def _images(
+        self, sku: str, images: list[ImageRef], api: MagentoClient, mapping: EntityMappingService
+    ) -> None:
+        if self._media is None:
+            raise MappingError("image attributes are mapped but the `media` config is missing")
+        keys = [f"{sku}|{img.attribute}" for img in images]
+        known = await mapping.get_many(M_MEDIA, keys)
+        listed: list[dict[str, Any]] | None = None
+        for img, key in zip(images, keys, strict=True):
+            content, mime = await self._media.download(img.file_code)
+            digest = hashlib.sha256(content).hexdigest()
+            old = known.get(key)
+            if old is not None and old.split(":", 1)[0] == digest:
+                continue  # this content is already in the gallery
+            if listed is None:
+                listed = await api.call("GET", f"/V1/products/{sku}/media", store="all") or []
+            stem = digest[:16]
+            entry_id = next((int(e["id"]) for e in listed if stem in str(e.get("file", ""))), None)
+            if entry_id is None:
+                ext = mime.split("/", 1)[1].replace("jpeg", "jpg")
+                entry = {
+                    "media_type": "image",
+                    "label": "",
+                    "position": img.position,
+                    "disabled": False,
+                    "types": list(img.roles),
+                    "content": {
+                        "base64_encoded_data": base64.b64encode(content).decode(),
+                        "type": mime,
+                        "name": f"{stem}.{ext}",
+                    },
+                }
+                created = await api.call(
+                    "POST", f"/V1/products/{sku}/media", {"entry": entry}, store="all"
+                )
+                entry_id = int(created)
+            if old is not None:
+                old_id = int(old.split(":", 1)[1])
+                if old_id != entry_id:
+                    try:
+                        await api.call("DELETE", f"/V1/products/{sku}/media/{old_id}", store="all")
+                    except NotFound:
+                        pass  # removed by hand already
+            await mapping.put(M_MEDIA, key, f"{digest}:{entry_id}")
+
+    # ------------------------------------------------------------------ configurables
+    async def _product_model(
+        self, job: Job, state: dict[str, Any], api: MagentoClient, mapping: EntityMappingService
+    ) -> DeliveryResult:
+        code = state.get("code")
+        if not isinstance(code, str):
+            return DeliveryResult.permanent("a product model needs a code", kind="bad_input")
+        parent = state.get("parent")
+        if parent:
+            # Magento has one level of variants: sub-models only record their root; their
+            # values reach Magento through the variant products, which carry them.
+            root = await mapping.get(M_MODEL_ROOT, str(parent)) or str(parent)
+            await mapping.put(M_MODEL_ROOT, code, root)
+            return DeliveryResult.skipped(f"sub-model of {root}: variants link to the root")
+        if job.mutation.operation == "delete":
+            return await self._delete_product(state, code, api, mapping, M_MODEL)
+        await mapping.put_many(M_MODEL_ROOT, {code: code})
+        if state.get("family_variant"):
+            await mapping.put(M_MODEL_VARIANT, code, str(state["family_variant"]))
+        payload, product_id = await self._upsert(
+            job, state, api, mapping, M_MODEL, code, "configurable"
+        )
+        if product_id is None:
+            return DeliveryResult.skipped("no mapped field changed", target_ref=payload.sku)
+        return DeliveryResult.delivered(target_ref=f"{product_id}:{payload.sku}")
+
+    async def _attribute_id(
+        self, api: MagentoClient, mapping: EntityMappingService, code: str
+    ) -> int:
+        if code not in self._attribute_ids:
+            known = await mapping.get(M_ATTRIBUTE_ID, code)
+            if known is None:
+                found = await api.call("GET", f"/V1/products/attributes/{code}", store="all")
+                known = str(found["attribute_id"])
+                await mapping.put(M_ATTRIBUTE_ID, code, known)
+            self._attribute_ids[code] = int(known)
+        return self._attribute_ids[code]
+
+    async def _link_child(
+        self,
+        state: dict[str, Any],
+        parent: str,
+        child_sku: str,
+        api: MagentoClient,
+        mapping: EntityMappingService,
+    ) -> None:
+        config = api.config
+        root = await mapping.get(M_MODEL_ROOT, parent)
+        model = await mapping.get(M_MODEL, root) if root else None
+        variant = await mapping.get(M_MODEL_VARIANT, root) if root else None
+        if root is None or model is None:
+            raise MissingReference(f"parent product model {parent!r} not synced to Magento yet")
+        parent_sku = _split_ref(model)[1]
+        axes = config.family_variant_axes.get(variant or "") or []
+        if not axes and variant:
+            learned = await mapping.get(M_AXES, variant)
+            axes = [a for a in (learned or "").split(",") if a]
+        if not axes:
+            raise MissingReference(f"axes of family variant {variant!r} are not known yet")
+        rules = builder.axis_rules(axes, config)
+        values = state.get("values") or {}
+        refs = set()
+        for rule in rules:
+            data = builder.pick(values.get(rule.akeneo) or [], None, None)
+            if not isinstance(data, str) or not data:
+                raise MappingError(f"variant {child_sku} has no value for axis {rule.akeneo!r}")
+            refs.add(OptionRef(rule.magento, rule.akeneo, data))
+        ids = await self._ensure_options(refs, api, mapping)
+        wanted = {r.magento: ids[(r.magento, r.code)] for r in refs}
+        # Children of one configurable arrive concurrently: one option update at a time here;
+        # other processes are caught by the read-back and retried.
+        async with self._parent_locks.setdefault(parent_sku, asyncio.Lock()):
+            await self._ensure_configurable_options(api, mapping, parent_sku, rules, wanted)
+        try:
+            await api.call(
+                "POST",
+                f"/V1/configurable-products/{parent_sku}/child",
+                {"childSku": child_sku},
+                store="all",
+            )
+        except PermanentError as exc:
+            if MSG_ALREADY_ATTACHED not in exc.message:
+                raise
+
+    async def _ensure_configurable_options(
+        self,
+        api: MagentoClient,
+        mapping: EntityMappingService,
+        parent_sku: str,
+        rules: list[Any],
+        wanted: dict[str, str],
+    ) -> None:
+        """Make the configurable's options include the child's axis values."""
+        path = f"/V1/configurable-products/{parent_sku}/options/all"
+        current = await api.call("GET", path, store="all") or []
+        by_attr = {str(o.get("attribute_id")): o for o in current}
+        changed = False
+        options = []
+        for position, rule in enumerate(rules):
+            attribute_id = await self._attribute_id(api, mapping, rule.magento)
+            existing = by_attr.get(str(attribute_id))
+            values_now = [str(v["value_index"]) for v in (existing or {}).get("values") or []]
+            if existing is None or wanted[rule.magento] not in values_now:
+                changed = True
+            options.append(
+                builder.configurable_option(
+                    attribute_id, rule.magento, position, [*values_now, wanted[rule.magento]]
+                )
+            )
+        if not changed:
+            return
+        try:
+            if not current:
+                for option in options:
+                    await api.call(
+                        "POST",
+                        f"/V1/configurable-products/{parent_sku}/options",
+                        {"option": option},
+                        store="all",
+                    )
+            else:
+                body = {
+                    "sku": parent_sku,
+                    "extension_attributes": {"configurable_product_options": options},
+                }
+                await api.call("PUT", f"/V1/products/{parent_sku}", {"product": body}, store="all")
+        except PermanentError as exc:
+            raise RetryableError(
+                f"options of {parent_sku} changed meanwhile ({exc.message}); trying again",
+                kind="concurrent_update",
+            ) from exc
+        after = await api.call("GET", path, store="all") or []
+        present = {
+            (str(o.get("attribute_id")), str(v["value_index"]))
+            for o in after
+            for v in o.get("values") or []
+        }
+        for rule in rules:
+            attribute_id = await self._attribute_id(api, mapping, rule.magento)
+            if (str(attribute_id), wanted[rule.magento]) not in present:
+                # Another dispatcher wrote its own value list over ours: merge again later.
+                raise RetryableError(
+                    f"options of {parent_sku} lost value {wanted[rule.magento]} to a concurrent "
+                    "update; trying again",
+                    kind="concurrent_update",
+                )
+
+    # ------------------------------------------------------------------ async bulk
+    async def _bulk(
+        self, api: MagentoClient, store: str, bodies: list[dict[str, Any]]
+    ) -> list[tuple[int, str]]:
+        """POST products through `/async/bulk/V1/products`; (status, message) per body."""
+        accepted = await api.call(
+            "POST", "/V1/products", [{"product": b} for b in bodies], store=store, mode="bulk"
+        )
+        items = sorted(accepted.get("request_items") or [], key=lambda r: int(r["id"]))
+        out: list[tuple[int, str]] = [(OP_OPEN, "")] * len(bodies)
+        for item in items:
+            if item.get("status") == "rejected":
+                out[int(item["id"])] = (OP_REJECTED, str(item.get("error_message") or "rejected"))
+        uuid = accepted["bulk_uuid"]
+        deadline = time.monotonic() + api.config.bulk_timeout_s
+        while True:
+            status = await api.call("GET", f"/V1/bulk/{uuid}/status")
+            ops = sorted(status.get("operations_list") or [], key=lambda o: int(o["id"]))
+            # Operations come back in request order (ids are allocated as items are read).
+            for index, op in enumerate(ops[: len(bodies)]):
+                if out[index][0] != OP_REJECTED:
+                    out[index] = (int(op["status"]), str(op.get("result_message") or ""))
+            if all(s != OP_OPEN for s, _ in out) or time.monotonic() > deadline:
+                return out
+            await asyncio.sleep(api.config.bulk_poll_interval_s)
+
+    async def _bulk_upsert(
+        self, prepared: list[_Prepared], api: MagentoClient, mapping: EntityMappingService
+    ) -> list[DeliveryResult]:
+        """Full payloads through the bulk API: admin values first, then each store view."""
+        results: list[DeliveryResult | None] = [None] * len(prepared)
+
+        def settle(index: int, status: int, message: str) -> None:
+            if status == OP_COMPLETE:
+                return
+            if status in (OP_OPEN, OP_RETRIABLE):
+                reason = message or "the bulk operation did not finish in time"
+                results[index] = DeliveryResult.retry(f"bulk: {reason}", kind="bulk_retriable")
+            else:
+                results[index] = DeliveryResult.permanent(f"bulk: {message}", kind="bulk_failed")
+
+        admin = await self._bulk(api, "all", [p.payload.admin for p in prepared])
+        for index, (status, message) in enumerate(admin):
+            settle(index, status, message)
+        views = sorted({v for p in prepared for v in p.payload.stores})
+        for view in views:
+            members = [
+                i for i, p in enumerate(prepared) if results[i] is None and view in p.payload.stores
+            ]
+            if not members:
+                continue
+            outcome = await self._bulk(
+                api, view, [prepared[i].payload.stores[view] for i in members]
+            )
+            for index, (status, message) in zip(members, outcome, strict=True):
+                settle(index, status, message)
+        done = [i for i, r in enumerate(results) if r is None]
+        if done:
+            skus = ",".join(prepared[i].payload.sku for i in done)
+            rows = await api.call(
+                "GET",
+                "/V1/products",
+                store="all",
+                params={
+                    "searchCriteria[filter_groups][0][filters][0][field]": "sku",
+                    "searchCriteria[filter_groups][0][filters][0][value]": skus,
+                    "searchCriteria[filter_groups][0][filters][0][condition_type]": "in",
+                },
+            )
+            ids = {str(r["sku"]): int(r["id"]) for r in rows.get("items") or []}
+            pairs = {
+                prepared[i].entity_key: f"{ids[prepared[i].payload.sku]}:{prepared[i].payload.sku}"
+                for i in done
+                if prepared[i].payload.sku in ids
+            }
+            await mapping.put_many(M_PRODUCT, pairs)
+            for i in done:
+                results[i] = DeliveryResult.delivered(target_ref=prepared[i].payload.sku)
+        return [r if r is not None else DeliveryResult.retry("bulk: no outcome") for r in results]
+
+
+__all__ = ["Magento2Driver", "RetryableError"]

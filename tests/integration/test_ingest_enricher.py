@@ -1,0 +1,188 @@
+"""Enricher on the real broker: every event type becomes the right snapshot; outages wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from hub.kafka import make_producer
+from hub.settings import Settings
+from sandbox.akeneo.app import FaultConfig, create_app
+from sandbox.akeneo.catalogue import Catalogue
+from sandbox.akeneo.server import serve_in_thread
+from sandbox.akeneo.webhooks import cloud_event, legacy_event
+from services.ingest.akeneo import AkeneoClient
+from services.ingest.enricher import Enricher
+from services.ingest.events import EVENT_PLATFORM, EVENTS_API, H_IGNORED, H_SOURCE
+from services.ingest.settings import IngestSettings
+from tests.integration.test_ingest_support import new_topic, read_all, snapshots
+
+pytestmark = pytest.mark.integration
+
+CREDS: dict[str, Any] = {"client_id": "cid", "secret": "sec", "username": "api", "password": "pw"}
+
+
+@pytest.fixture
+def akeneo() -> Iterator[tuple[str, Catalogue, FaultConfig]]:
+    catalogue = Catalogue(120, seed=21)
+    faults = FaultConfig()
+    with serve_in_thread(create_app(catalogue, **CREDS, faults=faults)) as url:
+        yield url, catalogue, faults
+
+
+def run_enricher(
+    settings: Settings, url: str, raw: str, out: str, expected: int, **client_kw: Any
+) -> tuple[list[dict[str, Any]], Enricher]:
+    ingest = IngestSettings(own_connection="hub_conn", enrich_batch=100)
+
+    async def main() -> tuple[list[Any], Enricher]:
+        async with AkeneoClient(url, **CREDS, backoff_base_s=0.01, **client_kw) as client:
+            enricher = Enricher(
+                settings,
+                ingest,
+                client,
+                group_id=f"g.{raw}",
+                topic=raw,
+                output_topic=out,
+                retry_base_s=0.05,
+                retry_max_s=0.2,
+            )
+            task = asyncio.create_task(enricher.run())
+            found = await asyncio.to_thread(read_all, settings, out, expected, 40.0)
+            enricher.stop()
+            await task
+            return found, enricher
+
+    found, enricher = asyncio.run(main())
+    return snapshots([m for m in found if m.topic() == out]), enricher
+
+
+def send_raw(
+    producer: Producer, topic: str, kind: str | None, event: dict[str, Any], **headers: str
+) -> None:
+    hdrs: list[tuple[str, str | bytes | None]] = [(H_SOURCE, kind)] if kind else []
+    hdrs += list(headers.items())
+    producer.produce(topic, orjson.dumps(event), headers=hdrs)
+
+
+def test_every_event_type_becomes_its_snapshot(hub_settings: Settings, akeneo: Any) -> None:
+    url, cat, _ = akeneo
+    raw, out = new_topic(hub_settings, "raw"), new_topic(hub_settings, "snap")
+    p0, p1, p2, p3, p4 = (cat.product_uuid(n) for n in (0, 1, 2, 3, 4))
+    # Edits made in the PIM, reported through both APIs.
+    legacy_update = cat.update_product(
+        p0, values={"is_new": [{"locale": None, "scope": None, "data": True}]}
+    )
+    legacy_remove = cat.delete_product(p1)
+    model_code = next(c for c in cat.iter_model_codes())
+    model_update = cat.update_product_model(
+        model_code,
+        values={"description": [{"locale": "en_US", "scope": "ecommerce", "data": "<p>x</p>"}]},
+    )
+    ep_update = cat.update_product(p2, enabled=False)
+    ep_delta = cat.update_product(p3, enabled=True, categories=["master"])
+    deleted_between = cat.update_product(p4, enabled=False)
+    cat.delete_product(p4)  # gone before the enricher asks for it
+    sub = "sub-1"
+    events: list[tuple[str | None, dict[str, Any], dict[str, str]]] = [
+        (EVENTS_API, legacy_event(legacy_update, event_id="L1"), {}),
+        (EVENTS_API, legacy_event(legacy_remove, event_id="L2"), {}),
+        (EVENTS_API, legacy_event(model_update, event_id="L3"), {}),
+        (EVENT_PLATFORM, cloud_event(ep_update, subscription_id=sub, event_id="E1"), {}),
+        (EVENT_PLATFORM, cloud_event(ep_delta, subscription_id=sub, delta=True, event_id="E2"), {}),
+        (EVENT_PLATFORM, cloud_event(deleted_between, subscription_id=sub, event_id="E3"), {}),
+        # Straight from Akeneo's Kafka destination: no hub headers at all.
+        (None, cloud_event(model_update, subscription_id=sub, event_id="E4"), {}),
+        (None, cloud_event(legacy_remove, subscription_id=sub, event_id="E5"), {}),
+    ]
+    structure: dict[str, tuple[str, dict[str, Any], str]] = {
+        "E6": ("category.updated", {"category": {"code": "master"}}, "category:master"),
+        "E7": ("family.updated", {"family": {"code": "shoes"}}, "family:shoes"),
+        "E8": ("attribute.updated", {"attribute": {"code": "color"}}, "attribute:color"),
+        "E9": (
+            "attribute-option.created",
+            {"attribute_option": {"code": "red", "attribute": {"code": "color"}}},
+            "attribute_option:color.red",
+        ),
+        "E10": (
+            "family-variant.updated",
+            {"family_variant": {"code": "shoes_size", "family": {"code": "shoes"}}},
+            "family_variant:shoes_size",
+        ),
+        "E11": ("category.deleted", {"category": {"code": "gone_cat"}}, "category:gone_cat"),
+        "E12": ("family.updated", {"family": {"code": "no_such_family"}}, "family:no_such_family"),
+    }
+    for eid, (etype, data, _) in structure.items():
+        event = {
+            "specversion": "1.0",
+            "id": eid,
+            "source": "pim",
+            "type": f"com.akeneo.pim.v1.{etype}",
+            "time": "2030-01-01T00:00:00Z",
+            "data": {**data, "author": {"identifier": "u", "type": "user"}},
+        }
+        events.append((EVENT_PLATFORM, event, {}))
+    # Not to be published: ignored, own connection, duplicate; and one that is not JSON.
+    events.append((EVENTS_API, {"action": "x"}, {H_IGNORED: "unsupported event type x"}))
+    own = cloud_event(ep_update, subscription_id=sub, event_id="E-own")
+    own["data"]["author"] = {"identifier": "hub_conn", "type": "api"}
+    events.append((EVENT_PLATFORM, own, {}))
+    events.append((EVENT_PLATFORM, cloud_event(ep_update, subscription_id=sub, event_id="E1"), {}))
+    producer = make_producer(hub_settings)
+    for kind, event, headers in events:
+        send_raw(producer, raw, kind, event, **headers)
+    producer.produce(raw, b"{broken", headers=[(H_SOURCE, EVENTS_API)])
+    producer.flush(10)
+
+    found, enricher = run_enricher(hub_settings, url, raw, out, expected=15)
+    by_id = {s["event_id"]: s for s in found}
+    assert len(found) == 15, sorted(by_id)
+    # Full resource from the legacy event, normalised to the REST shape.
+    assert by_id["L1"]["entity_key"] == f"product:{p0}"
+    assert orjson.loads(by_id["L1"]["payload"]) == {**legacy_update.after}
+    assert by_id["L1"]["origin"] == "webhook"
+    assert by_id["L2"]["payload"] is None and by_id["L2"]["entity_key"] == f"product:{p1}"
+    assert orjson.loads(by_id["L3"]["payload"])["code"] == model_code
+    # Notify-only: completed from REST.
+    fetched = orjson.loads(by_id["E1"]["payload"])
+    assert fetched["enabled"] is False and by_id["E1"]["source_version"] == fetched["updated"]
+    assert by_id["E1"]["origin"] == "event_platform"
+    delta = orjson.loads(by_id["E2"]["delta"])
+    assert by_id["E2"]["payload"] is None and delta[0]["categories"]["added"] == ["master"]
+    assert by_id["E3"]["payload"] is None  # deleted in between: a tombstone
+    assert orjson.loads(by_id["E4"]["payload"])["code"] == model_code
+    assert by_id["E5"]["payload"] is None
+    for eid, (_, _, key) in structure.items():
+        assert by_id[eid]["entity_key"] == key
+    assert orjson.loads(by_id["E10"]["payload"])["family"] == "shoes"
+    assert by_id["E11"]["payload"] is None and by_id["E12"]["payload"] is None
+    assert enricher.stats["ignored"] == 2 and enricher.stats["duplicate"] == 1
+    assert enricher.stats["invalid"] == 1
+
+
+def test_akeneo_outage_delays_but_never_drops(hub_settings: Settings, akeneo: Any) -> None:
+    url, cat, faults = akeneo
+    raw, out = new_topic(hub_settings, "raw"), new_topic(hub_settings, "snap")
+    producer = make_producer(hub_settings)
+    changes = [cat.update_product(cat.product_uuid(n), enabled=False) for n in range(10, 15)]
+    for i, change in enumerate(changes):
+        send_raw(
+            producer,
+            raw,
+            EVENT_PLATFORM,
+            cloud_event(change, subscription_id="s", event_id=f"O{i}"),
+        )
+    producer.flush(10)
+    faults.fail_next(503, 6)  # more failures than one request's retries: the batch must wait
+    started = time.monotonic()
+    found, enricher = run_enricher(hub_settings, url, raw, out, expected=5, max_attempts=2)
+    assert sorted(s["event_id"] for s in found) == [f"O{i}" for i in range(5)]
+    assert all(s["payload"] is not None for s in found)
+    assert enricher.stats["akeneo_retries"] >= 1
+    assert not faults.scripted and time.monotonic() - started < 30

@@ -1,0 +1,108 @@
+"""The field-level version guard, case by case."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas.events import Change
+from services.dispatcher.core.guard import (
+    ENTITY_FIELD,
+    Delivered,
+    decide,
+    field_key,
+    parse_version,
+)
+
+V1, V2, V3 = "2024-01-01T00:00:01+00:00", "2024-01-01T00:00:02+00:00", "2024-01-01T00:00:03+00:00"
+NAME = Change(field="values", attribute="name", locale="en_US", scope=None, new='"x"')
+PRICE = Change(field="values", attribute="price", locale=None, scope="web", new="1")
+NAME_KEY, PRICE_KEY = field_key(NAME), field_key(PRICE)
+
+
+def at(version: str, job: str = "other") -> Delivered:
+    dt = parse_version(version)
+    assert dt is not None
+    return Delivered(dt, job)
+
+
+def test_field_key_joins_field_attribute_locale_scope() -> None:
+    assert NAME_KEY == "values|name|en_US|"
+    assert PRICE_KEY == "values|price||web"
+
+
+def test_nothing_delivered_yet_delivers_everything() -> None:
+    dec = decide("j", "update", [NAME, PRICE], V1, {})
+    assert dec.verdict == "deliver"
+    assert dec.keep == (0, 1)
+    assert set(dec.record) == {NAME_KEY, PRICE_KEY}
+
+
+def test_all_changes_older_is_stale_with_a_reason() -> None:
+    dec = decide("j", "update", [NAME, PRICE], V1, {NAME_KEY: at(V2), PRICE_KEY: at(V3)})
+    assert dec.verdict == "stale"
+    assert dec.keep == ()
+    assert dec.record == {}
+    assert dec.reason and "older" in dec.reason
+
+
+def test_partly_older_keeps_only_the_newer_changes() -> None:
+    dec = decide("j", "update", [NAME, PRICE], V2, {NAME_KEY: at(V3)})
+    assert dec.verdict == "partial"
+    assert dec.keep == (1,)
+    assert set(dec.record) == {PRICE_KEY}
+
+
+def test_same_job_delivered_before_is_recognised() -> None:
+    dec = decide("j", "update", [NAME], V2, {NAME_KEY: at(V2, "j")})
+    assert dec.verdict == "already"
+
+
+def test_same_version_from_another_job_is_delivered() -> None:
+    assert decide("j", "update", [NAME], V2, {NAME_KEY: at(V2, "k")}).verdict == "deliver"
+
+
+def test_delete_older_than_a_delivered_update_is_stale() -> None:
+    dec = decide("d", "delete", [], V1, {NAME_KEY: at(V2)})
+    assert dec.verdict == "stale"
+
+
+def test_newer_delete_is_delivered_and_recorded_on_the_entity() -> None:
+    dec = decide("d", "delete", [], V3, {NAME_KEY: at(V2)})
+    assert dec.verdict == "deliver"
+    assert dec.record[ENTITY_FIELD] == parse_version(V3)
+
+
+@pytest.mark.parametrize("operation", ["update", "create"])
+def test_update_or_create_older_than_a_delivered_delete_is_stale(operation: str) -> None:
+    dec = decide("u", operation, [NAME], V1, {ENTITY_FIELD: at(V2, "d")})
+    assert dec.verdict == "stale"
+    assert dec.reason and "deleted" in dec.reason
+
+
+def test_create_after_a_delete_is_delivered() -> None:
+    dec = decide("c", "create", [NAME, PRICE], V3, {ENTITY_FIELD: at(V2, "d"), NAME_KEY: at(V1)})
+    assert dec.verdict == "deliver"
+    assert set(dec.record) == {NAME_KEY, PRICE_KEY, ENTITY_FIELD}
+
+
+def test_replay_force_bypasses_the_guard() -> None:
+    dec = decide("j", "update", [NAME], V1, {NAME_KEY: at(V3)}, mode="replay-force")
+    assert dec.verdict == "deliver"
+    assert dec.force
+
+
+@pytest.mark.parametrize("mode", ["live", "replay-guarded", "redrive", "resync"])
+def test_other_modes_obey_the_guard(mode: str) -> None:
+    assert decide("j", "update", [NAME], V1, {NAME_KEY: at(V3)}, mode=mode).verdict == "stale"
+
+
+def test_no_version_delivers_and_records_nothing() -> None:
+    dec = decide("j", "update", [NAME], None, {NAME_KEY: at(V3)})
+    assert dec.verdict == "deliver"
+    assert dec.record == {}
+
+
+def test_version_without_offset_is_utc() -> None:
+    assert parse_version("2024-01-01T00:00:00") == datetime(2024, 1, 1, tzinfo=UTC)

@@ -1,0 +1,35 @@
+"""Offset tracking: commit only below the oldest unfinished record."""
+
+from __future__ import annotations
+
+from services.dispatcher.core.offsets import PartitionOffsets
+
+
+def test_commit_waits_for_the_oldest_record() -> None:
+    part = PartitionOffsets()
+    for off in (10, 11, 12):
+        part.take(off)
+    part.done(11)
+    part.done(12)
+    assert part.commit_point() == 10
+    part.committed_at(10)
+    assert part.commit_point() is None
+    part.done(10)
+    assert part.commit_point() == 13
+
+
+def test_rewind_commits_up_to_the_record_not_due() -> None:
+    part = PartitionOffsets()
+    part.take(5)
+    part.done(5)
+    part.rewind(6)
+    assert part.commit_point() == 6
+    assert part.in_flight() == 0
+
+
+def test_skipped_records_are_finished_at_once() -> None:
+    part = PartitionOffsets()
+    part.skip(0)
+    part.take(1)
+    assert part.in_flight() == 1
+    assert part.commit_point() == 1

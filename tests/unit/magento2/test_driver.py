@@ -1,0 +1,452 @@
+"""Magento 2 driver against the in-process Magento sandbox (which validates every request)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from drivers.magento2 import Magento2Driver
+from drivers.magento2.driver import M_OPTION, M_TYPE
+from sandbox.magento import SandboxConfig
+from tests.spec_validation import SwaggerDocument
+from tests.unit.magento2.helpers import (
+    SEEDS,
+    Harness,
+    MemoryMapping,
+    Mutations,
+    config_dict,
+    make_harness,
+    product,
+    validate_sent,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def deliver(
+    h: Harness,
+    jobs: Any,
+    config: dict[str, Any] | None = None,
+    mapping: MemoryMapping | None = None,
+) -> tuple[list[Any], MemoryMapping]:
+    mapping = mapping or MemoryMapping()
+    ctx = h.context(config, mapping)
+    driver = Magento2Driver()
+    await driver.open(ctx)
+    results = [await driver.handle(job, ctx) for job in jobs]
+    return results, mapping
+
+
+async def test_new_product_lands_with_global_and_store_view_values(
+    harness: Harness, mutations: Mutations, magento_doc: SwaggerDocument
+) -> None:
+    job = mutations.job("product", product("SKU-1"))
+    [result], mapping = await deliver(harness, [job])
+    assert result.outcome == "delivered", result
+    values = harness.state.product_values("SKU-1")
+    admin = values["admin"]
+    assert admin["name"] == "Shirt SKU-1"
+    assert admin["price"] == 19.9
+    assert admin["weight"] == 1.5  # 1500 GRAM in kgs
+    assert admin["status"] == 1 and admin["visibility"] == 4
+    assert admin["is_new"] == "1" and admin["release_date"] == "2024-03-01"
+    assert admin["rating"] == "4.5"
+    assert admin["description"] == "<p>Nice</p>"  # en_US + ecommerce, not mobile
+    red = harness.state.option_id("color", "red")
+    assert red is not None and admin["color"] == red
+    material = {harness.state.option_id("material", c) for c in ("cotton", "wool")}
+    assert set(admin["material"].split(",")) == material
+    # Each store view got only its own localised values.
+    assert values["fr"] == {"name": "Chemise SKU-1", "description": "<p>Belle</p>"}
+    assert values["de"] == {"name": "Hemd SKU-1"}
+    assert values["default"] == {"name": "Shirt SKU-1", "description": "<p>Nice</p>"}
+    snap = harness.state.snapshot()["products"]["SKU-1"]
+    assert snap["attribute_set_id"] == 9 and snap["website_ids"] == [1]
+    assert ("attribute_option", "color.red") in mapping.rows
+    assert validate_sent(magento_doc, harness.sent) >= 5
+
+
+async def test_update_sends_only_changed_fields_to_their_scopes(
+    harness: Harness, mutations: Mutations, magento_doc: SwaggerDocument
+) -> None:
+    body = product("SKU-2")
+    first = mutations.job("product", body)
+    changed = copy.deepcopy(body)
+    changed["values"]["name"][1]["data"] = "Chemise neuve"
+    changed["values"]["price"][0]["data"][0]["amount"] = "25.00"
+    second = mutations.job("product", changed)
+    assert second is not None and second.mutation.operation == "update"
+    mapping = MemoryMapping()
+    await deliver(harness, [first], mapping=mapping)
+    harness.sent.clear()
+    [result], _ = await deliver(harness, [second], mapping=mapping)
+    assert result.outcome == "delivered", result
+    puts = harness.calls("PUT")
+    bodies = {path: b["product"] for _, path, b in puts}
+    assert bodies["/rest/all/V1/products/SKU-2"] == {"sku": "SKU-2", "price": 25.0}
+    assert bodies["/rest/fr/V1/products/SKU-2"] == {"sku": "SKU-2", "name": "Chemise neuve"}
+    assert len(puts) == 2
+    values = harness.state.product_values("SKU-2")
+    assert values["fr"]["name"] == "Chemise neuve" and values["admin"]["price"] == 25.0
+    assert values["de"] == {"name": "Hemd SKU-2"}
+    validate_sent(magento_doc, harness.sent)
+
+
+async def test_removed_value_is_cleared(harness: Harness, mutations: Mutations) -> None:
+    body = product("SKU-3")
+    first = mutations.job("product", body)
+    changed = copy.deepcopy(body)
+    del changed["values"]["rating"]
+    second = mutations.job("product", changed)
+    mapping = MemoryMapping()
+    await deliver(harness, [first, second], mapping=mapping)
+    assert harness.state.product_values("SKU-3")["admin"]["rating"] == ""
+
+
+async def test_same_job_twice_leaves_the_same_state(harness: Harness, mutations: Mutations) -> None:
+    job = mutations.job("product", product("SKU-4", categories=[]))
+    mapping = MemoryMapping()
+    await deliver(harness, [job], mapping=mapping)
+    before = harness.state.snapshot()
+    results, _ = await deliver(harness, [job], mapping=mapping)
+    after = harness.state.snapshot()
+    assert results[0].outcome == "delivered"
+    for part in ("products", "categories", "attribute_options"):
+        for p in after[part].values() if part == "products" else ():
+            p.pop("updated_at", None)
+        assert after[part] == before[part]
+
+
+async def test_missing_option_is_created_once_even_across_jobs(
+    harness: Harness, mutations: Mutations
+) -> None:
+    mapping = MemoryMapping()
+    jobs = [mutations.job("product", product(f"SKU-O{i}")) for i in range(3)]
+    await deliver(harness, jobs, mapping=mapping)
+    posts = harness.calls("POST", "/options")
+    labels = [b["option"]["label"] for _, p, b in posts if "/attributes/color/" in p]
+    assert labels == ["red"]
+    assert all(b["option"]["value"] == "" for _, _, b in posts)
+
+
+async def test_existing_option_is_adopted_not_duplicated(
+    harness: Harness, mutations: Mutations
+) -> None:
+    harness.state.add_option("color", {"label": "red"})
+    await deliver(harness, [mutations.job("product", product("SKU-5"))])
+    assert not [c for c in harness.calls("POST", "/attributes/color/options")]
+    assert harness.state.product_values("SKU-5")["admin"]["color"] == harness.state.option_id(
+        "color", "red"
+    )
+
+
+async def test_category_tree_create_labels_move_and_links(
+    harness: Harness, mutations: Mutations, magento_doc: SwaggerDocument
+) -> None:
+    mapping = MemoryMapping()
+    labels = {"en_US": "Men", "fr_FR": "Hommes", "de_DE": "Herren"}
+    jobs = [
+        mutations.job("category", {"code": "master", "parent": None, "labels": {}}),
+        mutations.job(
+            "category", {"code": "apparel", "parent": "master", "labels": {"en_US": "Apparel"}}
+        ),
+        mutations.job("category", {"code": "men", "parent": "apparel", "labels": labels}),
+    ]
+    results, _ = await deliver(harness, jobs, mapping=mapping)
+    assert [r.outcome for r in results] == ["delivered"] * 3
+    men_id = int(mapping.rows[("category", "men")])
+    apparel_id = int(mapping.rows[("category", "apparel")])
+    cats = harness.state.snapshot()["categories"]
+    assert cats[men_id]["parent_id"] == apparel_id and cats[apparel_id]["parent_id"] == 2
+    assert cats[men_id]["values"]["fr"] == {"name": "Hommes"}
+    assert cats[men_id]["values"]["admin"]["name"] == "Men"
+    # Move: men goes under the root.
+    move = mutations.job("category", {"code": "men", "parent": "master", "labels": labels})
+    [moved], _ = await deliver(harness, [move], mapping=mapping)
+    assert moved.outcome == "delivered"
+    assert harness.state.snapshot()["categories"][men_id]["parent_id"] == 2
+    # A product in "men" links to it.
+    await deliver(
+        harness, [mutations.job("product", product("SKU-C", categories=["men"]))], mapping=mapping
+    )
+    links = harness.state.snapshot()["products"]["SKU-C"]["category_links"]
+    assert links == [{"position": 0, "category_id": str(men_id)}]
+    validate_sent(magento_doc, harness.sent)
+
+
+async def test_category_created_before_a_lost_mapping_is_found_again(
+    harness: Harness, mutations: Mutations
+) -> None:
+    jobs = [
+        mutations.job("category", {"code": "master", "parent": None, "labels": {}}),
+        mutations.job(
+            "category", {"code": "tech", "parent": "master", "labels": {"en_US": "Tech"}}
+        ),
+    ]
+    await deliver(harness, jobs)
+    before = len(harness.state.snapshot()["categories"])
+    await deliver(harness, jobs)  # fresh mapping: as if the first run crashed before put()
+    assert len(harness.state.snapshot()["categories"]) == before
+
+
+async def test_product_with_unsynced_category_is_retryable(
+    harness: Harness, mutations: Mutations
+) -> None:
+    [result], _ = await deliver(
+        harness, [mutations.job("product", product("SKU-6", categories=["x"]))]
+    )
+    assert result.outcome == "failed" and result.retryable
+    assert "x" in (result.reason or "")
+    assert "SKU-6" not in harness.state.products
+
+
+async def test_configurable_product_with_children(
+    harness: Harness, mutations: Mutations, magento_doc: SwaggerDocument
+) -> None:
+    mapping = MemoryMapping()
+    model: dict[str, Any] = {
+        "code": "model_1",
+        "family": "clothing",
+        "family_variant": "clothing_size",
+        "parent": None,
+        "categories": [],
+        "values": {"name": [{"locale": "en_US", "scope": None, "data": "Tee"}]},
+    }
+    jobs = [mutations.job("product_model", model)]
+    for size in ("s", "m"):
+        child = product(f"SKU-V{size}", parent="model_1")
+        child["values"]["size"] = [{"locale": None, "scope": None, "data": size}]
+        jobs.append(mutations.job("product", child))
+    results, _ = await deliver(harness, jobs, mapping=mapping)
+    assert [r.outcome for r in results] == ["delivered"] * 3, results
+    snap = harness.state.snapshot()["products"]
+    assert snap["model_1"]["type_id"] == "configurable"
+    assert snap["model_1"]["children"] == ["SKU-Vs", "SKU-Vm"]
+    [option] = snap["model_1"]["configurable_options"]
+    assert option["attribute_id"] == "144"
+    wanted = {int(harness.state.option_id("size", s) or 0) for s in ("s", "m")}
+    assert {v["value_index"] for v in option["values"]} == wanted
+    assert snap["SKU-Vs"]["values"]["admin"]["visibility"] == 1
+    # Delivering a child again is harmless ("already attached" is success).
+    again, _ = await deliver(harness, [jobs[1]], mapping=mapping)
+    assert again[0].outcome == "delivered"
+    validate_sent(magento_doc, harness.sent)
+
+
+async def test_variant_before_its_model_is_retried(harness: Harness, mutations: Mutations) -> None:
+    child = product("SKU-early", parent="model_9")
+    child["values"]["size"] = [{"locale": None, "scope": None, "data": "s"}]
+    [result], _ = await deliver(harness, [mutations.job("product", child)])
+    assert result.outcome == "failed" and result.retryable
+    assert "model_9" in (result.reason or "")
+
+
+@pytest.mark.parametrize(("mode", "expect_present"), [("disable", True), ("delete", False)])
+async def test_delete_disables_or_deletes(
+    harness: Harness, mutations: Mutations, mode: str, expect_present: bool
+) -> None:
+    body = product("SKU-D")
+    mapping = MemoryMapping()
+    config = config_dict(on_delete=mode)
+    await deliver(harness, [mutations.job("product", body)], config, mapping)
+    job = mutations.job("product", None, key=f"product:{body['uuid']}")
+    [result], _ = await deliver(harness, [job], config, mapping)
+    assert result.outcome == "delivered"
+    assert ("SKU-D" in harness.state.products) is expect_present
+    if expect_present:
+        assert harness.state.product_values("SKU-D")["admin"]["status"] == 2
+    [again], _ = await deliver(harness, [job], config, mapping)
+    assert again.outcome in ("delivered", "skipped")
+
+
+async def test_expired_admin_token_is_renewed_once(harness: Harness, mutations: Mutations) -> None:
+    mapping = MemoryMapping()
+    ctx = harness.context(mapping=mapping)
+    driver = Magento2Driver()
+    await driver.open(ctx)
+    assert (
+        await driver.handle(mutations.job("product", product("SKU-T1")), ctx)
+    ).outcome == "delivered"
+    harness.state.revoke_tokens()
+    result = await driver.handle(mutations.job("product", product("SKU-T2")), ctx)
+    assert result.outcome == "delivered"
+    assert len(harness.calls("POST", "/integration/admin/token")) == 2
+
+
+async def test_wrong_password_is_a_permanent_401(harness: Harness, mutations: Mutations) -> None:
+    config = config_dict(auth={"kind": "admin_token", "username": "admin", "password": "nope"})
+    [result], _ = await deliver(harness, [mutations.job("product", product("SKU-P"))], config)
+    assert result.outcome == "failed" and not result.retryable
+    assert result.target_status == 401
+
+
+async def test_integration_bearer_token() -> None:
+    h = make_harness(integration_token="int-token")
+    try:
+        config = config_dict(auth={"kind": "integration_token", "token": "int-token"})
+        [result], _ = await deliver(h, [Mutations().job("product", product("SKU-I"))], config)
+        assert result.outcome == "delivered"
+        assert not h.calls("POST", "/integration/admin/token")
+    finally:
+        await h.http.aclose()
+
+
+async def test_server_errors_are_retryable_and_429_carries_retry_after(
+    harness: Harness, mutations: Mutations
+) -> None:
+    harness.app.state.faults.fail_next(503, path_contains="/products")
+    [result], _ = await deliver(harness, [mutations.job("product", product("SKU-E"))])
+    assert result.outcome == "failed" and result.retryable and result.target_status == 503
+    harness.app.state.faults.fail_next(429, path_contains="/products", retry_after=7)
+    [limited], _ = await deliver(harness, [mutations.job("product", product("SKU-F"))])
+    assert limited.retryable and limited.retry_after == 7
+
+
+async def test_bad_request_is_permanent_with_parameters_filled_in(
+    harness: Harness, mutations: Mutations
+) -> None:
+    config = config_dict(
+        websites=[
+            {
+                "code": "x",
+                "id": 77,
+                "channel": "ecommerce",
+                "currency": "EUR",
+                "store_views": ["default", "fr", "de"],
+            }
+        ]
+    )
+    [result], _ = await deliver(harness, [mutations.job("product", product("SKU-W"))], config)
+    assert result.outcome == "failed" and not result.retryable
+    assert result.reason is not None and "website with id 77" in result.reason
+    assert "%1" not in result.reason
+
+
+async def test_duplicate_url_key_fails_clearly_or_gets_a_suffix(
+    harness: Harness, mutations: Mutations
+) -> None:
+    first = product("SKU-U1")
+    twin = product("SKU-U2")
+    twin["values"]["name"] = first["values"]["name"]
+    [ok, clash], _ = await deliver(
+        harness, [mutations.job("product", first), mutations.job("product", twin)]
+    )
+    assert ok.outcome == "delivered"
+    assert clash.outcome == "failed" and not clash.retryable
+    assert clash.error_kind == "url_key_conflict" and "url_key_conflict" in (clash.reason or "")
+    [fixed], _ = await deliver(
+        harness,
+        [mutations.job("product", twin, key="product:twin")],
+        config_dict(url_key_conflict="suffix"),
+    )
+    assert fixed.outcome == "delivered"
+    assert harness.state.product_values("SKU-U2")["admin"]["url_key"] == "shirt-sku-u1-sku-u2"
+
+
+async def test_attribute_mutations_teach_types(harness: Harness, mutations: Mutations) -> None:
+    mapping = MemoryMapping()
+    config = config_dict(attributes=[{"akeneo": "brand", "magento": "brand"}])
+    attr = mutations.job("attribute", {"code": "brand", "type": "pim_catalog_simpleselect"})
+    body = product("SKU-L")
+    body["values"]["brand"] = [{"locale": None, "scope": None, "data": "acme"}]
+    results, _ = await deliver(harness, [attr, mutations.job("product", body)], config, mapping)
+    assert [r.outcome for r in results] == ["delivered", "delivered"]
+    assert mapping.rows[(M_TYPE, "brand")] == "pim_catalog_simpleselect"
+    assert harness.state.product_values("SKU-L")["admin"]["brand"] == harness.state.option_id(
+        "brand", "acme"
+    )
+
+
+async def test_attribute_option_entity_creates_option_with_store_labels(
+    harness: Harness, mutations: Mutations
+) -> None:
+    mapping = MemoryMapping()
+    job = mutations.job(
+        "attribute_option",
+        {"code": "navy", "attribute": "color", "labels": {"en_US": "Navy", "fr_FR": "Marine"}},
+    )
+    [result], _ = await deliver(harness, [job], mapping=mapping)
+    assert result.outcome == "delivered"
+    navy = harness.state.attributes["color"].options[-1]
+    assert navy.label == "navy" and navy.store_labels == {1: "Navy", 2: "Marine"}
+    assert mapping.rows[(M_OPTION, "color.navy")] == str(navy.id)
+
+
+async def test_images_are_uploaded_once_per_content() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    png = bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+        "1f15c4890000000d49444154789c63f8cfc0f01f0005000201a2dd5e0b0000000049454e44ae426082"
+    )
+
+    async def download(request: Any) -> Response:
+        return Response(png, media_type="image/png")
+
+    akeneo = Starlette(routes=[Route("/api/rest/v1/media-files/{code:path}", download)])
+    import httpx
+
+    h = make_harness()
+    magento_transport = h.http._transport
+    routes = httpx.ASGITransport(app=akeneo)
+
+    class Split(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.host == "akeneo.test":
+                return await routes.handle_async_request(request)
+            return await magento_transport.handle_async_request(request)
+
+    h.http._transport = Split()
+    try:
+        rules = config_dict()["attributes"] + [
+            {"akeneo": "image", "magento": "image", "type": "pim_catalog_image"}
+        ]
+        config = config_dict(attributes=rules, media={"base_url": "http://akeneo.test"})
+        body = product("SKU-M")
+        body["values"]["image"] = [
+            {"locale": None, "scope": None, "data": "a/b/c/d/abcd_image.png"}
+        ]
+        m = Mutations()
+        mapping = MemoryMapping()
+        job = m.job("product", body)
+        await deliver(h, [job, job], config, mapping)
+        media = h.state.snapshot()["products"]["SKU-M"]["media"]
+        assert len(media) == 1 and media[0]["types"] == ["image", "small_image"]
+        assert len(h.calls("POST", "/media")) == 1
+    finally:
+        await h.http.aclose()
+
+
+async def test_async_bulk_batch_maps_each_operation_back(
+    mutations: Mutations, magento_doc: SwaggerDocument
+) -> None:
+    h = make_harness(SandboxConfig(attributes=SEEDS, bulk_delay=0.0))
+    try:
+        config = config_dict(bulk="async", bulk_poll_interval_s=0.01)
+        ctx = h.context(config)
+        driver = Magento2Driver()
+        await driver.open(ctx)
+        good = [mutations.job("product", product(f"SKU-B{i}")) for i in range(3)]
+        bad = product("SKU-" + "X" * 70)  # Magento refuses SKUs over 64 characters
+        jobs = [*good, mutations.job("product", bad)]
+        results = await driver.handle_batch(jobs, ctx)
+        assert [r.outcome for r in results] == ["delivered"] * 3 + ["failed"]
+        assert not results[3].retryable and "64" in (results[3].reason or "")
+        assert h.state.product_values("SKU-B1")["fr"]["name"] == "Chemise SKU-B1"
+        assert h.calls("POST", "/async/bulk/V1/products")
+        assert ("product", f"product:{product('SKU-B0')['uuid']}") in ctx.mapping.rows  # type: ignore[attr-defined]
+        validate_sent(magento_doc, h.sent)
+    finally:
+        await h.http.aclose()
+
+
+async def test_bad_input_is_a_permanent_failure(harness: Harness, mutations: Mutations) -> None:
+    job = mutations.job("product", product("SKU-J"))
+    assert job is not None
+    broken = job.model_copy(update={"mutation": job.mutation.model_copy(update={"state": "{"})})
+    [result], _ = await deliver(harness, [broken])
+    assert result.outcome == "failed" and not result.retryable and result.error_kind == "bad_input"
