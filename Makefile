@@ -22,12 +22,14 @@ demo: $(STAMP) ## run the main job on embedded defaults (broker, PostgreSQL, san
 	$(BIN)/hub demo
 
 test: $(STAMP) ## run every test (starts its own broker; uses or starts PostgreSQL)
-	$(BIN)/pytest -q
+	sh infra/prometheus/ensure-prometheus.sh
+	$(BIN)/pytest -q --durations=15
 
 test-unit: $(STAMP) ## unit tests only (no broker, no database)
 	$(BIN)/pytest -q tests/unit
 
 test-integration: $(STAMP) ## integration tests through the real broker and PostgreSQL
+	sh infra/prometheus/ensure-prometheus.sh
 	$(BIN)/pytest -q tests/integration
 
 lint: $(STAMP) ## ruff, mypy and the import contract

@@ -169,6 +169,10 @@ def run(n: int = 5000) -> dict[str, Any]:
         )
         out["passthrough_jobs_per_s"] = round(passthrough(settings, topics.JOBS_NORMAL, n))
         out["noop_jobs_per_s"] = round(dispatch(settings, NoopDriver, "normal", n))
+        # The machine's load drifts: measure the baseline again after, keep the better one.
+        out["passthrough_jobs_per_s"] = max(
+            out["passthrough_jobs_per_s"], round(passthrough(settings, topics.JOBS_NORMAL, n))
+        )
         out["noop_vs_passthrough"] = round(
             out["noop_jobs_per_s"] / out["passthrough_jobs_per_s"], 2
         )

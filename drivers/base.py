@@ -179,6 +179,14 @@ class Driver(ABC):
         """
         return [await self.handle(job, context) for job in jobs]
 
+    def wants_batches(self, context: IntegrationContext) -> bool:
+        """Whether the dispatcher feeds this integration's jobs to handle_batch, a batch at a time.
+
+        By default: when the driver overrides handle_batch. A driver may decide per
+        integration (the Magento driver batches only with its async bulk API).
+        """
+        return type(self).handle_batch is not Driver.handle_batch
+
     @classmethod
     def validate_config(cls, config: dict[str, Any]) -> BaseModel:
         """The config as the driver's model; raises pydantic.ValidationError."""

@@ -7,7 +7,6 @@ import io
 import json
 import struct
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -95,7 +94,7 @@ def _by_fingerprint() -> dict[bytes, SchemaVersion]:
 class Registry:
     """A minimal Confluent Schema Registry client (register and look up by id)."""
 
-    def __init__(self, url: str, http: Callable[..., Any] | None = None) -> None:
+    def __init__(self, url: str, http: Any = None) -> None:
         self.url = url.rstrip("/")
         self._http: Any = http
         self._ids: dict[tuple[str, str], int] = {}

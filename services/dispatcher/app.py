@@ -356,7 +356,9 @@ class Dispatcher:
         )
         self._producer = AsyncProducer(make_producer(self.settings))
         await self._producer.start()
-        pool_size = self.options.max_in_flight * 2 + 4
+        # Drivers' mapping look-ups run up to max_in_flight at once, plus the guard's batch;
+        # capped so a few dispatchers stay well inside PostgreSQL's max_connections.
+        pool_size = min(self.options.max_in_flight + 2, 10)
         self._pool = await open_pool(self.settings.require_database(), max_size=pool_size)
         self._guard = GuardStore(self._pool)
         self._http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200))
@@ -624,14 +626,10 @@ class Dispatcher:
     def _batches(self, driver: Driver, context: IntegrationContext) -> bool:
         """Whether this integration's jobs go to handle_batch a batch at a time.
 
-        An optional `wants_batches(context)` on the driver decides per integration (the
-        Magento driver batches only with `bulk: async`; its sync mode is faster job by job,
-        concurrently); otherwise overriding handle_batch means yes.
+        The driver's `wants_batches(context)` decides per integration (the Magento driver
+        batches only with `bulk: async`; its sync mode is faster job by job, concurrently).
         """
-        wants = getattr(driver, "wants_batches", None)
-        if callable(wants):
-            return bool(wants(context))
-        return self.batching
+        return driver.wants_batches(context)
 
     # ---- delivery ---------------------------------------------------------------------------
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -24,8 +26,15 @@ def _hub(
     )
 
 
-def test_demo_shows_a_snapshot_becoming_a_delivered_job() -> None:
+def _count(out: str, label: str) -> int:
+    match = re.search(rf"^{re.escape(label)}\s+(\d+)", out, re.MULTILINE)
+    assert match, f"no {label!r} line in:\n{out[-3000:]}"
+    return int(match.group(1))
+
+
+def test_demo_syncs_the_catalogue_into_magento_with_edits_a_deletion_and_a_retry() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "hub", "demo"],
         capture_output=True,
@@ -34,13 +43,29 @@ def test_demo_shows_a_snapshot_becoming_a_delivered_job() -> None:
         timeout=240,
         check=False,
     )
+    elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    assert "mutation  create" in out
-    assert "mutation  update with 1 change(s)" in out
-    assert "no-op suppressed      yes" in out
-    assert "webhooks received     3" in out
+    # The full sync: 300 products plus their configurable parents reach Magento.
+    assert re.search(r"magento +\d+ products \(300 Akeneo products \+ \d+ configurables\)", out)
+    assert "3 names updated" in out
+    assert "SKU-0000003 deleted" in out
+    assert re.search(r"503 → hub\.jobs\.retry\.1s → delivered on attempt [2-9]", out)
+    # The summary: every stage counted, nothing dead, Magento equal to what Akeneo maps to.
+    assert _count(out, "raw events (pim.raw-events)") == 5  # 3 edits, 1 deletion, 1 retried edit
+    snapshots = _count(out, "snapshots (pim.snapshots)")
+    assert snapshots >= 300 + 5
+    assert _count(out, "mutations (hub.mutations)") >= 300 + 5
+    jobs = _count(out, "jobs (hub.jobs.*)")
+    delivered = _count(out, "delivered")
+    assert delivered + _count(out, "skipped (nothing to send)") == jobs
+    assert _count(out, "needed more than one attempt") >= 1
+    assert _count(out, "dead") == 0
+    assert re.search(r"magento products +(\d+)  \(expected from Akeneo: \1, equal\)", out)
+    assert re.search(r"webhook → delivered latency +p50 \d+ ms", out)
+    assert out.count("/metrics (") == 7  # every service serves its metrics
     assert "demo passed" in out
+    assert elapsed < 120, f"the demo took {elapsed:.0f} s"
 
 
 def test_commands_without_a_broker_say_what_is_missing() -> None:

@@ -98,7 +98,7 @@ def test_jobs_follow_drivers_filters_priorities_overrides_and_live_enable(
 ) -> None:
     wh, lg = f"wh-{unique}", f"log-{unique}"
     # The log driver's own dispatchers (the pipeline runs webhook ones only).
-    for priority in ("immediate", "low"):
+    for priority in ("immediate", "normal", "low"):
         supervisor.start(
             f"dispatcher-log-{priority}", "dispatcher", "--driver", "log", "--priority", priority
         )
@@ -149,8 +149,9 @@ def test_jobs_follow_drivers_filters_priorities_overrides_and_live_enable(
 
     try:
         settle(added)
-        # create: `enabled` and the price make it immediate for both; the category goes only to
-        # the log integration (the webhook one filters on products), at the category default.
+        # create: a new product takes the product default (normal) for both, whatever fields it
+        # carries; the category goes only to the log integration (the webhook one filters on
+        # products), at the category default.
         product(1, "10.00", "soft")
         snapshot(
             "category",
@@ -159,8 +160,8 @@ def test_jobs_follow_drivers_filters_priorities_overrides_and_live_enable(
             V(1),
         )
         step1 = {
-            (wh, pkey, V(1), "immediate"),
-            (lg, pkey, V(1), "immediate"),
+            (wh, pkey, V(1), "normal"),
+            (lg, pkey, V(1), "normal"),
             (lg, ckey, V(1), "low"),
         }
         reader.wait(lambda _: step1 <= seen(), "jobs of the creates", pipeline)

@@ -85,8 +85,12 @@ def test_create_update_noop_delete_are_delivered(
         return [b for b in http_sink.bodies(key) if b["integration_id"] == integration_id]
 
     def wait_bodies(n: int) -> list[dict[str, Any]]:
+        def enough() -> list[dict[str, Any]]:
+            got = bodies()
+            return got if len(got) >= n else []
+
         return wait_for(
-            lambda: len(bodies()) >= n and bodies(),
+            enough,
             timeout=90,
             what=f"{n} deliveries of {key}",
             supervisor=pipeline,
@@ -130,13 +134,12 @@ def test_create_update_noop_delete_are_delivered(
     assert third["state"]["identifier"] == f"SKU-{unique}", "a delete carries the last known state"
 
     # every job ends delivered in the PostgreSQL projection; the no-op made no job
+    def all_delivered() -> list[dict[str, Any]]:
+        r = _deliveries(database_url, key, integration_id)
+        return r if len(r) == 3 and all(x["status"] == "delivered" for x in r) else []
+
     rows = wait_for(
-        lambda: (
-            (r := _deliveries(database_url, key, integration_id))
-            and len(r) == 3
-            and all(x["status"] == "delivered" for x in r)
-            and r
-        ),
+        all_delivered,
         timeout=60,
         what="3 delivered rows",
     )

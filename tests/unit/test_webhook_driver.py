@@ -100,7 +100,12 @@ def test_connection_error_is_retryable() -> None:
 
 def test_a_mutation_that_is_not_json_is_a_permanent_failure() -> None:
     calls: list[httpx.Request] = []
-    result = _deliver(_job(state="{not json"), lambda req: calls.append(req) or httpx.Response(200))
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        calls.append(req)
+        return httpx.Response(200)
+
+    result = _deliver(_job(state="{not json"), handler)
     assert result.outcome == "failed" and not result.retryable
     assert result.error_kind == "bad_mutation"
     assert calls == [], "nothing is sent for a broken mutation"

@@ -175,7 +175,13 @@ def resolve_priority(
         The name of the resolved priority; names unknown to levels are ignored, and when
         nothing known remains the rules' default (or the least urgent level) is used.
     """
-    candidates = [change_priority(entity_type, c, rules) for c in changes]
+    if operation == "create":
+        # A create lists every field as a change: field rules (a price is urgent) would send a
+        # whole catalogue load to the most urgent lane. New entities take their type's default
+        # unless the queue map has an `operations: {create: ...}` rule.
+        candidates = [rules.entity_types.get(entity_type, rules.default)]
+    else:
+        candidates = [change_priority(entity_type, c, rules) for c in changes]
     if operation in rules.operations:
         candidates.append(rules.operations[operation])
     if not candidates:  # e.g. a delete without an operation rule

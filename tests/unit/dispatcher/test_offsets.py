@@ -33,3 +33,19 @@ def test_skipped_records_are_finished_at_once() -> None:
     part.take(1)
     assert part.in_flight() == 1
     assert part.commit_point() == 1
+
+
+def test_in_flight_counts_each_record_once() -> None:
+    part = PartitionOffsets()
+    part.take(3)
+    part.take(3)  # read again after a rewind: still one record in flight
+    part.take(4)
+    assert part.in_flight() == 2
+    part.done(3)
+    part.done(3)  # a second acknowledgement changes nothing
+    part.done(99)  # never taken
+    assert part.in_flight() == 1
+    assert part.commit_point() == 4
+    part.done(4)
+    assert part.in_flight() == 0
+    assert part.commit_point() == 5

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
-from drivers.base import IntegrationContext
+from drivers.base import IntegrationContext, MappingEntry
 from drivers.magento2 import Magento2Config
 from sandbox.magento import AttributeSeed, MagentoState, SandboxConfig, create_app
 from schemas.events import Job
@@ -29,6 +29,9 @@ SEEDS = (
     AttributeSeed("brand", 83, "select", "Brand"),
     AttributeSeed("material", 150, "multiselect", "Material", scope="store"),
 )
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class MemoryMapping:
@@ -57,6 +60,22 @@ class MemoryMapping:
             if etype == entity_type and value == target_id:
                 return key
         return None
+
+    async def get_entry(self, entity_type: str, source_key: str) -> MappingEntry | None:
+        found = await self.get_entries(entity_type, [source_key])
+        return found.get(source_key)
+
+    async def get_entries(
+        self, entity_type: str, source_keys: list[str]
+    ) -> dict[str, MappingEntry]:
+        return {
+            k: MappingEntry(self.rows[(entity_type, k)], EPOCH)
+            for k in source_keys
+            if (entity_type, k) in self.rows
+        }
+
+    async def remove(self, entity_type: str, source_key: str) -> bool:
+        return self.rows.pop((entity_type, source_key), None) is not None
 
 
 def config_dict(**overrides: Any) -> dict[str, Any]:

@@ -124,6 +124,11 @@ def products(draw: st.DrawFn, canonical: bool = False) -> dict[str, Any]:
                         st.fixed_dictionaries({"uuid": CODES, "quantity": st.integers(1, 3)}),
                         max_size=2,
                         unique_by=lambda p: p["uuid"],
+                    ).map(
+                        # Quantified targets compare as a set: canonical source text is sorted.
+                        (lambda ps: sorted(ps, key=lambda p: p["uuid"]))
+                        if canonical
+                        else (lambda ps: ps)
                     )
                 ),
                 "product_models": [],

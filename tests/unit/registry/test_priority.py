@@ -57,6 +57,9 @@ CASES: list[tuple[str, str, list[dict[str, Any]], dict[str, Any] | None, str]] =
     ("product_model", "update", [DESCRIPTION], None, "normal"),
     ("category", "update", [scalar("parent", "master")], None, "low"),
     ("family", "create", [scalar("code", "shoes")], None, "low"),
+    # a create lists every field: its price does not make a catalogue load urgent
+    ("product", "create", [PRICE, ENABLED], None, "normal"),
+    ("product", "create", [PRICE], {"operations": {"create": "immediate"}}, "immediate"),
     ("category", "delete", [], None, "immediate"),
     ("reference_entity", "update", [scalar("code", "x")], None, "normal"),
     # Per-integration overrides: by attribute (more or less urgent) and by entity type.

@@ -1,0 +1,1 @@
+"""Deployment and operations files of pim-hub (not a runtime package)."""

@@ -1,0 +1,66 @@
+"""The guard's PostgreSQL side: one read per batch, one recording statement, lock order."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from hub.mapping import open_pool
+from services.dispatcher.guard_store import GuardStore
+
+pytestmark = pytest.mark.integration
+
+T1, T2, T3 = (datetime(2024, 1, 1, 0, 0, s, tzinfo=UTC) for s in (1, 2, 3))
+
+
+async def _scenario(url: str, integ: str) -> None:
+    pool = await open_pool(url, max_size=4)
+    store = GuardStore(pool)
+    try:
+        keys = ["product:a", "product:b", 'product:it\'s "quoted"']
+        async with store.locked(integ, keys) as txn:
+            await txn.record(
+                [
+                    ("product:a", {"values|name||": T2}, "job-a", False),
+                    ('product:it\'s "quoted"', {"values|name|en_US|": T1}, "job-q", False),
+                    ("product:b", {}, "job-b", False),  # no version: the job alone
+                ]
+            )
+        async with store.locked(integ, keys) as txn:
+            # An older normal delivery never moves a version back; a forced one does.
+            await txn.record([("product:a", {"values|name||": T1}, "job-old", False)])
+            await txn.record([('product:it\'s "quoted"', {"values|name|en_US|": T3}, "j", True)])
+        async with store.locked(integ, keys) as txn:
+            stored, delivered = await txn.read(keys, ["job-a", "job-b", "job-x", "job-old"])
+        assert stored["product:a"]["values|name||"].version == T2
+        assert stored["product:a"]["values|name||"].job_id == "job-a"
+        assert stored['product:it\'s "quoted"']["values|name|en_US|"].version == T3
+        assert "product:b" not in stored
+        # job-old was delivered (the target got it) though its version was not recorded.
+        assert delivered == {"job-a", "job-b", "job-old"}
+
+        # Two batches sharing an entity run one after the other, in either key order.
+        order: list[str] = []
+
+        async def batch(name: str, ekeys: list[str], hold: float) -> None:
+            async with store.locked(integ, ekeys):
+                order.append(f"{name}+")
+                await asyncio.sleep(hold)
+                order.append(f"{name}-")
+
+        await asyncio.wait_for(
+            asyncio.gather(
+                batch("x", ["product:c", "product:d"], 0.3),
+                batch("y", ["product:d", "product:c"], 0.0),
+            ),
+            timeout=10,
+        )
+        assert order in (["x+", "x-", "y+", "y-"], ["y+", "y-", "x+", "x-"])
+    finally:
+        await pool.close()
+
+
+def test_guard_store_reads_records_and_serialises(database_url: str, unique: str) -> None:
+    asyncio.run(_scenario(database_url, f"gs-{unique}"))
