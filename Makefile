@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration lint fmt bench up clean
+.PHONY: help install demo test test-unit test-integration test-scale lint fmt bench up clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ test-unit: $(STAMP) ## unit tests only (no broker, no database)
 test-integration: $(STAMP) ## integration tests through the real broker and PostgreSQL
 	sh infra/prometheus/ensure-prometheus.sh
 	$(BIN)/pytest -q tests/integration
+
+test-scale: $(STAMP) ## the group scale test (kills a mutator and a dispatcher mid-stream)
+	$(BIN)/pytest -q -m scale tests/integration/test_scale.py
 
 lint: $(STAMP) ## ruff, mypy and the import contract
 	$(BIN)/ruff check .

@@ -45,7 +45,14 @@ BENCHMARKS: list[tuple[str, str, dict[str, Any], str]] = [
         {},
         "≥ 2,000 products/s, peak RSS < 300 MB",
     ),
-    ("bench.bench_e2e", "End to end: Akeneo sandbox → hub → Magento sandbox", {}, "see issue 11"),
+    (
+        "bench.bench_e2e",
+        "End to end: Akeneo sandbox → hub → Magento sandbox",
+        # 100,000 products cannot finish here in a reasonable time (about 10 products/s end to
+        # end today): the runner measures 1,000 and a 30 s live stream; run() takes other sizes.
+        {"products": 1000, "live_seconds": 30},
+        "full load > 300 products/s; 1% re-sync < 60 s; live p99 < 2 s, none lost; RSS < 300 MB",
+    ),
 ]
 
 

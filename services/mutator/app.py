@@ -7,16 +7,20 @@ import logging
 import os
 import time
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 import orjson
 from faust.streams import _current_event
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from drivers.discovery import discover
 from hub import metrics
 from hub.integrations import load_targets_async
 from hub.kafka import faust_broker_options
+from hub.offsets import ephemeral_consumer, log_bounds
 from hub.priorities import load_fanout
 from hub.settings import Settings
 from schemas import topics
@@ -44,16 +48,58 @@ def _die(agent: str) -> None:
     os._exit(70)
 
 
+def _true_ends(settings: Settings, tps: list[TP]) -> dict[TP, int]:
+    consumer = ephemeral_consumer(settings, "mutator-recovery")
+    try:
+        bounds = log_bounds(consumer, [(tp.topic, tp.partition) for tp in tps], timeout_s=10.0)
+    finally:
+        consumer.close()
+    return {tp: bounds[(tp.topic, tp.partition)][1] for tp in tps}
+
+
+def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
+    """Faust's aiokafka transport, with changelog ends read from the log instead of listed.
+
+    Table recovery reads each changelog partition up to the end the broker lists. The embedded
+    broker (Tansu) lists the base offset of the partition's last record batch plus one, so
+    recovery stopped inside the last batch: its other records stayed in Faust's recovery
+    buffer, unapplied, and were applied at the next rebalance over newer state (a table going
+    back in time), and the offsets Faust had read looked beyond the listed end. The true end
+    comes from a fetch (hub.offsets.log_bounds); on Apache Kafka it equals the listed end.
+    """
+
+    class Consumer(faust_aiokafka.Consumer):
+        async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+            listed = await super().highwaters(*partitions)
+            try:
+                return await asyncio.to_thread(_true_ends, settings, list(partitions))
+            except Exception as exc:
+                logger.warning(
+                    "cannot read the changelog ends; using the listed ones",
+                    extra={"error": str(exc)},
+                )
+                return listed
+
+    class Transport(faust_aiokafka.Transport):
+        pass
+
+    Transport.Consumer = Consumer
+    return Transport
+
+
 def make_app(settings: Settings) -> faust.App:
     """Build the mutator app: one table, two agents, one refresh timer."""
     app = faust.App(
         settings.mutator_app_id,
         **faust_broker_options(settings),
-        # The memory store is rebuilt from the changelog on every assignment; Faust's check of
-        # persisted offsets only guards disk stores, and on the embedded broker it aborts the
-        # recovery after a worker is killed (the changelog end is reported one batch short).
+        # The memory store persists no offsets: Faust's check of persisted offsets against the
+        # changelog end guards disk stores only, and would crash a worker whenever the end
+        # cannot be read from the log (see _transport_class) and the listed one is short.
         recovery_consistency_check=False,
         store="memory://",
+        # A memory store recovers a newly assigned partition from the start of its changelog
+        # whether or not it was a standby here: standbys only cost fetches and rebalance time.
+        table_standby_replicas=0,
         datadir=settings.mutator_data_dir,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
@@ -63,6 +109,8 @@ def make_app(settings: Settings) -> faust.App:
         web_enabled=False,
         table_cleanup_interval=3600.0,
     )
+    # Set before any topic is declared, so the consumer Faust creates is the patched one.
+    app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
     serde = Serde(settings.schema_registry_url)
     processor = SnapshotProcessor(serde)
     fanout = load_fanout(settings, serde)
@@ -175,6 +223,8 @@ def make_app(settings: Settings) -> faust.App:
                 _die("mutate")
 
     async def handle_mutations(events: list[Any]) -> None:
+        if not loaded.is_set():
+            await wait_for_integrations()
         pending = []
         for event in events:
             msg = event.message
@@ -206,9 +256,15 @@ def make_app(settings: Settings) -> faust.App:
             except Exception:
                 _die("fan_out")
 
+    # Faust starts tasks and timers only once the agents already receive records: fan-out
+    # must not run before the integrations are loaded, or it commits mutations with no jobs.
+    loaded = asyncio.Event()
+
     async def refresh() -> None:
         if not settings.database_url:
-            logger.warning("HUB_DATABASE_URL is not set: fan-out has no integrations")
+            if not loaded.is_set():
+                logger.warning("HUB_DATABASE_URL is not set: fan-out has no integrations")
+                loaded.set()
             return
         try:
             fresh = await load_targets_async(settings.database_url, catalogue)
@@ -216,6 +272,15 @@ def make_app(settings: Settings) -> faust.App:
             logger.error("cannot load integrations", extra={"error": str(exc)})
             return
         targets[:] = fresh
+        if not loaded.is_set():
+            logger.info("integrations loaded", extra={"integrations": len(fresh)})
+            loaded.set()
+
+    async def wait_for_integrations() -> None:
+        while not loaded.is_set():
+            await refresh()
+            if not loaded.is_set():
+                await asyncio.sleep(1.0)
 
     @app.task
     async def load_integrations() -> None:
@@ -236,9 +301,5 @@ def run(settings: Settings, loglevel: str = "warn") -> None:
 
     app = make_app(settings)
     metrics.start_from_env("mutator")
-    dbg = os.environ.get("HUB_FAUST_LOGLEVEL_DEBUG")
-    if dbg:
-        for noisy in ("faust", "mode", "aiokafka"):
-            logging.getLogger(noisy).setLevel(dbg.upper())
-    worker = Worker(app, loglevel=dbg or loglevel, quiet=True)
+    worker = Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
