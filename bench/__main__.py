@@ -93,7 +93,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render(results: list[tuple[str, str, str, dict[str, Any] | str, float]], command: str) -> str:
+def render(
+    results: list[tuple[str, str, str, dict[str, Any] | str, float]],
+    command: str,
+    started: str = "",
+    commit: str = "",
+    machine: str = "",
+) -> str:
     """The Markdown document."""
     lines = [
         "# Benchmarks",
@@ -101,10 +107,11 @@ def render(results: list[tuple[str, str, str, dict[str, Any] | str, float]], com
         "Produced by `make bench` (`python -m bench`); every figure below comes from one run on",
         "one machine. Speeds are given as ratios against baselines measured in the same run,",
         "because the machine is shared and noisy; absolute numbers stand beside them.",
+        "Where the time goes and what was tried: `docs/performance.md`.",
         "",
         f"- command: `{command}`",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {_commit()}",
-        f"- machine: {_machine()}",
+        f"- date: {started or f'{datetime.now(UTC):%Y-%m-%d %H:%M}'} UTC (start), commit {commit or _commit()}",
+        f"- machine: {machine or _machine()}",
         "",
     ]
     for module, title, target, result, seconds in results:
@@ -125,6 +132,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print instead of writing the doc")
     args = parser.parse_args()
     results: list[tuple[str, str, str, dict[str, Any] | str, float]] = []
+    # Recorded at the start: the figures belong to the code and machine state of that moment.
+    run_started, commit, machine = f"{datetime.now(UTC):%Y-%m-%d %H:%M}", _commit(), _machine()
     for module, title, kwargs, target in BENCHMARKS:
         if args.only and module not in args.only:
             continue
@@ -141,7 +150,7 @@ def main() -> None:
         )
         results.append((module, title, target, result, time.monotonic() - started))
     command = "make bench" if not args.only else f"python -m bench --only {' '.join(args.only)}"
-    doc = render(results, command)
+    doc = render(results, command, run_started, commit, machine)
     if args.no_write:
         print(doc)
         return
