@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from hub import db, runtime
@@ -113,3 +114,27 @@ def pipeline(
         )
     yield sup
     sup.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _integrations_end_with_their_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Disable the integrations an integration test created, once it ends.
+
+    The session shares one database and one running pipeline: an integration left enabled
+    would get jobs for every later test's entities (and retry them against a target that is
+    gone), starving those tests' own deliveries.
+    """
+    in_integration = "tests/integration/" in request.node.nodeid or request.node.get_closest_marker(
+        "integration"
+    )
+    if not in_integration:
+        yield
+        return
+    url: str = request.getfixturevalue("database_url")
+    with psycopg.connect(url) as conn:
+        before = {r[0] for r in conn.execute("SELECT id FROM integrations").fetchall()}
+    yield
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE integrations SET enabled = false WHERE NOT (id = ANY(%s))", (list(before),)
+        )
