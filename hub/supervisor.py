@@ -49,6 +49,8 @@ class Supervisor:
     env: dict[str, str]
     log_dir: Path
     services: list[Service] = field(default_factory=list)
+    #: service name -> the port its /metrics is served on, for services started with one.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -101,8 +101,13 @@ def pipeline(
     Tests that kill processes start their own services with `supervisor` instead.
     """
     sup = Supervisor(env=dict(hub_env), log_dir=tmp_path_factory.mktemp("pipeline-logs"))
-    sup.start("mutator", "mutator")
-    sup.start("projector", "projector")
+    # The mutator and projector serve /metrics: the observability test scrapes these shared
+    # processes (a second member in their groups would get only some partitions).
+    for name in ("mutator", "projector"):
+        sup.metrics_ports[name] = runtime.free_port()
+        sup.env["HUB_METRICS_PORT"] = str(sup.metrics_ports[name])
+        sup.start(name, name)
+    del sup.env["HUB_METRICS_PORT"]
     for priority in ("immediate", "normal", "low"):
         sup.start(
             f"dispatcher-webhook-{priority}",

@@ -127,6 +127,7 @@ def alert_exprs() -> list[tuple[str, str]]:
 
 
 def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
+    pipeline: Supervisor,
     supervisor: Supervisor,
     prometheus: Callable[[dict[str, int]], str],
     hub_settings: Settings,
@@ -149,21 +150,26 @@ def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
         database_url, catalogue, Integration(ok, ok, "webhook_test", True, ok_config, None, {})
     )
 
+    # The mutator and projector are the session pipeline's (one group member each, serving
+    # /metrics); the dispatchers, exporter and receiver are this test's own.
     ports = {
-        name: free_port()
-        for name in (
-            "mutator",
-            "projector",
-            "dispatcher-webhook-immediate",
-            "dispatcher-webhook-normal",
-            "dispatcher-webhook-low",
-            "exporter",
-            "ingest-web",
-        )
+        **pipeline.metrics_ports,
+        **{
+            name: free_port()
+            for name in (
+                "dispatcher-webhook-immediate",
+                "dispatcher-webhook-normal",
+                "dispatcher-webhook-low",
+                "exporter",
+                "ingest-web",
+            )
+        },
     }
     web_port = free_port()
     supervisor.env["HUB_INGEST_EVENTS_API_SECRET"] = SECRET
     for name, port in ports.items():
+        if name in pipeline.metrics_ports:
+            continue
         supervisor.env["HUB_METRICS_PORT"] = str(port)
         if name.startswith("dispatcher-"):
             priority = name.rsplit("-", 1)[1]
