@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,6 +47,10 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "lz4",
+            # Java's partitioner (murmur2), as Faust/aiokafka, Kafka Streams and Connect use:
+            # every producer of a topic must send one key to one partition, or an entity's
+            # snapshots, mutations or jobs would be split over partitions and lose their order.
+            "partitioner": "murmur2_random",
             **extra,
         }
     )
@@ -92,22 +98,52 @@ def produce_sync(
 
 
 class AsyncProducer:
-    """Wraps a confluent Producer for asyncio: `await send(...)` returns once acknowledged."""
+    """Wraps a confluent Producer for asyncio: `await send(...)` returns once acknowledged.
 
-    def __init__(self, producer: Producer, poll_interval: float = 0.005) -> None:
+    A thread blocks in librdkafka's poll, which returns as soon as an acknowledgement arrives:
+    acknowledgements reach the event loop at once (no polling interval adds latency) and an
+    idle service burns no CPU. Completions are handed to the loop in batches, one wake-up for
+    all the acknowledgements one poll served.
+    """
+
+    def __init__(self, producer: Producer, poll_interval: float = 0.1) -> None:
         self.producer = producer
+        # The longest a poll blocks: how soon the thread notices close(), not a latency.
         self._poll_interval = poll_interval
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._done: collections.deque[tuple[asyncio.Future[Message], Any, Message]] = (
+            collections.deque()
+        )
+        self._closed = threading.Event()
 
     async def start(self) -> None:
         """Start serving delivery callbacks."""
-        self._task = asyncio.create_task(self._poll_loop())
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._poll_loop, name="producer-poll", daemon=True)
+        self._thread.start()
 
-    async def _poll_loop(self) -> None:
-        while not self._closed:
-            self.producer.poll(0)
-            await asyncio.sleep(self._poll_interval)
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self.producer.poll(self._poll_interval)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._done and self._loop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._resolve)
+            except RuntimeError:  # the loop closed in between: nobody awaits any more
+                pass
+
+    def _resolve(self) -> None:
+        while self._done:
+            fut, err, msg = self._done.popleft()
+            if fut.done():
+                continue
+            if err is not None:
+                fut.set_exception(err)
+            else:
+                fut.set_result(msg)
 
     def send_nowait(
         self,
@@ -119,14 +155,11 @@ class AsyncProducer:
         """Queue a record; the future resolves when the broker acknowledged it."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Message] = loop.create_future()
+        done = self._done
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if fut.done():
-                return
-            if err is not None:
-                fut.set_exception(DeliveryFailed(topic, err))
-            else:
-                fut.set_result(msg)
+            # Runs in whichever thread polled: only queue here, the loop resolves.
+            done.append((fut, DeliveryFailed(topic, err) if err is not None else None, msg))
 
         try:
             self.producer.produce(
@@ -134,6 +167,7 @@ class AsyncProducer:
             )
         except BufferError:
             self.producer.poll(0.1)  # queue full: serve callbacks once, then try again
+            self._resolve()
             self.producer.produce(
                 topic, value=value, key=key, headers=headers, on_delivery=on_delivery
             )
@@ -152,9 +186,10 @@ class AsyncProducer:
     async def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued, then stop."""
         await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, timeout)
-        self._closed = True
-        if self._task is not None:
-            await self._task
+        self._closed.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._resolve()
 
 
 def admin_client(settings: Settings) -> AdminClient:
