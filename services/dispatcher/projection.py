@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from hub import metrics
-from hub.kafka import consumer_config
+from hub.projector import BatchProjector, write_batch
 from hub.settings import Settings
 from schemas import topics
-from schemas.errors import SchemaError
-from schemas.serde import Serde
 
 logger = logging.getLogger(__name__)
 
@@ -38,66 +34,34 @@ WHERE EXCLUDED.occurred_at >= deliveries.occurred_at
 """
 
 
+def _write(cur: psycopg.Cursor[Any], records: list[dict[str, Any]]) -> None:
+    cur.executemany(UPSERT, records)
+
+
 def project(conn: psycopg.Connection[Any], records: list[dict[str, Any]]) -> None:
     """Upsert a batch of decoded DeliveryStatus records in one transaction."""
-    with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(UPSERT, records)
+    write_batch(conn, _write, records)
 
 
-class Projector:
+class Projector(BatchProjector[None]):
     """A consumer group that keeps the deliveries table up to date."""
 
+    topic = topics.DELIVERY_STATUS
+    schema = "DeliveryStatus"
+    metrics_service = "projector"
+    log = logger
+    undecodable_message = "undecodable delivery status skipped"
+
     def __init__(self, settings: Settings, group: str = GROUP) -> None:
-        self.settings = settings
-        self.group = group
-        self.serde = Serde(settings.schema_registry_url)
-        self._stop = threading.Event()
+        super().__init__(settings, group)
         self.projected = 0
 
-    def stop(self) -> None:
-        """Finish the batch in hand and leave."""
-        self._stop.set()
+    def write(self, cur: psycopg.Cursor[Any], records: list[dict[str, Any]]) -> None:
+        """Upsert a batch of decoded statuses (inside the batch's transaction)."""
+        _write(cur, records)
 
-    def run(self) -> None:
-        """Consume until stopped; commit only after the rows are written."""
-        metrics.start_from_env("projector")
-        consumer = Consumer(consumer_config(self.settings, self.group))
-        consumer.subscribe([topics.DELIVERY_STATUS])
-        conn = psycopg.connect(self.settings.require_database(), autocommit=True)
-        try:
-            while not self._stop.is_set():
-                msgs = consumer.consume(500, 0.2)
-                if not msgs:
-                    continue
-                records = []
-                offsets: dict[tuple[str, int], int] = {}
-                for msg in msgs:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            logger.warning("consumer error", extra={"error": str(err)})
-                        continue
-                    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-                    assert topic is not None and partition is not None and offset is not None
-                    offsets[(topic, partition)] = offset + 1
-                    try:
-                        records.append(
-                            self.serde.decode("DeliveryStatus", msg.value(), topic=topic)
-                        )
-                    except SchemaError as exc:
-                        logger.error(
-                            "undecodable delivery status skipped",
-                            extra={"partition": partition, "offset": offset, "error": str(exc)},
-                        )
-                if records:
-                    project(conn, records)
-                    self.projected += len(records)
-                    for r in records:
-                        metrics.PROJECTOR_STATUSES.labels(r["status"]).inc()
-                consumer.commit(
-                    offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                    asynchronous=False,
-                )
-        finally:
-            consumer.close()
-            conn.close()
+    def written(self, records: list[dict[str, Any]], result: None) -> None:
+        """Count the batch's statuses (progress and pimhub_projector_statuses_total)."""
+        self.projected += len(records)
+        for r in records:
+            metrics.PROJECTOR_STATUSES.labels(r["status"]).inc()

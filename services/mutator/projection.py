@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,14 +10,12 @@ from typing import Any, Literal
 
 import orjson
 import psycopg
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 from psycopg.types.json import Jsonb
 
-from hub.kafka import consumer_config
+from hub.projector import BatchProjector, write_batch
 from hub.settings import Settings
 from schemas import topics
 from schemas.errors import SchemaError
-from schemas.serde import Serde
 from services.mutator.core.diffing import parse_version
 from services.mutator.core.errors import InvalidSnapshot
 
@@ -229,101 +226,68 @@ DELETE FROM entity_values WHERE entity_key = %s AND attribute = %s
 """
 
 
+def _write(cur: psycopg.Cursor[Any], mutations: list[dict[str, Any]]) -> dict[str, int]:
+    keys = sorted({m["entity_key"] for m in mutations})
+    # FOR UPDATE: during a rebalance two projectors may briefly hold the same partition.
+    cur.execute(
+        "SELECT entity_key, mutation_id, version, mutated_at FROM entities"
+        " WHERE entity_key = ANY(%s) ORDER BY entity_key FOR UPDATE",
+        (keys,),
+    )
+    stored = {row[0]: Stored(row[1], row[2], row[3]) for row in cur.fetchall()}
+    cur.execute(
+        "SELECT entity_key, attribute, locale, channel FROM entity_values"
+        " WHERE entity_key = ANY(%s)",
+        (keys,),
+    )
+    existing: dict[str, set[Slot]] = {}
+    for ekey, attribute, locale, channel in cur.fetchall():
+        existing.setdefault(ekey, set()).add((attribute, locale, channel))
+    batch = plan_batch(mutations, stored, existing)
+    if batch.entities:
+        cur.executemany(UPSERT_ENTITY, list(batch.entities.values()))
+    upserts = [row for row in batch.values.values() if row is not None]
+    deletes = [(k, *slot) for (k, slot), row in batch.values.items() if row is None]
+    if deletes:
+        cur.executemany(DELETE_VALUE, deletes)
+    if upserts:
+        cur.executemany(UPSERT_VALUE, upserts)
+    return batch.counts
+
+
 def project(conn: psycopg.Connection[Any], mutations: list[dict[str, Any]]) -> dict[str, int]:
     """Write a batch of decoded mutations in one transaction; return counts per outcome.
 
     Safe to call again with the same mutations (re-delivery): they come out as duplicates.
     """
-    keys = sorted({m["entity_key"] for m in mutations})
-    with conn.transaction(), conn.cursor() as cur:
-        # FOR UPDATE: during a rebalance two projectors may briefly hold the same partition.
-        cur.execute(
-            "SELECT entity_key, mutation_id, version, mutated_at FROM entities"
-            " WHERE entity_key = ANY(%s) ORDER BY entity_key FOR UPDATE",
-            (keys,),
-        )
-        stored = {row[0]: Stored(row[1], row[2], row[3]) for row in cur.fetchall()}
-        cur.execute(
-            "SELECT entity_key, attribute, locale, channel FROM entity_values"
-            " WHERE entity_key = ANY(%s)",
-            (keys,),
-        )
-        existing: dict[str, set[Slot]] = {}
-        for ekey, attribute, locale, channel in cur.fetchall():
-            existing.setdefault(ekey, set()).add((attribute, locale, channel))
-        batch = plan_batch(mutations, stored, existing)
-        if batch.entities:
-            cur.executemany(UPSERT_ENTITY, list(batch.entities.values()))
-        upserts = [row for row in batch.values.values() if row is not None]
-        deletes = [(k, *slot) for (k, slot), row in batch.values.items() if row is None]
-        if deletes:
-            cur.executemany(DELETE_VALUE, deletes)
-        if upserts:
-            cur.executemany(UPSERT_VALUE, upserts)
-    return batch.counts
+    return write_batch(conn, _write, mutations)
 
 
-class EntityProjector:
+class EntityProjector(BatchProjector[dict[str, int]]):
     """The consumer group hub.projector.entities: keeps the entity tables up to date."""
 
+    topic = topics.MUTATIONS
+    schema = "Mutation"
+    log = logger
+    undecodable_message = "undecodable mutation not projected"
+
     def __init__(self, settings: Settings, group: str = GROUP) -> None:
-        self.settings = settings
-        self.group = group
-        self.serde = Serde(settings.schema_registry_url)
-        self._stop = threading.Event()
+        super().__init__(settings, group)
         self.counts: dict[str, int] = {}
 
-    def stop(self) -> None:
-        """Finish the batch in hand and leave."""
-        self._stop.set()
+    def write(self, cur: psycopg.Cursor[Any], records: list[dict[str, Any]]) -> dict[str, int]:
+        """Write a batch of decoded mutations (inside the batch's transaction)."""
+        return _write(cur, records)
 
-    def run(self) -> None:
-        """Consume until stopped; offsets are committed only after the rows are written."""
-        consumer = Consumer(consumer_config(self.settings, self.group))
-        consumer.subscribe([topics.MUTATIONS])
-        conn = psycopg.connect(self.settings.require_database(), autocommit=True)
-        try:
-            while not self._stop.is_set():
-                msgs = consumer.consume(500, 0.2)
-                if msgs:
-                    self._handle(consumer, conn, msgs)
-        finally:
-            consumer.close()
-            conn.close()
+    def written(self, records: list[dict[str, Any]], result: dict[str, int]) -> None:
+        """Add the batch's outcomes to the counts."""
+        for kind, n in result.items():
+            self._count(kind, n)
 
-    def _handle(self, consumer: Consumer, conn: psycopg.Connection[Any], msgs: list[Any]) -> None:
-        mutations: list[dict[str, Any]] = []
-        offsets: dict[tuple[str, int], int] = {}
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    logger.warning("consumer error", extra={"error": str(err)})
-                continue
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            offsets[(topic, partition)] = offset + 1
-            try:
-                mutations.append(self.serde.decode("Mutation", msg.value(), topic=topic))
-            except SchemaError as exc:
-                # Not ours to repair: the mutation log is the record. Logged and counted.
-                self._count("undecodable")
-                logger.error(
-                    "undecodable mutation not projected",
-                    extra={
-                        "topic": topic,
-                        "partition": partition,
-                        "offset": offset,
-                        "error": str(exc),
-                    },
-                )
-        if mutations:
-            for kind, n in project(conn, mutations).items():
-                self._count(kind, n)
-        if offsets:
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                asynchronous=False,
-            )
+    def undecodable(self, topic: str, partition: int, offset: int, exc: SchemaError) -> None:
+        """Not ours to repair: the mutation log is the record. Logged and counted."""
+        self._count("undecodable")
+        super().undecodable(topic, partition, offset, exc)
 
     def _count(self, kind: str, n: int = 1) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + n

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource  # type: ignore[attr-defined]
@@ -15,7 +14,7 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from hub import db, runtime
 from hub.kafka import admin_client, apply_topics, settings_catalogue
 from hub.settings import Settings
-from hub.stack import query
+from hub.stack import query, wait_for
 from schemas import topics
 
 pytestmark = pytest.mark.integration
@@ -32,15 +31,6 @@ def _alive(pid: int) -> bool:
             return fh.read().split()[2] != "Z"
     except OSError:
         return False
-
-
-def _wait_dead(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.1)
-    return False
 
 
 CHILD = textwrap.dedent(
@@ -66,7 +56,12 @@ def test_no_orphan_broker_when_the_parent_dies(how: str) -> None:
     assert _alive(pid)
     child.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGINT)
     child.wait(timeout=20)
-    assert _wait_dead(pid), f"broker {pid} outlived its parent ({how})"
+    wait_for(
+        lambda: not _alive(pid),
+        timeout=10,
+        interval=0.1,
+        what=f"the end of broker {pid} after its parent's {how}",
+    )
 
 
 def test_runtime_stops_what_it_started_on_error() -> None:
@@ -88,7 +83,12 @@ def test_runtime_stops_what_it_started_on_error() -> None:
     assert child.stdout is not None
     pid = int(child.stdout.readline())
     try:
-        assert _wait_dead(pid), "the broker kept running after the with-block failed"
+        wait_for(
+            lambda: not _alive(pid),
+            timeout=10,
+            interval=0.1,
+            what=f"the end of broker {pid} after the with-block failed",
+        )
     finally:
         child.kill()
         child.wait()

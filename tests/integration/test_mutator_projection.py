@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from hub.kafka import make_producer, produce_sync
 from hub.settings import Settings
+from hub.stack import query, wait_for
 from hub.supervisor import Supervisor
 from schemas import topics
 from schemas.serde import Serde
@@ -66,22 +64,6 @@ def _record(key: str, decision: diffing.Decision, version: str, n: int) -> dict[
         "source_received_at": T0,
         "created_at": T0 + timedelta(seconds=n),
     }
-
-
-def _rows(database_url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
-    with psycopg.connect(database_url, row_factory=dict_row) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def _wait(supervisor: Supervisor, check: Any, what: str, timeout: float = 45) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        supervisor.check()
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached in {timeout}s")
 
 
 def test_projection_keeps_latest_entity_and_values_through_replays_and_deletes(
@@ -140,10 +122,10 @@ def test_projection_keeps_latest_entity_and_values_through_replays_and_deletes(
         publish(record)
 
     def entity() -> dict[str, Any] | None:
-        rows = _rows(database_url, "SELECT * FROM entities WHERE entity_key = %s", key)
+        rows = query(database_url, "SELECT * FROM entities WHERE entity_key = %s", key)
         return rows[0] if rows and rows[0]["mutation_id"] == m2["mutation_id"] else None
 
-    row = _wait(supervisor, entity, "entity at m2")
+    row = wait_for(entity, timeout=45, interval=0.2, what="entity at m2", supervisor=supervisor)
     publish(m2)  # one more re-delivery after it settled, then a marker entity to know it's read
     marker = _record(
         f"product:marker-{unique}",
@@ -157,12 +139,14 @@ def test_projection_keeps_latest_entity_and_values_through_replays_and_deletes(
     produce_sync(
         producer, topics.MUTATIONS, serde.encode("Mutation", marker), key=marker["entity_key"]
     )
-    _wait(
-        supervisor,
-        lambda: _rows(
+    wait_for(
+        lambda: query(
             database_url, "SELECT 1 FROM entities WHERE entity_key = %s", marker["entity_key"]
         ),
-        "marker projected",
+        timeout=45,
+        interval=0.2,
+        what="marker projected",
+        supervisor=supervisor,
     )
 
     row = entity()
@@ -172,7 +156,7 @@ def test_projection_keeps_latest_entity_and_values_through_replays_and_deletes(
     assert row["state"]["values"]["name"][0]["data"] == "Runner 2"
     values = {
         (v["attribute"], v["locale"], v["channel"]): v
-        for v in _rows(database_url, "SELECT * FROM entity_values WHERE entity_key = %s", key)
+        for v in query(database_url, "SELECT * FROM entity_values WHERE entity_key = %s", key)
     }
     assert set(values) == {
         ("sku", None, None),
@@ -209,15 +193,18 @@ def test_projection_keeps_latest_entity_and_values_through_replays_and_deletes(
     assert missing.returncode == 1 and b"no entity" in missing.stderr
 
     publish(m3)
-    deleted = _wait(
-        supervisor,
-        lambda: (
-            (r := _rows(database_url, "SELECT * FROM entities WHERE entity_key = %s", key))
-            and r[0]["deleted"]
-            and r[0]
-        ),
-        "entity deleted",
+
+    def deleted_row() -> dict[str, Any]:
+        rows = query(database_url, "SELECT * FROM entities WHERE entity_key = %s", key)
+        return rows[0] if rows and rows[0]["deleted"] else {}
+
+    deleted = wait_for(
+        deleted_row,
+        timeout=45,
+        interval=0.2,
+        what="entity deleted",
+        supervisor=supervisor,
     )
     assert deleted["mutation_id"] == m3["mutation_id"]
     assert deleted["state"]["identifier"] == sku  # the last known state is kept
-    assert _rows(database_url, "SELECT * FROM entity_values WHERE entity_key = %s", key) == []
+    assert query(database_url, "SELECT * FROM entity_values WHERE entity_key = %s", key) == []

@@ -1,5 +1,8 @@
+"""Dashboards and alerts evaluated by a real Prometheus scraping the running hub."""
+
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -20,6 +23,7 @@ from hub.integrations import Integration, upsert_integration
 from hub.kafka import make_producer
 from hub.settings import Settings
 from hub.sink import HttpSink
+from hub.stack import Timeout, wait_for
 from hub.supervisor import Supervisor
 from sandbox.akeneo.webhooks import sign_legacy
 from schemas import topics
@@ -37,17 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(check: Callable[[], Any], timeout: float, what: str, sup: Supervisor) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sup.check()
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def prom_get(base: str, path: str, **params: str) -> dict[str, Any]:
@@ -187,9 +180,10 @@ def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
             and float(r["data"]["result"][0]["value"][1]) == len(ports)
         ),
         # Generous for a loaded machine; about 10 s when idle.
-        120,
-        "every service scraped",
-        supervisor,
+        timeout=120,
+        interval=0.5,
+        what="every service scraped",
+        supervisor=supervisor,
     )
 
     # Traffic: snapshots through mutator → fan-out → dispatchers, and webhooks to ingest.
@@ -233,16 +227,18 @@ def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
 
     wait_for(
         lambda: sum(1 for b in http_sink.bodies() if b.get("integration_id") == ok) >= PRODUCTS,
-        90,
-        "deliveries to the sink",
-        supervisor,
+        timeout=90,
+        interval=0.5,
+        what="deliveries to the sink",
+        supervisor=supervisor,
     )
     dead = f'sum(pimhub_dispatcher_dead_letters_total{{integration="{bad}"}})'
     wait_for(
         lambda: prom_get(base, "/api/v1/query", query=dead)["data"]["result"],
-        60,
-        "dead letters of the failing integration",
-        supervisor,
+        timeout=60,
+        interval=0.5,
+        what="dead letters of the failing integration",
+        supervisor=supervisor,
     )
 
     # Every panel query parses and returns data (batch-only sync panels: parse only).
@@ -260,18 +256,20 @@ def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
     queries = panel_queries()
     assert len(queries) >= 30
     missing: list[str] = []
-    deadline = time.monotonic() + 20
-    while True:
-        missing = []
+
+    def every_panel_has_data() -> bool:
+        missing.clear()
         for board, panel, expr, batch in queries:
             answers = evaluate(expr)
             for answer in answers:
                 assert answer["status"] == "success", f"{board} / {panel}: {answer.get('error')}"
             if not batch and not any(a["data"]["result"] for a in answers):
                 missing.append(f"{board} / {panel}: {expr}")
-        if not missing or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+        return not missing
+
+    # Panels fill in as Prometheus scrapes: give them a little time, then name the empty ones.
+    with contextlib.suppress(Timeout):
+        wait_for(every_panel_has_data, timeout=20, interval=1, what="data in every panel")
     assert not missing, "panels without data:\n" + "\n".join(missing)
 
     # Every alert expression parses; the rules load healthy; the dead letters alert fires.
@@ -292,4 +290,6 @@ def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
             and a["labels"].get("integration") == bad
         ]
 
-    assert wait_for(firing, 15, "the dead letters alert", supervisor)
+    assert wait_for(
+        firing, timeout=15, interval=0.5, what="the dead letters alert", supervisor=supervisor
+    )

@@ -14,6 +14,7 @@ from hub import offsets as offsets_mod
 from hub.cli import app
 from hub.kafka import admin_client, consumer_config
 from hub.settings import Settings
+from hub.stack import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +54,16 @@ def test_offsets_show_lag_and_refuse_a_reset_while_the_group_has_members(
     _topic(hub_settings, topic, 10, t0)
     member = Consumer(consumer_config(hub_settings, group))
     member.subscribe([topic])
-    read = 0
-    deadline = time.monotonic() + 30
-    while read < 7 and time.monotonic() < deadline:
-        msg = member.poll(0.5)
+    read: list[Any] = []
+
+    def seven_read() -> bool:
+        msg = member.poll(0.5)  # the poll itself waits: no pause between tries
         if msg is not None and msg.error() is None:
-            read += 1
-    assert read == 7
+            read.append(msg)
+        return len(read) >= 7
+
+    wait_for(seven_read, timeout=30, interval=0, what="7 records read by the member")
+    assert len(read) == 7
     member.commit(offsets=[TopicPartition(topic, 0, 7)], asynchronous=False)
 
     shown = _cli(hub_env, group, "--json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from hub.integrations import (
 )
 from hub.kafka import consumer_config
 from hub.settings import Settings
+from hub.stack import Timeout, wait_for
 from schemas import topics
 
 pytestmark = pytest.mark.integration
@@ -39,23 +41,24 @@ def read_integration_events(settings: Settings, ids: set[str], want: int) -> lis
         [TopicPartition(topics.INTEGRATIONS, p, OFFSET_BEGINNING) for p in meta.partitions]
     )
     found: list[tuple[str, Any]] = []
-    deadline = time.monotonic() + 20
-    try:
-        while time.monotonic() < deadline and len(found) < want:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
+
+    def read(timeout: float) -> int:
+        msg = consumer.poll(timeout)
+        if msg is not None and not msg.error():
             key = (msg.key() or b"").decode()
             if key in ids:
                 value = msg.value()
                 found.append((key, orjson.loads(value) if value is not None else None))
+        return len(found)
+
+    try:
+        # Fewer than `want` after the wait: returned as they are, for the caller's assertion.
+        with contextlib.suppress(Timeout):
+            wait_for(lambda: read(0.5) >= want, timeout=20, interval=0, what=f"{want} records")
         # Anything beyond `want` would be a change published twice: read a little longer.
         end = time.monotonic() + 1.0
         while time.monotonic() < end:
-            msg = consumer.poll(0.2)
-            if msg is not None and not msg.error() and (msg.key() or b"").decode() in ids:
-                value = msg.value()
-                found.append(((msg.key() or b"").decode(), orjson.loads(value) if value else None))
+            read(0.2)
     finally:
         consumer.close()
     return found

@@ -21,6 +21,7 @@ from hub.stack import query, wait_for
 from hub.supervisor import Supervisor
 from schemas import topics
 from schemas.serde import Serde
+from tests.integration.waits import wait_at_least
 
 pytestmark = pytest.mark.integration
 
@@ -97,13 +98,9 @@ def wait_bodies(
     sink: HttpSink, iid: str, n: int, pipeline: Supervisor, key: str | None = None
 ) -> list[dict[str, Any]]:
     """At least n bodies of one integration."""
-
-    def enough() -> list[dict[str, Any]]:
-        got = bodies(sink, iid, key)
-        return got if len(got) >= n else []
-
-    return wait_for(
-        enough,
+    return wait_at_least(
+        lambda: bodies(sink, iid, key),
+        n,
         timeout=60,
         what=f"{n} deliveries to {iid}",
         supervisor=pipeline,
@@ -173,12 +170,9 @@ def test_replay_of_a_time_window_reaches_only_the_chosen_integration(
     assert run.exit_code == 0, run.output
     assert "published 2 job(s)" in run.output
 
-    def replays() -> list[dict[str, Any]]:
-        got = [x for x in bodies(http_sink, a) if x["mode"] != "live"]
-        return got if len(got) >= 2 else []
-
-    replayed = wait_for(
-        replays,
+    replayed = wait_at_least(
+        lambda: [x for x in bodies(http_sink, a) if x["mode"] != "live"],
+        2,
         timeout=60,
         what="2 replayed deliveries",
         supervisor=pipeline,

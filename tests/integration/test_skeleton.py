@@ -17,6 +17,7 @@ from hub.stack import query, wait_for
 from hub.supervisor import Supervisor
 from schemas import topics
 from schemas.serde import Serde
+from tests.integration.waits import wait_at_least
 
 pytestmark = pytest.mark.integration
 
@@ -85,15 +86,8 @@ def test_create_update_noop_delete_are_delivered(
         return [b for b in http_sink.bodies(key) if b["integration_id"] == integration_id]
 
     def wait_bodies(n: int) -> list[dict[str, Any]]:
-        def enough() -> list[dict[str, Any]]:
-            got = bodies()
-            return got if len(got) >= n else []
-
-        return wait_for(
-            enough,
-            timeout=90,
-            what=f"{n} deliveries of {key}",
-            supervisor=pipeline,
+        return wait_at_least(
+            bodies, n, timeout=90, what=f"{n} deliveries of {key}", supervisor=pipeline
         )
 
     # create: the first snapshot becomes a `create` with every field as a change
