@@ -1,28 +1,34 @@
-"""Mutator throughput through a real broker against a plain consume → decode → produce passthrough."""
+"""Mutator throughput on a real broker against a plain passthrough and a naive Faust agent."""
 
 from __future__ import annotations
 
 import os
 import random
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import faust
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from hub import runtime
 from hub.kafka import apply_topics, consumer_config, make_producer
 from hub.settings import Settings
-from hub.supervisor import Supervisor
+from hub.supervisor import Supervisor, _die_with_parent
 from schemas import topics
 from schemas.serde import Serde
 from schemas.topics import TopicSpec
+from services.mutator.app import _transport_class, faust_config
 
 PASSTHROUGH_TOPIC = "bench.passthrough"
+NAIVE_TOPIC = "bench.naive-faust"
 V1 = "2024-05-01T10:00:00+00:00"
 V2 = "2024-05-02T10:00:00+00:00"
 
@@ -85,15 +91,35 @@ def _snapshots(n: int, seed: int) -> list[tuple[str, bytes]]:
     return out
 
 
+@dataclass
+class Rate:
+    """Output messages/s, and the worker's CPU seconds per message over the same interval."""
+
+    per_s: float
+    cpu_us: float | None = None
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _count_rate(
     consumer: Consumer,
     expected: int,
     timeout: float,
     alive: Any = None,
     trace: list[tuple[int, float]] | None = None,
-) -> float:
-    """Messages/s from the first to the last of `expected` messages read by consumer."""
+    pid: int | None = None,
+) -> Rate:
+    """Messages/s from the first to the last of `expected` messages read by consumer.
+
+    With pid, also that process's CPU time per message over the same interval: on a
+    shared machine the rate varies with the load, the CPU per message much less.
+    """
     first = last = 0.0
+    cpu_first = cpu_last = 0.0
     seen = 0
     deadline = time.monotonic() + timeout
     while seen < expected:
@@ -101,17 +127,23 @@ def _count_rate(
             raise TimeoutError(f"only {seen} of {expected} messages within {timeout:.0f}s")
         if alive is not None:
             alive()
-        for msg in consumer.consume(1000, 0.2):
+        msgs = consumer.consume(1000, 0.2)
+        for msg in msgs:
             if msg.error() is not None:
                 continue
             ts = time.perf_counter()
             if seen == 0:
                 first = ts
+                cpu_first = _cpu_s(pid) if pid is not None else 0.0
             seen += 1
             last = ts
             if trace is not None and seen % 1000 == 0:
                 trace.append((seen, round(ts - first, 2)))
-    return (seen - 1) / (last - first) if last > first else float("inf")
+        if msgs and pid is not None:
+            cpu_last = _cpu_s(pid)
+    rate = (seen - 1) / (last - first) if last > first else float("inf")
+    cpu_us = (cpu_last - cpu_first) / (seen - 1) * 1e6 if pid is not None and seen > 1 else None
+    return Rate(rate, cpu_us)
 
 
 def _passthrough(settings: Settings, expected: int, timeout: float) -> float:
@@ -158,33 +190,114 @@ def _passthrough(settings: Settings, expected: int, timeout: float) -> float:
         reader.close()
 
 
+def naive_faust_app(settings: Settings, app_id: str) -> faust.App:
+    """The naive Faust agent: per event, Avro + JSON decode, a table write and one send.
+
+    Same Faust settings and transport as the mutator (memory store, aiokafka): the rate of
+    the framework doing the least a stateful agent does.
+    """
+    app = faust.App(app_id, **faust_config(settings))
+    app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
+    serde = Serde()
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "internal": False,
+    }
+    source = app.topic(topics.SNAPSHOTS, **raw)
+    out = app.topic(NAIVE_TOPIC, **raw)
+    table = app.Table("naive-state", key_type=bytes, value_type=bytes, default=None)
+
+    @app.agent(source)
+    async def naive(stream: Any) -> None:
+        async for key, value in stream.items():
+            snap = serde.decode("Snapshot", value)
+            payload = orjson.dumps(orjson.loads(snap["payload"]))
+            table[key] = payload
+            await out.send(key=key, value=payload)
+
+    return app
+
+
+def _naive_faust_worker(app_id: str) -> None:
+    """Child process: run the naive Faust agent until SIGTERM."""
+    from faust import Worker
+
+    app = naive_faust_app(Settings(), app_id)
+    Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
+
+
+def _naive_faust(env: dict[str, str], expected: int, timeout: float) -> Rate:
+    """Run the naive Faust agent in a child process and measure messages/s at its output."""
+    settings = Settings(kafka_bootstrap=env["HUB_KAFKA_BOOTSTRAP"])
+    reader = Consumer(consumer_config(settings, f"bench.naive.{uuid.uuid4().hex[:8]}"))
+    reader.subscribe([NAIVE_TOPIC])
+    log = Path(tempfile.mkdtemp(prefix="bench-naive-faust-")) / "worker.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.bench_mutator",
+                "naive-faust",
+                f"bench-naive-{uuid.uuid4().hex[:6]}",
+            ],
+            cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"naive Faust worker exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+            )
+
+    try:
+        return _count_rate(reader, expected, timeout, alive, pid=proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        reader.close()
+
+
 def _mutator(
     settings: Settings,
     env: dict[str, str],
     expected: int,
     timeout: float,
     trace: list[tuple[int, float]],
-) -> float:
+) -> Rate:
     """Start `hub mutator` and measure mutations/s on hub.mutations."""
     reader = Consumer(consumer_config(settings, f"bench.mutations.{uuid.uuid4().hex[:8]}"))
     reader.subscribe([topics.MUTATIONS])
     supervisor = Supervisor(env=env, log_dir=Path(tempfile.mkdtemp(prefix="bench-mutator-")))
     try:
-        supervisor.start("mutator", "mutator")
-        return _count_rate(reader, expected, timeout, supervisor.check, trace)
+        service = supervisor.start("mutator", "mutator")
+        return _count_rate(reader, expected, timeout, supervisor.check, trace, service.process.pid)
     finally:
         supervisor.stop_all()
         reader.close()
 
 
 def run(n: int = 6000, seed: int = 11, timeout: float = 300.0) -> dict[str, Any]:
-    """Produce n snapshots once, then time the passthrough and the mutator on them.
+    """Produce n snapshots once, then time the passthrough, a naive Faust agent and the mutator.
 
-    Both read the same records from pim.snapshots on the same embedded broker in the same
-    run; each rate runs from its first output record to its last (start-up excluded).
+    All three read the same records from pim.snapshots on the same embedded broker in the
+    same run, one after the other; each rate runs from its first output record to its last
+    (start-up excluded).
 
     Returns:
-        Figures: message size, passthrough msgs/s, mutator snapshots/s and their ratio.
+        Figures: message size, passthrough, naive Faust and mutator rates and their ratios.
     """
     broker = runtime.start_tansu()
     try:
@@ -196,7 +309,13 @@ def run(n: int = 6000, seed: int = 11, timeout: float = 300.0) -> dict[str, Any]
         }
         settings = Settings(kafka_bootstrap=broker.bootstrap)
         apply_topics(settings)
-        apply_topics(settings, [TopicSpec(PASSTHROUGH_TOPIC, settings.topic_partitions, -1)])
+        apply_topics(
+            settings,
+            [
+                TopicSpec(PASSTHROUGH_TOPIC, settings.topic_partitions, -1),
+                TopicSpec(NAIVE_TOPIC, settings.topic_partitions, -1),
+            ],
+        )
         records = _snapshots(n, seed)
         producer = make_producer(settings)
         for key, value in records:
@@ -204,6 +323,7 @@ def run(n: int = 6000, seed: int = 11, timeout: float = 300.0) -> dict[str, Any]
             producer.poll(0)
         producer.flush(60)
         passthrough = _passthrough(settings, len(records), timeout)
+        naive = _naive_faust(env, len(records), timeout)
         trace: list[tuple[int, float]] = []
         mutator = _mutator(settings, env, len(records), timeout, trace)
     finally:
@@ -216,14 +336,23 @@ def run(n: int = 6000, seed: int = 11, timeout: float = 300.0) -> dict[str, Any]
         "snapshot_bytes": round(payload_bytes),
         "partitions": settings.topic_partitions,
         "passthrough_per_s": round(passthrough),
-        "mutator_per_s": round(mutator),
-        "mutator_vs_passthrough": round(mutator / passthrough, 3),
+        "mutator_per_s": round(mutator.per_s),
+        "naive_faust_per_s": round(naive.per_s),
+        "mutator_vs_passthrough": round(mutator.per_s / passthrough, 3),
+        "naive_faust_vs_passthrough": round(naive.per_s / passthrough, 3),
+        "mutator_vs_naive_faust": round(mutator.per_s / naive.per_s, 3),
+        # CPU of the worker process (all threads) per record, first to last output record.
+        "mutator_cpu_us_per_snapshot": round(mutator.cpu_us or 0),
+        "naive_faust_cpu_us_per_snapshot": round(naive.cpu_us or 0),
         "mutator_progress": trace,  # (mutations seen, seconds since the first): steady or not
     }
 
 
 def main() -> None:
-    """Print the figures."""
+    """Print the figures (or, as `naive-faust APP_ID`, run the naive Faust worker)."""
+    if sys.argv[1:2] == ["naive-faust"]:
+        _naive_faust_worker(sys.argv[2])
+        return
     result = run()
     width = max(len(k) for k in result)
     for key, value in result.items():

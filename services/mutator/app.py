@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 import orjson
+from confluent_kafka import KafkaError, Message, Producer
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -19,7 +20,7 @@ from faust.types import TP
 from drivers.discovery import discover
 from hub import metrics
 from hub.integrations import load_targets_async
-from hub.kafka import faust_broker_options
+from hub.kafka import DeliveryFailed, Headers, faust_broker_options, make_producer
 from hub.offsets import ephemeral_consumer, log_bounds
 from hub.priorities import load_fanout
 from hub.settings import Settings
@@ -27,15 +28,75 @@ from schemas import topics
 from schemas.errors import SchemaError
 from schemas.serde import Serde
 from services.mutator.core.fanout import IntegrationTarget
-from services.mutator.processing import SnapshotProcessor, invalid_headers, summarise
+from services.mutator.processing import (
+    SnapshotProcessor,
+    invalid_headers,
+    summarise,
+)
 
 logger = logging.getLogger(__name__)
 
 # Faust's `kafka://` transport (aiokafka) is used on purpose: its `confluent://` transport hung at
-# start-up on the embedded broker. aiokafka cannot use an idempotent producer there, so the
-# mutator is at-least-once: mutation ids are deterministic and downstream is idempotent.
+# start-up on the embedded broker. aiokafka cannot use an idempotent producer there: Faust's own
+# producer writes only the table changelog; mutations, invalid snapshots and jobs go through an
+# idempotent confluent-kafka producer (BatchOutput). Reading is at-least-once: mutation ids are
+# deterministic and downstream is idempotent.
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
+
+
+class BatchOutput:
+    """An agent's outputs through one idempotent confluent-kafka producer, acknowledged per batch.
+
+    One C call queues a record (a Faust `send` costs a future, a callback and aiokafka's
+    Python batching per record); the agent waits once per batch, before its offsets or its
+    table move. Idempotence keeps the order per partition across retries, and the murmur2
+    partitioner puts a key on the partition aiokafka (Java's partitioner) would.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: Producer | None = None
+        self._failures: list[DeliveryFailed] = []
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failures.append(DeliveryFailed(msg.topic() or "?", err))
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Queue one record; `acknowledged` waits for it."""
+        if self._producer is None:
+            self._producer = make_producer(self._settings)
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=headers, on_delivery=self._on_delivery
+                )
+                return
+            except BufferError:
+                # The local queue is full (batches are far smaller): serve deliveries, retry.
+                self._producer.poll(0.1)
+
+    async def acknowledged(self) -> None:
+        """Return once every record queued so far is acknowledged; raise if one was refused."""
+        producer = self._producer
+        if producer is None:
+            return
+        # flush serves the delivery callbacks and releases the GIL: in a thread, the event
+        # loop keeps heartbeats and fetches going meanwhile. A record the broker never takes
+        # fails after librdkafka's message.timeout.ms, so this loop ends.
+        while len(producer) > 0:
+            await asyncio.to_thread(producer.flush, 1.0)
+        if self._failures:
+            failure = self._failures[0]
+            self._failures.clear()
+            raise failure
 
 
 def _die(agent: str) -> None:
@@ -87,28 +148,32 @@ def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
     return Transport
 
 
-def make_app(settings: Settings) -> faust.App:
-    """Build the mutator app: one table, two agents, one refresh timer."""
-    app = faust.App(
-        settings.mutator_app_id,
+def faust_config(settings: Settings) -> dict[str, Any]:
+    """The faust.App settings of the mutator (the benchmark's naive Faust baseline uses them too)."""
+    return {
         **faust_broker_options(settings),
         # The memory store persists no offsets: Faust's check of persisted offsets against the
         # changelog end guards disk stores only, and would crash a worker whenever the end
         # cannot be read from the log (see _transport_class) and the listed one is short.
-        recovery_consistency_check=False,
-        store="memory://",
+        "recovery_consistency_check": False,
+        "store": "memory://",
         # A memory store recovers a newly assigned partition from the start of its changelog
         # whether or not it was a standby here: standbys only cost fetches and rebalance time.
-        table_standby_replicas=0,
-        datadir=settings.mutator_data_dir,
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication,
-        broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
-        broker_heartbeat_interval=max(0.5, settings.kafka.session_timeout_ms / 4000),
-        producer_acks=-1,
-        web_enabled=False,
-        table_cleanup_interval=3600.0,
-    )
+        "table_standby_replicas": 0,
+        "datadir": settings.mutator_data_dir,
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication,
+        "broker_session_timeout": settings.kafka.session_timeout_ms / 1000,
+        "broker_heartbeat_interval": max(0.5, settings.kafka.session_timeout_ms / 4000),
+        "producer_acks": -1,
+        "web_enabled": False,
+        "table_cleanup_interval": 3600.0,
+    }
+
+
+def make_app(settings: Settings) -> faust.App:
+    """Build the mutator app: one table, two agents, one refresh timer."""
+    app = faust.App(settings.mutator_app_id, **faust_config(settings))
     # Set before any topic is declared, so the consumer Faust creates is the patched one.
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
     serde = Serde(settings.schema_registry_url)
@@ -125,14 +190,6 @@ def make_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         internal=False,
     )
-    invalid = app.topic(
-        topics.SNAPSHOTS_INVALID,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        internal=False,
-    )
     mutations = app.topic(
         topics.MUTATIONS,
         key_type=bytes,
@@ -141,17 +198,9 @@ def make_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         internal=False,
     )
-    job_topics = {
-        name: app.topic(
-            topic,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            internal=False,
-        )
-        for name, (_, topic) in topics.PRIORITIES.items()
-    }
+    # One producer per agent: each waits for its own records only.
+    mutate_out = BatchOutput(settings)
+    fanout_out = BatchOutput(settings)
     # Latest indexed state per entity key, co-partitioned with pim.snapshots.
     state = app.Table("entity-state", key_type=bytes, value_type=bytes, default=None)
 
@@ -169,12 +218,13 @@ def make_app(settings: Settings) -> faust.App:
             return orjson.loads(raw) if raw else None
 
         outcomes = []
-        pending = []
+        counts: dict[tuple[str, str], int] = {}
         for event in events:
             msg = event.message
             outcome = processor.process(msg.key, msg.value, stored_for)
             outcomes.append((event, outcome))
-            metrics.MUTATOR_SNAPSHOTS.labels(outcome.entity_type, outcome.kind).inc()
+            label = (outcome.entity_type, outcome.kind)
+            counts[label] = counts.get(label, 0) + 1
             if outcome.kind == "invalid":
                 assert outcome.invalid is not None
                 logger.warning(
@@ -186,33 +236,42 @@ def make_app(settings: Settings) -> faust.App:
                         "reason": outcome.invalid.reason,
                     },
                 )
-                pending.append(
-                    await invalid.send(
-                        key=msg.key, value=msg.value, headers=invalid_headers(outcome.invalid)
-                    )
+                mutate_out.send(
+                    topics.SNAPSHOTS_INVALID,
+                    msg.value,
+                    msg.key,
+                    headers=invalid_headers(outcome.invalid),
                 )
                 continue
             if outcome.new_state is not None:
                 overlay[outcome.entity_key] = outcome.new_state
             if outcome.mutation is not None:
-                pending.append(
-                    await mutations.send(
-                        key=outcome.entity_key.encode(),
-                        value=serde.encode("Mutation", outcome.mutation, topic=topics.MUTATIONS),
-                    )
+                mutate_out.send(
+                    topics.MUTATIONS,
+                    serde.encode("Mutation", outcome.mutation, topic=topics.MUTATIONS),
+                    outcome.entity_key.encode(),
                 )
         # The state moves only after the mutations are acknowledged: a crash in between
         # re-emits the same mutation (same id) rather than losing it.
-        if pending:
-            await asyncio.gather(*pending)
+        await mutate_out.acknowledged()
+        for (entity_type, outcome_kind), count in counts.items():
+            metrics.MUTATOR_SNAPSHOTS.labels(entity_type, outcome_kind).inc(count)
         metrics.observe_mutations([o.mutation for _, o in outcomes if o.mutation])
         metrics.MUTATOR_BATCH_SECONDS.observe(time.perf_counter() - started)
+        # One changelog record per entity and batch: the last state is the one recovery
+        # needs, written under the event of that entity's last snapshot (its partition).
+        last: dict[str, tuple[Any, dict[str, Any]]] = {}
         for event, outcome in outcomes:
             if outcome.new_state is not None:
-                _current_event.set(weakref.ref(event))
-                state[outcome.entity_key.encode()] = orjson.dumps(outcome.new_state)
+                last[outcome.entity_key] = (event, outcome.new_state)
+        for entity_key, (event, new_state) in last.items():
+            _current_event.set(weakref.ref(event))
+            state[entity_key.encode()] = orjson.dumps(new_state)
         _current_event.set(None)
-        logger.debug("snapshots processed", extra={"counts": summarise([o for _, o in outcomes])})
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "snapshots processed", extra={"counts": summarise([o for _, o in outcomes])}
+            )
 
     @app.agent(snapshots)
     async def mutate(stream: Any) -> None:
@@ -225,7 +284,6 @@ def make_app(settings: Settings) -> faust.App:
     async def handle_mutations(events: list[Any]) -> None:
         if not loaded.is_set():
             await wait_for_integrations()
-        pending = []
         for event in events:
             msg = event.message
             try:
@@ -240,13 +298,10 @@ def make_app(settings: Settings) -> faust.App:
             for priority, key, job in fanout.jobs_for(mutation, targets):
                 topic_name = topics.job_topic(priority)
                 metrics.FANOUT_JOBS.labels(job["integration_id"], job["driver"], priority).inc()
-                pending.append(
-                    await job_topics[priority].send(
-                        key=key.encode(), value=serde.encode("Job", job, topic=topic_name)
-                    )
+                fanout_out.send(
+                    topic_name, serde.encode("Job", job, topic=topic_name), key.encode()
                 )
-        if pending:
-            await asyncio.gather(*pending)
+        await fanout_out.acknowledged()
 
     @app.agent(mutations)
     async def fan_out(stream: Any) -> None:

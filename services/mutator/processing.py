@@ -155,7 +155,7 @@ class FanOut:
         return out
 
 
-def invalid_headers(invalid: Invalid) -> list[tuple[str, bytes]]:
+def invalid_headers(invalid: Invalid) -> list[tuple[str, str | bytes | None]]:
     """Headers that say why a snapshot was set aside."""
     return [
         ("error.type", b"invalid_snapshot"),

@@ -1,21 +1,25 @@
-"""The mutator on the real broker: order, duplicates, invalid snapshots and delta events."""
+"""The mutator on the real broker: order, duplicates, invalid snapshots, delta events, outputs."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
 from hub.cli import snapshot_record
-from hub.kafka import consumer_config, make_producer, produce_sync
+from hub.kafka import admin_client, consumer_config, make_producer, produce_sync
 from hub.settings import Settings
 from hub.supervisor import Supervisor
 from schemas import topics
 from schemas.serde import Serde
+from services.mutator.app import BatchOutput
 from services.mutator.core import diffing
 
 pytestmark = pytest.mark.integration
@@ -229,3 +233,35 @@ def test_a_delta_event_produces_the_mutation_a_full_snapshot_would(
     assert update["changes"] == [diffing.change_to_record(c) for c in expected.changes]
     assert orjson.loads(update["state"]) == expected.state_payload
     assert {c["field"] for c in update["changes"]} == {"enabled", "categories", "values"}
+
+
+def test_outputs_go_to_the_partition_faust_would_choose(hub_settings: Settings) -> None:
+    name = f"test.mutator-output.{uuid.uuid4().hex[:8]}"
+    admin = admin_client(hub_settings)
+    for future in admin.create_topics([NewTopic(name, 6, 1)]).values():
+        future.result(timeout=30)
+    keys = [f"product:{uuid.uuid4()}".encode() for _ in range(60)]
+    out = BatchOutput(hub_settings)
+
+    async def send() -> None:
+        for key in keys:
+            out.send(name, b"v", key)
+        await out.acknowledged()
+
+    asyncio.run(send())
+    reader = Consumer(consumer_config(hub_settings, f"test.{uuid.uuid4().hex[:8]}"))
+    reader.subscribe([name])
+    got: dict[bytes | None, int | None] = {}
+    deadline = time.monotonic() + 30
+    try:
+        while len(got) < len(keys) and time.monotonic() < deadline:
+            for msg in reader.consume(100, 0.5):
+                if msg.error() is None:
+                    got[msg.key()] = msg.partition()
+    finally:
+        reader.close()
+    partitions = list(range(6))
+    # aiokafka's (Java's) murmur2 partitioner: what Faust's own producer did before.
+    expected = {k: DefaultPartitioner()(k, partitions, partitions) for k in keys}
+    assert got == expected
+    assert len(set(got.values())) > 1
