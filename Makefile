@@ -33,7 +33,7 @@ test-integration: $(STAMP) ## integration tests through the real broker and Post
 	$(BIN)/pytest -q tests/integration
 
 test-scale: $(STAMP) ## the group scale test (kills a mutator and a dispatcher mid-stream)
-	$(BIN)/pytest -q -m scale tests/integration/test_scale.py
+	$(BIN)/pytest -q tests/integration/test_scale.py
 
 lint: $(STAMP) ## ruff, mypy and the import contract
 	$(BIN)/ruff check .

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import time
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import faust
 import orjson
@@ -28,6 +30,7 @@ from schemas import topics
 from schemas.errors import SchemaError
 from schemas.serde import Serde
 from services.mutator.core.fanout import IntegrationTarget
+from services.mutator.faust_patches import ResumeSafeConsumer
 from services.mutator.processing import (
     SnapshotProcessor,
     invalid_headers,
@@ -129,7 +132,7 @@ def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
     comes from a fetch (hub.offsets.log_bounds); on Apache Kafka it equals the listed end.
     """
 
-    class Consumer(faust_aiokafka.Consumer):
+    class Consumer(ResumeSafeConsumer):
         async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
             listed = await super().highwaters(*partitions)
             try:
@@ -148,19 +151,78 @@ def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
     return Transport
 
 
+# RocksDB store sizes, per changelog partition a worker holds (each partition is its own
+# database with its own block cache): with 6 partitions on one worker at most
+# 6 x (8 MB cache + 2 x 4 MB write buffers) ~ 96 MB, whatever the catalogue's size; Faust's
+# defaults (2 GB cache and 3 x 64 MB write buffers per partition) are sized for a server.
+ROCKSDB_OPTIONS: dict[str, int] = {
+    "block_cache_size": 8 * 1024**2,
+    "write_buffer_size": 4 * 1024**2,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024**2,
+}
+_MAX_WORKER_SLOTS = 64
+# Table directory claimed by this process, per (data dir, app id), with its lock held open.
+_claimed: dict[Path, tuple[Path, IO[bytes]]] = {}
+
+
+def store_kind(settings: Settings) -> str:
+    """`memory` or `rocksdb`: where the mutator keeps its table (HUB_MUTATOR_STORE)."""
+    # Settings.mutator_store when the field exists; the variable itself until then.
+    kind = getattr(settings, "mutator_store", None) or os.environ.get("HUB_MUTATOR_STORE", "memory")
+    if kind not in ("memory", "rocksdb"):
+        raise ValueError(f"HUB_MUTATOR_STORE must be memory or rocksdb, not {kind!r}")
+    return str(kind)
+
+
+def table_dir(settings: Settings) -> Path:
+    """A table directory under the data dir that no other running worker uses.
+
+    RocksDB locks each partition's database: workers of one app sharing a data dir would
+    wait for each other's locks and crash. Each worker claims the first free slot
+    (an flock, released when the process ends, even by SIGKILL); a restarted worker takes a
+    free slot back with its databases, and recovery reads only the changelog records after
+    the offsets stored there. The app id is part of the path: another app's (or
+    changelog's) databases are never read.
+    """
+    base = (Path(settings.mutator_data_dir) / settings.mutator_app_id).resolve()
+    claimed = _claimed.get(base)
+    if claimed is not None:
+        return claimed[0]
+    base.mkdir(parents=True, exist_ok=True)
+    for slot in range(_MAX_WORKER_SLOTS):
+        lock = (base / f"worker-{slot}.lock").open("ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        path = base / f"worker-{slot}"
+        _claimed[base] = (path, lock)
+        return path
+    raise RuntimeError(f"{_MAX_WORKER_SLOTS} mutator workers already use {base}")
+
+
 def faust_config(settings: Settings) -> dict[str, Any]:
     """The faust.App settings of the mutator (the benchmark's naive Faust baseline uses them too)."""
+    rocksdb = store_kind(settings) == "rocksdb"
     return {
         **faust_broker_options(settings),
-        # The memory store persists no offsets: Faust's check of persisted offsets against the
-        # changelog end guards disk stores only, and would crash a worker whenever the end
-        # cannot be read from the log (see _transport_class) and the listed one is short.
+        # The check of persisted offsets (RocksDB only) against the changelog end would crash
+        # a worker whenever the end cannot be read from the log (see _transport_class) and
+        # the listed one is short.
         "recovery_consistency_check": False,
-        "store": "memory://",
+        # memory: every assigned partition is recovered from the start of its changelog (RSS
+        # grows with the catalogue). rocksdb: state on disk, recovery from the offset stored
+        # with it.
+        "store": "rocksdb://" if rocksdb else "memory://",
         # A memory store recovers a newly assigned partition from the start of its changelog
         # whether or not it was a standby here: standbys only cost fetches and rebalance time.
+        # With RocksDB a standby would save that replay, at the cost of a second copy on disk
+        # and of fetches all the time: partitions move rarely.
         "table_standby_replicas": 0,
         "datadir": settings.mutator_data_dir,
+        **({"tabledir": str(table_dir(settings))} if rocksdb else {}),
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication,
         "broker_session_timeout": settings.kafka.session_timeout_ms / 1000,
@@ -169,6 +231,11 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "web_enabled": False,
         "table_cleanup_interval": 3600.0,
     }
+
+
+def table_options(settings: Settings) -> dict[str, Any] | None:
+    """Options of the store of the mutator's table (bounded RocksDB memory), or None."""
+    return dict(ROCKSDB_OPTIONS) if store_kind(settings) == "rocksdb" else None
 
 
 def make_app(settings: Settings) -> faust.App:
@@ -202,7 +269,13 @@ def make_app(settings: Settings) -> faust.App:
     mutate_out = BatchOutput(settings)
     fanout_out = BatchOutput(settings)
     # Latest indexed state per entity key, co-partitioned with pim.snapshots.
-    state = app.Table("entity-state", key_type=bytes, value_type=bytes, default=None)
+    state = app.Table(
+        "entity-state",
+        key_type=bytes,
+        value_type=bytes,
+        default=None,
+        options=table_options(settings),
+    )
 
     async def handle_snapshots(events: list[Any]) -> None:
         started = time.perf_counter()
@@ -221,6 +294,9 @@ def make_app(settings: Settings) -> faust.App:
         counts: dict[tuple[str, str], int] = {}
         for event in events:
             msg = event.message
+            # A RocksDB table reads a key from the database of the current event's partition
+            # (Faust leaves the batch's last event there): each event reads its own partition.
+            _current_event.set(weakref.ref(event))
             outcome = processor.process(msg.key, msg.value, stored_for)
             outcomes.append((event, outcome))
             label = (outcome.entity_type, outcome.kind)

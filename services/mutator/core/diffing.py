@@ -22,7 +22,6 @@ from services.mutator.core.normalise import (
     TYPES_KEY,
     VERSION_KEY,
     denormalise,
-    dumps,
     is_set_slot,
     is_tombstone,
     parse_slot,
@@ -304,8 +303,11 @@ def compare_versions(incoming: str | None, stored: str | None) -> int | None:
 
 def content_hash(state: dict[str, Any]) -> str:
     """Stable hash of an indexed state's content (comparison and source text, not version)."""
-    body = dumps({"c": state.get(CMP_KEY, {}), "s": state.get(SRC_KEY, {})})
-    return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
+    # The bytes of normalise.dumps (sorted keys), without decoding them to text and back.
+    body = orjson.dumps(
+        {"c": state.get(CMP_KEY, {}), "s": state.get(SRC_KEY, {})}, option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 def mutation_id(entity_key: str, version: str | None, digest: str) -> str:

@@ -365,6 +365,9 @@ def _index_values(
         if attribute_type is not None:
             a[attribute] = attribute_type
         for item in items:
+            # The scan above stops at the item declaring the type; later items are checked here.
+            if type(item) is not dict:
+                raise _invalid(entity_type, f"'values.{attribute}' items must be objects")
             locale = item.get("locale")
             scope = item.get("scope")
             if (locale is not None and type(locale) is not str) or (
@@ -658,6 +661,20 @@ def tombstone(entity_type: str, version: str | None) -> dict[str, Any]:
     return {TYPE_KEY: entity_type, VERSION_KEY: version, DELETED_KEY: True}
 
 
+# "values|<attribute>|<locale>|<scope>" -> (attribute, locale or None, scope or None); slot
+# names repeat across a catalogue, so each is split once.
+_VALUE_SLOT_PARTS: Final[dict[str, tuple[str, str | None, str | None]]] = {}
+
+
+def _value_slot_parts(slot: str) -> tuple[str, str | None, str | None]:
+    attribute, locale, scope = slot[7:].rsplit("|", 2)
+    parts = (attribute, locale or None, scope or None)
+    if len(_VALUE_SLOT_PARTS) >= _SLOT_CACHE_MAX:
+        _VALUE_SLOT_PARTS.clear()  # a bound, not an LRU: a catalogue has far fewer slots
+    _VALUE_SLOT_PARTS[slot] = parts
+    return parts
+
+
 def _category_value_key(attribute: str, locale: str | None, channel: str | None) -> str:
     return "|".join(p for p in (attribute, channel, locale) if p)
 
@@ -677,22 +694,35 @@ def denormalise(state: dict[str, Any]) -> dict[str, Any]:
     variant_sets: dict[int, dict[str, Any]] = {}
     cmp_map: dict[str, str] = state.get(CMP_KEY, {})
     src_map: dict[str, Any] = state.get(SRC_KEY, {})
-    loads = orjson.loads
     is_category = entity_type == "category"
     values: dict[str, Any] = out["values"] if isinstance(out.get("values"), dict) else {}
-    for slot in sorted(cmp_map):
-        src = src_map[slot] if slot in src_map else loads(cmp_map[slot])
-        if not is_category and slot.startswith("values|"):
+    slots = sorted(cmp_map)
+    # Sources: the source kept in "s", else the comparison text parsed back; all the texts
+    # are parsed in one call (one JSON array) rather than one call per slot.
+    parsed = orjson.loads("[" + ",".join(map(cmp_map.__getitem__, slots)) + "]")
+    # Only product-style value slots are in the parts cache (enriched category values are
+    # keyed differently and take the general path below).
+    no_parts: dict[str, tuple[str, str | None, str | None]] = {}
+    parts_get = (no_parts if is_category else _VALUE_SLOT_PARTS).get
+    types_get = types.get
+    for slot, src in zip(slots, map(src_map.get, slots, parsed), strict=True):
+        parts = parts_get(slot)
+        if parts is None and not is_category and slot.startswith("values|"):
+            parts = _value_slot_parts(slot)
+        if parts is not None:
             # Hot path: most slots are product values.
-            attr, loc, sc = slot[7:].rsplit("|", 2)
-            item = {"locale": loc or None, "scope": sc or None, "data": src}
-            if attr in types:
-                item["attribute_type"] = types[attr]
-            if attr in values:
-                values[attr].append(item)
+            attr, loc, sc = parts
+            attribute_type = types_get(attr)
+            if attribute_type is None:
+                item = {"locale": loc, "scope": sc, "data": src}
             else:
+                item = {"locale": loc, "scope": sc, "data": src, "attribute_type": attribute_type}
+            items = values.get(attr)
+            if items is None:
                 values[attr] = [item]
                 out["values"] = values
+            else:
+                items.append(item)
             continue
         field, attribute, locale, scope = parse_slot(slot)
         kind = slot_kind(slot)

@@ -391,6 +391,12 @@ def test_entity_key_rejects_bad_identity(entity_type: str, payload: Any, reason:
         (product([]), "'values' must be an object"),  # type: ignore[arg-type]
         (product({"name": {"data": "x"}}), "'values.name' must be a list"),
         (product({"name": ["x"]}), "'values.name' items must be objects"),
+        # A non-object after the item declaring the type (used to escape as AttributeError).
+        (
+            product({"name": [*value("x", "pim_catalog_text", "en_US"), 5]}),
+            "'values.name' items must be objects",
+        ),
+        (product({"name": [*value("x", "pim_catalog_text"), "y"]}), "items must be objects"),
         (product({"name": [{"data": "x", "locale": 1}]}), "locale/scope must be strings"),
         (product({}, associations={"X": ["p1"]}), "'associations.X' must be an object"),
         (
