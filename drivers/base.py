@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 
 import httpx
+import orjson
 from pydantic import BaseModel
 
 from schemas.events import Job
@@ -191,6 +192,32 @@ class Driver(ABC):
     def validate_config(cls, config: dict[str, Any]) -> BaseModel:
         """The config as the driver's model; raises pydantic.ValidationError."""
         return cls.config_model.model_validate(config)
+
+
+def decoded_changes(job: Job, include_values: bool = True) -> list[dict[str, Any]]:
+    """The changes of a job as plain dicts, old/new decoded from their JSON text.
+
+    Without values only which fields changed is kept (field, attribute, locale, scope).
+    Raises orjson.JSONDecodeError when an old or new value is not JSON.
+    """
+    rows: list[dict[str, Any]] = []
+    loads = orjson.loads
+    for c in job.mutation.changes:
+        row: dict[str, Any] = {
+            "field": c.field,
+            "attribute": c.attribute,
+            "locale": c.locale,
+            "scope": c.scope,
+        }
+        if include_values:
+            row["old"] = loads(c.old) if c.old is not None else None
+            row["new"] = loads(c.new) if c.new is not None else None
+            if c.added is not None:
+                row["added"] = c.added
+            if c.removed is not None:
+                row["removed"] = c.removed
+        rows.append(row)
+    return rows
 
 
 def classify_http_status(status: int) -> Literal["ok", "retry", "permanent"]:

@@ -39,6 +39,10 @@ class HttpSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive (every answer has a Content-Length): a client's pool reuses its
+            # connections instead of opening one per request.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 raw = self.rfile.read(length)
@@ -60,7 +64,10 @@ class HttpSink:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the default 5 drops connections opened at once
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

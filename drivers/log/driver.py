@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from drivers.base import DeliveryResult, Driver, IntegrationContext
+from drivers.base import DeliveryResult, Driver, IntegrationContext, decoded_changes
 from schemas.events import Job
 
 ALL_ENTITY_TYPES = frozenset(
@@ -57,23 +56,7 @@ class LogConfig(BaseModel):
 
 def change_rows(job: Job, include_values: bool) -> list[dict[str, Any]]:
     """The changes of a job as recorded (values decoded from their JSON text)."""
-    rows = []
-    for c in job.mutation.changes:
-        row: dict[str, Any] = {
-            "field": c.field,
-            "attribute": c.attribute,
-            "locale": c.locale,
-            "scope": c.scope,
-        }
-        if include_values:
-            row["old"] = orjson.loads(c.old) if c.old is not None else None
-            row["new"] = orjson.loads(c.new) if c.new is not None else None
-            if c.added is not None:
-                row["added"] = c.added
-            if c.removed is not None:
-                row["removed"] = c.removed
-        rows.append(row)
-    return rows
+    return decoded_changes(job, include_values)
 
 
 class LogDriver(Driver):

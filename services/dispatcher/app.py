@@ -73,20 +73,23 @@ def _offset(msg: Message) -> int:
     return offset
 
 
-@dataclass(eq=False)
 class _Work:
-    """One decoded job, where it came from, and where it is in its lifecycle."""
+    """One decoded job, where it came from, and where it is in its lifecycle.
 
-    tp: TP
-    offset: int
-    key: bytes | None
-    job: Job
-    record: dict[str, Any]
-    state: str = "queued"  # queued | ready | running | finished
+    Only the validated Job is kept, not the decoded record as well: a retry or dead letter
+    (rare) rebuilds the record from it, and every buffered job costs half the objects
+    (the collector walks them all on each full collection).
+    """
 
-    @property
-    def chain(self) -> str:
-        return self.job.mutation.entity_key
+    __slots__ = ("chain", "job", "key", "offset", "state", "tp")
+
+    def __init__(self, tp: TP, offset: int, key: bytes | None, job: Job) -> None:
+        self.tp = tp
+        self.offset = offset
+        self.key = key
+        self.job = job
+        self.chain = job.mutation.entity_key  # the entity: one job of it at a time
+        self.state = "queued"  # queued | ready | running | finished
 
 
 @dataclass
@@ -174,10 +177,13 @@ class _Lane:
         self.throttle_lock = asyncio.Lock()
         self.sem_size = 0
         self.sem = asyncio.Semaphore(1)
+        self.call_s: float | None = None  # mean time of one driver call (job by job)
         self.task = asyncio.create_task(self._pump(), name=f"lane-{integration_id}")
 
     def submit(self, w: _Work) -> None:
-        chain = self.chains.setdefault(w.chain, deque())
+        chain = self.chains.get(w.chain)
+        if chain is None:
+            chain = self.chains[w.chain] = deque()
         chain.append(w)
         if len(chain) == 1:
             w.state = "ready"
@@ -227,10 +233,14 @@ class _Lane:
                     self.bucket = TokenBucket(limit.requests_per_s, limit.burst)
                 if self.sem_size != limit.concurrent:
                     self.sem, self.sem_size = asyncio.Semaphore(limit.concurrent), limit.concurrent
+                bound = self.d._bound.get(self.integration_id)
+                batching = bound is not None and bound.batching
                 # Batching drivers: one request per batch, so batches are the requests.
-                # Others: as many batches (one guard transaction each) may overlap, and
-                # their jobs' requests share the lane's semaphore of `concurrent` slots.
-                slots = limit.concurrent
+                # Others: one batch more than the `concurrent` request slots, so a batch
+                # recording and reporting overlaps the next one's requests; their requests
+                # share the lane's semaphore. Every batch holds a guard connection: never
+                # more batches than the dispatcher has guard connections.
+                slots = min(limit.concurrent + (0 if batching else 1), self.d.guard_slots)
                 while self.running >= slots:
                     self.slot_free.clear()
                     await self.slot_free.wait()
@@ -239,15 +249,19 @@ class _Lane:
                     await asyncio.sleep(opts.linger_ms / 1000)
                 if not self.ready:
                     break
-                bound = self.d._bound.get(self.integration_id)
-                if bound is not None and bound.batching:
+                if batching:
                     # A bulk request costs about the same for 1 job or 50: fill it.
                     size = opts.batch_size
                 else:
-                    # Spread the ready jobs over the free slots (up to batch_size each), so
-                    # a small backlog still uses every slot.
+                    # Spread the ready jobs over the free slots, so a small backlog still
+                    # uses every slot. Quick calls share bigger batches: a guard transaction
+                    # costs two round trips and a commit whatever its size.
                     free = max(1, slots - self.running)
-                    size = min(opts.batch_size, max(1, -(-len(self.ready) // free)))
+                    most = opts.batch_size
+                    if self.call_s is not None:
+                        quick = int(limit.concurrent * opts.guard_batch_s / max(self.call_s, 1e-6))
+                        most = max(most, min(opts.guard_batch_size, quick))
+                    size = min(most, max(1, -(-len(self.ready) // free)))
                 batch = [self.ready.popleft() for _ in range(min(size, len(self.ready)))]
                 for w in batch:
                     w.state = "running"
@@ -262,6 +276,8 @@ class _Lane:
 
     async def throttle(self, n: int) -> None:
         """Wait for n requests' worth of tokens (FIFO among this lane's batches)."""
+        if self.bucket.rate is None:
+            return  # no rate limit: nothing to wait for, no lock to take
         async with self.throttle_lock:
             wait = self.bucket.take(time.monotonic(), n)
             while wait > 0:
@@ -327,6 +343,9 @@ class Dispatcher:
         self._loop_thread: int | None = None
         self._observers: dict[tuple[str, str, str | None], _Observer] = {}
         self._last_commit = 0.0
+        #: Guard transactions (batches) at once, over all lanes: one more than the requests
+        #: in flight (see _Lane._pump), at most 8.
+        self.guard_slots = max(1, min(self.options.max_in_flight + 1, 8))
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -356,9 +375,12 @@ class Dispatcher:
         )
         self._producer = AsyncProducer(make_producer(self.settings))
         await self._producer.start()
-        # Drivers' mapping look-ups run up to max_in_flight at once, plus the guard's batch;
-        # capped so a few dispatchers stay well inside PostgreSQL's max_connections.
-        pool_size = min(self.options.max_in_flight + 2, 10)
+        # One connection per guard batch, plus two that the batches never take, so the
+        # drivers' mapping look-ups always get one (a batch holding the last connection
+        # while its driver waits for another would wait forever); capped so a few
+        # dispatchers stay well inside PostgreSQL's max_connections.
+        self._guard_free = asyncio.Semaphore(self.guard_slots)
+        pool_size = self.guard_slots + 2
         self._pool = await open_pool(self.settings.require_database(), max_size=pool_size)
         self._guard = GuardStore(self._pool)
         self._http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200))
@@ -568,7 +590,7 @@ class Dispatcher:
                 reloaded = True  # a new integration: load it now rather than skip its jobs
                 await self._integrations(force=True)
             part.take(offset)
-            work = _Work(tp, offset, msg.key(), job, record)
+            work = _Work(tp, offset, msg.key(), job)
             lane = self._lanes.get(job.integration_id)
             if lane is None:
                 lane = self._lanes[job.integration_id] = _Lane(self, job.integration_id)
@@ -645,12 +667,15 @@ class Dispatcher:
             for i in range(len(batch)):
                 results[i] = (DeliveryResult.permanent(b.broken, kind="invalid_config"), None)
         else:
+            recording: set[int] = set()
             try:
-                await self._guarded(b, batch, results, lane)
+                await self._guarded(b, batch, results, lane, recording)
             except Exception as exc:
                 logger.exception("guarded delivery failed", extra={"integration": integration_id})
                 for i in range(len(batch)):
-                    if i not in results:
+                    # A delivery whose recording did not commit is tried again rather than
+                    # reported delivered: the guard would not know the target has it.
+                    if i not in results or i in recording:
                         results[i] = (
                             DeliveryResult.retry(
                                 f"version guard unavailable: {type(exc).__name__}",
@@ -670,11 +695,19 @@ class Dispatcher:
         batch: list[_Work],
         results: dict[int, tuple[DeliveryResult, GuardDecision | None]],
         lane: _Lane,
+        recording: set[int],
     ) -> None:
+        """Lock, read, deliver, record (committed when the block ends).
+
+        `recording` gets the indexes of the deliveries recorded in this transaction.
+        """
         assert b.driver is not None and b.context is not None
         keys = [w.job.mutation.entity_key for w in batch]
-        async with self._guard.locked(b.integration.id, keys) as txn:
-            stored, delivered = await txn.read(keys, [w.job.job_id for w in batch])
+        job_ids = [w.job.job_id for w in batch]
+        async with (
+            self._guard_free,
+            self._guard.reading(b.integration.id, keys, job_ids) as (txn, stored, delivered),
+        ):
             send: list[tuple[int, Job, GuardDecision]] = []
             for i, w in enumerate(batch):
                 m = w.job.mutation
@@ -727,12 +760,20 @@ class Dispatcher:
                                 ]
 
                     workers = min(len(jobs), max(1, lane.sem_size))
-                    await asyncio.gather(*(worker() for _ in range(workers)))
+                    began = time.perf_counter()
+                    if workers == 1:
+                        await worker()
+                    else:
+                        await asyncio.gather(*(worker() for _ in range(workers)))
+                    # What one call takes (waits for the lane's slots and tokens included).
+                    took = (time.perf_counter() - began) * workers / len(jobs)
+                    lane.call_s = took if lane.call_s is None else 0.7 * lane.call_s + 0.3 * took
                     out = [r for r in done if r is not None]
                 rows = []
                 for (i, job, dec), result in zip(send, out, strict=True):
                     results[i] = (result, dec)
                     if result.outcome == "delivered":
+                        recording.add(i)
                         rows.append((job.mutation.entity_key, dec.record, job.job_id, dec.force))
                 # Recorded in the same transaction that holds the entity locks.
                 await txn.record(rows)
@@ -807,7 +848,7 @@ class Dispatcher:
             status = "retrying"
             due = now + timedelta(seconds=disposition.delay_s)
             retry = {
-                **w.record,
+                **job.to_record(),
                 "attempt": job.attempt + 1,
                 "not_before": due,
                 "last_error": result.reason,
@@ -818,7 +859,7 @@ class Dispatcher:
             status = "dead"
             if result.retryable:
                 reason = f"attempts exhausted ({job.attempt}): {result.reason}"
-            dead = {**w.record, "last_error": reason}
+            dead = {**job.to_record(), "last_error": reason}
             outputs.append(
                 (
                     topics.JOBS_DEAD,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
@@ -10,52 +11,57 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
 from services.dispatcher.core.guard import Delivered
 
-# Lists travel as one JSON text parameter: psycopg dumps a Python list element by element
+# Lists travel as one JSON text literal: psycopg dumps a Python list element by element
 # (in Python), which cost more per job than everything else the guard does.
+#
+# A batch costs two round trips: BEGIN, the locks and the read go as one simple query (its
+# statements run one after the other, each with a snapshot of its own, so the read sees
+# what the previous lock holder committed), and the recording goes with the COMMIT. The
+# values are quoted by psycopg (sql.Literal); simple queries take no parameters.
 
 #: Takes the advisory locks in the order given (the caller sorts them).
-LOCK = (
-    "SELECT count(pg_advisory_xact_lock(k::bigint)) FROM jsonb_array_elements_text(%s::jsonb) AS k"
+LOCK = sql.SQL(
+    "SELECT count(pg_advisory_xact_lock(k::bigint)) FROM jsonb_array_elements_text({ids}::jsonb) AS k"
 )
 
 #: Delivered versions of some entities and which of some jobs were delivered, in one query.
-READ = """
+READ = sql.SQL("""
 SELECT entity_key, field_key, version, job_id FROM delivered_versions
- WHERE integration_id = %(i)s
-   AND entity_key IN (SELECT jsonb_array_elements_text(%(entities)s::jsonb))
+ WHERE integration_id = {i}
+   AND entity_key IN (SELECT jsonb_array_elements_text({entities}::jsonb))
 UNION ALL
 SELECT NULL, NULL, NULL, job_id FROM delivered_jobs
- WHERE integration_id = %(i)s
-   AND job_id IN (SELECT jsonb_array_elements_text(%(jobs)s::jsonb))
-"""
+ WHERE integration_id = {i}
+   AND job_id IN (SELECT jsonb_array_elements_text({jobs}::jsonb))
+""")
 
 #: Delivered jobs and their versions, in one statement. A version only moves forward, except
 #: for a forced replay, which records what the target now holds. A batch holds distinct
 #: entities, so the two inserts never touch the same row.
-RECORD = """
+RECORD = sql.SQL("""
 WITH jobs AS (
     INSERT INTO delivered_jobs (integration_id, job_id)
-    SELECT %(i)s, j FROM jsonb_array_elements_text(%(jobs)s::jsonb) AS j
+    SELECT {i}, j FROM jsonb_array_elements_text({jobs}::jsonb) AS j
     ON CONFLICT DO NOTHING
 ), forward AS (
     INSERT INTO delivered_versions AS d (integration_id, entity_key, field_key, version, job_id)
-    SELECT %(i)s, e, f, v, j
-      FROM jsonb_to_recordset(%(forward)s::jsonb) AS u(e text, f text, v timestamptz, j text)
+    SELECT {i}, e, f, v, j
+      FROM jsonb_to_recordset({forward}::jsonb) AS u(e text, f text, v timestamptz, j text)
     ON CONFLICT (integration_id, entity_key, field_key) DO UPDATE SET
         version = EXCLUDED.version, job_id = EXCLUDED.job_id, updated_at = now()
         WHERE EXCLUDED.version >= d.version
 )
 INSERT INTO delivered_versions AS d (integration_id, entity_key, field_key, version, job_id)
-SELECT %(i)s, e, f, v, j
-  FROM jsonb_to_recordset(%(forced)s::jsonb) AS u(e text, f text, v timestamptz, j text)
+SELECT {i}, e, f, v, j
+  FROM jsonb_to_recordset({forced}::jsonb) AS u(e text, f text, v timestamptz, j text)
 ON CONFLICT (integration_id, entity_key, field_key) DO UPDATE SET
     version = EXCLUDED.version, job_id = EXCLUDED.job_id, updated_at = now()
-"""
+""")
 
 
 def lock_id(integration_id: str, entity_key: str) -> int:
@@ -68,12 +74,25 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _literal(text: str) -> sql.Literal:
+    return sql.Literal(text)
+
+
 class GuardTransaction:
     """One open transaction holding the locks of some entities of one integration."""
 
     def __init__(self, conn: AsyncConnection[Any], integration_id: str) -> None:
         self.conn = conn
         self.integration_id = integration_id
+        self.pending: list[sql.Composed] = []  # recordings, sent with the COMMIT
+
+    def read_statement(self, entity_keys: list[str], job_ids: list[str]) -> sql.Composed:
+        """The read of `read()`, to send along with other statements."""
+        return READ.format(
+            i=_literal(self.integration_id),
+            entities=_literal(_json(entity_keys)),
+            jobs=_literal(_json(job_ids)),
+        )
 
     async def read(
         self, entity_keys: list[str], job_ids: list[str]
@@ -82,24 +101,16 @@ class GuardTransaction:
 
         A job read again after a crash (or duplicated) was perhaps delivered already.
         """
-        cur = await self.conn.execute(
-            READ,
-            {"i": self.integration_id, "entities": _json(entity_keys), "jobs": _json(job_ids)},
-        )
-        stored: dict[str, dict[str, Delivered]] = defaultdict(dict)
-        delivered: set[str] = set()
-        for ekey, fkey, version, job_id in await cur.fetchall():
-            if ekey is None:
-                delivered.add(str(job_id))
-            else:
-                stored[ekey][fkey] = Delivered(version, job_id)
-        return stored, delivered
+        cur = await self.conn.execute(self.read_statement(entity_keys, job_ids))
+        return _read_rows(await cur.fetchall())
 
     async def record(self, rows: list[tuple[str, Mapping[str, datetime], str, bool]]) -> None:
         """Remember delivered jobs and versions: (entity key, field key -> version, job id, force).
 
         A version only moves forward, except for a forced replay, which puts the target
-        back to an older state on purpose and so records what the target now holds.
+        back to an older state on purpose and so records what the target now holds. The
+        statement is sent with the COMMIT (an error raises when the transaction ends, and
+        nothing is recorded).
         """
         if not rows:
             return
@@ -109,15 +120,25 @@ class GuardTransaction:
             into = forced if force else forward
             for fkey, version in fields.items():
                 into.append({"e": ekey, "f": fkey, "v": version, "j": job_id})
-        await self.conn.execute(
-            RECORD,
-            {
-                "i": self.integration_id,
-                "jobs": _json(sorted({r[2] for r in rows})),
-                "forward": _json(forward),
-                "forced": _json(forced),
-            },
+        self.pending.append(
+            RECORD.format(
+                i=_literal(self.integration_id),
+                jobs=_literal(_json(sorted({r[2] for r in rows}))),
+                forward=_literal(_json(forward)),
+                forced=_literal(_json(forced)),
+            )
         )
+
+
+def _read_rows(rows: list[Any]) -> tuple[dict[str, dict[str, Delivered]], set[str]]:
+    stored: dict[str, dict[str, Delivered]] = defaultdict(dict)
+    delivered: set[str] = set()
+    for ekey, fkey, version, job_id in rows:
+        if ekey is None:
+            delivered.add(str(job_id))
+        else:
+            stored[ekey][fkey] = Delivered(version, job_id)
+    return stored, delivered
 
 
 class GuardStore:
@@ -140,7 +161,44 @@ class GuardStore:
         as a later statement than the locks, so (READ COMMITTED) they see whatever the
         previous holder recorded. A crashed process's locks go with its connection.
         """
+        async with self._transaction(integration_id, entity_keys, None) as (txn, _, _):
+            yield txn
+
+    @asynccontextmanager
+    async def reading(
+        self, integration_id: str, entity_keys: list[str], job_ids: list[str]
+    ) -> AsyncIterator[tuple[GuardTransaction, dict[str, dict[str, Delivered]], set[str]]]:
+        """`locked()` then `read()` in one round trip: (transaction, versions, delivered jobs)."""
+        async with self._transaction(integration_id, entity_keys, job_ids) as opened:
+            yield opened
+
+    @asynccontextmanager
+    async def _transaction(
+        self, integration_id: str, entity_keys: list[str], job_ids: list[str] | None
+    ) -> AsyncIterator[tuple[GuardTransaction, dict[str, dict[str, Delivered]], set[str]]]:
         ids = sorted({lock_id(integration_id, k) for k in entity_keys})
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(LOCK, (_json([str(k) for k in ids]),))
-            yield GuardTransaction(conn, integration_id)
+        async with self.pool.connection() as conn:
+            txn = GuardTransaction(conn, integration_id)
+            first = [BEGIN, LOCK.format(ids=_literal(_json([str(k) for k in ids])))]
+            if job_ids is not None:
+                first.append(txn.read_statement(entity_keys, job_ids))
+            try:
+                cur = await conn.execute(sql.SQL("; ").join(first))
+                stored: dict[str, dict[str, Delivered]] = {}
+                delivered: set[str] = set()
+                if job_ids is not None:
+                    while cur.nextset():  # the read's rows are the last result
+                        pass
+                    stored, delivered = _read_rows(await cur.fetchall())
+                yield txn, stored, delivered
+                await conn.execute(sql.SQL("; ").join([*txn.pending, COMMIT]))
+            except BaseException:
+                # Nothing of the batch is recorded; the connection goes back clean.
+                with contextlib.suppress(Exception):
+                    await conn.execute(ROLLBACK)
+                raise
+
+
+BEGIN = sql.SQL("BEGIN")
+COMMIT = sql.SQL("COMMIT")
+ROLLBACK = sql.SQL("ROLLBACK")

@@ -14,6 +14,11 @@ class DispatcherOptions:
 
     Attributes:
         batch_size: most jobs handed to one `handle_batch` call (HUB_DISPATCHER_BATCH_SIZE).
+        guard_batch_size: most jobs of a driver called job by job that share one guard
+            transaction, reached while its calls are quick (a batch's calls take about
+            `guard_batch_s`); never fewer than batch_size. Every job of a batch holds an
+            advisory lock: up to 8 batches of it per dispatcher.
+        guard_batch_s: how long the calls of one such batch should take at most.
         linger_ms: how long a batch waits to fill up (HUB_DISPATCHER_LINGER_MS).
         max_in_flight: concurrent driver calls per integration unless its config's
             `rate_limit.concurrent` says otherwise (HUB_DISPATCHER_MAX_IN_FLIGHT).
@@ -26,6 +31,8 @@ class DispatcherOptions:
     """
 
     batch_size: int = 50
+    guard_batch_size: int = 100
+    guard_batch_s: float = 0.25
     linger_ms: int = 20
     max_in_flight: int = 8
     max_attempts: int = 4

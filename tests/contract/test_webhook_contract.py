@@ -1,4 +1,4 @@
-"""The webhook driver under the driver contract (an in-memory HTTP receiver)."""
+"""The webhook driver under the driver contract (an HTTP receiver on loopback)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import orjson
+from aiohttp import web
 
-from drivers.base import IntegrationContext
+from drivers.base import Driver, IntegrationContext
 from drivers.webhook.driver import WebhookConfig, WebhookDriver
 from schemas.events import Job
 from tests.contract.driver_contract import ContractEnv, DriverContract
@@ -48,29 +48,42 @@ class TestWebhookContract(DriverContract):
     def valid_config(self) -> dict[str, Any]:
         return {"url": "http://receiver.test/hook"}
 
+    async def _driver(self, env: ContractEnv) -> Driver:
+        driver = await super()._driver(env)
+        self.opened.append(driver)  # closed with the environment (its connections)
+        return driver
+
     @asynccontextmanager
     async def environment(self) -> AsyncIterator[ContractEnv]:
         received: dict[str, Any] = {}
         failures: list[int] = []
+        self.opened: list[Driver] = []
 
-        def receive(request: httpx.Request) -> httpx.Response:
+        async def receive(request: web.Request) -> web.Response:
             if failures:
-                return httpx.Response(failures.pop())
-            body = orjson.loads(request.content)
+                return web.Response(status=failures.pop())
+            body = orjson.loads(await request.read())
             if body["entity_key"] == "rejected":
-                return httpx.Response(422, json={"error": "unknown entity"})
+                return web.json_response({"error": "unknown entity"}, status=422)
             # A well-behaved receiver deduplicates on Idempotency-Key.
             received[request.headers["Idempotency-Key"]] = body["changes"]
-            return httpx.Response(204)
+            return web.Response(status=204)
 
-        async with httpx.AsyncClient(transport=httpx.MockTransport(receive)) as http:
-            context = IntegrationContext(
-                integration_id="hook",
-                config=WebhookConfig.model_validate(self.valid_config()),
-                mapping=MemoryMapping(),
-                http=http,
-                logger=logging.getLogger("tests.contract.webhook"),
-            )
+        app = web.Application()
+        app.router.add_post("/hook", receive)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        context = IntegrationContext(
+            integration_id="hook",
+            config=WebhookConfig.model_validate({"url": f"http://127.0.0.1:{port}/hook"}),
+            mapping=MemoryMapping(),
+            http=None,  # type: ignore[arg-type]  # the driver keeps its own connections
+            logger=logging.getLogger("tests.contract.webhook"),
+        )
+        try:
             yield ContractEnv(
                 context=context,
                 accepted_job=_job("j1", "product:a"),
@@ -78,3 +91,7 @@ class TestWebhookContract(DriverContract):
                 inject_server_error=lambda: failures.append(503),
                 target_state=lambda: orjson.dumps(received, option=orjson.OPT_SORT_KEYS),
             )
+        finally:
+            for driver in self.opened:
+                await driver.close()
+            await runner.cleanup()

@@ -1,4 +1,5 @@
-"""The guard's PostgreSQL side: one read per batch, one recording statement, lock order."""
+"""The guard's PostgreSQL side: one read per batch, one recording statement, lock order,
+what a reader waiting on the locks sees, and a recording that fails."""
 
 from __future__ import annotations
 
@@ -64,3 +65,41 @@ async def _scenario(url: str, integ: str) -> None:
 
 def test_guard_store_reads_records_and_serialises(database_url: str, unique: str) -> None:
     asyncio.run(_scenario(database_url, f"gs-{unique}"))
+
+
+async def _waiting_reader(url: str, integ: str) -> None:
+    pool = await open_pool(url, max_size=4)
+    store = GuardStore(pool)
+    try:
+        holding = asyncio.Event()
+        seen: list[object] = []
+
+        async def writer() -> None:
+            async with store.locked(integ, ["product:v"]) as txn:
+                holding.set()
+                await txn.record([("product:v", {"values|name||": T2}, "job-w", False)])
+                await asyncio.sleep(0.5)  # the reader is waiting on the lock meanwhile
+
+        async def reader() -> None:
+            await holding.wait()
+            async with store.reading(integ, ["product:v"], ["job-w"]) as (_, stored, done):
+                seen.append((stored["product:v"]["values|name||"].version, done))
+
+        await asyncio.wait_for(asyncio.gather(writer(), reader()), timeout=10)
+        # Sent together with the lock statement, the read still sees the holder's commit.
+        assert seen == [(T2, {"job-w"})]
+
+        # A recording that fails at COMMIT raises, records nothing and releases the locks.
+        with pytest.raises(Exception, match="timestamp"):
+            async with store.locked(integ, ["product:w"]) as txn:
+                await txn.record([("product:w", {"values|name||": "not a time"}, "job-x", False)])  # type: ignore[dict-item]
+        async with store.reading(integ, ["product:w"], ["job-x"]) as (_, stored, done):
+            assert "product:w" not in stored and done == set()
+    finally:
+        await pool.close()
+
+
+def test_a_reader_waiting_on_the_locks_sees_the_holders_recording(
+    database_url: str, unique: str
+) -> None:
+    asyncio.run(_waiting_reader(database_url, f"gs-{unique}"))
