@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
 import random
 import secrets
 import struct
@@ -33,6 +34,8 @@ MAX_LIMIT = 100
 # Akeneo refuses `page` pagination beyond 10,000 items and asks for search_after instead.
 MAX_PAGE_ITEMS = 10_000
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: base URL written into pre-rendered items when the serving address is not known
+_PLACEHOLDER = "http://sandbox.invalid"
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -344,8 +347,44 @@ def _matching_products(catalogue: Catalogue, query: _ProductQuery, start: int) -
                 yield product
 
 
+class _RenderBase:
+    """Stands in for a request when rendering ahead of time: only its base URL is read."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+
+def _filters_values(params: dict[str, str]) -> bool:
+    return bool(params.get("attributes") or params.get("locales") or params.get("scope"))
+
+
+def _count_products(catalogue: Catalogue, query: _ProductQuery) -> int:
+    """Number of products matching `query`; generates products only for the checks needing them."""
+    if query.on_product:
+        return sum(1 for _ in _matching_products(catalogue, query, 0))
+    indexes = query.uuids if query.uuids is not None else catalogue.iter_product_indexes(0)
+    tests = query.on_index
+    return sum(1 for n in indexes if all(test(n) for test in tests))
+
+
 def _project(entity: Json, request: Request, params: dict[str, str], media: frozenset[str]) -> Json:
     """Filter values by attributes/locales/scope and add media download links (copying)."""
+    if not _filters_values(params):
+        # Nothing to filter (the sync's case): copy only the media entries, which get links.
+        own: dict[str, list[Json]] = entity["values"]
+        if all(own.values()):
+            linked = dict(own)
+            for code in media.intersection(own):
+                linked[code] = [
+                    {
+                        **e,
+                        "_links": {
+                            "download": _href(request, f"{API}/media-files/{e['data']}/download")
+                        },
+                    }
+                    for e in own[code]
+                ]
+            return {**entity, "values": linked}
     attributes = set(params["attributes"].split(",")) if params.get("attributes") else None
     locales = set(params["locales"].split(",")) if params.get("locales") else None
     scope = params.get("scope") or None
@@ -405,6 +444,8 @@ def create_app(
     token_lifetime: float = 3600.0,
     refresh_lifetime: float = 1_209_600.0,
     clock: Callable[[], float] = time.time,
+    prerender: bool = False,
+    base_url: str | None = None,
 ) -> Starlette:
     """The sandbox ASGI app. State for tests: `app.state.catalogue`, `.faults`, `.tokens`, `.stats`.
 
@@ -415,6 +456,10 @@ def create_app(
         faults: failure injection; mutable while the app runs.
         token_lifetime, refresh_lifetime: seconds; small values let tests force expiry.
         clock: seconds clock for token expiry (a fake one makes expiry tests instant).
+        prerender: render every generated product once, now (compressed, ~1.4 KB each), so
+            product pages are spliced instead of generated (benchmarks of the sync).
+        base_url: the URL clients will use, written into pre-rendered links as they are
+            (another one still works: it is substituted when a page is served).
     """
     fault = faults or FaultConfig()
     tokens = TokenStore(token_lifetime, refresh_lifetime, clock)
@@ -629,6 +674,8 @@ def create_app(
                 if after is None:
                     raise ApiError(422, "The search_after cursor is not valid.")
                 start = after + 1
+            if rendered is not None and not query.on_product and not _filters_values(params):
+                return rendered_page(request, query, start, limit, cursor, keep)
             found = _matching_products(catalogue, query, start)
             chunk = [p for _, p in zip(range(limit), found, strict=False)]
             has_more = next(found, None) is not None
@@ -667,7 +714,7 @@ def create_app(
                 links["next"] = _href(request, path, {**keep, "page": page + 1, "limit": limit})
             body = {"_links": links, "current_page": page}
             if _truthy(params.get("with_count")):
-                body["items_count"] = sum(1 for _ in _matching_products(catalogue, query, 0))
+                body["items_count"] = _count_products(catalogue, query)
         else:
             raise ApiError(422, f'Pagination type "{pagination}" is not supported.')
         body["_embedded"] = {
@@ -680,6 +727,77 @@ def create_app(
             ]
         }
         return JsonResponse(body)
+
+    def render_item(request: Request, product: Json) -> bytes:
+        item = {
+            "_links": {"self": _href(request, f"{API}/products-uuid/{product['uuid']}")},
+            **_project(product, request, {}, media),
+        }
+        return orjson.dumps(item)
+
+    def rendered_page(
+        request: Request,
+        query: _ProductQuery,
+        start: int,
+        limit: int,
+        cursor: str | None,
+        keep: dict[str, str],
+    ) -> Response:
+        """A search_after page spliced from pre-rendered items (products as generated)."""
+        assert rendered is not None
+        indexes: Iterator[int]
+        if query.uuids is not None:
+            indexes = (n for n in query.uuids if n >= start)
+        else:
+            indexes = catalogue.iter_product_indexes(start)
+        matching = (n for n in indexes if all(test(n) for test in query.on_index))
+        chunk = list(itertools.islice(matching, limit))
+        has_more = next(matching, None) is not None
+        items = []
+        for n in chunk:
+            if catalogue.pristine(n):
+                items.append(zlib.decompress(rendered[n]))
+            else:
+                product = catalogue.product_at(n)
+                if product is not None:
+                    items.append(render_item(render_base, product))
+        path = request.url.path
+        links: Json = {
+            "self": _href(request, path, {**keep, **_cursor(cursor), "limit": limit}),
+            "first": _href(request, path, {**keep, "limit": limit}),
+        }
+        if chunk and has_more:
+            last = catalogue.product_uuid(chunk[-1])
+            links["next"] = _href(request, path, {**keep, "search_after": last, "limit": limit})
+        spliced = b",".join(items)
+        base = _base(request).encode()
+        body = b"".join(
+            (
+                b'{"_links":',
+                orjson.dumps(links),
+                b',"_embedded":{"items":[',
+                spliced if base == rendered_base else spliced.replace(rendered_base, base),
+                b"]}}",
+            )
+        )
+        return Response(body, media_type="application/json")
+
+    render_base: Any = _RenderBase((base_url or _PLACEHOLDER).rstrip("/"))
+    rendered_base = render_base.base_url.encode()
+    rendered: list[bytes] | None = None
+    if prerender:
+        # Serving a page then costs a copy, not a generation: the real PIM does this work
+        # on its own machines, the sandbox would otherwise do it on the hub's. The `updated`
+        # of every product is computed now too (range filters test it for every index).
+        for n in range(catalogue.base_count):
+            catalogue.effective_updated(n)
+        rendered = [
+            zlib.compress(render_item(render_base, product), 1)
+            for product in map(catalogue.product_at, range(catalogue.base_count))
+            if product is not None
+        ]
+        if len(rendered) != catalogue.base_count:
+            rendered = None  # edited before serving: generate as usual
 
     async def products_list(request: Request) -> Response:
         params = dict(request.query_params)

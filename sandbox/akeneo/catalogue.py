@@ -50,6 +50,8 @@ _LOREM = (
 # Variants of one model are consecutive, so a small cache of generated models saves most of the
 # work of a page of variants while keeping memory bounded.
 _MODEL_CACHE_SIZE = 16
+# Generated `updated` values of unedited products are kept in blocks of this many indexes.
+_UPDATED_BLOCK = 4096
 
 # Tags keep the hash streams of different properties independent.
 _T_KIND, _T_FAMILY, _T_VALUES, _T_TIME, _T_UUID, _T_MODEL, _T_ENABLED = range(1, 8)
@@ -153,6 +155,8 @@ class Catalogue:
         self._uuid_tag = _mix(seed, _T_UUID) & 0xFFF
         self._uuid_key = _mix(seed, _T_UUID, -1) & _MASK48
         self._model_cache: OrderedDict[str, Json] = OrderedDict()
+        self._updated_blocks: dict[int, list[datetime]] = {}
+        self._patched_groups: set[int] = set()  # groups whose product models were edited
         self._build_reference()
 
     # ---------------------------------------------------------------- reference data
@@ -601,6 +605,15 @@ class Catalogue:
         parent = self.get_product_model(slot.parent) if slot.parent else None
         return self._inherit(own, parent)
 
+    def pristine(self, n: int) -> bool:
+        """Whether product N is still exactly as generated (no edit of it or of its models)."""
+        return (
+            0 <= n < self.base_count
+            and n not in self._product_patch
+            and n not in self._deleted
+            and n // GROUP not in self._patched_groups
+        )
+
     @property
     def product_count(self) -> int:
         """Number of live products."""
@@ -642,6 +655,25 @@ class Catalogue:
 
     def effective_updated(self, n: int) -> datetime:
         """Latest `updated` of product N and its ancestors (Akeneo's updated filter uses it)."""
+        if n < self.base_count and not self._model_patch and n not in self._product_patch:
+            # Unedited: the generated value, computed once per block of indexes (ranges of
+            # `updated` are read in parallel, so every range tests every index).
+            block = self._updated_blocks.get(n // _UPDATED_BLOCK)
+            if block is None:
+                block = self._updated_block(n // _UPDATED_BLOCK)
+            return block[n % _UPDATED_BLOCK]
+        return self._effective_updated(n)
+
+    def _updated_block(self, b: int) -> list[datetime]:
+        start = b * _UPDATED_BLOCK
+        block = [
+            self._effective_updated(n)
+            for n in range(start, min(start + _UPDATED_BLOCK, self.base_count))
+        ]
+        self._updated_blocks[b] = block  # replaced whole: safe for readers in other threads
+        return block
+
+    def _effective_updated(self, n: int) -> datetime:
         stamp = self.product_updated(n)
         parent = self._created[n]["parent"] if n >= self.base_count else self._slot(n).parent
         while parent:
@@ -808,6 +840,7 @@ class Catalogue:
             at = self._tick(before["updated"])
             patch["updated"] = iso(at)
             self._model_patch[code] = patch
+            self._patched_groups.add(int(code.split("_")[1]))
             after = self.get_product_model(code)
         return Change(
             "product_model", "updated", code, None, before, after, at, author, author_type

@@ -33,6 +33,9 @@ def serve(
     status_5xx: int = typer.Option(500, min=500, max=599, help="Status used for 5xx faults."),
     latency_ms: float = typer.Option(0.0, min=0.0, help="Latency added to each API request."),
     max_concurrency: int = typer.Option(0, min=0, help="429 above this many in flight (0: off)."),
+    prerender: bool = typer.Option(
+        False, help="Render every product before listening: pages cost a copy (benchmarks)."
+    ),
 ) -> None:
     """Serve the simulated Akeneo REST API until interrupted."""
     faults = FaultConfig(
@@ -52,6 +55,8 @@ def serve(
         password=password,
         faults=faults,
         token_lifetime=token_lifetime,
+        prerender=prerender,
+        base_url=f"http://{host}:{port}",
     )
     typer.echo(f"Akeneo sandbox: {products} products (seed {seed}) on http://{host}:{port}")
     uvicorn.run(asgi, host=host, port=port, log_level="warning")

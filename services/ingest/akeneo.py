@@ -253,6 +253,14 @@ class AkeneoClient:
         body: Json = orjson.loads(response.content)
         return body
 
+    async def count(self, path: str, params: dict[str, Any] | None = None) -> int:
+        """How many items a list endpoint holds for these filters (`with_count` on page 1)."""
+        query = {**(params or {}), "pagination_type": "page", "page": 1, "limit": 1}
+        body = await self.get(path, {**query, "with_count": "true"})
+        if body is None or not isinstance(body.get("items_count"), int):
+            raise AkeneoHTTPError("GET", path, 404, "no items_count in the answer")
+        return int(body["items_count"])
+
     async def pages(
         self, path: str, params: dict[str, Any] | None = None
     ) -> AsyncIterator[tuple[list[Json], str | None]]:

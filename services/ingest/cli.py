@@ -80,6 +80,7 @@ def sync_akeneo(
 ) -> None:
     """Publish Akeneo entities as snapshots; a crashed run resumes where it stopped."""
     from hub.kafka import AsyncProducer, make_producer
+    from hub.tuning import quiet_gc
     from schemas.serde import Serde
     from services.ingest.akeneo import AkeneoClient, AkeneoError
     from services.ingest.sync import ENTITY_TYPES, SyncRunner, WatermarkStore, default_progress
@@ -105,6 +106,7 @@ def sync_akeneo(
     async def main() -> int:
         producer = AsyncProducer(make_producer(settings, **{"linger.ms": 20}))
         await producer.start()
+        quiet_gc()
         store = WatermarkStore(settings.database_url or "", ingest.akeneo_url)
         try:
             async with AkeneoClient.from_settings(ingest) as client:
@@ -116,6 +118,8 @@ def sync_akeneo(
                     page_size=ingest.sync_page_size,
                     overlap_s=ingest.sync_overlap_s,
                     progress=default_progress(),
+                    streams=ingest.sync_streams,
+                    window=ingest.sync_window,
                 )
                 reports = await runner.run("full" if full else "delta", types)
         except AkeneoError as exc:

@@ -51,6 +51,16 @@ class IngestSettings(BaseSettings):
     # Enricher and sync
     enrich_batch: int = Field(default=500, description="raw events consumed per batch")
     sync_page_size: int = Field(default=100, ge=1, le=100)
+    sync_streams: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="products are read as this many parallel `updated` ranges "
+        "(requests in flight stay capped by akeneo_concurrency)",
+    )
+    sync_window: int = Field(
+        default=4, ge=1, le=64, description="pages per stream waiting for acknowledgements"
+    )
     sync_overlap_s: int = Field(
         default=2,
         description="the next delta starts this much before the last run began (clock skew)",

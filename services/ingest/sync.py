@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
+from urllib.parse import urlencode
 
 import orjson
 import psycopg
@@ -18,7 +22,7 @@ from hub import metrics
 from hub.kafka import AsyncProducer
 from schemas.serde import Serde
 from schemas.topics import SNAPSHOTS, SNAPSHOTS_INVALID
-from services.ingest.akeneo import API, AkeneoClient
+from services.ingest.akeneo import API, AkeneoClient, AkeneoHTTPError
 from services.ingest.events import Json
 from services.ingest.snapshots import resource_snapshot
 from services.mutator.core.errors import InvalidSnapshot
@@ -47,8 +51,18 @@ _SIMPLE_LISTS = {
     "family": f"{API}/families",
     "category": f"{API}/categories",
 }
+#: types read as several parallel `updated` ranges (their list endpoint can count)
+_SPLITTABLE = {"product"}
 _OPTION_TYPES = ("pim_catalog_simpleselect", "pim_catalog_multiselect")
 _AKENEO_TIME = "%Y-%m-%d %H:%M:%S"
+#: range checkpoints are named `<entity_type>#<n>`; the run's own cursor says `ranges:<count>`
+RANGE_SEP = "#"
+SPLIT_MARK = "ranges:"
+#: where the search for range boundaries starts when there is no watermark (nothing in
+#: Akeneo is older; an older item would still be read, by the first range)
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+Page = tuple[list[Json], str | None]
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,8 @@ class WatermarkStore:
     def __init__(self, database_url: str, source: str) -> None:
         self.source = source
         self._conn = psycopg.connect(database_url, autocommit=True)
+        # Streams advance from worker threads: one transaction at a time on the connection.
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close the connection."""
@@ -90,23 +106,95 @@ class WatermarkStore:
         ).fetchone()
         return Checkpoint(*row) if row else None
 
+    def ranges(self, entity_type: str) -> dict[str, tuple[str | None, int]]:
+        """The unfinished ranges of a split run: name -> (next page, items acknowledged)."""
+        rows = self._conn.execute(
+            "SELECT entity_type, cursor, items FROM sync_checkpoints "
+            "WHERE source = %s AND left(entity_type, %s) = %s",
+            (self.source, len(entity_type) + 1, f"{entity_type}{RANGE_SEP}"),
+        ).fetchall()
+        return {name: (cursor, items) for name, cursor, items in rows}
+
     def begin(self, entity_type: str, mode: str, since: datetime | None, started: datetime) -> None:
-        """Record a new run (replacing an abandoned one)."""
+        """Record a new run (replacing an abandoned one and its ranges)."""
+        with self._conn.transaction():
+            self._drop_ranges(entity_type)
+            self._conn.execute(
+                "INSERT INTO sync_checkpoints (source, entity_type, mode, since, run_started_at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, entity_type) DO UPDATE SET "
+                "mode = EXCLUDED.mode, since = EXCLUDED.since, "
+                "run_started_at = EXCLUDED.run_started_at, cursor = NULL, items = 0, "
+                "updated_at = now()",
+                (self.source, entity_type, mode, since, started),
+            )
+
+    def split(self, entity_type: str, first_pages: Sequence[str]) -> list[str]:
+        """Turn a run that has read nothing yet into ranges, each with its own resume point.
+
+        The run's own cursor becomes a marker, so a resumed run knows that a range without
+        a row is finished (not unstarted). Returns the range names.
+        """
+        names = [f"{entity_type}{RANGE_SEP}{i}" for i in range(len(first_pages))]
+        with self._lock, self._conn.transaction():
+            self._drop_ranges(entity_type)
+            for name, first in zip(names, first_pages, strict=True):
+                self._conn.execute(
+                    "INSERT INTO sync_checkpoints "
+                    "(source, entity_type, mode, since, run_started_at, cursor) "
+                    "SELECT source, %s, mode, since, run_started_at, %s FROM sync_checkpoints "
+                    "WHERE source = %s AND entity_type = %s",
+                    (name, first, self.source, entity_type),
+                )
+            self._conn.execute(
+                "UPDATE sync_checkpoints SET cursor = %s, updated_at = now() "
+                "WHERE source = %s AND entity_type = %s",
+                (f"{SPLIT_MARK}{len(names)}", self.source, entity_type),
+            )
+        return names
+
+    def _drop_ranges(self, entity_type: str) -> None:
         self._conn.execute(
-            "INSERT INTO sync_checkpoints (source, entity_type, mode, since, run_started_at) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, entity_type) DO UPDATE SET "
-            "mode = EXCLUDED.mode, since = EXCLUDED.since, "
-            "run_started_at = EXCLUDED.run_started_at, cursor = NULL, items = 0, updated_at = now()",
-            (self.source, entity_type, mode, since, started),
+            "DELETE FROM sync_checkpoints WHERE source = %s AND left(entity_type, %s) = %s",
+            (self.source, len(entity_type) + 1, f"{entity_type}{RANGE_SEP}"),
         )
 
-    def advance(self, entity_type: str, cursor: str | None, items: int) -> None:
-        """A page is acknowledged: the run resumes after it."""
-        self._conn.execute(
-            "UPDATE sync_checkpoints SET cursor = %s, items = items + %s, updated_at = now() "
-            "WHERE source = %s AND entity_type = %s",
-            (cursor, items, self.source, entity_type),
-        )
+    def advance(
+        self, entity_type: str, cursor: str | None, items: int, range_name: str | None = None
+    ) -> None:
+        """A page is acknowledged: the run (or one of its ranges) resumes after it.
+
+        A range whose last page is acknowledged (cursor None) is dropped: it is finished.
+        """
+        with self._lock:
+            self._advance(entity_type, cursor, items, range_name)
+
+    def _advance(
+        self, entity_type: str, cursor: str | None, items: int, range_name: str | None
+    ) -> None:
+        if range_name is None:
+            self._conn.execute(
+                "UPDATE sync_checkpoints SET cursor = %s, items = items + %s, updated_at = now() "
+                "WHERE source = %s AND entity_type = %s",
+                (cursor, items, self.source, entity_type),
+            )
+            return
+        with self._conn.transaction():
+            if cursor is None:
+                self._conn.execute(
+                    "DELETE FROM sync_checkpoints WHERE source = %s AND entity_type = %s",
+                    (self.source, range_name),
+                )
+            else:
+                self._conn.execute(
+                    "UPDATE sync_checkpoints SET cursor = %s, items = items + %s, "
+                    "updated_at = now() WHERE source = %s AND entity_type = %s",
+                    (cursor, items, self.source, range_name),
+                )
+            self._conn.execute(
+                "UPDATE sync_checkpoints SET items = items + %s, updated_at = now() "
+                "WHERE source = %s AND entity_type = %s",
+                (items, self.source, entity_type),
+            )
 
     def complete(self, entity_type: str, started: datetime) -> None:
         """Every page is acknowledged: move the watermark and drop the checkpoint, atomically."""
@@ -121,6 +209,7 @@ class WatermarkStore:
                 "DELETE FROM sync_checkpoints WHERE source = %s AND entity_type = %s",
                 (self.source, entity_type),
             )
+            self._drop_ranges(entity_type)
 
 
 class Progress(Protocol):
@@ -239,13 +328,18 @@ class TypeReport:
     seconds: float = 0.0
 
 
-async def _prefetch(
-    pages: AsyncIterator[tuple[list[Json], str | None]], depth: int = 2
-) -> AsyncIterator[tuple[list[Json], str | None]]:
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # read, so asyncio does not log it as never retrieved
+
+
+def _stamp(at: datetime) -> str:
+    return at.astimezone(UTC).strftime(_AKENEO_TIME)
+
+
+async def _prefetch(pages: AsyncIterator[Page], depth: int = 2) -> AsyncIterator[Page]:
     """Read the next pages while the current one is published (bounded: memory stays flat)."""
-    queue: asyncio.Queue[tuple[list[Json], str | None] | BaseException | None] = asyncio.Queue(
-        depth
-    )
+    queue: asyncio.Queue[Page | BaseException | None] = asyncio.Queue(depth)
 
     async def fill() -> None:
         try:
@@ -271,10 +365,17 @@ async def _prefetch(
 class SyncRunner:
     """Reads Akeneo page by page and publishes every entity as a snapshot.
 
-    Per page: publish every snapshot, wait until the broker acknowledged all of them, then
-    store the next page as the resume point. When a type completes, its watermark becomes
-    the time the run started (`updated` filters are evaluated by Akeneo and pages are ordered
-    by uuid, not by `updated`, so no earlier point is safe).
+    Per page: publish every snapshot; once the broker acknowledged all of them (and those of
+    every earlier page of the same stream), store the next page as the resume point. Up to
+    `window` pages per stream wait for their acknowledgements at once, so reading and
+    encoding go on while the broker answers. Products are read as `streams` parallel ranges
+    of `updated` (each with its own resume point), so Akeneo serves one range while the hub
+    encodes another instead of the two taking turns on a single cursor.
+
+    When a type completes, its watermark becomes the time the run started (`updated` filters
+    are evaluated by Akeneo and pages are ordered by uuid, not by `updated`, so no earlier
+    point is safe; an item edited during the run may move between ranges and be missed by
+    both, and it is then newer than the watermark, so the next delta reads it).
     """
 
     def __init__(
@@ -289,6 +390,8 @@ class SyncRunner:
         progress: Progress | None = None,
         now: Any = None,
         topic: str = SNAPSHOTS,
+        streams: int = 1,
+        window: int = 1,
     ) -> None:
         self.topic = topic
         self.client = client
@@ -299,6 +402,8 @@ class SyncRunner:
         self.overlap = timedelta(seconds=overlap_s)
         self.progress = progress or LogProgress()
         self._now = now or (lambda: datetime.now(UTC))
+        self.streams = max(1, streams)
+        self.window = max(1, window)
 
     async def run(self, mode: Mode, entity_types: Sequence[str] = ENTITY_TYPES) -> list[TypeReport]:
         """Sync the given types in dependency order; raises on the first type that fails."""
@@ -338,25 +443,89 @@ class SyncRunner:
             resumed_items = 0
             self.store.begin(entity_type, mode, since, started)
         self.progress.begin(entity_type, resumed_items)
-        async for items, next_cursor in _prefetch(self._pages(entity_type, since, cursor)):
-            published, invalid = await self._publish(entity_type, items)
-            report.published += published
-            report.invalid += invalid
-            report.pages += 1
-            # Only now is every snapshot of this page acknowledged: move the resume point.
-            self.store.advance(entity_type, next_cursor, published + invalid)
-            self.progress.advance(entity_type, published + invalid)
+        ranges: dict[str, str | None] = {}
+        if cursor is not None and cursor.startswith(SPLIT_MARK):
+            ranges = {name: c for name, (c, _) in self.store.ranges(entity_type).items()}
+        elif cursor is None and entity_type in _SPLITTABLE and self.streams > 1:
+            try:
+                firsts = await self._split(entity_type, since, started)
+            except AkeneoHTTPError as exc:
+                # A PIM that cannot count (an older version, a proxy) is read in one stream.
+                logger.warning("sync not split: counting failed", extra={"error": str(exc)})
+                firsts = []
+            if firsts:
+                names = await asyncio.to_thread(self.store.split, entity_type, firsts)
+                ranges = dict(zip(names, firsts, strict=True))
+        if ranges or (cursor is not None and cursor.startswith(SPLIT_MARK)):
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for name, first in ranges.items():
+                        if first is not None:
+                            group.create_task(
+                                self._stream(entity_type, self.client.pages(first), report, name)
+                            )
+            except BaseExceptionGroup as failed:
+                # The other ranges were cancelled; callers expect the error itself.
+                raise failed.exceptions[0] from None
+        else:
+            await self._stream(entity_type, self._pages(entity_type, since, cursor), report)
         self.store.complete(entity_type, started)
         self.progress.end(entity_type)
         report.seconds = time.monotonic() - started_clock
         return report
 
-    async def _publish(self, entity_type: str, items: list[Json]) -> tuple[int, int]:
+    async def _stream(
+        self,
+        entity_type: str,
+        pages: AsyncIterator[Page],
+        report: TypeReport,
+        range_name: str | None = None,
+    ) -> None:
+        """Publish a stream of pages; checkpoint each page, in order, once acknowledged."""
+        waiting: deque[tuple[asyncio.Future[Any], str | None, int, int]] = deque()
+
+        async def settle() -> None:
+            acks, next_cursor, published, invalid = waiting.popleft()
+            await acks
+            report.published += published
+            report.invalid += invalid
+            report.pages += 1
+            metrics.SYNC_ITEMS.labels(entity_type).inc(published)
+            metrics.SYNC_INVALID.labels(entity_type).inc(invalid)
+            # Only now is every snapshot of this page (and of the pages before it)
+            # acknowledged: move the resume point.
+            await asyncio.to_thread(
+                self.store.advance, entity_type, next_cursor, published + invalid, range_name
+            )
+            self.progress.advance(entity_type, published + invalid)
+
+        try:
+            # Parallel streams already overlap reading with publishing: one page read ahead
+            # each is enough, and keeps memory flat (a parsed page is several MB).
+            depth = 2 if self.streams == 1 else 1
+            async for items, next_cursor in _prefetch(pages, depth):
+                acks, published, invalid = self._publish(entity_type, items)
+                waiting.append((acks, next_cursor, published, invalid))
+                # Fewer than `window` pages wait for acknowledgements while the next is read
+                # (1: none), so a crash publishes at most `window - 1` pages again.
+                while waiting and (len(waiting) >= self.window or waiting[0][0].done()):
+                    await settle()
+            while waiting:
+                await settle()
+        finally:
+            for acks, *_ in waiting:
+                # Not recorded, so published again on resume; nobody waits for them now.
+                acks.cancel()
+                acks.add_done_callback(_retrieved)
+
+    def _publish(self, entity_type: str, items: list[Json]) -> tuple[asyncio.Future[Any], int, int]:
+        """Queue a page's snapshots; the future resolves when all of them are acknowledged."""
         futures = []
         invalid = 0
+        received = datetime.now(UTC)  # one clock read per page: they arrived together
         for item in items:
             try:
-                key, record = resource_snapshot(entity_type, item, "sync")
+                key, record = resource_snapshot(entity_type, item, "sync", received_at=received)
             except InvalidSnapshot as exc:
                 invalid += 1
                 # Recorded with its reason, never dropped silently.
@@ -372,11 +541,72 @@ class SyncRunner:
                 continue
             value = self.serde.encode("Snapshot", record, topic=self.topic)
             futures.append(self.producer.send_nowait(self.topic, value, key))
-        if futures:
-            await asyncio.gather(*futures)
-        metrics.SYNC_ITEMS.labels(entity_type).inc(len(items) - invalid)
-        metrics.SYNC_INVALID.labels(entity_type).inc(invalid)
-        return len(items) - invalid, invalid
+        return asyncio.gather(*futures), len(items) - invalid, invalid
+
+    # ---------------------------------------------------------------- ranges
+    def _search(self, since: datetime | None, low: datetime | None, below: datetime | None) -> str:
+        """`updated` filter: after `since`, at or after `low`, before `below` (each optional)."""
+        criteria: list[Json] = []
+        after = since
+        if low is not None:
+            # Akeneo keeps `updated` to the second: "> low - 1 s" is "at or after low".
+            step = low - timedelta(seconds=1)
+            after = step if after is None else max(after, step)
+        if after is not None:
+            criteria.append({"operator": ">", "value": _stamp(after)})
+        if below is not None:
+            criteria.append({"operator": "<", "value": _stamp(below)})
+        return orjson.dumps({"updated": criteria}).decode() if criteria else ""
+
+    async def _split(
+        self, entity_type: str, since: datetime | None, started: datetime
+    ) -> list[str]:
+        """First pages of `streams` `updated` ranges holding about as many items each.
+
+        Range i holds [b(i), b(i+1)); the first is open below and the last above, so every
+        item is in exactly one range whatever the boundaries (they only balance the work).
+        Boundaries are found by bisection on counts (`with_count`), in parallel.
+        Returns [] when there is too little to be worth splitting.
+        """
+        path = _SERVER_DELTA[entity_type]
+
+        async def count(below: datetime | None) -> int:
+            search = self._search(since, None, below)
+            return await self.client.count(path, {"search": search} if search else {})
+
+        total = await count(None)
+        k = self.streams
+        if total < k * self.page_size:
+            return []
+        tolerance = max(1, total // (8 * k))
+        floor = (since or _EPOCH).replace(microsecond=0)
+        ceiling = started.replace(microsecond=0) + timedelta(seconds=1)
+
+        async def boundary(target: int) -> datetime:
+            low, high = floor, ceiling  # count(low) <= target <= count(high)
+            while high - low > timedelta(seconds=1):
+                mid = low + (high - low) / 2
+                mid = mid.replace(microsecond=0)
+                found = await count(mid)
+                if abs(found - target) <= tolerance:
+                    return mid
+                low, high = (mid, high) if found < target else (low, mid)
+            return high
+
+        found = await asyncio.gather(*(boundary(total * j // k) for j in range(1, k)))
+        bounds: list[datetime | None] = [None, *sorted(set(found)), None]
+        firsts = []
+        for low, below in itertools.pairwise(bounds):
+            params: dict[str, Any] = {"pagination_type": "search_after", "limit": self.page_size}
+            search = self._search(since, low, below)
+            if search:
+                params["search"] = search
+            firsts.append(f"{path}?{urlencode(params)}")
+        logger.info(
+            "sync split into ranges",
+            extra={"entity_type": entity_type, "ranges": len(firsts), "items": total},
+        )
+        return firsts
 
     # ---------------------------------------------------------------- sources
     def _pages(
@@ -386,10 +616,7 @@ class SyncRunner:
         if entity_type in _SERVER_DELTA:
             params: dict[str, Any] = {"pagination_type": "search_after", "limit": limit}
             if since is not None:
-                stamp = since.astimezone(UTC).strftime(_AKENEO_TIME)
-                params["search"] = orjson.dumps(
-                    {"updated": [{"operator": ">", "value": stamp}]}
-                ).decode()
+                params["search"] = self._search(since, None, None)
             if cursor:
                 return self.client.pages(cursor)
             return self.client.pages(_SERVER_DELTA[entity_type], params)

@@ -64,6 +64,7 @@ def sync(
     mode: Literal["full", "delta"],
     types: tuple[str, ...] = ENTITY_TYPES,
     progress: LogProgress | None = None,
+    runner_kw: dict[str, Any] | None = None,
     **client_kw: Any,
 ) -> tuple[list[TypeReport], dict[str, int]]:
     async def main() -> tuple[list[TypeReport], dict[str, int]]:
@@ -79,6 +80,7 @@ def sync(
                     store,
                     progress=progress or LogProgress(),
                     topic=topic,
+                    **(runner_kw or {}),
                 )
                 reports = await runner.run(mode, types)
                 return reports, dict(client.stats)
@@ -199,3 +201,80 @@ def test_429_and_5xx_are_retried_without_loss_or_duplicates(hub_settings, databa
     found = read_all(hub_settings, topic, total)
     assert len(found) == total and len({(m.key(), m.value()) for m in found}) == total
     assert count_types(found)["product"] == PRODUCTS
+
+
+#: four `updated` ranges of pages of 20, three pages in flight per range
+PARALLEL: dict[str, Any] = {"streams": 4, "window": 3, "page_size": 20}
+
+
+def test_parallel_ranges_read_every_product_once(hub_settings, database_url, sandbox):
+    topic = new_topic(hub_settings, "ranges")
+    reports, _ = sync(
+        hub_settings, database_url, sandbox, topic, "full", ("product",), runner_kw=PARALLEL
+    )
+    assert reports[0].published == PRODUCTS and reports[0].pages >= PRODUCTS // 20
+    found = read_all(hub_settings, topic, PRODUCTS)
+    cat = sandbox.catalogue
+    assert sorted(m.key().decode() for m in found) == sorted(
+        f"product:{cat.product_uuid(n)}" for n in range(PRODUCTS)
+    )
+    stats = sandbox.app.state.stats
+    # The boundaries were counted (page pagination with_count) and the lists read in ranges:
+    # four first pages instead of one.
+    assert stats[(f"{API}/products-uuid", 200)] >= PRODUCTS // 20 + 4
+    store = WatermarkStore(database_url, sandbox.url)
+    assert store.checkpoint("product") is None and store.ranges("product") == {}
+    assert store.watermark("product") is not None
+    store.close()
+
+
+def test_parallel_ranges_resume_each_range_after_a_crash(hub_settings, database_url, sandbox):
+    topic = new_topic(hub_settings, "ranges-crash")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        sync(
+            hub_settings,
+            database_url,
+            sandbox,
+            topic,
+            "full",
+            ("product",),
+            CrashAfter("product", 3),
+            runner_kw=PARALLEL,
+        )
+    store = WatermarkStore(database_url, sandbox.url)
+    checkpoint = store.checkpoint("product")
+    assert checkpoint is not None and checkpoint.cursor == "ranges:4"
+    ranges = store.ranges("product")
+    assert 1 <= len(ranges) <= 4 and all(cursor for cursor, _ in ranges.values())
+    # At least the three pages counted were recorded (other ranges may have recorded theirs
+    # while the crash spread), in the run and in their ranges alike.
+    done = checkpoint.items
+    assert done >= 60 and done % 20 == 0 and done == sum(items for _, items in ranges.values())
+    assert store.watermark("product") is None
+    reports, _ = sync(
+        hub_settings, database_url, sandbox, topic, "full", ("product",), runner_kw=PARALLEL
+    )
+    assert reports[0].resumed and reports[0].published == PRODUCTS - done
+    assert store.checkpoint("product") is None and store.ranges("product") == {}
+    store.close()
+    found = read_all(hub_settings, topic, PRODUCTS)
+    keys = {m.key() for m in found}
+    # Nothing lost; what was published but not yet recorded (at most window - 1 pages per
+    # range) is published again.
+    assert len(keys) == PRODUCTS
+    assert len(found) <= PRODUCTS + 4 * (PARALLEL["window"] - 1) * 20
+
+
+def test_parallel_delta_reads_only_what_changed(hub_settings, database_url, sandbox):
+    full_topic, delta_topic = new_topic(hub_settings, "rfull"), new_topic(hub_settings, "rdelta")
+    sync(hub_settings, database_url, sandbox, full_topic, "full", ("product",), runner_kw=PARALLEL)
+    cat = sandbox.catalogue
+    edited = [cat.product_uuid(n) for n in range(0, PRODUCTS, 2)]  # enough to split again
+    for u in edited:
+        cat.update_product(u, enabled=False)
+    reports, _ = sync(
+        hub_settings, database_url, sandbox, delta_topic, "delta", ("product",), runner_kw=PARALLEL
+    )
+    assert reports[0].published == len(edited)
+    found = read_all(hub_settings, delta_topic, len(edited))
+    assert sorted(m.key().decode() for m in found) == sorted(f"product:{u}" for u in edited)
