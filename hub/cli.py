@@ -193,6 +193,9 @@ def dispatcher(
         disp = Dispatcher(settings, driver, priority)
     except (LookupError, ValueError) as exc:
         raise _fail(str(exc)) from exc
+    from hub.tuning import quiet_gc
+
+    quiet_gc()  # jobs are thousands of small objects: full collections skip the start-up heap
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
