@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -22,9 +24,13 @@ from typing import Any
 import httpx
 import orjson
 import psutil
+from confluent_kafka import Message
 
 from hub import demo
+from hub.offsets import ephemeral_consumer, log_bounds, partitions_of, scan, timestamp_ms
 from hub.stack import Stack, local_stack
+from schemas import topics
+from schemas.serde import Serde
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 11
@@ -90,12 +96,12 @@ def _serve_magento(port: int) -> None:
     state = MagentoState(SandboxConfig(attributes=demo.ATTRIBUTE_SEEDS))
     app = create_app(state)
 
-    async def inspect(_: Request) -> Response:
+    async def inspect(request: Request) -> Response:
+        # ?count=1: only the number of products (the settle check polls it often).
         with state.locked():
-            body = {
-                "updated": {sku: p.updated_at for sku, p in state.products.items()},
-                "requests": state.stats.total,
-            }
+            body: dict[str, Any] = {"count": len(state.products), "requests": state.stats.total}
+            if not request.query_params.get("count"):
+                body["updated"] = {sku: p.updated_at for sku, p in state.products.items()}
         return Response(orjson.dumps(body), media_type="application/json")
 
     app.router.routes.insert(0, Route(STATE_PATH, inspect, methods=["GET"]))
@@ -171,8 +177,9 @@ class RssWatch:
         return {name: round(rss / 2**20, 1) for name, rss in sorted(self.peak.items())}
 
 
-def _magento(url: str) -> dict[str, Any]:
-    body: dict[str, Any] = httpx.get(url + STATE_PATH, timeout=30).json()
+def _magento(url: str, count_only: bool = False) -> dict[str, Any]:
+    params = {"count": "1"} if count_only else None
+    body: dict[str, Any] = httpx.get(url + STATE_PATH, params=params, timeout=30).json()
     return body
 
 
@@ -186,25 +193,101 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
 
 
 def _wait_settled(
-    stack: Stack, magento_url: str, want: int, timeout: float, interval: float = 1.0
+    stack: Stack,
+    magento_url: str,
+    want: int,
+    timeout: float,
+    interval: float = 0.25,
+    running: subprocess.Popen[bytes] | None = None,
 ) -> float:
-    """Wait until every job has a final status and Magento holds `want` products."""
+    """Wait until every job has a final status and Magento holds `want` products.
+
+    Returns when the last job became final (epoch seconds, from the deliveries themselves),
+    so how often this polls does not change the figure. With `running` (the sync), jobs are
+    not counted before it has exited: more are still coming.
+    """
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         stack.supervisor.check()
-        count = len(_magento(magento_url)["updated"])
-        if count >= want:
+        if running is not None and running.poll() is None:
+            last = "sync still running"
+        elif (count := _magento(magento_url, count_only=True)["count"]) < want:
+            last = f"{count}/{want} products in Magento"
+        else:
             jobs = demo.topic_count(stack.settings, demo.job_topics())
             counts = demo.delivery_counts(stack)
             final = sum(counts.get(s, 0) for s in demo.TERMINAL)
             if final >= jobs:
-                return time.monotonic()
+                rows = stack.query("SELECT max(occurred_at) AS at FROM deliveries")
+                at: datetime = rows[0]["at"]
+                return at.timestamp()
             last = f"{final}/{jobs} jobs final"
-        else:
-            last = f"{count}/{want} products in Magento"
         time.sleep(interval)
     raise demo.StageFailed(f"not settled in {timeout:.0f} s ({last})")
+
+
+#: the processes `--profile` samples during the full load
+PROFILED = (
+    "mutator",
+    "dispatcher-magento2-immediate",
+    "dispatcher-magento2-normal",
+    "dispatcher-magento2-low",
+    "magento-sandbox",
+)
+
+
+def _ends(stack: Stack, names: list[str]) -> dict[tuple[str, int], int]:
+    """The current log end of every partition of these topics."""
+    consumer = ephemeral_consumer(stack.settings, "bench-ends")
+    try:
+        tps = [(name, p) for name in names for p in partitions_of(consumer, name)]
+        return {tp: end for tp, (_, end) in log_bounds(consumer, tps).items()}
+    finally:
+        consumer.close()
+
+
+def _since(stack: Stack, starts: dict[tuple[str, int], int]) -> Iterator[Message]:
+    """Every record written to these partitions after `starts` (their ends at some moment)."""
+    consumer = ephemeral_consumer(stack.settings, "bench-read")
+    try:
+        ends = log_bounds(consumer, list(starts))
+        yield from scan(consumer, {tp: (starts[tp], end) for tp, (_, end) in ends.items()})
+    finally:
+        consumer.close()
+
+
+#: the topics a full load passes through, in order
+FULL_STAGES = [topics.SNAPSHOTS, topics.MUTATIONS, *demo.job_topics(), topics.DELIVERY_STATUS]
+
+
+def _stage_done(
+    stack: Stack, starts: dict[tuple[str, int], int], started: float
+) -> dict[str, float]:
+    """Seconds from the start of the load to the last record of each stage (its end)."""
+    last: dict[str, float] = {}
+    for msg in _since(stack, starts):
+        stamp = timestamp_ms(msg)
+        topic = str(msg.topic())
+        name = "hub.jobs" if topic.startswith("hub.jobs.") else topic
+        if stamp is not None:
+            last[name] = max(last.get(name, 0.0), stamp / 1000 - started)
+    return {name: round(at, 1) for name, at in last.items()}
+
+
+def _retry_reasons(stack: Stack, starts: dict[tuple[str, int], int], n: int = 12) -> list[str]:
+    """Why jobs were retried: the most common (entity type, error) of `retrying` statuses."""
+    serde = Serde(stack.settings.schema_registry_url)
+    reasons: Counter[str] = Counter()
+    for msg in _since(stack, starts):
+        status = serde.decode("DeliveryStatus", msg.value(), topic=topics.DELIVERY_STATUS)
+        if status["status"] != "retrying":
+            continue
+        etype = str(status["entity_key"]).split(":", 1)[0]
+        # Names and codes vary per entity: keep the message's wording only.
+        words = re.sub(r"'[^']*'|\"[^\"]*\"|\S*\d\S*", "…", str(status["error_message"]))
+        reasons[f"{etype}: {status['error_kind']}: {words[:90]}"] += 1
+    return [f"{c} {r}" for r, c in reasons.most_common(n)]
 
 
 def _profile(pids: dict[str, int], seconds: int, out_dir: Path) -> dict[str, list[str]]:
@@ -267,14 +350,15 @@ def run(
     products: int = 3_000,
     live_rate: float = 50.0,
     live_seconds: int = 60,
-    profile_s: int = 20,
+    profile_s: int = 0,
+    bulk: str = "async",
 ) -> dict[str, Any]:
     """Full catalogue, 1% re-sync and a live webhook stream through the whole hub."""
     work = Path(tempfile.mkdtemp(prefix="pimhub-bench-e2e-"))
     akeneo_port, magento_port = demo.free_port(), demo.free_port()
     akeneo_url = f"http://127.0.0.1:{akeneo_port}"
     magento_url = f"http://127.0.0.1:{magento_port}"
-    result: dict[str, Any] = {"products": products}
+    result: dict[str, Any] = {"products": products, "magento_bulk": bulk}
     with (
         _child(["magento", str(magento_port)], magento_url + STATE_PATH, work / "magento.log") as m,
         _child(
@@ -294,7 +378,7 @@ def run(
         from sandbox.akeneo import Catalogue
 
         want = len(demo.expected_skus(Catalogue(products=products, seed=SEED)))
-        hub = demo.start_services(stack, magento_url)
+        hub = demo.start_services(stack, magento_url, bulk=bulk)
         for name, pid in hub.pids().items():
             rss.watch(name, pid)
         time.sleep(3)  # consumer groups join before the load starts
@@ -302,7 +386,9 @@ def run(
         # (4) full catalogue
         pids = {**hub.pids(), "akeneo-sandbox": a.pid, "magento-sandbox": m.pid}
         cpu0 = _cpu(pids)
-        started = time.monotonic()
+        status_ends = _ends(stack, [topics.DELIVERY_STATUS])
+        stage_ends = _ends(stack, FULL_STAGES)
+        started_epoch, started = time.time(), time.monotonic()
         sync = subprocess.Popen(
             [sys.executable, "-m", "hub", "sync", "akeneo", "--full"],
             env={**os.environ, **stack.env, **demo.ingest_env(akeneo_url)},
@@ -311,24 +397,36 @@ def run(
             stderr=subprocess.STDOUT,
         )
         rss.watch("sync", sync.pid)
+        sync_ended: list[float] = []
+
+        def wait_sync() -> None:
+            sync.wait()
+            sync_ended.append(time.monotonic())
+
+        waiter = threading.Thread(target=wait_sync, daemon=True)
+        waiter.start()
         profile: dict[str, list[str]] = {}
+        profiler: threading.Thread | None = None
         if profile_s:
-            time.sleep(5)
-            profile = _profile(
-                {
-                    k: v
-                    for k, v in hub.pids().items()
-                    if k in ("mutator", "dispatcher-magento2-immediate")
-                },
-                profile_s,
-                work,
-            )
-        if sync.wait(1800) != 0:
+            # On its own thread: the settle check (and so the timing) goes on meanwhile.
+            # py-spy takes CPU of its own; the result says the run was profiled.
+            targets = {k: v for k, v in pids.items() if k in PROFILED}
+
+            def profile_later() -> None:
+                time.sleep(2)
+                profile.update(_profile(targets, profile_s, work))
+
+            profiler = threading.Thread(target=profile_later, daemon=True)
+            profiler.start()
+        done = _wait_settled(stack, magento_url, want, timeout=1800, running=sync)
+        waiter.join(10)
+        if sync.returncode != 0:
             raise demo.StageFailed(f"the full sync failed; see {work / 'sync-full.log'}")
-        sync_s = time.monotonic() - started
-        done = _wait_settled(stack, magento_url, want, timeout=1800, interval=2.0)
-        full_s = done - started
+        sync_s = sync_ended[0] - started
+        full_s = done - started_epoch
         cpu1 = _cpu(pids)
+        if profiler is not None:
+            profiler.join(profile_s + 90)
         counts = demo.delivery_counts(stack)
         result.update(
             {
@@ -339,10 +437,13 @@ def run(
                 "full_sync_seconds": round(sync_s, 1),
                 "full_sync_share": round(sync_s / full_s, 3),
                 "full_jobs": demo.topic_count(stack.settings, demo.job_topics()),
+                "full_stage_done_s": _stage_done(stack, stage_ends, started_epoch),
                 "full_retried_jobs": counts["retried"],
+                "full_retry_reasons": _retry_reasons(stack, status_ends),
                 "full_dead_jobs": counts.get("dead", 0),
-                "full_magento_requests": _magento(magento_url)["requests"],
+                "full_magento_requests": _magento(magento_url, count_only=True)["requests"],
                 "full_cpu_s": {k: round(cpu1.get(k, 0) - cpu0.get(k, 0), 1) for k in cpu1},
+                "full_profiled": bool(profile_s),
             }
         )
         if profile:
@@ -383,49 +484,88 @@ def run(
         )
 
         # (6) live stream of signed webhooks
-        count = int(live_rate * live_seconds)
-        hooks = httpx.post(
-            akeneo_url + EDIT_PATH,
-            json={"start": 50, "stride": max(1, products // count), "count": count, "sign": True},
-            timeout=120,
-        ).json()
-        sent, statuses = asyncio.run(_stream(hub.webhook_url, hooks, live_rate))
-        since = datetime.fromtimestamp(min(sent.values()) - 1, UTC)
-        keys = list(sent)
-        delivered: dict[str, float] = {}
-        deadline = time.monotonic() + 120
-        while len(delivered) < len(keys) and time.monotonic() < deadline:
-            rows = stack.query(
-                "SELECT entity_key, min(occurred_at) AS at FROM deliveries "
-                "WHERE entity_key = ANY(%s) AND status IN ('delivered', 'skipped') "
-                "AND occurred_at > %s GROUP BY entity_key",
-                keys,
-                since,
-            )
-            delivered = {r["entity_key"]: r["at"].timestamp() for r in rows}
-            time.sleep(1)
-        lat = sorted(delivered[k] - sent[k] for k in delivered)
-        result.update(
-            {
-                "live_updates": len(keys),
-                "live_rate_per_s": live_rate,
-                "live_seconds": live_seconds,
-                "live_http_statuses": dict(Counter(statuses)),
-                "live_delivered": len(delivered),
-                "live_lost": len(keys) - len(delivered),
-                "live_p50_ms": round(1000 * statistics.median(lat)) if lat else None,
-                "live_p99_ms": round(1000 * lat[int(0.99 * (len(lat) - 1))]) if lat else None,
-                "live_max_ms": round(1000 * lat[-1]) if lat else None,
-                "live_p99_vs_target_2s": round(lat[int(0.99 * (len(lat) - 1))] / 2, 3)
-                if lat
-                else None,
-            }
-        )
+        if live_seconds > 0:
+            result.update(_live(stack, hub, akeneo_url, products, live_rate, live_seconds))
         result["peak_rss_mb"] = rss.report()
         result["peak_rss_max_vs_target_300mb"] = round(max(rss.peak.values()) / 2**20 / 300, 3)
         result["load_average_1m"] = round(psutil.getloadavg()[0], 1)
         result["logs"] = str(work)
     return result
+
+
+def _live(
+    stack: Stack, hub: demo.Hub, akeneo_url: str, products: int, live_rate: float, live_seconds: int
+) -> dict[str, Any]:
+    """Signed webhooks at a steady rate; latency to delivered, and where it goes."""
+    result: dict[str, Any] = {}
+    stages = [topics.RAW_EVENTS, topics.SNAPSHOTS, topics.MUTATIONS, *demo.job_topics()]
+    stage_ends = _ends(stack, stages)
+    count = int(live_rate * live_seconds)
+    hooks = httpx.post(
+        akeneo_url + EDIT_PATH,
+        json={"start": 50, "stride": max(1, products // count), "count": count, "sign": True},
+        timeout=120,
+    ).json()
+    sent, statuses = asyncio.run(_stream(hub.webhook_url, hooks, live_rate))
+    since = datetime.fromtimestamp(min(sent.values()) - 1, UTC)
+    keys = list(sent)
+    delivered: dict[str, float] = {}
+    deadline = time.monotonic() + 120
+    while len(delivered) < len(keys) and time.monotonic() < deadline:
+        rows = stack.query(
+            "SELECT entity_key, min(occurred_at) AS at FROM deliveries "
+            "WHERE entity_key = ANY(%s) AND status IN ('delivered', 'skipped') "
+            "AND occurred_at > %s GROUP BY entity_key",
+            keys,
+            since,
+        )
+        delivered = {r["entity_key"]: r["at"].timestamp() for r in rows}
+        time.sleep(1)
+    lat = sorted(delivered[k] - sent[k] for k in delivered)
+    result.update(
+        {
+            "live_updates": len(keys),
+            "live_rate_per_s": live_rate,
+            "live_seconds": live_seconds,
+            "live_http_statuses": dict(Counter(statuses)),
+            "live_delivered": len(delivered),
+            "live_lost": len(keys) - len(delivered),
+            "live_p50_ms": round(1000 * statistics.median(lat)) if lat else None,
+            "live_p99_ms": round(1000 * lat[int(0.99 * (len(lat) - 1))]) if lat else None,
+            "live_max_ms": round(1000 * lat[-1]) if lat else None,
+            "live_p99_vs_target_2s": round(lat[int(0.99 * (len(lat) - 1))] / 2, 3) if lat else None,
+        }
+    )
+    result["live_stage_ms"] = _stage_latencies(stack, stage_ends, sent, delivered)
+    return result
+
+
+def _stage_latencies(
+    stack: Stack,
+    starts: dict[tuple[str, int], int],
+    sent: dict[str, float],
+    delivered: dict[str, float],
+) -> dict[str, str]:
+    """p50 / p99 from the webhook's send to each entity's first record on each topic."""
+    first: dict[str, dict[str, float]] = {}
+    for msg in _since(stack, starts):
+        key = (msg.key() or b"").decode(errors="replace")
+        found = re.search(r"product:[0-9a-f-]{36}", key)
+        stamp = timestamp_ms(msg)
+        if found is None or stamp is None or found.group() not in sent:
+            continue
+        topic = str(msg.topic())
+        name = "jobs" if topic.startswith("hub.jobs.") else topic
+        seen = first.setdefault(name, {})
+        seen[found.group()] = min(seen.get(found.group(), stamp / 1000), stamp / 1000)
+    first["delivered"] = delivered
+    out = {}
+    for name, at in first.items():
+        lat = sorted(at[k] - sent[k] for k in at)
+        if lat:
+            p50, p99 = statistics.median(lat), lat[int(0.99 * (len(lat) - 1))]
+            out[name] = f"p50 {1000 * p50:.0f}, p99 {1000 * p99:.0f} ({len(lat)})"
+    return out
 
 
 async def _stream(
@@ -462,11 +602,34 @@ async def _stream(
     return sent, statuses
 
 
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench.bench_e2e [PRODUCTS] [--live-seconds S] [--live-rate R] [--profile S]`."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("products", nargs="?", type=int, default=3_000)
+    parser.add_argument("--live-seconds", type=int, default=60, help="0: no live stream")
+    parser.add_argument("--live-rate", type=float, default=50.0, help="webhooks per second")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="py-spy the services this long during the full load (it takes CPU of its own)",
+    )
+    parser.add_argument(
+        "--bulk",
+        choices=("async", "sync"),
+        default="async",
+        help="the Magento integration's `bulk` mode (sync: one REST call per product and view)",
+    )
+    args = parser.parse_args(argv)
+    result = run(args.products, args.live_rate, args.live_seconds, args.profile, args.bulk)
+    print(json.dumps(result, indent=2, default=str))
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "akeneo":
         _serve_akeneo(int(sys.argv[2]), int(sys.argv[3]))
     elif len(sys.argv) > 1 and sys.argv[1] == "magento":
         _serve_magento(int(sys.argv[2]))
     else:
-        size = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000
-        print(json.dumps(run(size), indent=2, default=str))
+        main()

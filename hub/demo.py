@@ -71,8 +71,12 @@ class StageFailed(RuntimeError):
     """A stage of the demo (or of a benchmark) did not complete."""
 
 
-def magento_config(base_url: str) -> dict[str, Any]:
-    """The magento2 integration's configuration for the sandbox catalogue."""
+def magento_config(base_url: str, bulk: str = "async") -> dict[str, Any]:
+    """The magento2 integration's configuration for the sandbox catalogue.
+
+    `bulk: async` sends product creations through Magento's async bulk API (one request
+    per batch and store view instead of one per product and store view).
+    """
     rules: list[dict[str, Any]] = [
         {"akeneo": "name", "magento": "name"},
         {"akeneo": "description", "magento": "description"},
@@ -101,6 +105,7 @@ def magento_config(base_url: str) -> dict[str, Any]:
         "attribute_sets": {"clothing": 9, "shoes": 10},
         "on_delete": "delete",
         "max_concurrency": 8,
+        "bulk": bulk,
     }
 
 
@@ -209,7 +214,9 @@ class Hub:
         return {s.name: s.process.pid for s in self.stack.supervisor.services if s.alive()}
 
 
-def start_services(stack: Stack, magento_url: str, with_ingest: bool = True) -> Hub:
+def start_services(
+    stack: Stack, magento_url: str, with_ingest: bool = True, bulk: str = "async"
+) -> Hub:
     """Register the magento2 integration and start every service, each with a /metrics port."""
     upsert_integration(
         stack.database_url,
@@ -219,7 +226,7 @@ def start_services(stack: Stack, magento_url: str, with_ingest: bool = True) -> 
             "Demo Magento",
             "magento2",
             True,
-            magento_config(magento_url),
+            magento_config(magento_url, bulk),
             ENTITY_TYPES,
             {},
         ),

@@ -68,6 +68,9 @@ def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str
             "session.timeout.ms": settings.kafka.session_timeout_ms,
             "heartbeat.interval.ms": max(500, settings.kafka.session_timeout_ms // 4),
             "partition.assignment.strategy": "cooperative-sticky",
+            # librdkafka waits up to 500 ms by default; Apache Kafka answers as soon as data
+            # arrives, the embedded broker only when the wait runs out.
+            "fetch.wait.max.ms": settings.kafka.fetch_wait_max_ms,
             **extra,
         }
     )

@@ -22,6 +22,11 @@ class KafkaSettings(BaseModel):
     ssl_key_password: SecretStr | None = None
     ssl_check_hostname: bool = Field(True, description="verify the broker certificate's name")
     session_timeout_ms: int = 6000
+    fetch_wait_max_ms: int = Field(
+        50,
+        description="longest a consumer's fetch waits for data; the embedded broker answers "
+        "a waiting fetch only when this runs out, so it is a floor on each hop's latency",
+    )
     client_id: str = "pim-hub"
 
     @model_validator(mode="after")

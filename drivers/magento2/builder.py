@@ -389,6 +389,17 @@ def _put(body: dict[str, Any], code: str, value: Any) -> None:
         body.setdefault("custom_attributes", []).append({"attribute_code": code, "value": value})
 
 
+def own_store_views(config: Magento2Config) -> dict[str, tuple[str, str | None]]:
+    """Store views that can hold values of their own: (locale, channel) per view.
+
+    A view of the admin locale on the default channel would only ever repeat the admin
+    values: it inherits them instead (no request, and no store-level copy that an admin
+    change would leave behind).
+    """
+    admin = (config.admin_locale, config.default_channel)
+    return {v: scope for v, scope in config.store_views().items() if scope != admin}
+
+
 def _field_values(
     entity: Mapping[str, Any],
     config: Magento2Config,
@@ -397,8 +408,8 @@ def _field_values(
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[ImageRef]]:
     """Every mapped value: admin {magento code: value}, per store view, and images."""
     admin: dict[str, Any] = {}
-    stores: dict[str, dict[str, Any]] = {v: {} for v in config.store_views()}
-    views = config.store_views()
+    views = own_store_views(config)
+    stores: dict[str, dict[str, Any]] = {v: {} for v in views}
     images: list[ImageRef] = []
     position = 1
     for m in _mapped(entity, config, learned):
@@ -443,7 +454,7 @@ def affected_fields(
     by_akeneo: dict[str, list[AttributeRule]] = {}
     for rule in _rules(entity, config):
         by_akeneo.setdefault(rule.akeneo, []).append(rule)
-    views = config.store_views()
+    views = own_store_views(config)
     for change in changes:
         if change.field == "enabled":
             admin.add("status")
@@ -615,7 +626,7 @@ def category_store_names(entity: Mapping[str, Any], config: Magento2Config) -> d
     """Store view code -> category name, for views whose locale has a label."""
     labels = entity.get("labels") or {}
     out = {}
-    for view, (locale, _) in config.store_views().items():
+    for view, (locale, _) in own_store_views(config).items():
         if labels.get(locale):
             out[view] = str(labels[locale])
     return out

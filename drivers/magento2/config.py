@@ -146,6 +146,12 @@ class Magento2Config(_Strict):
     missing_reference: Literal["retry", "skip"] = Field(
         "retry", description="a category or parent not synced yet: retry later or leave it out"
     )
+    reference_wait_s: float = Field(
+        2.0,
+        ge=0,
+        description="how long a job waits for a category or parent model that is not mapped "
+        "yet (usually being delivered right now) before it is retried later",
+    )
     bulk: Literal["sync", "async"] = "sync"
     bulk_poll_interval_s: float = Field(0.2, gt=0)
     bulk_timeout_s: float = Field(60.0, gt=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import time
 from collections.abc import Sequence
@@ -49,6 +50,11 @@ M_ATTRIBUTE_ID = "magento_attribute_id"  # Magento attribute code -> attribute_i
 M_MEDIA = "media"  # "<sku>|<attribute>" -> "<sha256>:<entry id>"
 
 MSG_ALREADY_ATTACHED = "The product is already attached."
+#: how often a job waiting for a reference looks at the mapping again (doubling up to the max)
+REFERENCE_POLL_S = 0.05
+REFERENCE_POLL_MAX_S = 0.4
+#: how long an attribute type found nowhere is not looked up again
+UNKNOWN_TYPE_RECHECK_S = 5.0
 # Async bulk operation status codes (Magento\AsynchronousOperations).
 OP_COMPLETE, OP_RETRIABLE, OP_FAILED, OP_OPEN, OP_REJECTED = 1, 2, 3, 4, 5
 
@@ -67,6 +73,11 @@ def _result(exc: MagentoError) -> DeliveryResult:
     )
 
 
+def _option_order(value: str) -> tuple[int, str]:
+    """Option ids in numeric order (the order they were created in)."""
+    return (int(value), value) if value.isdigit() else (0, value)
+
+
 def _split_ref(value: str) -> tuple[int, str]:
     ident, _, sku = value.partition(":")
     return int(ident), sku
@@ -74,10 +85,11 @@ def _split_ref(value: str) -> tuple[int, str]:
 
 @dataclass
 class _Prepared:
-    """A product job turned into payloads, ready for the bulk API."""
+    """A product (or root product model) job turned into payloads, ready for the bulk API."""
 
     job: Job
-    entity_key: str
+    map_type: str  # M_PRODUCT or M_MODEL
+    map_key: str
     payload: ProductPayload
 
 
@@ -105,6 +117,9 @@ class Magento2Driver(Driver):
         self._client: MagentoClient | None = None
         self._media: AkeneoMedia | None = None
         self._types: dict[str, str] = {}
+        self._types_unknown: dict[str, float] = {}  # code -> when to look it up again
+        self._pollers: dict[tuple[str, str], asyncio.Future[str | None]] = {}
+        self._mapped = asyncio.Event()  # set (and replaced) when this driver maps something
         self._options: dict[tuple[str, str], str] = {}
         self._attribute_ids: dict[str, int] = {}
         self._store_ids: dict[str, int] | None = None
@@ -163,10 +178,13 @@ class Magento2Driver(Driver):
     async def handle_batch(
         self, jobs: list[Job], context: IntegrationContext
     ) -> list[DeliveryResult]:
-        """Deliver several jobs; with `bulk: async`, simple products go through the bulk API.
+        """Deliver several jobs; with `bulk: async`, product creations go through the bulk API.
 
-        Jobs of one entity keep their order: an entity with several jobs in the batch, and
-        everything but plain product upserts, is delivered one by one after the bulk part.
+        Creations carry full payloads, which is what the bulk API takes; an update's payload
+        holds only its changed fields and goes alone (usually one small request). Variants
+        are created in bulk, then attached to their configurable, a configurable at a time.
+        Everything else is delivered job by job, concurrently across entities; jobs of one
+        entity keep their order (an entity with several jobs in the batch goes job by job).
         """
         api = self._api(context)
         config = api.config
@@ -176,27 +194,49 @@ class Magento2Driver(Driver):
         counts: dict[str, int] = {}
         for job in jobs:
             counts[job.mutation.entity_key] = counts.get(job.mutation.entity_key, 0) + 1
-        prepared: list[tuple[int, _Prepared]] = []
-        for index, job in enumerate(jobs):
+        states: dict[int, dict[str, Any]] = {}
+
+        async def prepare(index: int, job: Job) -> _Prepared | None:
             m = job.mutation
             if (
-                m.entity_type != "product"
-                or m.operation == "delete"
+                m.entity_type not in ("product", "product_model")
+                or m.operation != "create"
                 or counts[m.entity_key] > 1
                 or not m.state
             ):
-                continue
+                return None
             try:
                 state = orjson.loads(m.state)
-                if state.get("parent"):
-                    continue  # variants also need configurable links: the sync path does it
-                payload = await self._product_payload(state, api, context.mapping, None, "simple")
+            except orjson.JSONDecodeError:
+                return None  # the one-by-one path reports it
+            if not isinstance(state, dict):
+                return None
+            model = m.entity_type == "product_model"
+            code = state.get("code")
+            if model and (state.get("parent") or not isinstance(code, str)):
+                return None  # sub-models only record their root: the one-by-one path
+            try:
+                payload = await self._product_payload(
+                    state, api, context.mapping, None, "configurable" if model else "simple"
+                )
             except MagentoError as exc:
                 results[index] = _result(exc)
-                continue
+                return None
             if payload.images:
-                continue
-            prepared.append((index, _Prepared(job, m.entity_key, payload)))
+                return None
+            states[index] = state
+            if not model:
+                return _Prepared(job, M_PRODUCT, m.entity_key, payload)
+            # What the one-by-one path records before its upsert: variants find their root.
+            await context.mapping.put(M_MODEL_ROOT, str(code), str(code))
+            self._wrote_mappings()
+            if state.get("family_variant"):
+                await context.mapping.put(M_MODEL_VARIANT, str(code), str(state["family_variant"]))
+            return _Prepared(job, M_MODEL, str(code), payload)
+
+        # Payloads need mapping look-ups (options, categories): prepare them side by side.
+        ready = await asyncio.gather(*(prepare(i, job) for i, job in enumerate(jobs)))
+        prepared = [(i, p) for i, p in enumerate(ready) if p is not None]
         if prepared:
             try:
                 outcome = await self._bulk_upsert([p for _, p in prepared], api, context.mapping)
@@ -204,9 +244,33 @@ class Magento2Driver(Driver):
                 outcome = [_result(exc)] * len(prepared)
             for (index, _), result in zip(prepared, outcome, strict=True):
                 results[index] = result
+
+        # Created variants are attached to their configurable, a parent at a time.
+        families: dict[str, list[tuple[int, str]]] = {}
+        for index, p in prepared:
+            parent = states[index].get("parent")
+            if p.map_type == M_PRODUCT and parent and results[index].outcome == "delivered":
+                families.setdefault(str(parent), []).append((index, p.payload.sku))
+
+        async def link(parent: str, members: list[tuple[int, str]]) -> None:
+            children = [(states[index], sku) for index, sku in members]
+            errors = await self._link_children(parent, children, api, context.mapping)
+            for (index, _), error in zip(members, errors, strict=True):
+                if error is not None:
+                    results[index] = _result(error)
+
+        async def one_by_one(indexes: list[int]) -> None:
+            for index in indexes:
+                results[index] = await self.handle(jobs[index], context)
+
+        rest: dict[str, list[int]] = {}
         for index, job in enumerate(jobs):
             if index not in results:
-                results[index] = await self.handle(job, context)
+                rest.setdefault(job.mutation.entity_key, []).append(index)
+        await asyncio.gather(
+            *(link(parent, members) for parent, members in families.items()),
+            *(one_by_one(ixs) for ixs in rest.values()),
+        )
         return [results[i] for i in range(len(jobs))]
 
     async def _handle(
@@ -252,13 +316,25 @@ class Magento2Driver(Driver):
     async def _learned(
         self, state: dict[str, Any], api: MagentoClient, mapping: EntityMappingService
     ) -> dict[str, str]:
-        codes = {r.akeneo for r in api.config.attributes}
-        if api.config.map_unlisted_attributes:
+        config = api.config
+        # A type the config declares wins over a learned one: no need to look it up.
+        codes = {r.akeneo for r in config.attributes if r.type is None}
+        if config.map_unlisted_attributes:
             codes.update((state.get("values") or {}).keys())
-        missing = [c for c in sorted(codes) if c not in self._types]
+        codes -= set(config.attribute_types)
+        now = time.monotonic()
+        missing = [
+            c
+            for c in sorted(codes)
+            if c not in self._types and self._types_unknown.get(c, 0.0) <= now
+        ]
         if missing:
             found = await mapping.get_many(M_TYPE, missing)
             self._types.update(found)
+            # Types never learned (their attribute is not synced to this integration) are
+            # asked again a little later, not for every product.
+            later = now + UNKNOWN_TYPE_RECHECK_S
+            self._types_unknown.update((c, later) for c in missing if c not in found)
         return {c: self._types[c] for c in codes if c in self._types}
 
     async def _attribute(
@@ -393,11 +469,68 @@ class Magento2Driver(Driver):
     ) -> dict[str, int]:
         if not codes:
             return {}
-        found = {k: int(v) for k, v in (await mapping.get_many(M_CATEGORY, sorted(codes))).items()}
+        wait = api.config.reference_wait_s if api.config.missing_reference == "retry" else 0.0
+        mapped = await self._await_mapped(mapping, M_CATEGORY, sorted(codes), wait)
+        found = {k: int(v) for k, v in mapped.items()}
         missing = sorted(codes - set(found))
         if missing and api.config.missing_reference == "retry":
             raise MissingReference(f"categories not synced to Magento yet: {', '.join(missing)}")
         return found
+
+    async def _await_mapped(
+        self, mapping: EntityMappingService, etype: str, keys: list[str], wait_s: float
+    ) -> dict[str, str]:
+        """Mapped targets of these keys, waiting up to wait_s for the missing ones.
+
+        A reference missing during a load is nearly always being delivered at this moment
+        (a parent category, the configurable of a variant): waiting a moment here is far
+        cheaper than a trip through a retry topic.
+        """
+        found = await mapping.get_many(etype, keys)
+        missing = [k for k in keys if k not in found]
+        if not missing or wait_s <= 0:
+            return found
+        waited = await asyncio.gather(
+            *(self._await_one(mapping, etype, k, wait_s) for k in missing)
+        )
+        found.update((k, v) for k, v in zip(missing, waited, strict=True) if v is not None)
+        return found
+
+    async def _await_one(
+        self, mapping: EntityMappingService, etype: str, key: str, wait_s: float
+    ) -> str | None:
+        # One poller per reference in this process, however many jobs wait for it: fifty
+        # variants of one configurable must not take the mapping's connections in turns.
+        poll = self._pollers.get((etype, key))
+        if poll is None:
+            poll = asyncio.ensure_future(self._poll_mapped(mapping, etype, key, wait_s))
+            self._pollers[(etype, key)] = poll
+            poll.add_done_callback(lambda _: self._pollers.pop((etype, key), None))
+        return await asyncio.shield(poll)
+
+    async def _poll_mapped(
+        self, mapping: EntityMappingService, etype: str, key: str, wait_s: float
+    ) -> str | None:
+        """The mapping of one key once it exists, or None after wait_s."""
+        deadline = time.monotonic() + wait_s
+        interval = REFERENCE_POLL_S
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            # Woken at once when this process maps something (the reference is often
+            # delivered by another batch here), else after the interval.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._mapped.wait(), min(interval, left))
+            found = await mapping.get(etype, key)
+            if found is not None:
+                return found
+            interval = min(interval * 2, REFERENCE_POLL_MAX_S)
+
+    def _wrote_mappings(self) -> None:
+        """Wake the jobs waiting for a reference: one of them may exist now."""
+        self._mapped.set()
+        self._mapped = asyncio.Event()
 
     async def _find_category(
         self, api: MagentoClient, parent_id: int, code: str, name: str
@@ -437,6 +570,7 @@ class Magento2Driver(Driver):
             # A tree root maps to an existing Magento root; Magento's root is never renamed.
             root_id = config.category_roots.get(code, config.default_root_category_id)
             await mapping.put(M_CATEGORY, code, str(root_id))
+            self._wrote_mappings()
             return DeliveryResult.delivered(target_ref=str(root_id))
         parent_id = (await self._category_ids({parent}, api, mapping)).get(parent)
         if parent_id is None:
@@ -455,6 +589,7 @@ class Magento2Driver(Driver):
                 created = await api.call("POST", "/V1/categories", body, store="all")
                 category_id = int(created["id"])
             await mapping.put(M_CATEGORY, code, str(category_id))
+            self._wrote_mappings()
             current = await api.call("GET", f"/V1/categories/{category_id}", store="all")
         if current.get("name") != name:
             await api.call(
@@ -560,6 +695,7 @@ class Magento2Driver(Driver):
         product_id = int(saved["id"])
         if mapped is None or _split_ref(mapped) != (product_id, payload.sku):
             await mapping.put(map_type, map_key, f"{product_id}:{payload.sku}")
+            self._wrote_mappings()
         for view, body in sorted(payload.stores.items()):
             await self._save(api, body, view, False)
         if payload.images:
@@ -666,10 +802,12 @@ class Magento2Driver(Driver):
             # values reach Magento through the variant products, which carry them.
             root = await mapping.get(M_MODEL_ROOT, str(parent)) or str(parent)
             await mapping.put(M_MODEL_ROOT, code, root)
+            self._wrote_mappings()
             return DeliveryResult.skipped(f"sub-model of {root}: variants link to the root")
         if job.mutation.operation == "delete":
             return await self._delete_product(state, code, api, mapping, M_MODEL)
         await mapping.put_many(M_MODEL_ROOT, {code: code})
+        self._wrote_mappings()
         if state.get("family_variant"):
             await mapping.put(M_MODEL_VARIANT, code, str(state["family_variant"]))
         payload, product_id = await self._upsert(
@@ -699,43 +837,89 @@ class Magento2Driver(Driver):
         api: MagentoClient,
         mapping: EntityMappingService,
     ) -> None:
+        [error] = await self._link_children(parent, [(state, child_sku)], api, mapping)
+        if error is not None:
+            raise error
+
+    async def _link_children(
+        self,
+        parent: str,
+        children: list[tuple[dict[str, Any], str]],
+        api: MagentoClient,
+        mapping: EntityMappingService,
+    ) -> list[MagentoError | None]:
+        """Attach variants (state, sku) to the configurable of one parent model.
+
+        The configurable's options are read and completed once for all of them; the error of
+        each child (None: attached) comes back in order.
+        """
         config = api.config
-        root = await mapping.get(M_MODEL_ROOT, parent)
-        model = await mapping.get(M_MODEL, root) if root else None
+        wait = config.reference_wait_s
+        root = (await self._await_mapped(mapping, M_MODEL_ROOT, [parent], wait)).get(parent)
+        model = (
+            (await self._await_mapped(mapping, M_MODEL, [root], wait)).get(root) if root else None
+        )
         variant = await mapping.get(M_MODEL_VARIANT, root) if root else None
         if root is None or model is None:
-            raise MissingReference(f"parent product model {parent!r} not synced to Magento yet")
+            missing = MissingReference(f"parent product model {parent!r} not synced to Magento yet")
+            return [missing] * len(children)
         parent_sku = _split_ref(model)[1]
         axes = config.family_variant_axes.get(variant or "") or []
         if not axes and variant:
             learned = await mapping.get(M_AXES, variant)
             axes = [a for a in (learned or "").split(",") if a]
         if not axes:
-            raise MissingReference(f"axes of family variant {variant!r} are not known yet")
+            unknown = MissingReference(f"axes of family variant {variant!r} are not known yet")
+            return [unknown] * len(children)
         rules = builder.axis_rules(axes, config)
-        values = state.get("values") or {}
-        refs = set()
-        for rule in rules:
-            data = builder.pick(values.get(rule.akeneo) or [], None, None)
-            if not isinstance(data, str) or not data:
-                raise MappingError(f"variant {child_sku} has no value for axis {rule.akeneo!r}")
-            refs.add(OptionRef(rule.magento, rule.akeneo, data))
-        ids = await self._ensure_options(refs, api, mapping)
-        wanted = {r.magento: ids[(r.magento, r.code)] for r in refs}
-        # Children of one configurable arrive concurrently: one option update at a time here;
-        # other processes are caught by the read-back and retried.
-        async with self._parent_locks.setdefault(parent_sku, asyncio.Lock()):
-            await self._ensure_configurable_options(api, mapping, parent_sku, rules, wanted)
+        errors: list[MagentoError | None] = [None] * len(children)
+        child_refs: dict[int, set[OptionRef]] = {}
+        for index, (state, child_sku) in enumerate(children):
+            values = state.get("values") or {}
+            refs = set()
+            for rule in rules:
+                data = builder.pick(values.get(rule.akeneo) or [], None, None)
+                if not isinstance(data, str) or not data:
+                    errors[index] = MappingError(
+                        f"variant {child_sku} has no value for axis {rule.akeneo!r}"
+                    )
+                    break
+                refs.add(OptionRef(rule.magento, rule.akeneo, data))
+            else:
+                child_refs[index] = refs
+        if not child_refs:
+            return errors
         try:
-            await api.call(
-                "POST",
-                f"/V1/configurable-products/{parent_sku}/child",
-                {"childSku": child_sku},
-                store="all",
-            )
-        except PermanentError as exc:
-            if MSG_ALREADY_ATTACHED not in exc.message:
-                raise
+            ids = await self._ensure_options(set().union(*child_refs.values()), api, mapping)
+            wanted: dict[str, set[str]] = {}
+            for refs in child_refs.values():
+                for r in refs:
+                    wanted.setdefault(r.magento, set()).add(ids[(r.magento, r.code)])
+            # Children of one configurable arrive concurrently: one option update at a time
+            # here; other processes are caught by the read-back and retried.
+            async with self._parent_locks.setdefault(parent_sku, asyncio.Lock()):
+                await self._ensure_configurable_options(api, mapping, parent_sku, rules, wanted)
+        except MagentoError as exc:
+            for index in child_refs:
+                errors[index] = exc
+            return errors
+
+        async def attach(index: int) -> None:
+            try:
+                await api.call(
+                    "POST",
+                    f"/V1/configurable-products/{parent_sku}/child",
+                    {"childSku": children[index][1]},
+                    store="all",
+                )
+            except PermanentError as exc:
+                if MSG_ALREADY_ATTACHED not in exc.message:
+                    errors[index] = exc
+            except MagentoError as exc:
+                errors[index] = exc
+
+        await asyncio.gather(*(attach(i) for i in child_refs))
+        return errors
 
     async def _ensure_configurable_options(
         self,
@@ -743,9 +927,9 @@ class Magento2Driver(Driver):
         mapping: EntityMappingService,
         parent_sku: str,
         rules: list[Any],
-        wanted: dict[str, str],
+        wanted: dict[str, set[str]],
     ) -> None:
-        """Make the configurable's options include the child's axis values."""
+        """Make the configurable's options include the children's axis values."""
         path = f"/V1/configurable-products/{parent_sku}/options/all"
         current = await api.call("GET", path, store="all") or []
         by_attr = {str(o.get("attribute_id")): o for o in current}
@@ -755,11 +939,12 @@ class Magento2Driver(Driver):
             attribute_id = await self._attribute_id(api, mapping, rule.magento)
             existing = by_attr.get(str(attribute_id))
             values_now = [str(v["value_index"]) for v in (existing or {}).get("values") or []]
-            if existing is None or wanted[rule.magento] not in values_now:
+            new = sorted(wanted[rule.magento] - set(values_now), key=_option_order)
+            if existing is None or new:
                 changed = True
             options.append(
                 builder.configurable_option(
-                    attribute_id, rule.magento, position, [*values_now, wanted[rule.magento]]
+                    attribute_id, rule.magento, position, [*values_now, *new]
                 )
             )
         if not changed:
@@ -792,10 +977,11 @@ class Magento2Driver(Driver):
         }
         for rule in rules:
             attribute_id = await self._attribute_id(api, mapping, rule.magento)
-            if (str(attribute_id), wanted[rule.magento]) not in present:
+            lost = sorted(v for v in wanted[rule.magento] if (str(attribute_id), v) not in present)
+            if lost:
                 # Another dispatcher wrote its own value list over ours: merge again later.
                 raise RetryableError(
-                    f"options of {parent_sku} lost value {wanted[rule.magento]} to a concurrent "
+                    f"options of {parent_sku} lost value {', '.join(lost)} to a concurrent "
                     "update; trying again",
                     kind="concurrent_update",
                 )
@@ -845,17 +1031,22 @@ class Magento2Driver(Driver):
         for index, (status, message) in enumerate(admin):
             settle(index, status, message)
         views = sorted({v for p in prepared for v in p.payload.stores})
-        for view in views:
+
+        async def view_bulk(view: str) -> None:
             members = [
                 i for i, p in enumerate(prepared) if results[i] is None and view in p.payload.stores
             ]
             if not members:
-                continue
+                return
             outcome = await self._bulk(
                 api, view, [prepared[i].payload.stores[view] for i in members]
             )
             for index, (status, message) in zip(members, outcome, strict=True):
                 settle(index, status, message)
+
+        # The products exist now: their store views are independent of each other. A failure
+        # in one view settles the job as failed whatever the others did (it is sent again).
+        await asyncio.gather(*(view_bulk(v) for v in views))
         done = [i for i, r in enumerate(results) if r is None]
         if done:
             skus = ",".join(prepared[i].payload.sku for i in done)
@@ -870,12 +1061,15 @@ class Magento2Driver(Driver):
                 },
             )
             ids = {str(r["sku"]): int(r["id"]) for r in rows.get("items") or []}
-            pairs = {
-                prepared[i].entity_key: f"{ids[prepared[i].payload.sku]}:{prepared[i].payload.sku}"
-                for i in done
-                if prepared[i].payload.sku in ids
-            }
-            await mapping.put_many(M_PRODUCT, pairs)
+            pairs: dict[str, dict[str, str]] = {}
+            for i in done:
+                p = prepared[i]
+                if p.payload.sku in ids:
+                    ref = f"{ids[p.payload.sku]}:{p.payload.sku}"
+                    pairs.setdefault(p.map_type, {})[p.map_key] = ref
+            for map_type, refs in sorted(pairs.items()):
+                await mapping.put_many(map_type, refs)
+            self._wrote_mappings()
             for i in done:
                 results[i] = DeliveryResult.delivered(target_ref=prepared[i].payload.sku)
         return [r if r is not None else DeliveryResult.retry("bulk: no outcome") for r in results]

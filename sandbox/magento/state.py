@@ -268,6 +268,8 @@ class MagentoState:
         self._product_ids: dict[int, str] = {}
         # (store_id, url_key) -> sku of the visible product that owns that URL in that store.
         self._url_index: dict[tuple[int, str], str] = {}
+        # sku -> its keys in _url_index: re-indexing a product must not scan every product
+        self._url_keys_of: dict[str, list[tuple[int, str]]] = {}
         self._next_product_id = 1
         self._next_category_id = 3
         self._next_option_id = 10
@@ -482,11 +484,16 @@ class MagentoState:
                 raise MagentoError(400, MSG_URL_KEY_EXISTS)
 
     def _index_url_keys(self, product: Product) -> None:
-        stale = [k for k, sku in self._url_index.items() if sku == product.sku]
-        for key in stale:
-            del self._url_index[key]
-        for store_id, url_key in self._visible_url_keys(product).items():
-            self._url_index[(store_id, url_key)] = product.sku
+        self._unindex_url_keys(product.sku)
+        keys = list(self._visible_url_keys(product).items())
+        for key in keys:
+            self._url_index[key] = product.sku
+        self._url_keys_of[product.sku] = keys
+
+    def _unindex_url_keys(self, sku: str) -> None:
+        for key in self._url_keys_of.pop(sku, []):
+            if self._url_index.get(key) == sku:
+                del self._url_index[key]
 
     def delete_product(self, sku: str) -> bool:
         """Delete a product and its links (Magento answers `true`)."""
@@ -494,7 +501,7 @@ class MagentoState:
             product = self.get_product(sku)
             del self.products[sku]
             del self._product_ids[product.id]
-            self._url_index = {k: v for k, v in self._url_index.items() if v != sku}
+            self._unindex_url_keys(sku)
             for other in self.products.values():
                 if product.id in other.child_ids:
                     other.child_ids.remove(product.id)
@@ -534,12 +541,25 @@ class MagentoState:
         ]
         return body
 
+    def _candidates(self, criteria: dict[str, Any]) -> list[Product]:
+        """Products a search can match: those a group of `sku` filters names, else every one.
+
+        Magento looks SKUs up in an index; the filters still run on the candidates, so the
+        answer is the one filtering every product gives (in catalogue order, which is id order).
+        """
+        for group in criteria.get("filter_groups", []):
+            named = _named_skus(group.get("filters", []))
+            if named is not None:
+                found = [self.products[sku] for sku in named if sku in self.products]
+                return sorted(found, key=lambda p: p.id)
+        return list(self.products.values())
+
     def search_products(
         self, store_id: int, criteria: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], int]:
         """Filter (groups AND, filters in a group OR), sort and page products."""
         with self.lock:
-            rows = [self.product_json(p, store_id) for p in self.products.values()]
+            rows = [self.product_json(p, store_id) for p in self._candidates(criteria)]
             for group in criteria.get("filter_groups", []):
                 filters = group.get("filters", [])
                 if filters:
@@ -1104,3 +1124,28 @@ class MagentoState:
             self.stats.by_status[record.status] += 1
             self.stats.by_route[(record.method, record.template or "", record.status)] += 1
             self.stats.recent.append(record)
+
+
+def _named_skus(filters: list[dict[str, Any]]) -> set[str] | None:
+    """The SKUs a filter group can match when it only has `sku` eq / in filters, else None.
+
+    `eq` compares numbers as numbers (as SQL does): a numeric value is not a plain name.
+    """
+    if not filters:
+        return None
+    named: set[str] = set()
+    for flt in filters:
+        cond = str(flt.get("condition_type") or "eq").lower()
+        value = str(flt.get("value", ""))
+        if str(flt.get("field", "")) != "sku" or cond not in ("eq", "in"):
+            return None
+        if cond == "in":
+            named.update(w.strip() for w in value.split(","))
+            continue
+        try:
+            float(value)
+        except ValueError:
+            named.add(value)
+            continue
+        return None
+    return named

@@ -39,7 +39,9 @@ class DispatcherOptions:
     shutdown_timeout_s: float = 20.0
     retry_delays_s: tuple[int, ...] = (30, 300, 1800)
     poll_records: int = 500
-    max_buffered: int = 1000
+    # Jobs of creations carry the entity's full state (tens of KB decoded): 200 per
+    # partition bounds a dispatcher's memory under a backlog and still feeds 8 batches.
+    max_buffered: int = 200
     commit_interval_s: float = 0.2
 
     @classmethod

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from drivers.discovery import discover
+from hub.demo import ATTRIBUTE_SEEDS, MULTIS, SELECTS, VIEWS, magento_config
 from hub.integrations import Integration, upsert_integration
 from hub.kafka import make_producer
 from hub.settings import Settings
 from hub.supervisor import Supervisor
 from sandbox.akeneo import Catalogue
 from sandbox.magento import (
-    AttributeSeed,
     FaultConfig,
     MagentoState,
     SandboxConfig,
@@ -34,45 +34,6 @@ from schemas.serde import Serde
 pytestmark = pytest.mark.integration
 
 PRODUCTS = int(os.environ.get("M2_E2E_PRODUCTS", "1000"))
-SELECTS = ("color", "size", "shoe_size", "brand")
-MULTIS = ("material",)
-VIEWS = {"default": "en_US", "fr": "fr_FR", "de": "de_DE"}
-ATTRIBUTE_SEEDS = tuple(
-    AttributeSeed(code, 500 + i, "multiselect" if code in MULTIS else "select", code)
-    for i, code in enumerate((*SELECTS, *MULTIS))
-)
-
-
-def config(base_url: str) -> dict[str, Any]:
-    rules: list[dict[str, Any]] = [
-        {"akeneo": "name", "magento": "name"},
-        {"akeneo": "description", "magento": "description"},
-        {"akeneo": "price", "magento": "price"},
-        {"akeneo": "weight", "magento": "weight"},
-        {"akeneo": "is_new", "magento": "is_new", "type": "pim_catalog_boolean"},
-        {"akeneo": "release_date", "magento": "release_date", "type": "pim_catalog_date"},
-        {"akeneo": "rating", "magento": "rating", "type": "pim_catalog_number"},
-        *({"akeneo": c, "magento": c, "type": "pim_catalog_simpleselect"} for c in SELECTS),
-        *({"akeneo": c, "magento": c, "type": "pim_catalog_multiselect"} for c in MULTIS),
-    ]
-    return {
-        "base_url": base_url,
-        "auth": {"kind": "admin_token", "username": "admin", "password": "admin123"},
-        "locales": {loc: [view] for view, loc in VIEWS.items()},
-        "websites": [
-            {
-                "code": "base",
-                "id": 1,
-                "channel": "ecommerce",
-                "currency": "EUR",
-                "store_views": list(VIEWS),
-            }
-        ],
-        "attributes": rules,
-        "attribute_sets": {"clothing": 9, "shoes": 10},
-        "on_delete": "delete",
-        "max_concurrency": 8,
-    }
 
 
 class Tagged:
@@ -322,7 +283,7 @@ def test_catalogue_converges_in_magento_through_failures(
         name="Magento e2e",
         driver="magento2",
         enabled=True,
-        config=config(url),
+        config=magento_config(url),
         entity_types=None,
         priority_map={},
     )

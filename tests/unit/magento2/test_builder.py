@@ -146,7 +146,8 @@ def test_variant_is_not_visible_individually() -> None:
         (Change(field="family"), {"attribute_set_id"}, {}),
         (Change(field="categories"), {"category_links"}, {}),
         (Change(field="values", attribute="name", locale="fr_FR"), set(), {"fr": {"name"}}),
-        (Change(field="values", attribute="name", locale="en_US"), {"name"}, {"default": {"name"}}),
+        # `default` shows en_US on the default channel, like the admin values: it inherits.
+        (Change(field="values", attribute="name", locale="en_US"), {"name"}, {}),
         (
             Change(field="values", attribute="description", locale="en_US", scope="mobile"),
             set(),
@@ -202,7 +203,7 @@ def test_category_and_option_payloads_match_the_document(magento_doc: SwaggerDoc
     body = b.build_category(cat, CONFIG, 3)
     assert body["name"] == "Men" and body["parent_id"] == 3
     magento_doc.validate_request("post", "/V1/categories", {"category": body})
-    assert b.category_store_names(cat, CONFIG) == {"default": "Men", "fr": "Hommes"}
+    assert b.category_store_names(cat, CONFIG) == {"fr": "Hommes"}  # `default` inherits
     option = b.build_option("red", {"fr_FR": "Rouge"}, CONFIG, {"fr": 2, "default": 1})
     assert option == {
         "label": "red",

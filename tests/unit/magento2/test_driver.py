@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
 import pytest
 
 from drivers.magento2 import Magento2Driver
-from drivers.magento2.driver import M_OPTION, M_TYPE
+from drivers.magento2.driver import M_CATEGORY, M_MODEL, M_OPTION, M_TYPE
 from sandbox.magento import SandboxConfig
 from tests.spec_validation import SwaggerDocument
 from tests.unit.magento2.helpers import (
@@ -58,10 +59,13 @@ async def test_new_product_lands_with_global_and_store_view_values(
     assert red is not None and admin["color"] == red
     material = {harness.state.option_id("material", c) for c in ("cotton", "wool")}
     assert set(admin["material"].split(",")) == material
-    # Each store view got only its own localised values.
+    # Each store view got only its own localised values; `default` (en_US, like the admin
+    # values) inherits them and got no request at all.
     assert values["fr"] == {"name": "Chemise SKU-1", "description": "<p>Belle</p>"}
     assert values["de"] == {"name": "Hemd SKU-1"}
-    assert values["default"] == {"name": "Shirt SKU-1", "description": "<p>Nice</p>"}
+    assert "default" not in values
+    assert harness.state.product_view("SKU-1", "default")["name"] == "Shirt SKU-1"
+    assert not [c for c in harness.sent if c[1].startswith("/rest/default/")]
     snap = harness.state.snapshot()["products"]["SKU-1"]
     assert snap["attribute_set_id"] == 9 and snap["website_ids"] == [1]
     assert ("attribute_option", "color.red") in mapping.rows
@@ -233,6 +237,26 @@ async def test_configurable_product_with_children(
     again, _ = await deliver(harness, [jobs[1]], mapping=mapping)
     assert again[0].outcome == "delivered"
     validate_sent(magento_doc, harness.sent)
+
+
+async def test_a_reference_delivered_meanwhile_is_waited_for(
+    harness: Harness, mutations: Mutations
+) -> None:
+    # The category's own job is being delivered (by another worker) as the product arrives.
+    mapping = MemoryMapping()
+    ctx = harness.context(config_dict(reference_wait_s=5.0), mapping)
+    driver = Magento2Driver()
+    await driver.open(ctx)
+    job = mutations.job("product", product("SKU-W", categories=["late"]))
+
+    async def category_lands() -> None:
+        await asyncio.sleep(0.3)
+        await mapping.put(M_CATEGORY, "late", "2")
+
+    result, _ = await asyncio.gather(driver.handle(job, ctx), category_lands())
+    assert result.outcome == "delivered", result
+    links = harness.state.snapshot()["products"]["SKU-W"]["category_links"]
+    assert [link["category_id"] for link in links] == ["2"]
 
 
 async def test_variant_before_its_model_is_retried(harness: Harness, mutations: Mutations) -> None:
@@ -439,6 +463,46 @@ async def test_async_bulk_batch_maps_each_operation_back(
         assert h.state.product_values("SKU-B1")["fr"]["name"] == "Chemise SKU-B1"
         assert h.calls("POST", "/async/bulk/V1/products")
         assert ("product", f"product:{product('SKU-B0')['uuid']}") in ctx.mapping.rows  # type: ignore[attr-defined]
+        validate_sent(magento_doc, h.sent)
+    finally:
+        await h.http.aclose()
+
+
+async def test_async_bulk_creates_configurables_and_links_their_variants(
+    mutations: Mutations, magento_doc: SwaggerDocument
+) -> None:
+    h = make_harness(SandboxConfig(attributes=SEEDS, bulk_delay=0.0))
+    try:
+        ctx = h.context(config_dict(bulk="async", bulk_poll_interval_s=0.01))
+        driver = Magento2Driver()
+        await driver.open(ctx)
+        model: dict[str, Any] = {
+            "code": "model_b",
+            "family": "clothing",
+            "family_variant": "clothing_size",
+            "parent": None,
+            "categories": [],
+            "values": {"name": [{"locale": "en_US", "scope": None, "data": "Tee"}]},
+        }
+        jobs = [mutations.job("product_model", model)]
+        for size in ("s", "m"):
+            child = product(f"SKU-BV{size}", parent="model_b")
+            child["values"]["size"] = [{"locale": None, "scope": None, "data": size}]
+            jobs.append(mutations.job("product", child))
+        results = await driver.handle_batch(jobs, ctx)
+        assert [r.outcome for r in results] == ["delivered"] * 3, results
+        # One admin bulk for the three creations; no product went through the one-by-one path.
+        admin_bulks = [c for c in h.sent if c[1] == "/rest/all/async/bulk/V1/products"]
+        assert len(admin_bulks) == 1 and len(admin_bulks[0][2]) == 3
+        assert not [c for c in h.sent if c[:2] == ("POST", "/rest/all/V1/products")]
+        snap = h.state.snapshot()["products"]
+        assert snap["model_b"]["type_id"] == "configurable"
+        assert sorted(snap["model_b"]["children"]) == ["SKU-BVm", "SKU-BVs"]
+        [option] = snap["model_b"]["configurable_options"]
+        wanted = {int(h.state.option_id("size", s) or 0) for s in ("s", "m")}
+        assert {v["value_index"] for v in option["values"]} == wanted
+        assert ("product_model", "model_b") in ctx.mapping.rows  # type: ignore[attr-defined]
+        assert ctx.mapping.rows[(M_MODEL, "model_b")].endswith(":model_b")  # type: ignore[attr-defined]
         validate_sent(magento_doc, h.sent)
     finally:
         await h.http.aclose()

@@ -226,6 +226,49 @@ def test_search_criteria_filters_and_pages(sandbox: Sandbox) -> None:
     assert [p["sku"] for p in eq["items"]] == ["BOOT"]
 
 
+def test_sku_searches_match_what_a_full_scan_matches(sandbox: Sandbox) -> None:
+    # SKU groups are looked up by name; the answer must be the one filtering every product.
+    for sku in ("A-1", "10", "B-2", "C-3"):
+        sandbox.product(sku, name=f"Item {sku}", price=1.0)
+
+    def skus(
+        *filters: tuple[str, str, str], group2: tuple[str, str, str] | None = None
+    ) -> list[str]:
+        params: dict[str, str] = {}
+        for i, (field, value, cond) in enumerate(filters):
+            prefix = f"searchCriteria[filter_groups][0][filters][{i}]"
+            params |= {f"{prefix}[field]": field, f"{prefix}[value]": value}
+            params[f"{prefix}[condition_type]"] = cond
+        if group2 is not None:
+            prefix = "searchCriteria[filter_groups][1][filters][0]"
+            params |= {f"{prefix}[field]": group2[0], f"{prefix}[value]": group2[1]}
+            params[f"{prefix}[condition_type]"] = group2[2]
+        body = sandbox.get("/rest/V1/products", params=params).json()
+        return [p["sku"] for p in body["items"]]
+
+    # Catalogue (id) order, whatever order the value names them in; unknown names match none.
+    assert skus(("sku", "C-3, A-1,missing", "in")) == ["A-1", "C-3"]
+    assert skus(("sku", "B-2", "eq"), ("sku", "A-1", "eq")) == ["A-1", "B-2"]
+    # A numeric value compares as a number, as in SQL: "10.0" finds SKU "10".
+    assert skus(("sku", "10.0", "eq")) == ["10"]
+    # Other groups still apply to the candidates.
+    assert skus(("sku", "A-1,B-2", "in"), group2=("name", "Item B%", "like")) == ["B-2"]
+
+
+def test_renamed_product_frees_its_old_url_key(sandbox: Sandbox) -> None:
+    assert sandbox.product("SKU-1", name="Red Shoe").status_code == 200
+    assert sandbox.product("SKU-2", name="Red Shoe").status_code == 400  # url key taken
+    sandbox.product(
+        "SKU-1",
+        "all",
+        name="Blue Shoe",
+        custom_attributes=[{"attribute_code": "url_key", "value": "blue-shoe"}],
+    )
+    assert sandbox.product("SKU-2", name="Red Shoe").status_code == 200
+    assert sandbox.delete("/rest/V1/products/SKU-2").status_code == 200
+    assert sandbox.product("SKU-3", name="Red Shoe").status_code == 200
+
+
 def test_product_list_requires_search_criteria(sandbox: Sandbox) -> None:
     response = sandbox.get("/rest/V1/products")
     assert response.status_code == 400
