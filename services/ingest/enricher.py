@@ -6,12 +6,14 @@ import asyncio
 import functools
 import logging
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psycopg
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from hub.kafka import AsyncProducer, DeliveryFailed, consumer_config, make_producer
@@ -19,7 +21,7 @@ from hub.settings import Settings
 from schemas.serde import Serde
 from schemas.topics import RAW_EVENTS, SNAPSHOTS, SNAPSHOTS_INVALID
 from services.ingest.akeneo import API, AkeneoClient, AkeneoError
-from services.ingest.dedupe import SeenIds
+from services.ingest.dedupe import HandledEvents, SeenIds
 from services.ingest.events import (
     EVENT_PLATFORM,
     H_IGNORED,
@@ -86,6 +88,11 @@ def _fetch_path(plan: Plan) -> str:
 class Enricher:
     """Consumer group hub.ingest.enricher; offsets are committed only after the snapshots
     of a batch are acknowledged, so a crash re-reads (and re-publishes) at most one batch.
+
+    Duplicates are recognised by event id: first in memory, then (with HUB_DATABASE_URL) in
+    PostgreSQL, which survives restarts and is shared by the replicas. A batch's ids are
+    claimed before its snapshots are built and committed once they are acknowledged, before
+    the offsets: a crash in between rolls the claim back, so the re-read events are handled.
     """
 
     def __init__(
@@ -99,6 +106,7 @@ class Enricher:
         output_topic: str = SNAPSHOTS,
         retry_base_s: float = 0.5,
         retry_max_s: float = 30.0,
+        prune_every_s: float = 3600.0,
     ) -> None:
         self.settings = settings
         self.ingest = ingest
@@ -109,6 +117,11 @@ class Enricher:
         self.serde = Serde(settings.schema_registry_url)
         self.own = ingest.own_authors()
         self.seen = SeenIds(ingest.dedupe_size)
+        self.handled = (
+            HandledEvents(settings.database_url, group_id) if settings.database_url else None
+        )
+        self.prune_every_s = prune_every_s
+        self._next_prune = 0.0
         self.stats: Counter[str] = Counter()
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
@@ -134,8 +147,14 @@ class Enricher:
         await producer.start()
         consumer.subscribe([self.topic])
         logger.info("enricher started", extra={"group": self.group_id, "topic": self.topic})
+        if self.handled is None:
+            logger.warning(
+                "HUB_DATABASE_URL is not set: duplicates are recognised in memory only "
+                "(not across restarts nor replicas)"
+            )
         try:
             while not self._stop.is_set():
+                await self._maybe_prune()
                 msgs = await loop.run_in_executor(
                     None, consumer.consume, self.ingest.enrich_batch, 0.5
                 )
@@ -161,34 +180,114 @@ class Enricher:
                 except Exception as exc:  # a rebalance: the new owner re-reads; harmless
                     logger.warning("commit failed", extra={"error": str(exc)})
         finally:
+            if self.handled is not None:
+                await self.handled.close()
             await producer.close()
             await loop.run_in_executor(None, consumer.close)
             logger.info("enricher stopped", extra=dict(self.stats))
 
     async def _handle(self, batch: list[Message], producer: AsyncProducer) -> bool:
         """Turn a batch into snapshots and publish them; False if stopped before the end."""
-        items, invalid = self._plan(batch)
-        fetched = await self._fetch_all(items)
-        if fetched is None:
+        planned, invalid = self._plan(batch)
+        items = await self._claim(planned)
+        if items is None:
             return False
-        outputs = invalid + self._build(items, fetched)
+        try:
+            fetched = await self._fetch_all(items)
+            if fetched is None:
+                return False
+            outputs = invalid + self._build(items, fetched)
+            attempt = 0
+            while True:
+                futures = [producer.send_nowait(t, v, k, h) for t, k, v, h in outputs]
+                try:
+                    await asyncio.gather(*futures)
+                    break
+                except (DeliveryFailed, BufferError) as exc:
+                    # Idempotent downstream: re-sending the whole batch can only duplicate.
+                    logger.warning("snapshot write failed; retrying", extra={"error": str(exc)})
+                    attempt += 1
+                    await self._pause(attempt)
+                    if self._stop.is_set():
+                        return False
+            ids = [item.plan.event_id for item in items if item.plan is not None]
+            if not await self._record(ids):
+                return False
+        finally:
+            if self.handled is not None:
+                await self.handled.release()  # nothing once recorded; else handled again later
+        for event_id in ids:
+            self.seen.add(event_id)
+        return True
+
+    async def _claim(self, items: list[_Item]) -> list[_Item] | None:
+        """The items whose event id no replica handled before (None: stopped while the
+        database was unavailable)."""
+        if self.handled is None or not items:
+            return items
+        ids = [item.plan.event_id for item in items if item.plan is not None]
         attempt = 0
         while True:
-            futures = [producer.send_nowait(t, v, k, h) for t, k, v, h in outputs]
             try:
-                await asyncio.gather(*futures)
+                new = await self.handled.claim(ids)
                 break
-            except (DeliveryFailed, BufferError) as exc:
-                # Idempotent downstream: re-sending the whole batch can only duplicate.
-                logger.warning("snapshot write failed; retrying", extra={"error": str(exc)})
+            except psycopg.Error as exc:
                 attempt += 1
+                # Never guessed: the batch waits (uncommitted) until the database answers.
+                logger.warning(
+                    "dedupe database unavailable; batch retried",
+                    extra={"attempt": attempt, "error": str(exc)},
+                )
                 await self._pause(attempt)
                 if self._stop.is_set():
-                    return False
+                    return None
+        kept: list[_Item] = []
         for item in items:
-            if item.plan is not None:
+            assert item.plan is not None
+            if item.plan.event_id in new:
+                kept.append(item)
+            else:
+                self.stats["duplicate"] += 1
                 self.seen.add(item.plan.event_id)
-        return True
+        return kept
+
+    async def _record(self, ids: list[str]) -> bool:
+        """Commit the batch's claim (its snapshots are acknowledged); False if stopped first."""
+        if self.handled is None:
+            return True
+        try:
+            await self.handled.confirm()
+            return True
+        except psycopg.Error as exc:
+            logger.warning("dedupe commit failed; recording again", extra={"error": str(exc)})
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                await self.handled.record(ids)
+                return True
+            except psycopg.Error as exc:
+                attempt += 1
+                logger.warning(
+                    "dedupe database unavailable; recording retried",
+                    extra={"attempt": attempt, "error": str(exc)},
+                )
+                await self._pause(attempt)
+        # Offsets stay uncommitted: the batch is read and published again (at least once).
+        return False
+
+    async def _maybe_prune(self) -> None:
+        """Forget handled ids older than the retention period, at most every prune_every_s."""
+        if self.handled is None or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + self.prune_every_s
+        try:
+            pruned = await self.handled.prune(self.ingest.dedupe_retention_s)
+        except psycopg.Error as exc:
+            logger.warning("pruning handled event ids failed", extra={"error": str(exc)})
+            return
+        self.stats["pruned"] += pruned
+        if pruned:
+            logger.info("handled event ids pruned", extra={"rows": pruned})
 
     def _plan(self, batch: list[Message]) -> tuple[list[_Item], list[tuple[str, Any, bytes, Any]]]:
         items: list[_Item] = []

@@ -29,7 +29,15 @@ class IngestSettings(BaseSettings):
         description="comma-separated authors to ignore: the hub's own Akeneo connection "
         "user (Events API `author`) and client id (Event Platform `data.author.identifier`)",
     )
-    dedupe_size: int = Field(default=200_000, description="event ids remembered for deduplication")
+    dedupe_size: int = Field(
+        default=200_000, description="event ids remembered in memory for deduplication"
+    )
+    dedupe_retention_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="the enricher forgets handled event ids (in PostgreSQL) after this; "
+        "Akeneo retries a delivery for far less",
+    )
     publish_timeout_s: float = Field(
         default=4.0, description="give up waiting for the broker after this"
     )

@@ -1,13 +1,15 @@
-"""Enricher on the real broker: every event type becomes the right snapshot; outages wait."""
+"""Enricher on the real broker: event types become snapshots; outages wait; duplicates drop."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from confluent_kafka import Producer
 
@@ -18,6 +20,7 @@ from sandbox.akeneo.catalogue import Catalogue
 from sandbox.akeneo.server import serve_in_thread
 from sandbox.akeneo.webhooks import cloud_event, legacy_event
 from services.ingest.akeneo import AkeneoClient
+from services.ingest.dedupe import HandledEvents
 from services.ingest.enricher import Enricher
 from services.ingest.events import EVENT_PLATFORM, EVENTS_API, H_IGNORED, H_SOURCE
 from services.ingest.settings import IngestSettings
@@ -186,3 +189,104 @@ def test_akeneo_outage_delays_but_never_drops(hub_settings: Settings, akeneo: An
     assert all(s["payload"] is not None for s in found)
     assert enricher.stats["akeneo_retries"] >= 1
     assert not faults.scripted and time.monotonic() - started < 30
+
+
+def test_duplicate_after_restart_makes_no_second_snapshot(
+    hub_settings: Settings, akeneo: Any
+) -> None:
+    url, cat, _ = akeneo
+    raw, out = new_topic(hub_settings, "raw"), new_topic(hub_settings, "snap")
+    change = cat.update_product(cat.product_uuid(20), enabled=False)
+    first, fresh = f"R-{uuid.uuid4().hex}", f"R-{uuid.uuid4().hex}"
+    producer = make_producer(hub_settings)
+
+    def send(event_id: str) -> None:
+        event = cloud_event(change, subscription_id="s", event_id=event_id)
+        # One key: the duplicate is read before the fresh event that proves it was handled.
+        producer.produce(raw, orjson.dumps(event), key=b"k", headers=[(H_SOURCE, EVENT_PLATFORM)])
+        producer.flush(10)
+
+    send(first)
+    found, enricher = run_enricher(hub_settings, url, raw, out, expected=1)
+    assert [s["event_id"] for s in found] == [first]
+    assert enricher.stats["duplicate"] == 0
+    # Delivered again after the restart (the memory of the first instance is gone).
+    send(first)
+    send(fresh)
+    found, restarted = run_enricher(hub_settings, url, raw, out, expected=2)
+    assert restarted is not enricher  # a fresh memory: the duplicate is known from the database
+    assert sorted(s["event_id"] for s in found) == sorted([first, fresh])
+    assert restarted.stats["duplicate"] == 1 and restarted.stats["snapshot"] == 1
+    with psycopg.connect(hub_settings.require_database()) as conn:
+        rows = conn.execute(
+            "SELECT event_id FROM ingest_handled_events WHERE consumer_group = %s",
+            (f"g.{raw}",),
+        ).fetchall()
+    assert sorted(r[0] for r in rows) == sorted([first, fresh])
+
+
+def test_claims_are_committed_only_when_confirmed(database_url: str) -> None:
+    group = f"g.claims.{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        one, two = HandledEvents(database_url, group), HandledEvents(database_url, group)
+        try:
+            assert await one.claim(["a", "b"]) == {"a", "b"}
+            # Another replica claiming an id of an open claim waits for its outcome.
+            waiting = asyncio.create_task(two.claim(["b", "c"]))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            await one.confirm()
+            assert await waiting == {"c"}
+            await two.release()  # "c" was not published: not recorded
+            # A crash before the commit (the connection goes) records nothing either.
+            assert await one.claim(["c", "d"]) == {"c", "d"}
+            await one.close()
+            assert await two.claim(["a", "c", "d"]) == {"c", "d"}
+            await two.confirm()
+        finally:
+            await one.close()
+            await two.close()
+
+    asyncio.run(main())
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT event_id FROM ingest_handled_events WHERE consumer_group = %s", (group,)
+        ).fetchall()
+    assert sorted(r[0] for r in rows) == ["a", "b", "c", "d"]
+
+
+def test_enricher_prunes_ids_older_than_the_retention(
+    hub_settings: Settings, database_url: str, akeneo: Any
+) -> None:
+    url, _, _ = akeneo
+    raw = new_topic(hub_settings, "raw")
+    group = f"g.{raw}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ingest_handled_events (consumer_group, event_id, handled_at) VALUES"
+            " (%s, 'old', now() - interval '2 hours'), (%s, 'recent', now() - interval '10 minutes')",
+            (group, group),
+        )
+    ingest = IngestSettings(dedupe_retention_s=3600)
+
+    async def main() -> Enricher:
+        async with AkeneoClient(url, **CREDS) as client:
+            enricher = Enricher(
+                hub_settings, ingest, client, group_id=group, topic=raw, prune_every_s=0.2
+            )
+            task = asyncio.create_task(enricher.run())
+            deadline = time.monotonic() + 20
+            while enricher.stats["pruned"] < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            enricher.stop()
+            await task
+            return enricher
+
+    enricher = asyncio.run(main())
+    assert enricher.stats["pruned"] >= 1
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT event_id FROM ingest_handled_events WHERE consumer_group = %s", (group,)
+        ).fetchall()
+    assert [r[0] for r in rows] == ["recent"]
