@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import aiokafka
 import faust
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
@@ -132,7 +133,23 @@ def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
     comes from a fetch (hub.offsets.log_bounds); on Apache Kafka it equals the listed end.
     """
 
+    fetch_wait_ms = settings.kafka.fetch_wait_max_ms
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(
+            self, transport: faust_aiokafka.Transport
+        ) -> aiokafka.AIOKafkaConsumer:
+            consumer = super()._create_worker_consumer(transport)
+            # Faust fixes aiokafka's fetch wait at 1500 ms; the embedded broker answers a
+            # waiting fetch only when it runs out, so each hop through the mutator waited it
+            # out. Read when the consumer starts its fetcher.
+            consumer._fetch_max_wait_ms = fetch_wait_ms
+            return consumer
+
     class Consumer(ResumeSafeConsumer):
+        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
         async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
             listed = await super().highwaters(*partitions)
             try:
@@ -153,10 +170,11 @@ def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
 
 # RocksDB store sizes, per changelog partition a worker holds (each partition is its own
 # database with its own block cache): with 6 partitions on one worker at most
-# 6 x (8 MB cache + 2 x 4 MB write buffers) ~ 96 MB, whatever the catalogue's size; Faust's
+# 6 x (4 MB cache + 2 x 4 MB write buffers) = 72 MB, whatever the catalogue's size; Faust's
 # defaults (2 GB cache and 3 x 64 MB write buffers per partition) are sized for a server.
+# Reads are mostly one per snapshot of keys spread evenly: a large cache would hit rarely.
 ROCKSDB_OPTIONS: dict[str, int] = {
-    "block_cache_size": 8 * 1024**2,
+    "block_cache_size": 4 * 1024**2,
     "write_buffer_size": 4 * 1024**2,
     "max_write_buffer_number": 2,
     "target_file_size_base": 16 * 1024**2,
@@ -168,11 +186,7 @@ _claimed: dict[Path, tuple[Path, IO[bytes]]] = {}
 
 def store_kind(settings: Settings) -> str:
     """`memory` or `rocksdb`: where the mutator keeps its table (HUB_MUTATOR_STORE)."""
-    # Settings.mutator_store when the field exists; the variable itself until then.
-    kind = getattr(settings, "mutator_store", None) or os.environ.get("HUB_MUTATOR_STORE", "memory")
-    if kind not in ("memory", "rocksdb"):
-        raise ValueError(f"HUB_MUTATOR_STORE must be memory or rocksdb, not {kind!r}")
-    return str(kind)
+    return settings.mutator_store
 
 
 def table_dir(settings: Settings) -> Path:
@@ -208,10 +222,10 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     rocksdb = store_kind(settings) == "rocksdb"
     return {
         **faust_broker_options(settings),
-        # The check of persisted offsets (RocksDB only) against the changelog end would crash
-        # a worker whenever the end cannot be read from the log (see _transport_class) and
-        # the listed one is short.
-        "recovery_consistency_check": False,
+        # Faust checks the offset stored with a RocksDB table against the changelog's end: a
+        # data dir from another cluster (or a reset broker) fails loudly instead of serving
+        # stale state. The memory store stores no offset: the check would only cost.
+        "recovery_consistency_check": rocksdb,
         # memory: every assigned partition is recovered from the start of its changelog (RSS
         # grows with the catalogue). rocksdb: state on disk, recovery from the offset stored
         # with it.
@@ -230,6 +244,9 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "producer_acks": -1,
         "web_enabled": False,
         "table_cleanup_interval": 3600.0,
+        # Events fetched ahead per agent: Faust's 4096 held ~150 MB of snapshots and
+        # mutations (with their state) in a worker catching up; one batch ahead suffices.
+        "stream_buffer_maxsize": BATCH_MAX,
     }
 
 
