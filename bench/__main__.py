@@ -90,7 +90,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
     if isinstance(value, (list, dict)):
-        return "`" + json.dumps(value, default=str)[:200] + "`"
+        return "`" + json.dumps(value, default=str) + "`"
     return str(value)
 
 
@@ -121,7 +121,8 @@ def render(
             lines += ["Not measured:", "", "```", result.strip()[-1500:], "```", ""]
             continue
         lines += ["| figure | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in result.items()]
+        # `logs` names a local folder of the run: useful on the terminal, not in the document.
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in result.items() if k != "logs"]
         lines.append("")
     return "\n".join(lines) + "\n"
 
