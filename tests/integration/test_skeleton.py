@@ -17,6 +17,7 @@ from hub.stack import query, wait_for
 from hub.supervisor import Supervisor
 from schemas import topics
 from schemas.serde import Serde
+from tests.integration.test_replay_ops import REFRESH_S
 from tests.integration.waits import wait_at_least
 
 pytestmark = pytest.mark.integration
@@ -73,6 +74,9 @@ def test_create_update_noop_delete_are_delivered(
             {},
         ),
     )
+    # The fan-out reloads the registry every second: a mutation fanned out before that has
+    # no job for this integration (a new integration catches up by a resync, not by chance).
+    time.sleep(REFRESH_S)
     serde = Serde()
     producer = make_producer(hub_settings)
     uuid = f"00000000-0000-4000-8000-{unique:0>12}"[:36]
