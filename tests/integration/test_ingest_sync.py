@@ -173,8 +173,16 @@ def test_token_expiry_mid_sync_is_refreshed(hub_settings, database_url, sandbox)
     # After the first product page is acknowledged every token expires; the next product
     # pages (read one after another: each needs the previous page's cursor) meet a 401.
     expire = CrashAfter("product", 1, action=sandbox.app.state.tokens.expire_all)
+    # Small pages: more of them than the sync reads ahead, so some are read after the expiry.
     reports, stats = sync(
-        hub_settings, database_url, sandbox, topic, "full", ("channel", "product"), expire
+        hub_settings,
+        database_url,
+        sandbox,
+        topic,
+        "full",
+        ("channel", "product"),
+        expire,
+        runner_kw={"page_size": 20},
     )
     assert reports[1].published == PRODUCTS
     assert stats["token_grants"] == 2
