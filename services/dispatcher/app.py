@@ -365,7 +365,11 @@ class Dispatcher:
         """Consume until stopped (SIGTERM); raises RuntimeError after a failure."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        conf = consumer_config(self.settings, self.group, **{"max.poll.interval.ms": 300000})
+        conf = consumer_config(
+            self.settings,
+            self.group,
+            **{"max.poll.interval.ms": 300000, "on_commit": self._on_commit},
+        )
         consumer = Consumer(conf)
         consumer.subscribe(
             [topics.job_topic(self.priority), *self.retry_topics],
@@ -522,6 +526,20 @@ class Dispatcher:
             # just stop fetching until their lanes catch up.
             consumer.pause([TopicPartition(t, p) for t, p in full])
             self._backpressured.update(full)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        # An asynchronous commit refused by the broker (typically during a rebalance) must be
+        # sent again: forget it was made, or a partition with no new work would stay behind.
+        failed = [tp for tp in partitions if err is not None or tp.error is not None]
+        for tp in failed:
+            part = self._parts.get((tp.topic, tp.partition))
+            if part is not None and part.committed == tp.offset:
+                part.committed = None
+        if failed:
+            logger.info(
+                "commit refused; it will be sent again",
+                extra={"error": str(err or failed[0].error), "partitions": len(failed)},
+            )
 
     def _commit(self, consumer: Consumer, *, asynchronous: bool) -> None:
         self._last_commit = time.monotonic()
