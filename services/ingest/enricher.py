@@ -8,9 +8,10 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -37,6 +38,7 @@ from services.ingest.snapshots import resource_snapshot, snapshot_record
 from services.mutator.core.errors import InvalidSnapshot
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 GROUP_ID = "hub.ingest.enricher"
 
@@ -225,22 +227,11 @@ class Enricher:
         database was unavailable)."""
         if self.handled is None or not items:
             return items
+        handled = self.handled
         ids = [item.plan.event_id for item in items if item.plan is not None]
-        attempt = 0
-        while True:
-            try:
-                new = await self.handled.claim(ids)
-                break
-            except psycopg.Error as exc:
-                attempt += 1
-                # Never guessed: the batch waits (uncommitted) until the database answers.
-                logger.warning(
-                    "dedupe database unavailable; batch retried",
-                    extra={"attempt": attempt, "error": str(exc)},
-                )
-                await self._pause(attempt)
-                if self._stop.is_set():
-                    return None
+        new = await self._until_answered("batch", lambda: handled.claim(ids))
+        if new is None:
+            return None
         kept: list[_Item] = []
         for item in items:
             assert item.plan is not None
@@ -260,20 +251,34 @@ class Enricher:
             return True
         except psycopg.Error as exc:
             logger.warning("dedupe commit failed; recording again", extra={"error": str(exc)})
+        handled = self.handled
+
+        async def record() -> bool:
+            await handled.record(ids)
+            return True
+
+        # None (stopped first): offsets stay uncommitted and the batch is read and published
+        # again (at least once).
+        return await self._until_answered("recording", record) is not None
+
+    async def _until_answered(self, what: str, call: Callable[[], Awaitable[T]]) -> T | None:
+        """call() until the dedupe database answers; None if stopped first.
+
+        Never guessed: meanwhile the batch waits, its offsets uncommitted.
+        """
         attempt = 0
-        while not self._stop.is_set():
+        while True:
             try:
-                await self.handled.record(ids)
-                return True
+                return await call()
             except psycopg.Error as exc:
                 attempt += 1
                 logger.warning(
-                    "dedupe database unavailable; recording retried",
+                    f"dedupe database unavailable; {what} retried",
                     extra={"attempt": attempt, "error": str(exc)},
                 )
                 await self._pause(attempt)
-        # Offsets stay uncommitted: the batch is read and published again (at least once).
-        return False
+                if self._stop.is_set():
+                    return None
 
     async def _maybe_prune(self) -> None:
         """Forget handled ids older than the retention period, at most every prune_every_s."""
