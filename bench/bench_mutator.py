@@ -52,6 +52,11 @@ def make_product(index: int, rnd: random.Random, version: str) -> dict[str, Any]
             {"locale": loc, "scope": None, "data": f"value {rnd.randint(1, 10**6)}"}
             for loc in locales
         ]
+    return product(index, values, version)
+
+
+def product(index: int, values: dict[str, list[dict[str, Any]]], version: str) -> dict[str, Any]:
+    """A product payload with the given values (the benchmarks' common envelope)."""
     return {
         "uuid": str(uuid.UUID(int=index + 1)),
         "identifier": f"SKU-{index}",
@@ -61,6 +66,23 @@ def make_product(index: int, rnd: random.Random, version: str) -> dict[str, Any]
         "values": values,
         "updated": version,
     }
+
+
+def snapshot(serde: Serde, payload: dict[str, Any], version: str) -> tuple[str, bytes]:
+    """The pim.snapshots record (key, Avro value) of one full product snapshot."""
+    key = f"product:{payload['uuid']}"
+    record = {
+        "event_id": str(uuid.uuid4()),
+        "entity_type": "product",
+        "entity_key": key,
+        "source_version": version,
+        "origin": "sync",
+        "payload": orjson.dumps(payload).decode(),
+        "delta": None,
+        "received_at": 1_714_557_600_000,
+        "correlation_id": None,
+    }
+    return key, serde.encode("Snapshot", record, topic=topics.SNAPSHOTS)
 
 
 def _snapshots(n: int, seed: int) -> list[tuple[str, bytes]]:
@@ -74,20 +96,7 @@ def _snapshots(n: int, seed: int) -> list[tuple[str, bytes]]:
         second = orjson.loads(orjson.dumps(first))
         second["values"]["attr_1"][0]["data"] = f"changed {i}"
         second["updated"] = V2
-        key = f"product:{first['uuid']}"
-        for payload, version in ((first, V1), (second, V2)):
-            record = {
-                "event_id": str(uuid.uuid4()),
-                "entity_type": "product",
-                "entity_key": key,
-                "source_version": version,
-                "origin": "sync",
-                "payload": orjson.dumps(payload).decode(),
-                "delta": None,
-                "received_at": 1_714_557_600_000,
-                "correlation_id": None,
-            }
-            out.append((key, serde.encode("Snapshot", record, topic=topics.SNAPSHOTS)))
+        out += [snapshot(serde, first, V1), snapshot(serde, second, V2)]
     return out
 
 

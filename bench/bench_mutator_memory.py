@@ -17,7 +17,7 @@ import orjson
 import psutil
 from confluent_kafka import Consumer
 
-from bench.bench_mutator import _count_rate
+from bench.bench_mutator import V1, V2, _count_rate, product, snapshot
 from hub import runtime
 from hub.kafka import apply_topics, consumer_config, make_producer
 from hub.settings import Settings
@@ -26,8 +26,6 @@ from schemas import topics
 from schemas.serde import Serde
 from services.mutator.processing import SnapshotProcessor
 
-V1 = "2024-05-01T10:00:00+00:00"
-V2 = "2024-05-02T10:00:00+00:00"
 LOCALES = ["en_US", "fr_FR", "de_DE", "es_ES"]
 STORES = ("memory", "rocksdb")
 
@@ -47,32 +45,7 @@ def make_product(index: int, rnd: random.Random, version: str) -> dict[str, Any]
             }
             for loc in locales
         ]
-    return {
-        "uuid": str(uuid.UUID(int=index + 1)),
-        "identifier": f"SKU-{index}",
-        "enabled": True,
-        "family": "clothing",
-        "categories": [f"cat_{index % 40}", f"cat_{(index + 7) % 40}"],
-        "values": values,
-        "updated": version,
-    }
-
-
-def snapshot(serde: Serde, product: dict[str, Any], version: str) -> tuple[str, bytes]:
-    """The pim.snapshots record (key, Avro value) of one full product snapshot."""
-    key = f"product:{product['uuid']}"
-    record = {
-        "event_id": str(uuid.uuid4()),
-        "entity_type": "product",
-        "entity_key": key,
-        "source_version": version,
-        "origin": "sync",
-        "payload": orjson.dumps(product).decode(),
-        "delta": None,
-        "received_at": 1_714_557_600_000,
-        "correlation_id": None,
-    }
-    return key, serde.encode("Snapshot", record, topic=topics.SNAPSHOTS)
+    return product(index, values, version)
 
 
 def state_bytes(serde: Serde, value: bytes) -> int:
@@ -176,9 +149,9 @@ def run(sizes: list[int], stores: list[str], seed: int = 5) -> list[dict[str, An
                     producer.produce(topics.SNAPSHOTS, value, key=key)
                     producer.poll(0)
                 producer.flush(120)
-                product = make_product(0, random.Random(seed), V2)
-                product["values"]["sku"][0]["data"] = "SKU-0-changed"
-                changed = snapshot(serde, product, V2)
+                edited = make_product(0, random.Random(seed), V2)
+                edited["values"]["sku"][0]["data"] = "SKU-0-changed"
+                changed = snapshot(serde, edited, V2)
                 env = {
                     "HUB_KAFKA_BOOTSTRAP": broker.bootstrap,
                     "HUB_MUTATOR_APP_ID": f"bench-mem-{store}",
