@@ -276,10 +276,12 @@ class JobPublisher:
         if err is not None:
             self.errors.append(str(err))
 
-    def publish(self, priority: str, key: str, job: dict[str, Any]) -> None:
-        """Queue one job on its priority's topic."""
+    def publish(
+        self, priority: str, key: str, job: dict[str, Any], mutation: bytes | None = None
+    ) -> None:
+        """Queue one job on its priority's topic (`mutation`: its mutation as read, if it was)."""
         topic = self.topic_of(priority)
-        value = self.serde.encode("Job", job, topic=topic)
+        value = self.serde.encode_embedding("Job", job, "mutation", mutation, topic=topic)
         while True:
             try:
                 self.producer.produce(topic, value, key=key, on_delivery=self._on_delivery)
@@ -426,7 +428,7 @@ def replay(
                 report.jobs[(job["integration_id"], priority)] += 1
                 if publisher is not None:
                     pacer.wait()
-                    publisher.publish(priority, job_key, job)
+                    publisher.publish(priority, job_key, job, msg.value())
         if publisher is not None:
             publisher.close()
     finally:

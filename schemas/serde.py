@@ -91,6 +91,44 @@ def _by_fingerprint() -> dict[bytes, SchemaVersion]:
     return {v.fingerprint: v for versions in all_versions().values() for v in versions}
 
 
+@dataclass(frozen=True)
+class _Split:
+    """An event schema cut around one field: the fields before it, and the fields after it."""
+
+    before: Any
+    after: Any
+    fingerprint: bytes  # of the field's own record schema, as single-object framing stores it
+    canonical: str
+
+
+@cache
+def _split(event: str, field: str) -> _Split:
+    raw = current(event).raw
+    names = [f["name"] for f in raw["fields"]]
+    at = names.index(field)
+    inner = raw["fields"][at]["type"]
+    if not isinstance(inner, dict) or inner.get("type") != "record":
+        raise SchemaError(f"{event}.{field} is not an inline record")
+    # The inner record is parsed first so that the parts may name its types.
+    named: dict[str, Any] = {}
+    parsed_inner = fastavro.parse_schema(copy.deepcopy(inner), named_schemas=named)
+    canonical = to_parsing_canonical_form(parsed_inner)
+    fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))[::-1]
+
+    def part(fields: list[dict[str, Any]], suffix: str) -> Any:
+        schema = {
+            "type": "record",
+            "name": f"{raw['name']}_{suffix}",
+            "namespace": raw.get("namespace", ""),
+            "fields": copy.deepcopy(fields),
+        }
+        return fastavro.parse_schema(schema, named_schemas=named)
+
+    return _Split(
+        part(raw["fields"][:at], "before"), part(raw["fields"][at + 1 :], "after"), fp, canonical
+    )
+
+
 class Registry:
     """A minimal Confluent Schema Registry client (register and look up by id)."""
 
@@ -158,16 +196,62 @@ class Serde:
         """Encode a record with the current schema of event."""
         version = current(event)
         buf = io.BytesIO()
-        if self.registry is not None:
-            subject = f"{topic}-value" if topic else event
-            buf.write(REGISTRY_MAGIC + struct.pack(">I", self.registry.id_for(subject, version)))
-        else:
-            buf.write(SINGLE_OBJECT_MAGIC + version.fingerprint)
+        buf.write(self._header(event, version, topic))
         try:
             fastavro.schemaless_writer(buf, version.parsed, record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise SchemaError(f"cannot encode {event}: {exc}", topic=topic) from exc
         return buf.getvalue()
+
+    def encode_embedding(
+        self,
+        event: str,
+        record: dict[str, Any],
+        field: str,
+        encoded: bytes | None,
+        *,
+        topic: str | None = None,
+    ) -> bytes:
+        """Encode record, taking its `field` from `encoded`, that field's record as read from Kafka.
+
+        Avro writes a record as its fields' encodings one after the other, so when `encoded` was
+        written with the very schema the field has, its body goes in as it is: a Job then costs
+        the encoding of its few own fields, not of the whole Mutation again. Otherwise (an older
+        writer, another framing) `record[field]`, the decoded value, is encoded as usual.
+        """
+        split = _split(event, field)
+        body = self._body_if_written_with(encoded, split.fingerprint, split.canonical)
+        if body is None:
+            return self.encode(event, record, topic=topic)
+        buf = io.BytesIO()
+        buf.write(self._header(event, current(event), topic))
+        try:
+            fastavro.schemaless_writer(buf, split.before, record)
+            buf.write(body)
+            fastavro.schemaless_writer(buf, split.after, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SchemaError(f"cannot encode {event}: {exc}", topic=topic) from exc
+        return buf.getvalue()
+
+    def _header(self, event: str, version: SchemaVersion, topic: str | None) -> bytes:
+        if self.registry is not None:
+            subject = f"{topic}-value" if topic else event
+            return REGISTRY_MAGIC + struct.pack(">I", self.registry.id_for(subject, version))
+        return SINGLE_OBJECT_MAGIC + version.fingerprint
+
+    def _body_if_written_with(self, data: bytes | None, fp: bytes, canonical: str) -> bytes | None:
+        """The Avro body of data if its writer schema is the one given, else None."""
+        if not data:
+            return None
+        if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
+            return data[10:] if data[2:10] == fp else None
+        if data[:1] == REGISTRY_MAGIC and len(data) >= 5 and self.registry is not None:
+            try:
+                writer = self.registry.schema_for(struct.unpack(">I", data[1:5])[0])
+            except SchemaError:
+                return None
+            return data[5:] if writer.canonical == canonical else None
+        return None
 
     def decode(self, event: str, data: bytes | None, *, topic: str | None = None) -> dict[str, Any]:
         """Decode bytes written with any released version into the current schema's shape."""

@@ -391,9 +391,9 @@ def make_app(settings: Settings) -> faust.App:
             for priority, key, job in fanout.jobs_for(mutation, targets):
                 topic_name = topics.job_topic(priority)
                 metrics.FANOUT_JOBS.labels(job["integration_id"], job["driver"], priority).inc()
-                fanout_out.send(
-                    topic_name, serde.encode("Job", job, topic=topic_name), key.encode()
-                )
+                # The mutation's bytes go into the job as read: no second encoding of it.
+                value = serde.encode_embedding("Job", job, "mutation", msg.value, topic=topic_name)
+                fanout_out.send(topic_name, value, key.encode())
         await fanout_out.acknowledged()
 
     @app.agent(mutations)

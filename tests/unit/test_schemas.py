@@ -176,3 +176,56 @@ def test_job_schema_embeds_the_mutation_schema() -> None:
     assert {f["name"] for f in job_fields["mutation"]["type"]["fields"]} == set(
         MODELS["Mutation"].model_fields
     )
+
+
+def _job_of(mutation: dict[str, Any]) -> dict[str, Any]:
+    job = _sample("Job")
+    job["mutation"] = mutation
+    return job
+
+
+def test_job_embedding_the_mutation_bytes_equals_a_full_encoding() -> None:
+    mutation = _sample("Mutation")
+    encoded = Serde().encode("Mutation", mutation)
+    job = _job_of(mutation)
+    spliced = Serde().encode_embedding("Job", job, "mutation", encoded)
+    assert spliced == Serde().encode("Job", job)
+    assert Serde().decode("Job", spliced) == job
+
+
+def test_job_embedding_takes_the_mutation_from_the_bytes() -> None:
+    mutation = _sample("Mutation")
+    encoded = Serde().encode("Mutation", mutation)
+    # The bytes are what goes in: a decoded value that differs is not used.
+    job = _job_of({**mutation, "entity_key": "product:other"})
+    decoded = Serde().decode("Job", Serde().encode_embedding("Job", job, "mutation", encoded))
+    assert decoded["mutation"] == mutation
+    assert decoded["job_id"] == job["job_id"] and decoded["created_at"] == job["created_at"]
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [None, b"", b"\xc3\x01" + b"\x00" * 8 + b"\x02", b"\x00\x00\x00\x00\x07\x02"],
+    ids=["none", "empty", "other-fingerprint", "registry-without-registry"],
+)
+def test_job_embedding_falls_back_to_the_decoded_mutation(encoded: bytes | None) -> None:
+    job = _job_of(_sample("Mutation"))
+    assert Serde().encode_embedding("Job", job, "mutation", encoded) == Serde().encode("Job", job)
+
+
+def test_job_embedding_with_registry_framing() -> None:
+    fake = _FakeRegistry()
+    client = httpx.Client(transport=httpx.MockTransport(fake.handler), base_url="http://registry")
+    serde = Serde()
+    serde.registry = serde_mod.Registry("http://registry", http=client)
+    mutation = _sample("Mutation")
+    encoded = serde.encode("Mutation", mutation, topic="hub.mutations")
+    job = _job_of(mutation)
+    spliced = serde.encode_embedding("Job", job, "mutation", encoded, topic="hub.jobs.normal")
+    assert spliced == serde.encode("Job", job, topic="hub.jobs.normal")
+    assert serde.decode("Job", spliced) == job
+
+
+def test_embedding_a_field_that_is_not_a_record_is_refused() -> None:
+    with pytest.raises(SchemaError, match="not an inline record"):
+        Serde().encode_embedding("Job", _sample("Job"), "driver", b"")

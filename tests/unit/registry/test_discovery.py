@@ -92,7 +92,7 @@ def test_cli_lists_drivers_and_reports_a_broken_package(monkeypatch: pytest.Monk
     assert broken and "BROKEN" in broken[0] and "some_missing_sdk" in broken[0]
 
     result = runner.invoke(app, ["drivers", "list", "--json"])
-    doc = json.loads(result.output)
+    doc = json.loads(result.stdout)  # stderr may carry log lines
     keys = [d["key"] for d in doc["drivers"]]
     assert {"webhook", "log", "fake-good"} <= set(keys)
     assert list(doc["broken"]) == ["broken-sdk"]
