@@ -352,13 +352,20 @@ def run(
     live_seconds: int = 60,
     profile_s: int = 0,
     bulk: str = "async",
+    replicas: int = 1,
+    store: str = "memory",
 ) -> dict[str, Any]:
     """Full catalogue, 1% re-sync and a live webhook stream through the whole hub."""
     work = Path(tempfile.mkdtemp(prefix="pimhub-bench-e2e-"))
     akeneo_port, magento_port = demo.free_port(), demo.free_port()
     akeneo_url = f"http://127.0.0.1:{akeneo_port}"
     magento_url = f"http://127.0.0.1:{magento_port}"
-    result: dict[str, Any] = {"products": products, "magento_bulk": bulk}
+    result: dict[str, Any] = {
+        "products": products,
+        "magento_bulk": bulk,
+        "replicas": replicas,
+        "mutator_store": store,
+    }
     with (
         _child(["magento", str(magento_port)], magento_url + STATE_PATH, work / "magento.log") as m,
         _child(
@@ -369,7 +376,13 @@ def run(
         local_stack(
             f"pimhub_bench_e2e_{os.getpid()}",
             log_dir=work,
-            extra_env=demo.stack_env({**demo.ingest_env(akeneo_url), "HUB_LOG_LEVEL": "WARNING"}),
+            extra_env=demo.stack_env(
+                {
+                    **demo.ingest_env(akeneo_url),
+                    "HUB_LOG_LEVEL": "WARNING",
+                    "HUB_MUTATOR_STORE": store,
+                }
+            ),
         ) as stack,
         RssWatch() as rss,
     ):
@@ -378,7 +391,7 @@ def run(
         from sandbox.akeneo import Catalogue
 
         want = len(demo.expected_skus(Catalogue(products=products, seed=SEED)))
-        hub = demo.start_services(stack, magento_url, bulk=bulk)
+        hub = demo.start_services(stack, magento_url, bulk=bulk, replicas=replicas)
         for name, pid in hub.pids().items():
             rss.watch(name, pid)
         time.sleep(3)  # consumer groups join before the load starts
@@ -621,8 +634,28 @@ def main(argv: list[str] | None = None) -> None:
         default="async",
         help="the Magento integration's `bulk` mode (sync: one REST call per product and view)",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="processes of the mutator and of the `normal` dispatcher (one group each)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=("memory", "rocksdb"),
+        default="memory",
+        help="the mutator's table store (rocksdb keeps its memory flat as the catalogue grows)",
+    )
     args = parser.parse_args(argv)
-    result = run(args.products, args.live_rate, args.live_seconds, args.profile, args.bulk)
+    result = run(
+        args.products,
+        args.live_rate,
+        args.live_seconds,
+        args.profile,
+        args.bulk,
+        args.replicas,
+        args.store,
+    )
     print(json.dumps(result, indent=2, default=str))
 
 

@@ -215,9 +215,17 @@ class Hub:
 
 
 def start_services(
-    stack: Stack, magento_url: str, with_ingest: bool = True, bulk: str = "async"
+    stack: Stack,
+    magento_url: str,
+    with_ingest: bool = True,
+    bulk: str = "async",
+    replicas: int = 1,
 ) -> Hub:
-    """Register the magento2 integration and start every service, each with a /metrics port."""
+    """Register the magento2 integration and start every service, each with a /metrics port.
+
+    `replicas` processes run the mutator and the `normal` dispatcher, the two groups a full
+    catalogue load waits for: each further one is named `<service>-<n>` (n from 2).
+    """
     upsert_integration(
         stack.database_url,
         discover(),
@@ -243,17 +251,16 @@ def start_services(
             sup.env.pop("HUB_METRICS_PORT", None)
         hub.metrics_ports[name] = port
 
-    start("mutator", "mutator")
+    def copies(name: str, n: int) -> list[str]:
+        return [name] + [f"{name}-{i}" for i in range(2, n + 1)]
+
+    for name in copies("mutator", replicas):
+        start(name, "mutator")
     start("projector", "projector")
     for priority in topics.PRIORITIES:
-        start(
-            f"dispatcher-magento2-{priority}",
-            "dispatcher",
-            "--driver",
-            "magento2",
-            "--priority",
-            priority,
-        )
+        service = f"dispatcher-magento2-{priority}"
+        for name in copies(service, replicas if priority == "normal" else 1):
+            start(name, "dispatcher", "--driver", "magento2", "--priority", priority)
     if with_ingest:
         start("ingest-web", "ingest", "web", "--port", str(hub.web_port))
         start("enricher", "ingest", "enrich")
