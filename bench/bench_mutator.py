@@ -26,6 +26,7 @@ from schemas import topics
 from schemas.serde import Serde
 from schemas.topics import TopicSpec
 from services.mutator.app import _transport_class, faust_config
+from services.mutator.processing import SnapshotProcessor
 
 PASSTHROUGH_TOPIC = "bench.passthrough"
 NAIVE_TOPIC = "bench.naive-faust"
@@ -155,7 +156,26 @@ def _count_rate(
     return Rate(rate, cpu_us)
 
 
-def _passthrough(settings: Settings, expected: int, timeout: float) -> float:
+def _core_cpu_us(records: list[tuple[str, bytes]]) -> float:
+    """CPU us per snapshot of the mutator's own work, with no broker at all.
+
+    Decode, decide against the stored state (a dict here) and encode the mutation: a lower
+    bound of what any transport around the core costs per snapshot in one process.
+    """
+    serde = Serde()
+    processor = SnapshotProcessor(serde)
+    states: dict[str, Any] = {}
+    start = time.process_time()
+    for key, value in records:
+        out = processor.process(key.encode(), value, states.get)
+        if out.new_state is not None:
+            states[out.entity_key] = out.new_state
+        if out.mutation is not None:
+            serde.encode("Mutation", out.mutation, topic=topics.MUTATIONS)
+    return (time.process_time() - start) / len(records) * 1e6
+
+
+def _passthrough(settings: Settings, expected: int, timeout: float) -> Rate:
     """Consume pim.snapshots → Avro + JSON decode → produce; rate measured at its output."""
     serde = Serde()
     consumer = Consumer(consumer_config(settings, f"bench.passthrough.{uuid.uuid4().hex[:8]}"))
@@ -164,13 +184,14 @@ def _passthrough(settings: Settings, expected: int, timeout: float) -> float:
     reader = Consumer(consumer_config(settings, f"bench.reader.{uuid.uuid4().hex[:8]}"))
     reader.subscribe([PASSTHROUGH_TOPIC])
     done = 0
-    first = 0.0
+    first = cpu_first = 0.0
     deadline = time.monotonic() + timeout
     try:
         while done < expected and time.monotonic() < deadline:
             msgs = consumer.consume(500, 0.2)
             if msgs and not first:
                 first = time.perf_counter()
+                cpu_first = time.process_time()
             offsets: dict[tuple[str, int], int] = {}
             for msg in msgs:
                 if msg.error() is not None:
@@ -192,8 +213,9 @@ def _passthrough(settings: Settings, expected: int, timeout: float) -> float:
                 )
         producer.flush(30)
         elapsed = time.perf_counter() - first
+        cpu_us = (time.process_time() - cpu_first) / max(done, 1) * 1e6
         _count_rate(reader, expected, timeout)  # every record really arrived
-        return done / elapsed
+        return Rate(done / elapsed, cpu_us)
     finally:
         consumer.close()
         reader.close()
@@ -335,6 +357,7 @@ def run(n: int = 6000, seed: int = 11, timeout: float = 300.0) -> dict[str, Any]
         naive = _naive_faust(env, len(records), timeout)
         trace: list[tuple[int, float]] = []
         mutator = _mutator(settings, env, len(records), timeout, trace)
+        core_us = _core_cpu_us(records)
     finally:
         broker.stop()
     payload_bytes = sum(len(v) for _, v in records) / len(records)
@@ -344,15 +367,21 @@ def run(n: int = 6000, seed: int = 11, timeout: float = 300.0) -> dict[str, Any]
         "snapshots": len(records),
         "snapshot_bytes": round(payload_bytes),
         "partitions": settings.topic_partitions,
-        "passthrough_per_s": round(passthrough),
+        "passthrough_per_s": round(passthrough.per_s),
         "mutator_per_s": round(mutator.per_s),
         "naive_faust_per_s": round(naive.per_s),
-        "mutator_vs_passthrough": round(mutator.per_s / passthrough, 3),
-        "naive_faust_vs_passthrough": round(naive.per_s / passthrough, 3),
+        "mutator_vs_passthrough": round(mutator.per_s / passthrough.per_s, 3),
+        "naive_faust_vs_passthrough": round(naive.per_s / passthrough.per_s, 3),
         "mutator_vs_naive_faust": round(mutator.per_s / naive.per_s, 3),
         # CPU of the worker process (all threads) per record, first to last output record.
         "mutator_cpu_us_per_snapshot": round(mutator.cpu_us or 0),
         "naive_faust_cpu_us_per_snapshot": round(naive.cpu_us or 0),
+        "passthrough_cpu_us_per_snapshot": round(passthrough.cpu_us or 0),
+        "mutator_vs_passthrough_cpu": round((passthrough.cpu_us or 0) / (mutator.cpu_us or 1), 3),
+        # The core alone (no Kafka, no Faust), in CPU per snapshot against the passthrough's:
+        # the most any transport around it could reach in one process.
+        "core_cpu_us_per_snapshot": round(core_us),
+        "core_only_vs_passthrough_cpu": round((passthrough.cpu_us or 0) / core_us, 3),
         "mutator_progress": trace,  # (mutations seen, seconds since the first): steady or not
     }
 
