@@ -247,6 +247,11 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         # Events fetched ahead per agent: Faust's 4096 held ~150 MB of snapshots and
         # mutations (with their state) in a worker catching up; one batch ahead suffices.
         "stream_buffer_maxsize": BATCH_MAX,
+        # Records unpacked per read of a fetched partition. Unbounded, a fetch's whole answer
+        # became record objects at once: the embedded broker answers a fetch with all it has
+        # (it ignores the per-partition byte limit), 100 MB of snapshots for a worker catching
+        # up 15,000 products.
+        "broker_max_poll_records": BATCH_MAX,
     }
 
 
