@@ -158,7 +158,8 @@ class MagentoClient:
             headers = await self._auth_headers(method, url, used)
             resp = await self._send(method, url, body, headers, params)
         if classify_http_status(resp.status_code) == "ok":
-            return resp.json() if resp.content else None
+            # orjson: several times faster than httpx's json.loads on bulk-sized answers.
+            return orjson.loads(resp.content) if resp.content else None
         raise self._error(resp, f"{method} {path}")
 
     @staticmethod

@@ -53,6 +53,8 @@ MSG_ALREADY_ATTACHED = "The product is already attached."
 #: how often a job waiting for a reference looks at the mapping again (doubling up to the max)
 REFERENCE_POLL_S = 0.05
 REFERENCE_POLL_MAX_S = 0.4
+#: how many characters of comma-separated SKUs one search by SKU carries at most
+SEARCH_SKUS_CHARS = 2000
 #: how long an attribute type found nowhere is not looked up again
 UNKNOWN_TYPE_RECHECK_S = 5.0
 # Async bulk operation status codes (Magento\AsynchronousOperations).
@@ -190,13 +192,14 @@ class Magento2Driver(Driver):
         config = api.config
         if config.bulk != "async":
             return [await self.handle(job, context) for job in jobs]
+        mapping = context.mapping
         results: dict[int, DeliveryResult] = {}
         counts: dict[str, int] = {}
         for job in jobs:
             counts[job.mutation.entity_key] = counts.get(job.mutation.entity_key, 0) + 1
         states: dict[int, dict[str, Any]] = {}
-
-        async def prepare(index: int, job: Job) -> _Prepared | None:
+        candidates: list[tuple[int, dict[str, Any], bool]] = []
+        for index, job in enumerate(jobs):
             m = job.mutation
             if (
                 m.entity_type not in ("product", "product_model")
@@ -204,60 +207,81 @@ class Magento2Driver(Driver):
                 or counts[m.entity_key] > 1
                 or not m.state
             ):
-                return None
+                continue
             try:
                 state = orjson.loads(m.state)
             except orjson.JSONDecodeError:
-                return None  # the one-by-one path reports it
+                continue  # the one-by-one path reports it
             if not isinstance(state, dict):
-                return None
+                continue
             model = m.entity_type == "product_model"
-            code = state.get("code")
-            if model and (state.get("parent") or not isinstance(code, str)):
-                return None  # sub-models only record their root: the one-by-one path
-            try:
-                payload = await self._product_payload(
-                    state, api, context.mapping, None, "configurable" if model else "simple"
-                )
-            except MagentoError as exc:
-                results[index] = _result(exc)
-                return None
+            if model and (state.get("parent") or not isinstance(state.get("code"), str)):
+                continue  # sub-models only record their root: the one-by-one path
+            candidates.append((index, state, model))
+
+        # The batch's references (types, options, categories) are looked up together: one
+        # query per kind for the batch instead of one per product.
+        payloads = await self._product_payloads(
+            [(state, "configurable" if model else "simple") for _, state, model in candidates],
+            api,
+            mapping,
+        )
+        prepared: list[tuple[int, _Prepared]] = []
+        roots: dict[str, str] = {}
+        family_variants: dict[str, str] = {}
+        for (index, state, model), payload in zip(candidates, payloads, strict=True):
+            if isinstance(payload, MagentoError):
+                results[index] = _result(payload)
+                continue
             if payload.images:
-                return None
+                continue
             states[index] = state
             if not model:
-                return _Prepared(job, M_PRODUCT, m.entity_key, payload)
-            # What the one-by-one path records before its upsert: variants find their root.
-            await context.mapping.put(M_MODEL_ROOT, str(code), str(code))
-            self._wrote_mappings()
+                prepared.append(
+                    (
+                        index,
+                        _Prepared(jobs[index], M_PRODUCT, jobs[index].mutation.entity_key, payload),
+                    )
+                )
+                continue
+            code = str(state["code"])
+            roots[code] = code
             if state.get("family_variant"):
-                await context.mapping.put(M_MODEL_VARIANT, str(code), str(state["family_variant"]))
-            return _Prepared(job, M_MODEL, str(code), payload)
-
-        # Payloads need mapping look-ups (options, categories): prepare them side by side.
-        ready = await asyncio.gather(*(prepare(i, job) for i, job in enumerate(jobs)))
-        prepared = [(i, p) for i, p in enumerate(ready) if p is not None]
+                family_variants[code] = str(state["family_variant"])
+            prepared.append((index, _Prepared(jobs[index], M_MODEL, code, payload)))
+        # What the one-by-one path records before its upsert: variants find their root.
+        if roots:
+            await mapping.put_many(M_MODEL_ROOT, roots)
+            self._wrote_mappings()
+        if family_variants:
+            await mapping.put_many(M_MODEL_VARIANT, family_variants)
         if prepared:
             try:
-                outcome = await self._bulk_upsert([p for _, p in prepared], api, context.mapping)
+                outcome = await self._bulk_upsert([p for _, p in prepared], api, mapping)
             except MagentoError as exc:
                 outcome = [_result(exc)] * len(prepared)
             for (index, _), result in zip(prepared, outcome, strict=True):
                 results[index] = result
 
-        # Created variants are attached to their configurable, a parent at a time.
+        # Created variants are attached to their configurables, all parents of the batch at once.
         families: dict[str, list[tuple[int, str]]] = {}
         for index, p in prepared:
             parent = states[index].get("parent")
             if p.map_type == M_PRODUCT and parent and results[index].outcome == "delivered":
                 families.setdefault(str(parent), []).append((index, p.payload.sku))
 
-        async def link(parent: str, members: list[tuple[int, str]]) -> None:
-            children = [(states[index], sku) for index, sku in members]
-            errors = await self._link_children(parent, children, api, context.mapping)
-            for (index, _), error in zip(members, errors, strict=True):
-                if error is not None:
-                    results[index] = _result(error)
+        async def link() -> None:
+            if not families:
+                return
+            children = {
+                parent: [(states[index], sku) for index, sku in members]
+                for parent, members in families.items()
+            }
+            errors = await self._link_families(children, api, mapping, bulk=True)
+            for parent, members in families.items():
+                for (index, _), error in zip(members, errors[parent], strict=True):
+                    if error is not None:
+                        results[index] = _result(error)
 
         async def one_by_one(indexes: list[int]) -> None:
             for index in indexes:
@@ -267,10 +291,7 @@ class Magento2Driver(Driver):
         for index, job in enumerate(jobs):
             if index not in results:
                 rest.setdefault(job.mutation.entity_key, []).append(index)
-        await asyncio.gather(
-            *(link(parent, members) for parent, members in families.items()),
-            *(one_by_one(ixs) for ixs in rest.values()),
-        )
+        await asyncio.gather(link(), *(one_by_one(ixs) for ixs in rest.values()))
         return [results[i] for i in range(len(jobs))]
 
     async def _handle(
@@ -314,13 +335,15 @@ class Magento2Driver(Driver):
 
     # ------------------------------------------------------------------ attribute types
     async def _learned(
-        self, state: dict[str, Any], api: MagentoClient, mapping: EntityMappingService
+        self, states: Sequence[dict[str, Any]], api: MagentoClient, mapping: EntityMappingService
     ) -> dict[str, str]:
+        """The learned types of the attributes these entities may need (one look-up for all)."""
         config = api.config
         # A type the config declares wins over a learned one: no need to look it up.
         codes = {r.akeneo for r in config.attributes if r.type is None}
         if config.map_unlisted_attributes:
-            codes.update((state.get("values") or {}).keys())
+            for state in states:
+                codes.update((state.get("values") or {}).keys())
         codes -= set(config.attribute_types)
         now = time.monotonic()
         missing = [
@@ -387,28 +410,53 @@ class Magento2Driver(Driver):
         labels: dict[str, Any] | None = None,
     ) -> dict[tuple[str, str], str]:
         """Option ids of every ref, creating missing options once (admin label = Akeneo code)."""
+        ids, errors = await self._resolve_options(refs, api, mapping, labels)
+        if errors:
+            raise errors[min(errors)]
+        return ids
+
+    async def _resolve_options(
+        self,
+        refs: set[OptionRef],
+        api: MagentoClient,
+        mapping: EntityMappingService,
+        labels: dict[str, Any] | None = None,
+    ) -> tuple[dict[tuple[str, str], str], dict[str, MagentoError]]:
+        """Option ids of the refs (one mapping query for all) and the error of each attribute
+        whose missing options could not be created."""
         out: dict[tuple[str, str], str] = {}
-        by_attr: dict[str, set[str]] = {}
+        errors: dict[str, MagentoError] = {}
+        unknown: dict[str, tuple[str, str]] = {}
         for ref in refs:
             key = (ref.magento, ref.code)
             if key in self._options:
                 out[key] = self._options[key]
             else:
-                by_attr.setdefault(ref.magento, set()).add(ref.code)
-        for attribute, codes in sorted(by_attr.items()):
-            known = await mapping.get_many(M_OPTION, [f"{attribute}.{c}" for c in sorted(codes)])
-            for source, option_id in known.items():
-                out[(attribute, source.split(".", 1)[1])] = option_id
-            missing = sorted(c for c in codes if (attribute, c) not in out)
-            if missing:
-                # One creator per attribute in this process: two jobs needing the same new
-                # option must not both POST it (Magento refuses a duplicate admin label).
-                lock = self._option_locks.setdefault(attribute, asyncio.Lock())
-                async with lock:
-                    created = await self._create_options(attribute, missing, api, mapping, labels)
-                out.update(((attribute, c), i) for c, i in created.items())
+                unknown[f"{ref.magento}.{ref.code}"] = key
+        if not unknown:
+            return out, errors
+        known = await mapping.get_many(M_OPTION, sorted(unknown))
+        by_attr: dict[str, list[str]] = {}
+        for source, key in sorted(unknown.items()):
+            if source in known:
+                out[key] = known[source]
+            else:
+                by_attr.setdefault(key[0], []).append(key[1])
         self._options.update(out)
-        return out
+        for attribute, codes in sorted(by_attr.items()):
+            # One creator per attribute in this process: two jobs needing the same new
+            # option must not both POST it (Magento refuses a duplicate admin label).
+            async with self._option_locks.setdefault(attribute, asyncio.Lock()):
+                # Created by another job of this process while this one waited.
+                missing = [c for c in codes if (attribute, c) not in self._options]
+                try:
+                    if missing:
+                        await self._create_options(attribute, missing, api, mapping, labels)
+                except MagentoError as exc:
+                    errors[attribute] = exc
+                    continue
+            out.update(((attribute, c), self._options[(attribute, c)]) for c in codes)
+        return out, errors
 
     async def _create_options(
         self,
@@ -444,6 +492,7 @@ class Magento2Driver(Driver):
                 option_id = again[code]
             found[code] = str(option_id).removeprefix("id_")
         await mapping.put_many(M_OPTION, {f"{attribute}.{c}": i for c, i in found.items()})
+        self._options.update(((attribute, c), i) for c, i in found.items())
         return found
 
     async def _attribute_option(
@@ -467,15 +516,25 @@ class Magento2Driver(Driver):
     async def _category_ids(
         self, codes: set[str], api: MagentoClient, mapping: EntityMappingService
     ) -> dict[str, int]:
+        found = await self._mapped_categories(codes, api, mapping)
+        self._check_categories(codes, found, api.config)
+        return found
+
+    async def _mapped_categories(
+        self, codes: set[str], api: MagentoClient, mapping: EntityMappingService
+    ) -> dict[str, int]:
+        """Magento ids of the categories mapped so far (missing ones waited for a moment)."""
         if not codes:
             return {}
         wait = api.config.reference_wait_s if api.config.missing_reference == "retry" else 0.0
         mapped = await self._await_mapped(mapping, M_CATEGORY, sorted(codes), wait)
-        found = {k: int(v) for k, v in mapped.items()}
+        return {k: int(v) for k, v in mapped.items()}
+
+    @staticmethod
+    def _check_categories(codes: set[str], found: dict[str, int], config: Magento2Config) -> None:
         missing = sorted(codes - set(found))
-        if missing and api.config.missing_reference == "retry":
+        if missing and config.missing_reference == "retry":
             raise MissingReference(f"categories not synced to Magento yet: {', '.join(missing)}")
-        return found
 
     async def _await_mapped(
         self, mapping: EntityMappingService, etype: str, keys: list[str], wait_s: float
@@ -613,16 +672,51 @@ class Magento2Driver(Driver):
         changes: Sequence[Any] | None,
         type_id: str,
     ) -> ProductPayload:
+        [payload] = await self._product_payloads([(state, type_id)], api, mapping, changes)
+        if isinstance(payload, MagentoError):
+            raise payload
+        return payload
+
+    async def _product_payloads(
+        self,
+        entities: Sequence[tuple[dict[str, Any], str]],
+        api: MagentoClient,
+        mapping: EntityMappingService,
+        changes: Sequence[Any] | None = None,
+    ) -> list[ProductPayload | MagentoError]:
+        """Payloads of (state, type_id) entities, or the error of each that cannot be built.
+
+        Their option and category ids are resolved together: one query per kind of reference.
+        """
         config = api.config
-        learned = await self._learned(state, api, mapping)
-        refs = builder.references(state, config, learned)
-        resolved = Resolved(
-            option_ids=await self._ensure_options(refs.options, api, mapping),
-            category_ids=await self._category_ids(refs.categories, api, mapping),
-        )
-        return builder.build_product(
-            state, config, learned, resolved, type_id=type_id, changes=changes
-        )
+        out: list[ProductPayload | MagentoError | None] = [None] * len(entities)
+        learned = await self._learned([state for state, _ in entities], api, mapping)
+        refs: dict[int, builder.Refs] = {}
+        for index, (state, _) in enumerate(entities):
+            try:
+                refs[index] = builder.references(state, config, learned)
+            except MagentoError as exc:
+                out[index] = exc
+        option_refs = {o for r in refs.values() for o in r.options}
+        option_ids, option_errors = await self._resolve_options(option_refs, api, mapping)
+        for index, r in refs.items():
+            failed = sorted({o.magento for o in r.options} & option_errors.keys())
+            if failed:
+                out[index] = option_errors[failed[0]]
+        wanted = {c for i, r in refs.items() if out[i] is None for c in r.categories}
+        category_ids = await self._mapped_categories(wanted, api, mapping)
+        resolved = Resolved(option_ids=option_ids, category_ids=category_ids)
+        for index, (state, type_id) in enumerate(entities):
+            if out[index] is not None:
+                continue
+            try:
+                self._check_categories(refs[index].categories, category_ids, config)
+                out[index] = builder.build_product(
+                    state, config, learned, resolved, type_id=type_id, changes=changes
+                )
+            except MagentoError as exc:
+                out[index] = exc
+        return cast(list[ProductPayload | MagentoError], out)  # every entry is set now
 
     async def _save(
         self, api: MagentoClient, body: dict[str, Any], store: str, create: bool
@@ -837,166 +931,302 @@ class Magento2Driver(Driver):
         api: MagentoClient,
         mapping: EntityMappingService,
     ) -> None:
-        [error] = await self._link_children(parent, [(state, child_sku)], api, mapping)
+        errors = await self._link_families({parent: [(state, child_sku)]}, api, mapping, bulk=False)
+        [error] = errors[parent]
         if error is not None:
             raise error
 
-    async def _link_children(
+    async def _link_families(
         self,
-        parent: str,
-        children: list[tuple[dict[str, Any], str]],
+        families: dict[str, list[tuple[dict[str, Any], str]]],
         api: MagentoClient,
         mapping: EntityMappingService,
-    ) -> list[MagentoError | None]:
-        """Attach variants (state, sku) to the configurable of one parent model.
+        *,
+        bulk: bool,
+    ) -> dict[str, list[MagentoError | None]]:
+        """Attach variants (state, sku) to the configurables of their parent models.
 
-        The configurable's options are read and completed once for all of them; the error of
-        each child (None: attached) comes back in order.
+        Every configurable's options are read and completed once for all its children, and
+        the look-ups and requests serve all parents together (with `bulk`, the writes go
+        through the async bulk API: one request for all parents). The error of each child
+        (None: attached) comes back per parent, in order.
         """
         config = api.config
         wait = config.reference_wait_s
-        root = (await self._await_mapped(mapping, M_MODEL_ROOT, [parent], wait)).get(parent)
-        model = (
-            (await self._await_mapped(mapping, M_MODEL, [root], wait)).get(root) if root else None
+        out: dict[str, list[MagentoError | None]] = {
+            parent: [None] * len(kids) for parent, kids in families.items()
+        }
+
+        def fail(parent: str, exc: MagentoError, only: Sequence[int] | None = None) -> None:
+            for index in range(len(families[parent])) if only is None else only:
+                out[parent][index] = exc
+
+        parents = sorted(families)
+        roots = await self._await_mapped(mapping, M_MODEL_ROOT, parents, wait)
+        root_codes = sorted(set(roots.values()))
+        models = await self._await_mapped(mapping, M_MODEL, root_codes, wait) if root_codes else {}
+        variants = await mapping.get_many(M_MODEL_VARIANT, root_codes) if root_codes else {}
+        unknown_axes = sorted(
+            {v for v in variants.values() if not config.family_variant_axes.get(v)}
         )
-        variant = await mapping.get(M_MODEL_VARIANT, root) if root else None
-        if root is None or model is None:
-            missing = MissingReference(f"parent product model {parent!r} not synced to Magento yet")
-            return [missing] * len(children)
-        parent_sku = _split_ref(model)[1]
-        axes = config.family_variant_axes.get(variant or "") or []
-        if not axes and variant:
-            learned = await mapping.get(M_AXES, variant)
-            axes = [a for a in (learned or "").split(",") if a]
-        if not axes:
-            unknown = MissingReference(f"axes of family variant {variant!r} are not known yet")
-            return [unknown] * len(children)
-        rules = builder.axis_rules(axes, config)
-        errors: list[MagentoError | None] = [None] * len(children)
-        child_refs: dict[int, set[OptionRef]] = {}
-        for index, (state, child_sku) in enumerate(children):
-            values = state.get("values") or {}
-            refs = set()
-            for rule in rules:
-                data = builder.pick(values.get(rule.akeneo) or [], None, None)
-                if not isinstance(data, str) or not data:
-                    errors[index] = MappingError(
-                        f"variant {child_sku} has no value for axis {rule.akeneo!r}"
-                    )
-                    break
-                refs.add(OptionRef(rule.magento, rule.akeneo, data))
-            else:
-                child_refs[index] = refs
-        if not child_refs:
-            return errors
-        try:
-            ids = await self._ensure_options(set().union(*child_refs.values()), api, mapping)
-            wanted: dict[str, set[str]] = {}
+        learned_axes = await mapping.get_many(M_AXES, unknown_axes) if unknown_axes else {}
+        plans: dict[str, tuple[str, list[Any], dict[int, set[OptionRef]]]] = {}
+        for parent in parents:
+            root = roots.get(parent)
+            model = models.get(root) if root else None
+            if root is None or model is None:
+                fail(
+                    parent,
+                    MissingReference(f"parent product model {parent!r} not synced to Magento yet"),
+                )
+                continue
+            variant = variants.get(root)
+            axes = config.family_variant_axes.get(variant or "") or []
+            if not axes and variant:
+                axes = [a for a in (learned_axes.get(variant) or "").split(",") if a]
+            if not axes:
+                fail(
+                    parent,
+                    MissingReference(f"axes of family variant {variant!r} are not known yet"),
+                )
+                continue
+            try:
+                rules = builder.axis_rules(axes, config)
+            except MagentoError as exc:
+                fail(parent, exc)
+                continue
+            child_refs: dict[int, set[OptionRef]] = {}
+            for index, (state, child_sku) in enumerate(families[parent]):
+                values = state.get("values") or {}
+                refs = set()
+                for rule in rules:
+                    data = builder.pick(values.get(rule.akeneo) or [], None, None)
+                    if not isinstance(data, str) or not data:
+                        out[parent][index] = MappingError(
+                            f"variant {child_sku} has no value for axis {rule.akeneo!r}"
+                        )
+                        break
+                    refs.add(OptionRef(rule.magento, rule.akeneo, data))
+                else:
+                    child_refs[index] = refs
+            if child_refs:
+                plans[parent] = (_split_ref(model)[1], rules, child_refs)
+        if not plans:
+            return out
+        all_refs = {
+            r for _, _, child_refs in plans.values() for refs in child_refs.values() for r in refs
+        }
+        ids, option_errors = await self._resolve_options(all_refs, api, mapping)
+        wanted: dict[str, dict[str, set[str]]] = {}  # parent sku -> magento attribute -> ids
+        for parent, (parent_sku, _, child_refs) in list(plans.items()):
+            failed = sorted(
+                {r.magento for refs in child_refs.values() for r in refs} & option_errors.keys()
+            )
+            if failed:
+                fail(parent, option_errors[failed[0]], list(child_refs))
+                del plans[parent]
+                continue
+            by_attr = wanted.setdefault(parent_sku, {})
             for refs in child_refs.values():
                 for r in refs:
-                    wanted.setdefault(r.magento, set()).add(ids[(r.magento, r.code)])
-            # Children of one configurable arrive concurrently: one option update at a time
-            # here; other processes are caught by the read-back and retried.
-            async with self._parent_locks.setdefault(parent_sku, asyncio.Lock()):
-                await self._ensure_configurable_options(api, mapping, parent_sku, rules, wanted)
-        except MagentoError as exc:
-            for index in child_refs:
-                errors[index] = exc
-            return errors
+                    by_attr.setdefault(r.magento, set()).add(ids[(r.magento, r.code)])
+        rules_of = {plans[p][0]: plans[p][1] for p in plans}
+        # Children of one configurable arrive concurrently: one option update at a time
+        # here; other processes are caught by the read-back and retried.
+        async with contextlib.AsyncExitStack() as stack:
+            for sku in sorted(rules_of):
+                await stack.enter_async_context(self._parent_locks.setdefault(sku, asyncio.Lock()))
+            failed_skus = await self._ensure_configurable_options(
+                api, mapping, rules_of, wanted, bulk=bulk
+            )
+        attach: list[tuple[str, int]] = []
+        for parent, (parent_sku, _, child_refs) in plans.items():
+            if parent_sku in failed_skus:
+                fail(parent, failed_skus[parent_sku], list(child_refs))
+            else:
+                attach.extend((parent, index) for index in child_refs)
+        outcome = await self._write_each(
+            api,
+            "POST",
+            "/V1/configurable-products/{sku}/child",
+            [
+                (plans[parent][0], {"childSku": families[parent][index][1]})
+                for parent, index in attach
+            ],
+            bulk=bulk and len(attach) > 1,
+        )
+        for (parent, index), error in zip(attach, outcome, strict=True):
+            if isinstance(error, PermanentError) and MSG_ALREADY_ATTACHED in error.message:
+                error = None
+            out[parent][index] = error
+        return out
 
-        async def attach(index: int) -> None:
-            try:
-                await api.call(
-                    "POST",
-                    f"/V1/configurable-products/{parent_sku}/child",
-                    {"childSku": children[index][1]},
-                    store="all",
-                )
-            except PermanentError as exc:
-                if MSG_ALREADY_ATTACHED not in exc.message:
-                    errors[index] = exc
-            except MagentoError as exc:
-                errors[index] = exc
+    async def _products_by_sku(
+        self, api: MagentoClient, skus: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The products of these SKUs, by SKU (missing ones are absent): one search per
+        SEARCH_SKUS_CHARS of SKUs, so the URL stays short enough for any web server."""
+        chunks: list[list[str]] = [[]]
+        size = 0
+        for sku in skus:
+            if chunks[-1] and size + len(sku) > SEARCH_SKUS_CHARS:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(sku)
+            size += len(sku) + 1
 
-        await asyncio.gather(*(attach(i) for i in child_refs))
-        return errors
+        async def search(chunk: list[str]) -> list[dict[str, Any]]:
+            rows = await api.call(
+                "GET",
+                "/V1/products",
+                store="all",
+                params={
+                    "searchCriteria[filter_groups][0][filters][0][field]": "sku",
+                    "searchCriteria[filter_groups][0][filters][0][value]": ",".join(chunk),
+                    "searchCriteria[filter_groups][0][filters][0][condition_type]": "in",
+                },
+            )
+            return list((rows or {}).get("items") or [])
+
+        found = await asyncio.gather(*(search(c) for c in chunks if c))
+        return {str(r["sku"]): r for rows in found for r in rows}
 
     async def _ensure_configurable_options(
         self,
         api: MagentoClient,
         mapping: EntityMappingService,
-        parent_sku: str,
-        rules: list[Any],
-        wanted: dict[str, set[str]],
-    ) -> None:
-        """Make the configurable's options include the children's axis values."""
-        path = f"/V1/configurable-products/{parent_sku}/options/all"
-        current = await api.call("GET", path, store="all") or []
-        by_attr = {str(o.get("attribute_id")): o for o in current}
-        changed = False
-        options = []
-        for position, rule in enumerate(rules):
-            attribute_id = await self._attribute_id(api, mapping, rule.magento)
-            existing = by_attr.get(str(attribute_id))
-            values_now = [str(v["value_index"]) for v in (existing or {}).get("values") or []]
-            new = sorted(wanted[rule.magento] - set(values_now), key=_option_order)
-            if existing is None or new:
-                changed = True
-            options.append(
-                builder.configurable_option(
-                    attribute_id, rule.magento, position, [*values_now, *new]
-                )
-            )
-        if not changed:
-            return
+        rules_of: dict[str, list[Any]],
+        wanted: dict[str, dict[str, set[str]]],
+        *,
+        bulk: bool,
+    ) -> dict[str, MagentoError]:
+        """Make each configurable's options include its children's axis values.
+
+        One search reads every configurable's options, the changed ones are written (a PUT
+        each, or one bulk request), one more search checks that no concurrent write lost a
+        value. Returns the error of each configurable whose options are not complete.
+        """
+        failed: dict[str, MagentoError] = {}
+        skus = sorted(rules_of)
         try:
-            if not current:
+            found = await self._products_by_sku(api, skus)
+        except MagentoError as exc:
+            return dict.fromkeys(skus, exc)
+        puts: list[tuple[str, dict[str, Any]]] = []
+        posts: list[tuple[str, list[dict[str, Any]]]] = []
+        attribute_ids: dict[str, int] = {}
+        for sku in skus:
+            product = found.get(sku)
+            if product is None:
+                failed[sku] = NotFound(f"configurable product {sku} is not in Magento", status=404)
+                continue
+            ext = product.get("extension_attributes") or {}
+            current = ext.get("configurable_product_options") or []
+            by_attr = {str(o.get("attribute_id")): o for o in current}
+            changed = False
+            options = []
+            try:
+                for position, rule in enumerate(rules_of[sku]):
+                    attribute_id = await self._attribute_id(api, mapping, rule.magento)
+                    attribute_ids[rule.magento] = attribute_id
+                    existing = by_attr.get(str(attribute_id))
+                    values_now = [
+                        str(v["value_index"]) for v in (existing or {}).get("values") or []
+                    ]
+                    new = sorted(wanted[sku][rule.magento] - set(values_now), key=_option_order)
+                    if existing is None or new:
+                        changed = True
+                    options.append(
+                        builder.configurable_option(
+                            attribute_id, rule.magento, position, [*values_now, *new]
+                        )
+                    )
+            except MagentoError as exc:
+                failed[sku] = exc
+                continue
+            if not changed:
+                continue
+            if product.get("type_id") == "configurable":
+                body = {
+                    "sku": sku,
+                    "extension_attributes": {"configurable_product_options": options},
+                }
+                puts.append((sku, {"product": body}))
+            else:
+                # The first options make the product configurable (a product update would not).
+                posts.append((sku, options))
+        if not puts and not posts:
+            return failed
+        written = await self._write_each(
+            api, "PUT", "/V1/products/{sku}", puts, bulk=bulk and len(puts) > 1
+        )
+
+        async def add_options(sku: str, options: list[dict[str, Any]]) -> MagentoError | None:
+            try:
                 for option in options:
                     await api.call(
                         "POST",
-                        f"/V1/configurable-products/{parent_sku}/options",
+                        f"/V1/configurable-products/{sku}/options",
                         {"option": option},
                         store="all",
                     )
+            except MagentoError as exc:
+                return exc
+            return None
+
+        added = await asyncio.gather(*(add_options(sku, options) for sku, options in posts))
+        checked = []
+        for sku, error in [
+            *zip([s for s, _ in puts], written, strict=True),
+            *zip([s for s, _ in posts], added, strict=True),
+        ]:
+            if isinstance(error, PermanentError):
+                failed[sku] = RetryableError(
+                    f"options of {sku} changed meanwhile ({error.message}); trying again",
+                    kind="concurrent_update",
+                )
+            elif error is not None:
+                failed[sku] = error
             else:
-                body = {
-                    "sku": parent_sku,
-                    "extension_attributes": {"configurable_product_options": options},
-                }
-                await api.call("PUT", f"/V1/products/{parent_sku}", {"product": body}, store="all")
-        except PermanentError as exc:
-            raise RetryableError(
-                f"options of {parent_sku} changed meanwhile ({exc.message}); trying again",
-                kind="concurrent_update",
-            ) from exc
-        after = await api.call("GET", path, store="all") or []
-        present = {
-            (str(o.get("attribute_id")), str(v["value_index"]))
-            for o in after
-            for v in o.get("values") or []
-        }
-        for rule in rules:
-            attribute_id = await self._attribute_id(api, mapping, rule.magento)
-            lost = sorted(v for v in wanted[rule.magento] if (str(attribute_id), v) not in present)
+                checked.append(sku)
+        if not checked:
+            return failed
+        try:
+            after = await self._products_by_sku(api, checked)
+        except MagentoError as exc:
+            failed.update(dict.fromkeys(checked, exc))
+            return failed
+        for sku in checked:
+            ext = (after.get(sku) or {}).get("extension_attributes") or {}
+            present = {
+                (str(o.get("attribute_id")), str(v["value_index"]))
+                for o in ext.get("configurable_product_options") or []
+                for v in o.get("values") or []
+            }
+            lost = sorted(
+                v
+                for code, values in wanted[sku].items()
+                for v in values
+                if (str(attribute_ids[code]), v) not in present
+            )
             if lost:
                 # Another dispatcher wrote its own value list over ours: merge again later.
-                raise RetryableError(
-                    f"options of {parent_sku} lost value {', '.join(lost)} to a concurrent "
+                failed[sku] = RetryableError(
+                    f"options of {sku} lost value {', '.join(lost)} to a concurrent "
                     "update; trying again",
                     kind="concurrent_update",
                 )
+        return failed
 
     # ------------------------------------------------------------------ async bulk
     async def _bulk(
-        self, api: MagentoClient, store: str, bodies: list[dict[str, Any]]
+        self, api: MagentoClient, store: str, method: str, path: str, items: list[dict[str, Any]]
     ) -> list[tuple[int, str]]:
-        """POST products through `/async/bulk/V1/products`; (status, message) per body."""
-        accepted = await api.call(
-            "POST", "/V1/products", [{"product": b} for b in bodies], store=store, mode="bulk"
-        )
-        items = sorted(accepted.get("request_items") or [], key=lambda r: int(r["id"]))
-        out: list[tuple[int, str]] = [(OP_OPEN, "")] * len(bodies)
-        for item in items:
+        """Send items through `/async/bulk<path>`; (status, message) per item."""
+        accepted = await api.call(method, path, items, store=store, mode="bulk")
+        requested = sorted(accepted.get("request_items") or [], key=lambda r: int(r["id"]))
+        out: list[tuple[int, str]] = [(OP_OPEN, "")] * len(items)
+        for item in requested:
             if item.get("status") == "rejected":
                 out[int(item["id"])] = (OP_REJECTED, str(item.get("error_message") or "rejected"))
         uuid = accepted["bulk_uuid"]
@@ -1005,12 +1235,56 @@ class Magento2Driver(Driver):
             status = await api.call("GET", f"/V1/bulk/{uuid}/status")
             ops = sorted(status.get("operations_list") or [], key=lambda o: int(o["id"]))
             # Operations come back in request order (ids are allocated as items are read).
-            for index, op in enumerate(ops[: len(bodies)]):
+            for index, op in enumerate(ops[: len(items)]):
                 if out[index][0] != OP_REJECTED:
                     out[index] = (int(op["status"]), str(op.get("result_message") or ""))
             if all(s != OP_OPEN for s, _ in out) or time.monotonic() > deadline:
                 return out
             await asyncio.sleep(api.config.bulk_poll_interval_s)
+
+    async def _write_each(
+        self,
+        api: MagentoClient,
+        method: str,
+        template: str,
+        calls: list[tuple[str, dict[str, Any]]],
+        *,
+        bulk: bool,
+    ) -> list[MagentoError | None]:
+        """One write of `template` (its `{sku}` filled in) per (sku, body), in the admin scope.
+
+        With `bulk`, all of them go in one async bulk request (the SKU travels in each item).
+        Returns the error of each call, None when it succeeded.
+        """
+        if not calls:
+            return []
+        if not bulk:
+
+            async def one(sku: str, body: dict[str, Any]) -> MagentoError | None:
+                try:
+                    await api.call(method, template.replace("{sku}", sku), body, store="all")
+                except MagentoError as exc:
+                    return exc
+                return None
+
+            return list(await asyncio.gather(*(one(sku, body) for sku, body in calls)))
+        path = template.replace("{sku}", "bySku")
+        try:
+            outcome = await self._bulk(
+                api, "all", method, path, [{"sku": sku, **body} for sku, body in calls]
+            )
+        except MagentoError as exc:
+            return [exc] * len(calls)
+        errors: list[MagentoError | None] = []
+        for status, message in outcome:
+            if status == OP_COMPLETE:
+                errors.append(None)
+            elif status in (OP_OPEN, OP_RETRIABLE):
+                reason = message or "the bulk operation did not finish in time"
+                errors.append(RetryableError(f"bulk: {reason}", kind="bulk_retriable"))
+            else:
+                errors.append(PermanentError(message, kind="bulk_failed"))
+        return errors
 
     async def _bulk_upsert(
         self, prepared: list[_Prepared], api: MagentoClient, mapping: EntityMappingService
@@ -1027,7 +1301,9 @@ class Magento2Driver(Driver):
             else:
                 results[index] = DeliveryResult.permanent(f"bulk: {message}", kind="bulk_failed")
 
-        admin = await self._bulk(api, "all", [p.payload.admin for p in prepared])
+        admin = await self._bulk(
+            api, "all", "POST", "/V1/products", [{"product": p.payload.admin} for p in prepared]
+        )
         for index, (status, message) in enumerate(admin):
             settle(index, status, message)
         views = sorted({v for p in prepared for v in p.payload.stores})
@@ -1039,7 +1315,11 @@ class Magento2Driver(Driver):
             if not members:
                 return
             outcome = await self._bulk(
-                api, view, [prepared[i].payload.stores[view] for i in members]
+                api,
+                view,
+                "POST",
+                "/V1/products",
+                [{"product": prepared[i].payload.stores[view]} for i in members],
             )
             for index, (status, message) in zip(members, outcome, strict=True):
                 settle(index, status, message)
@@ -1049,18 +1329,8 @@ class Magento2Driver(Driver):
         await asyncio.gather(*(view_bulk(v) for v in views))
         done = [i for i, r in enumerate(results) if r is None]
         if done:
-            skus = ",".join(prepared[i].payload.sku for i in done)
-            rows = await api.call(
-                "GET",
-                "/V1/products",
-                store="all",
-                params={
-                    "searchCriteria[filter_groups][0][filters][0][field]": "sku",
-                    "searchCriteria[filter_groups][0][filters][0][value]": skus,
-                    "searchCriteria[filter_groups][0][filters][0][condition_type]": "in",
-                },
-            )
-            ids = {str(r["sku"]): int(r["id"]) for r in rows.get("items") or []}
+            rows = await self._products_by_sku(api, [prepared[i].payload.sku for i in done])
+            ids = {sku: int(row["id"]) for sku, row in rows.items()}
             pairs: dict[str, dict[str, str]] = {}
             for i in done:
                 p = prepared[i]

@@ -71,6 +71,11 @@ _WIRE_ERROR_PARAMETERS: dict[str, Any] = {
 }
 
 
+_DEFINITIONS = "#/definitions/"
+# Keywords whose values are data, not schemas: a "$ref" key in them is no reference.
+_NOT_SCHEMAS = frozenset({"enum", "default", "example", "required"})
+
+
 @dataclass(frozen=True)
 class Operation:
     """One path + method of the document."""
@@ -107,6 +112,7 @@ class MagentoSpec:
         self._by_shape: dict[tuple[str, int], list[Operation]] = {}
         # Keyed by id() but holding the schema too, so a recycled id never hits a stale entry.
         self._validators: dict[int, tuple[dict[str, Any], Draft4Validator]] = {}
+        self._inlined: dict[str, Any] = {}
         for template, item in document.get("paths", {}).items():
             for method, raw in item.items():
                 if method.startswith("x-") or not isinstance(raw, dict):
@@ -164,10 +170,36 @@ class MagentoSpec:
         if cached is not None and cached[0] is schema:
             return cached[1]
         # Resolving refs against a root that carries the definitions keeps the document
-        # unmodified and avoids copying 500 definitions per schema.
-        validator = Draft4Validator({**schema, "definitions": self.definitions})
+        # unmodified and avoids copying 500 definitions per schema. Refs are replaced by what
+        # they point to beforehand: resolving one at each validation cost about half the time
+        # of a product body. Draft 4 ignores a ref's siblings, so the result is the same.
+        inlined = self._inline(schema, ())
+        validator = Draft4Validator({**inlined, "definitions": self.definitions})
         self._validators[id(schema)] = (schema, validator)
         return validator
+
+    def _inline(self, node: Any, within: tuple[str, ...]) -> Any:
+        """A schema with its `#/definitions/...` refs replaced by their targets.
+
+        A recursive definition keeps its ref where it would recur (the validator resolves it
+        against the definitions). Inlined definitions are shared, never modified.
+        """
+        if isinstance(node, list):
+            return [self._inline(v, within) for v in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            name = ref.removeprefix(_DEFINITIONS)
+            if ref == name or name in within or name not in self.definitions:
+                return node
+            if name not in self._inlined:
+                self._inlined[name] = self._inline(self.definitions[name], (*within, name))
+            return self._inlined[name]
+        return {
+            key: value if key in _NOT_SCHEMAS else self._inline(value, within)
+            for key, value in node.items()
+        }
 
     def validate_body(self, op: Operation, body: Any) -> list[Violation]:
         """Validate a request body against the operation's body schema."""

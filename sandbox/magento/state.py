@@ -12,7 +12,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sandbox.magento.config import AttributeSeed, SandboxConfig, StoreView
@@ -129,6 +129,34 @@ class Product:
         if store_id != ADMIN_STORE_ID:
             view.update(self.values.get(store_id, {}))
         return view
+
+    def clone(self) -> Product:
+        """A copy sharing nothing mutable with this product, as `copy.deepcopy` makes it.
+
+        Most values are strings and numbers, which need no copy: deep-copying only the others
+        makes an update of a product several times cheaper.
+        """
+        twin = copy.copy(self)
+        twin.values = {
+            store: {
+                code: value if isinstance(value, _IMMUTABLE) else copy.deepcopy(value)
+                for code, value in values.items()
+            }
+            for store, values in self.values.items()
+        }
+        for name in _MUTABLE_FIELDS:
+            setattr(twin, name, copy.deepcopy(getattr(self, name)))
+        return twin
+
+
+_IMMUTABLE = (str, int, float, bool, type(None))
+# Fields holding containers (every field but these scalars and `values`): copied in depth.
+_MUTABLE_FIELDS = tuple(
+    f.name
+    for f in fields(Product)
+    if f.name
+    not in {"id", "sku", "type_id", "attribute_set_id", "created_at", "updated_at", "values"}
+)
 
 
 @dataclass
@@ -391,7 +419,7 @@ class MagentoState:
                 )
                 target = Scope("all", ADMIN_STORE_ID)
             else:
-                product = copy.deepcopy(existing)
+                product = existing.clone()
                 product.updated_at = now
                 if "type_id" in data:
                     product.type_id = str(data["type_id"])

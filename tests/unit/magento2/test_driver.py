@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from drivers.magento2 import Magento2Driver
+from drivers.magento2 import driver as driver_module
 from drivers.magento2.driver import M_CATEGORY, M_MODEL, M_OPTION, M_TYPE
 from sandbox.magento import SandboxConfig
 from tests.spec_validation import SwaggerDocument
@@ -504,6 +505,153 @@ async def test_async_bulk_creates_configurables_and_links_their_variants(
         assert ("product_model", "model_b") in ctx.mapping.rows  # type: ignore[attr-defined]
         assert ctx.mapping.rows[(M_MODEL, "model_b")].endswith(":model_b")  # type: ignore[attr-defined]
         validate_sent(magento_doc, h.sent)
+    finally:
+        await h.http.aclose()
+
+
+class CountingMapping(MemoryMapping):
+    """A MemoryMapping that counts its look-ups per entity type."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: dict[str, int] = {}
+
+    async def get(self, entity_type: str, source_key: str) -> str | None:
+        self.reads[entity_type] = self.reads.get(entity_type, 0) + 1
+        return await super().get(entity_type, source_key)
+
+    async def get_many(self, entity_type: str, source_keys: list[str]) -> dict[str, str]:
+        self.reads[entity_type] = self.reads.get(entity_type, 0) + 1
+        return await super().get_many(entity_type, source_keys)
+
+
+def _model(code: str) -> dict[str, Any]:
+    return {
+        "code": code,
+        "family": "clothing",
+        "family_variant": "clothing_size",
+        "parent": None,
+        "categories": [],
+        "values": {"name": [{"locale": "en_US", "scope": None, "data": f"Tee {code}"}]},
+    }
+
+
+def _variant(sku: str, parent: str, size: str) -> dict[str, Any]:
+    child = product(sku, parent=parent, categories=["shirts"])
+    child["values"]["size"] = [{"locale": None, "scope": None, "data": size}]
+    return child
+
+
+async def test_async_bulk_links_the_variants_of_every_parent_in_a_few_requests(
+    mutations: Mutations, magento_doc: SwaggerDocument
+) -> None:
+    h = make_harness(SandboxConfig(attributes=SEEDS, bulk_delay=0.0))
+    try:
+        mapping = CountingMapping()
+        mapping.rows[(M_CATEGORY, "shirts")] = "2"
+        ctx = h.context(config_dict(bulk="async", bulk_poll_interval_s=0.01), mapping)
+        driver = Magento2Driver()
+        await driver.open(ctx)
+        models = [f"model_{m}" for m in "xyz"]
+        await driver.handle_batch([mutations.job("product_model", _model(m)) for m in models], ctx)
+        h.sent.clear()
+        mapping.reads.clear()
+        variants = [
+            _variant(f"SKU-{m}-{size}", m, size) for m in models for size in ("s", "m", "l")
+        ]
+        results = await driver.handle_batch([mutations.job("product", v) for v in variants], ctx)
+        assert [r.outcome for r in results] == ["delivered"] * 9, results
+        snap = h.state.snapshot()["products"]
+        wanted = {int(h.state.option_id("size", s) or 0) for s in ("s", "m", "l")}
+        for m in models:
+            assert sorted(snap[m]["children"]) == sorted(f"SKU-{m}-{s}" for s in ("s", "m", "l"))
+            [option] = snap[m]["configurable_options"]
+            assert {v["value_index"] for v in option["values"]} == wanted
+        # The three configurables' options: one search, one bulk update, one search to check
+        # it; their nine variants: one bulk request. No request per parent or per child.
+        writes = [(m, p) for m, p, _ in h.sent if m != "GET" and "/attributes/" not in p]
+        assert sorted(writes) == [
+            ("POST", "/rest/all/async/bulk/V1/configurable-products/bySku/child"),
+            ("POST", "/rest/all/async/bulk/V1/products"),
+            ("POST", "/rest/de/async/bulk/V1/products"),
+            ("POST", "/rest/fr/async/bulk/V1/products"),
+            ("PUT", "/rest/all/async/bulk/V1/products/bySku"),
+        ]
+        sizes = [b["option"]["label"] for m, p, b in h.sent if m == "POST" and "/size/" in p]
+        assert sorted(sizes) == ["l", "m", "s"]
+        [put] = [b for m, _, b in h.sent if m == "PUT"]
+        assert sorted(item["sku"] for item in put) == models
+        [attach] = [b for _, p, b in h.sent if p.endswith("/bySku/child")]
+        skus = [v["values"]["sku"][0]["data"] for v in variants]
+        assert sorted(item["childSku"] for item in attach) == sorted(skus)
+        assert len([p for m, p, _ in h.sent if (m, p) == ("GET", "/rest/all/V1/products")]) == 3
+        # One look-up per kind of reference for the whole batch.
+        assert mapping.reads[M_CATEGORY] == 1
+        assert mapping.reads[M_OPTION] == 1  # the axes then find their options in the cache
+        assert mapping.reads[M_MODEL] == 1
+        validate_sent(magento_doc, h.sent)
+
+        # Variants delivered again: "already attached" is success, and the complete
+        # options are left alone.
+        h.sent.clear()
+        again = await driver._link_families(
+            {"model_x": list(zip(variants[:3], skus[:3], strict=True))},
+            driver._api(ctx),
+            mapping,
+            bulk=True,
+        )
+        assert again == {"model_x": [None, None, None]}
+        assert [m for m, _, _ in h.sent].count("PUT") == 0
+        assert sorted(snap["model_x"]["children"]) == sorted(
+            h.state.snapshot()["products"]["model_x"]["children"]
+        )
+    finally:
+        await h.http.aclose()
+
+
+async def test_async_bulk_fails_only_the_variants_whose_parent_is_missing(
+    mutations: Mutations,
+) -> None:
+    h = make_harness(SandboxConfig(attributes=SEEDS, bulk_delay=0.0))
+    try:
+        mapping = MemoryMapping()
+        mapping.rows[(M_CATEGORY, "shirts")] = "2"
+        config = config_dict(bulk="async", bulk_poll_interval_s=0.01, reference_wait_s=0.1)
+        ctx = h.context(config, mapping)
+        driver = Magento2Driver()
+        await driver.open(ctx)
+        jobs = [
+            mutations.job("product_model", _model("model_ok")),
+            mutations.job("product", _variant("SKU-ok", "model_ok", "s")),
+            mutations.job("product", _variant("SKU-orphan", "model_gone", "s")),
+        ]
+        results = await driver.handle_batch(jobs, ctx)
+        assert [r.outcome for r in results] == ["delivered", "delivered", "failed"]
+        assert results[2].retryable and "model_gone" in (results[2].reason or "")
+        assert h.state.snapshot()["products"]["model_ok"]["children"] == ["SKU-ok"]
+    finally:
+        await h.http.aclose()
+
+
+async def test_searches_by_sku_are_split_to_keep_urls_short(
+    mutations: Mutations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = make_harness(SandboxConfig(attributes=SEEDS, bulk_delay=0.0))
+    try:
+        ctx = h.context(config_dict(bulk="async", bulk_poll_interval_s=0.01))
+        driver = Magento2Driver()
+        await driver.open(ctx)
+        skus = [f"SKU-S{i}" for i in range(7)]
+        results = await driver.handle_batch(
+            [mutations.job("product", product(s)) for s in skus], ctx
+        )
+        assert [r.outcome for r in results] == ["delivered"] * 7
+        h.sent.clear()
+        monkeypatch.setattr(driver_module, "SEARCH_SKUS_CHARS", 20)
+        found = await driver._products_by_sku(driver._api(ctx), [*skus, "SKU-none"])
+        assert sorted(found) == skus
+        searches = [p for m, p, _ in h.sent if (m, p) == ("GET", "/rest/all/V1/products")]
+        assert len(searches) == 3  # "SKU-S0,SKU-S1,SKU-S2" is 20 characters: three per search
     finally:
         await h.http.aclose()
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
 from sandbox.magento import SandboxConfig
 from sandbox.magento.spec import MagentoSpec
 
@@ -90,3 +96,40 @@ def test_single_async_request_is_a_one_item_bulk(sandbox: Sandbox) -> None:
     assert response.status_code == 202
     assert len(response.json()["request_items"]) == 1
     assert "A-1" in sandbox.state.products
+
+
+def test_small_requests_are_answered_while_a_bulk_is_validated(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Magento serves requests side by side; the sandbox lets others in between bulk items.
+    items = [{"product": {"sku": f"L-{i}", "name": f"Large {i}"}} for i in range(20)]
+    transport = httpx.ASGITransport(app=sandbox.app)
+    pipeline = sandbox.app.state.sandbox
+    check = pipeline._check_item
+    events: list[str] = []
+    started = asyncio.Event()
+
+    def checking(*args: Any) -> Any:
+        events.append("item")
+        started.set()
+        return check(*args)
+
+    monkeypatch.setattr(pipeline, "_check_item", checking)
+
+    async def send(method: str, path: str, body: Any = None) -> None:
+        async with httpx.AsyncClient(transport=transport, base_url="http://m") as client:
+            response = await client.request(method, path, json=body, headers=sandbox.headers)
+            assert response.status_code < 300, response.text
+
+    async def small() -> None:
+        await started.wait()
+        await send("GET", "/rest/V1/store/storeViews")
+        events.append("small")
+
+    async def both() -> None:
+        await asyncio.gather(send("POST", "/rest/all/async/bulk/V1/products", items), small())
+
+    asyncio.run(both())
+    assert events.count("item") == 20
+    assert events.index("small") < len(events) - 1  # answered before the bulk's last item
+    assert len(sandbox.state.products) == 20

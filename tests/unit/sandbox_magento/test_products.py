@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import fields
 from typing import Any
+
+from sandbox.magento.state import Product
 
 from .conftest import Sandbox
 
@@ -292,3 +296,44 @@ def test_request_counters_by_status(sandbox: Sandbox) -> None:
     assert stats.by_route[("POST", "/V1/products", 200)] == 1
     assert stats.recent[-1].status == 404
     assert sandbox.state.snapshot()["requests"]["by_status"][404] == 1
+
+
+def test_a_product_clone_is_a_deep_copy() -> None:
+    # An update works on a clone, so a refused update leaves the stored product untouched.
+    product = Product(
+        id=1,
+        sku="A",
+        type_id="configurable",
+        attribute_set_id=4,
+        created_at="t",
+        updated_at="t",
+        values={0: {"name": "n", "price": 1.5, "tags": ["x"]}, 2: {"name": "fr"}},
+        category_links=[{"position": 0, "category_id": "2"}],
+        extension_extra={"x": {"y": [1]}},
+        configurable_options=[{"attribute_id": "93", "values": [{"value_index": 1}]}],
+        child_ids=[2],
+    )
+    twin = product.clone()
+    assert twin == copy.deepcopy(product)
+    seen = {id(v) for v in product.values.values()} | {id(product.values)}
+    seen |= {id(getattr(product, f.name)) for f in fields(Product) if f.name != "values"}
+    twin.values[0]["tags"].append("z")
+    twin.values[2]["name"] = "changed"
+    twin.extension_extra["x"]["y"].append(2)
+    twin.configurable_options[0]["values"].append({"value_index": 3})
+    twin.child_ids.append(3)
+    assert product == Product(
+        id=1,
+        sku="A",
+        type_id="configurable",
+        attribute_set_id=4,
+        created_at="t",
+        updated_at="t",
+        values={0: {"name": "n", "price": 1.5, "tags": ["x"]}, 2: {"name": "fr"}},
+        category_links=[{"position": 0, "category_id": "2"}],
+        extension_extra={"x": {"y": [1]}},
+        configurable_options=[{"attribute_id": "93", "values": [{"value_index": 1}]}],
+        child_ids=[2],
+    )
+    containers = [twin.values, *twin.values.values(), twin.category_links, twin.child_ids]
+    assert not {id(c) for c in containers} & seen

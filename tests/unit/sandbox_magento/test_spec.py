@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from jsonschema import Draft4Validator
+
 from sandbox.magento.errors import MSG_REQUIRED, MSG_WRONG_TYPE, render_message
-from sandbox.magento.spec import DEFAULT_SPEC_PATH, MagentoSpec
+from sandbox.magento.spec import DEFAULT_SPEC_PATH, MagentoSpec, violations
 
 
 def test_default_spec_path_is_beside_the_repo() -> None:
@@ -52,3 +56,41 @@ def test_render_message_fills_named_and_positional_placeholders() -> None:
         "No such entity with %fieldName = %fieldValue", {"fieldName": "id", "fieldValue": "7"}
     ) == ("No such entity with id = 7")
     assert render_message('label "%1" exists', ["Red"]) == 'label "Red" exists'
+
+
+def _wrong(schema: dict[str, Any], definitions: dict[str, Any], depth: int) -> Any:
+    """A value breaking `schema` at every level it can reach (objects hold wrong members)."""
+    if "$ref" in schema:
+        name = str(schema["$ref"]).rsplit("/", 1)[-1]
+        return _wrong(definitions[name], definitions, depth) if depth else {}
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {k: _wrong(v, definitions, depth - 1) for k, v in props.items()} if depth else 7
+    if kind == "array":
+        return [_wrong(schema.get("items") or {}, definitions, depth - 1), None] if depth else 7
+    return {"not": "a scalar"} if kind in ("string", "integer", "number", "boolean") else None
+
+
+def test_validation_reports_exactly_what_the_plain_validator_does(spec: MagentoSpec) -> None:
+    # The validators resolve refs ahead of time: no error may appear, vanish or change.
+    checked = 0
+    for template, item in spec.document["paths"].items():
+        for method, raw in item.items():
+            if not isinstance(raw, dict):
+                continue
+            op = spec.operation(method.upper(), template)
+            if op.body_schema is None:
+                continue
+            plain = Draft4Validator({**op.body_schema, "definitions": spec.definitions})
+            bodies = [
+                {},
+                [],
+                "x",
+                *(_wrong(op.body_schema, spec.definitions, d) for d in (1, 3, 6)),
+            ]
+            for body in bodies:
+                expected = violations(plain.iter_errors(body))
+                assert spec.validate_body(op, body) == expected, (method, template, body)
+                checked += 1
+    assert checked > 500
