@@ -147,19 +147,24 @@ class _FakeRegistry:
         return httpx.Response(404)
 
 
+def _registry_serde(fake: _FakeRegistry) -> Serde:
+    """A Serde with Schema Registry framing against the fake registry."""
+    client = httpx.Client(transport=httpx.MockTransport(fake.handler), base_url="http://registry")
+    serde = Serde()
+    serde.registry = serde_mod.Registry("http://registry", http=client)
+    return serde
+
+
 def test_schema_registry_framing_round_trip() -> None:
     fake = _FakeRegistry()
-    client = httpx.Client(transport=httpx.MockTransport(fake.handler), base_url="http://registry")
-    writer = Serde()
-    writer.registry = serde_mod.Registry("http://registry", http=client)
+    writer = _registry_serde(fake)
     record = _sample("Mutation")
     data = writer.encode("Mutation", record, topic="hub.mutations")
     assert data[0:1] == b"\x00"
     (schema_id,) = struct.unpack(">I", data[1:5])
     assert fake.subjects["hub.mutations-value"] == schema_id
     # A fresh reader knows nothing but the registry URL.
-    reader = Serde()
-    reader.registry = serde_mod.Registry("http://registry", http=client)
+    reader = _registry_serde(fake)
     assert reader.decode("Mutation", data) == record
     with pytest.raises(UnknownSchemaVersion):
         reader.decode("Mutation", b"\x00" + struct.pack(">I", 999) + data[5:])
@@ -214,10 +219,7 @@ def test_job_embedding_falls_back_to_the_decoded_mutation(encoded: bytes | None)
 
 
 def test_job_embedding_with_registry_framing() -> None:
-    fake = _FakeRegistry()
-    client = httpx.Client(transport=httpx.MockTransport(fake.handler), base_url="http://registry")
-    serde = Serde()
-    serde.registry = serde_mod.Registry("http://registry", http=client)
+    serde = _registry_serde(_FakeRegistry())
     mutation = _sample("Mutation")
     encoded = serde.encode("Mutation", mutation, topic="hub.mutations")
     job = _job_of(mutation)
