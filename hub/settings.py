@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     dispatcher_max_in_flight: int = 8
     dispatcher_max_attempts: int = 4
     dispatcher_shutdown_timeout_s: float = 20.0
+    # Off: guard commits return before the WAL flush (faster; a PostgreSQL server crash can
+    # lose the last moments of guard records, see services.dispatcher.guard_store.GuardStore).
+    dispatcher_guard_synchronous_commit: bool = True
+    dispatcher_max_buffered_bytes: int = 4 * 2**20
     log_level: str = "INFO"
     log_format: str = "json"
 

@@ -48,12 +48,14 @@ from services.dispatcher.core.limits import (
 )
 from services.dispatcher.core.offsets import PartitionOffsets
 from services.dispatcher.guard_store import GuardStore
-from services.dispatcher.policy import classify
+from services.dispatcher.policy import Disposition, classify
 from services.dispatcher.settings import DispatcherOptions
 
 logger = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+_DONE = Disposition("done")
 
 
 def group_id(driver: str, priority: str) -> str:
@@ -100,6 +102,9 @@ class Stats:
     undecodable: int = 0
     foreign: int = 0
     driver_calls: int = 0
+    #: Most encoded bytes of records buffered at once; partitions the byte budget paused.
+    peak_buffered_bytes: int = 0
+    budget_pauses: int = 0
 
     @property
     def finished(self) -> int:
@@ -126,11 +131,20 @@ class _Acks:
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         d = self.d
         if threading.get_ident() != d._loop_thread:
-            # Only the final flush at shutdown serves callbacks off the loop thread.
-            assert d._loop is not None
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to mark
-                d._loop.call_soon_threadsafe(self, err, msg)
+            # The producer's poll thread (or the final flush): queue the acknowledgement and
+            # wake the loop once for all those one poll serves, not once per record.
+            d._acked.append((self, err, msg))
+            if not d._ack_wake:
+                d._ack_wake = True
+                assert d._loop is not None
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nothing to mark
+                    d._loop.call_soon_threadsafe(d._take_acks)
             return
+        self.settle(err, msg)
+
+    def settle(self, err: KafkaError | None, msg: Message) -> None:
+        """One output acknowledged (or refused), on the loop thread."""
+        d = self.d
         if err is not None and not self.failed:
             self.failed = True
             d._fail(f"the broker refused a write: {DeliveryFailed(msg.topic() or '?', err)}")
@@ -343,6 +357,11 @@ class Dispatcher:
         self._loop_thread: int | None = None
         self._observers: dict[tuple[str, str, str | None], _Observer] = {}
         self._last_commit = 0.0
+        #: Acknowledgements served off the loop thread, and whether the loop is woken for them.
+        self._acked: deque[tuple[_Acks, KafkaError | None, Message]] = deque()
+        self._ack_wake = False
+        #: Mean encoded size of a job record (moving), to size polls to the byte budget.
+        self._record_bytes = 1000.0
         #: Guard transactions (batches) at once, over all lanes: one more than the requests
         #: in flight (see _Lane._pump), at most 8.
         self.guard_slots = max(1, min(self.options.max_in_flight + 1, 8))
@@ -352,6 +371,15 @@ class Dispatcher:
     def stop(self) -> None:
         """Stop taking work, finish or hand back what is in flight, commit, leave the group."""
         self._stop.set()
+
+    def _take_acks(self) -> None:
+        # Cleared before the queue is read: an acknowledgement queued meanwhile either is
+        # read below or wakes the loop again.
+        self._ack_wake = False
+        acked = self._acked
+        while acked:
+            acks, err, msg = acked.popleft()
+            acks.settle(err, msg)
 
     def _fail(self, reason: str) -> None:
         # The broker refused a write or something unexpected broke: stop without committing
@@ -368,7 +396,13 @@ class Dispatcher:
         conf = consumer_config(
             self.settings,
             self.group,
-            **{"max.poll.interval.ms": 300000, "on_commit": self._on_commit},
+            **{
+                "max.poll.interval.ms": 300000,
+                "on_commit": self._on_commit,
+                # librdkafka prefetches up to 64 MB of records by default: held to the
+                # dispatcher's own byte budget.
+                "queued.max.messages.kbytes": max(1024, self.options.max_buffered_bytes // 1024),
+            },
         )
         consumer = Consumer(conf)
         consumer.subscribe(
@@ -386,7 +420,7 @@ class Dispatcher:
         self._guard_free = asyncio.Semaphore(self.guard_slots)
         pool_size = self.guard_slots + 2
         self._pool = await open_pool(self.settings.require_database(), max_size=pool_size)
-        self._guard = GuardStore(self._pool)
+        self._guard = GuardStore(self._pool, self.options.guard_synchronous_commit)
         self._http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200))
         loop = self._loop
         metrics.start_from_env("dispatcher")
@@ -396,7 +430,7 @@ class Dispatcher:
                 await self._integrations()
                 self._resume(consumer)
                 msgs = await loop.run_in_executor(
-                    None, consumer.consume, self.options.poll_records, self.options.linger_ms / 1000
+                    None, consumer.consume, self._poll_size(), self.options.linger_ms / 1000
                 )
                 if msgs:
                     await self._route(consumer, msgs)
@@ -498,16 +532,23 @@ class Dispatcher:
 
     # ---- poll loop steps --------------------------------------------------------------------
 
+    def buffered_bytes(self) -> int:
+        """Encoded bytes of the records taken and not finished, over all partitions."""
+        return sum(part.open_bytes for part in self._parts.values())
+
     def _resume(self, consumer: Consumer) -> None:
         now = time.time()
         due = [tp for tp, at in self._not_due.items() if at <= now]
         for tp in due:
             del self._not_due[tp]
-        easy = [
-            tp
-            for tp in self._backpressured
-            if tp in self._parts and self._parts[tp].in_flight() <= self.options.max_buffered // 2
-        ]
+        easy: list[TP] = []
+        if self._backpressured and self.buffered_bytes() <= self.options.max_buffered_bytes // 2:
+            half = self.options.max_buffered // 2
+            easy = [
+                tp
+                for tp in self._backpressured
+                if tp in self._parts and self._parts[tp].in_flight() <= half
+            ]
         for tp in easy:
             self._backpressured.discard(tp)
         resume = [tp for tp in (*due, *easy) if tp not in self._not_due and tp in self._parts]
@@ -516,16 +557,29 @@ class Dispatcher:
             consumer.resume([TopicPartition(t, p) for t, p in resume])
 
     def _apply_backpressure(self, consumer: Consumer) -> None:
-        full = [
-            tp
-            for tp, part in self._parts.items()
-            if tp not in self._backpressured and part.in_flight() >= self.options.max_buffered
-        ]
+        if self.buffered_bytes() >= self.options.max_buffered_bytes:
+            # Over the byte budget: every partition waits (whichever holds the memory).
+            full = [tp for tp in self._parts if tp not in self._backpressured]
+            self.stats.budget_pauses += len(full)
+        else:
+            full = [
+                tp
+                for tp, part in self._parts.items()
+                if tp not in self._backpressured and part.in_flight() >= self.options.max_buffered
+            ]
         if full:
             # The poll loop keeps polling (and so stays in the group); these partitions
             # just stop fetching until their lanes catch up.
             consumer.pause([TopicPartition(t, p) for t, p in full])
             self._backpressured.update(full)
+
+    def _poll_size(self) -> int:
+        """Records to ask the next poll for: no more than the byte budget has room for.
+
+        One poll of 500 creations' jobs would otherwise overshoot the budget many times over.
+        """
+        room = self.options.max_buffered_bytes - self.buffered_bytes()
+        return max(1, min(self.options.poll_records, room // max(1, int(self._record_bytes))))
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         # An asynchronous commit refused by the broker (typically during a rebalance) must be
@@ -567,6 +621,7 @@ class Dispatcher:
         now = time.time()
         held: set[TP] = set()
         reloaded = False
+        budget, total = self.options.max_buffered_bytes, self.buffered_bytes()
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -578,8 +633,23 @@ class Dispatcher:
             if tp in held or part is None:
                 continue
             offset = _offset(msg)
+            if total >= budget:
+                # The byte budget is spent: this partition's further records go back to the
+                # broker undecoded and are read again once the buffer has drained.
+                consumer.seek(TopicPartition(tp[0], tp[1], offset))
+                consumer.pause([TopicPartition(tp[0], tp[1])])
+                part.rewind(offset)
+                self._backpressured.add(tp)
+                self.stats.budget_pauses += 1
+                held.add(tp)
+                continue
+            value = msg.value()
+            size = len(value) if value else 0
+            # The size polls are cut to: up at once, down slowly (a poll must not overshoot).
+            rb = self._record_bytes
+            self._record_bytes = size if size > rb else rb + (size - rb) * 0.05
             try:
-                record = self.serde.decode("Job", msg.value(), topic=tp[0])
+                record = self.serde.decode("Job", value, topic=tp[0])
                 job = Job.model_validate(record)
             except (SchemaError, ValueError) as exc:
                 # Nothing to deliver; keep the bytes with the reason, never drop them.
@@ -587,7 +657,8 @@ class Dispatcher:
                 metrics.DISPATCH_DEAD_LETTERS.labels(
                     self.driver_key, "unknown", self.priority, "undecodable"
                 ).inc()
-                part.take(offset)
+                part.take(offset, size)
+                total += size
                 self._busy[tp] += 1
                 self._dead_letter_raw(msg, str(exc), _Acks(self, tp, offset, 1))
                 continue
@@ -607,12 +678,15 @@ class Dispatcher:
             if job.integration_id not in self._bound and not reloaded:
                 reloaded = True  # a new integration: load it now rather than skip its jobs
                 await self._integrations(force=True)
-            part.take(offset)
+            part.take(offset, size)
+            total += size
             work = _Work(tp, offset, msg.key(), job)
             lane = self._lanes.get(job.integration_id)
             if lane is None:
                 lane = self._lanes[job.integration_id] = _Lane(self, job.integration_id)
             lane.submit(work)
+        if total > self.stats.peak_buffered_bytes:
+            self.stats.peak_buffered_bytes = total
 
     # ---- integrations -----------------------------------------------------------------------
 
@@ -766,16 +840,21 @@ class Dispatcher:
                     driver, context = b.driver, b.context
                     done: list[DeliveryResult | None] = [None] * len(jobs)
                     todo = iter(range(len(jobs)))
+                    sem, limited = lane.sem, lane.bucket.rate is not None
 
                     async def worker() -> None:
                         # A few workers per batch rather than a task per job; every call
-                        # still takes one of the lane's `concurrent` slots.
+                        # still takes one of the lane's `concurrent` slots. The driver is
+                        # awaited directly: a wrapper coroutine per job cost more than a
+                        # quick driver's call.
                         for k in todo:
-                            async with lane.sem:
-                                await lane.throttle(1)
-                                done[k] = (await self._call(b, _one(driver, jobs[k], context), 1))[
-                                    0
-                                ]
+                            async with sem:
+                                if limited:
+                                    await lane.throttle(1)
+                                try:
+                                    done[k] = await driver.handle(jobs[k], context)
+                                except Exception as exc:
+                                    done[k] = self._raised(b, exc)
 
                     workers = min(len(jobs), max(1, lane.sem_size))
                     began = time.perf_counter()
@@ -806,11 +885,14 @@ class Dispatcher:
                 raise RuntimeError(f"handle_batch returned {len(out)} results for {n}")
             return out
         except Exception as exc:
-            logger.exception("driver raised", extra={"integration": b.integration.id})
-            failed = DeliveryResult.retry(
-                f"driver raised {type(exc).__name__}: {exc}", kind="driver_exception"
-            )
-            return [failed] * n
+            return [self._raised(b, exc)] * n
+
+    def _raised(self, b: _Bound, exc: Exception) -> DeliveryResult:
+        """A driver call that raised: logged, and a retryable failure."""
+        logger.error("driver raised", exc_info=exc, extra={"integration": b.integration.id})
+        return DeliveryResult.retry(
+            f"driver raised {type(exc).__name__}: {exc}", kind="driver_exception"
+        )
 
     def _send(
         self,
@@ -846,13 +928,17 @@ class Dispatcher:
     ) -> None:
         """Produce the status (and retry or dead letter) of one job; finish it on their acks."""
         job = w.job
-        disposition = classify(
-            result.outcome,
-            result.retryable,
-            job.attempt,
-            self.options.max_attempts,
-            self.options.retry_delays_s,
-            result.retry_after,
+        disposition = (
+            _DONE  # what classify says of these, without a call and an object per job
+            if result.outcome in ("delivered", "skipped")
+            else classify(
+                result.outcome,
+                result.retryable,
+                job.attempt,
+                self.options.max_attempts,
+                self.options.retry_delays_s,
+                result.retry_after,
+            )
         )
         outputs: list[tuple[str, bytes, Headers | None]] = []
         reason = result.reason
@@ -988,10 +1074,6 @@ class _Observer:
                 received_at = received_at.replace(tzinfo=UTC)
             # A clock step between hosts can make it negative; it still happened.
             self.end_to_end.observe(max(0.0, (now - received_at).total_seconds()))
-
-
-async def _one(driver: Driver, job: Job, context: IntegrationContext) -> list[DeliveryResult]:
-    return [await driver.handle(job, context)]
 
 
 def run_in_thread(dispatcher: Dispatcher) -> Callable[[], None]:

@@ -27,7 +27,17 @@ class DispatcherOptions:
         retry_delays_s: retry tiers (HUB_RETRY_DELAYS_S).
         poll_records: most records taken per poll.
         max_buffered: records of one partition in the dispatcher before it is paused.
+        max_buffered_bytes: encoded bytes of the records in the dispatcher (taken, not yet
+            finished), over all its partitions, before every partition is paused; they are
+            resumed below half of it. A decoded job costs a few times its encoded size (a
+            creation's job: the full state plus one change per value), so this bounds the
+            process's memory whatever the backlog; librdkafka's prefetch queue is held to the
+            same figure.
         commit_interval_s: how often acknowledged offsets are committed.
+        guard_synchronous_commit: whether a guard transaction's COMMIT waits for PostgreSQL
+            to flush its WAL. On by default, so the guard's promise holds even across a
+            PostgreSQL server crash; off is faster, and what a server crash can then lose is
+            discussed in `GuardStore`.
     """
 
     batch_size: int = 50
@@ -39,10 +49,15 @@ class DispatcherOptions:
     shutdown_timeout_s: float = 20.0
     retry_delays_s: tuple[int, ...] = (30, 300, 1800)
     poll_records: int = 500
-    # Jobs of creations carry the entity's full state (tens of KB decoded): 200 per
-    # partition bounds a dispatcher's memory under a backlog and still feeds 8 batches.
-    max_buffered: int = 200
+    # Memory is bounded by bytes: a decoded job takes 10-15 times its encoded size (a
+    # creation's job: 2-10 KB encoded, the full state and one change per value), so 4 MB
+    # encoded is about 60 MB decoded, and still 400 such jobs for 8 bulk batches of 50. The
+    # count only bounds what a rebalance hands back: small jobs (0.5 KB) need a few thousand
+    # buffered to keep 8 guard batches of 100 fed while paused partitions fetch again.
+    max_buffered: int = 2000
+    max_buffered_bytes: int = 4 * 2**20
     commit_interval_s: float = 0.2
+    guard_synchronous_commit: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DispatcherOptions:
@@ -54,5 +69,7 @@ class DispatcherOptions:
             max_attempts=settings.dispatcher_max_attempts,
             shutdown_timeout_s=settings.dispatcher_shutdown_timeout_s,
             retry_delays_s=tuple(settings.retry_delays_s),
+            guard_synchronous_commit=settings.dispatcher_guard_synchronous_commit,
+            max_buffered_bytes=settings.dispatcher_max_buffered_bytes,
         )
         return replace(base, **overrides)

@@ -263,3 +263,31 @@ def test_rate_limits_pace_one_integration_not_the_others(
     assert driver.active[slow][1] == 2
     same = [j for _, j in driver.calls if j.mutation.entity_key == entity]
     assert [j.mutation.version for j in same] == [version(i) for i in range(15)]  # entity order
+
+
+def test_the_byte_budget_bounds_the_buffer_and_drops_nothing(
+    hub_settings: Settings, database_url: str, unique: str
+) -> None:
+    driver, integ = _setup(hub_settings, database_url, unique)
+    driver.delay_s = 0.01
+    watch = status_watcher(hub_settings, integ)
+    big = "x" * 4000  # a creation-sized value: about 4 KB a record
+    entities = [f"product:{i}{unique}" for i in range(8)]
+    jobs = [
+        job_record(integ, driver.key, "normal", entities[i % 8], [change("d", big)], version(i))
+        for i in range(48)
+    ]
+    largest = max(len(SERDE.encode("Job", j)) for j in jobs)
+    budget = 20_000
+    with dispatching(hub_settings, driver, max_buffered_bytes=budget) as (disp,):
+        produce_jobs(hub_settings, jobs)
+        statuses = watch.wait(lambda s: len(s) >= 48, 60, "every job reported")
+    watch.close()
+    assert final_statuses(statuses) == {j["job_id"]: "delivered" for j in jobs}
+    assert len(statuses) == 48  # each once: nothing read twice, nothing dropped
+    # Records beyond the budget went back to the broker and were read again later.
+    assert disp.stats.budget_pauses > 0
+    assert disp.stats.peak_buffered_bytes < budget + largest
+    for entity in entities:  # per-entity order kept across the pauses
+        sent = [j.mutation.version for _, j in driver.calls if j.mutation.entity_key == entity]
+        assert sent == [version(i) for i in range(48) if entities[i % 8] == entity]

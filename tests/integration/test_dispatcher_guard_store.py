@@ -103,3 +103,33 @@ def test_a_reader_waiting_on_the_locks_sees_the_holders_recording(
     database_url: str, unique: str
 ) -> None:
     asyncio.run(_waiting_reader(database_url, f"gs-{unique}"))
+
+
+async def _commit_modes(url: str, integ: str) -> None:
+    pool = await open_pool(url, max_size=1)  # one connection: the setting must not leak
+    try:
+        async with pool.connection() as conn:
+            cur = await conn.execute("SHOW synchronous_commit")
+            default = (await cur.fetchone() or [None])[0]
+        seen = []
+        for durable in (False, True):
+            store = GuardStore(pool, synchronous_commit=durable)
+            async with store.reading(integ, ["product:s"], []) as (txn, _, _):
+                cur = await txn.conn.execute("SHOW synchronous_commit")
+                seen.append((await cur.fetchone() or [None])[0])
+                await txn.record([("product:s", {"values|name||": T1}, f"job-{durable}", False)])
+            async with pool.connection() as conn:
+                # Outside a guard transaction (a driver's mapping write): the server's own.
+                cur = await conn.execute("SHOW synchronous_commit")
+                seen.append((await cur.fetchone() or [None])[0])
+        assert seen == ["off", default, default, default]
+        async with GuardStore(pool).reading(integ, ["product:s"], ["job-False"]) as (_, _, done):
+            assert done == {"job-False"}  # committed all the same
+    finally:
+        await pool.close()
+
+
+def test_guard_transactions_commit_without_waiting_for_the_wal_only_when_asked(
+    database_url: str, unique: str
+) -> None:
+    asyncio.run(_commit_modes(database_url, f"gs-{unique}"))

@@ -100,14 +100,17 @@ def decide(
     """
     everything = tuple(range(len(changes)))
     instant = parse_version(version)
-    keys = [field_key(c) for c in changes]
     if instant is None:
         # Without a version nothing can be ordered: deliver, and record nothing.
         return GuardDecision("deliver", everything, {})
+    # field_key() inlined: this runs for every change of every job.
+    keys = [f"{c.field}|{c.attribute or ''}|{c.locale or ''}|{c.scope or ''}" for c in changes]
     own = [*keys, ENTITY_FIELD] if operation in ("create", "delete") else keys
     record = dict.fromkeys(own, instant)
     if mode in FORCE_MODES:
         return GuardDecision("deliver", everything, record, force=True)
+    if not stored:
+        return GuardDecision("deliver", everything, record)  # nothing delivered before
     entity = stored.get(ENTITY_FIELD)
     if operation == "delete":
         newest = max(stored.values(), key=lambda d: d.version, default=None)

@@ -7,18 +7,23 @@ from dataclasses import dataclass, field
 
 @dataclass
 class PartitionOffsets:
-    """Records taken from one partition and which of them are finished."""
+    """Records taken from one partition, which of them are finished, and their encoded bytes."""
 
     pending: dict[int, bool] = field(default_factory=dict)  # offset -> done
     next_offset: int | None = None  # the offset after the last record taken
     committed: int | None = None
     open: int = 0  # records taken and not finished (asked for on every poll: kept, not counted)
+    open_bytes: int = 0  # their encoded size (what the buffer's memory follows)
+    sizes: dict[int, int] = field(default_factory=dict)  # offset -> encoded size, while open
 
-    def take(self, offset: int) -> None:
-        """A record was handed to the workers."""
+    def take(self, offset: int, size: int = 0) -> None:
+        """A record (of `size` encoded bytes) was handed to the workers."""
         if self.pending.get(offset) is not False:
             self.open += 1
         self.pending[offset] = False
+        self.open_bytes += size - self.sizes.get(offset, 0)
+        if size:
+            self.sizes[offset] = size
         self.next_offset = offset + 1
 
     def skip(self, offset: int) -> None:
@@ -35,6 +40,7 @@ class PartitionOffsets:
         if self.pending.get(offset) is False:
             self.pending[offset] = True
             self.open -= 1
+            self.open_bytes -= self.sizes.pop(offset, 0)
 
     def in_flight(self) -> int:
         """Records taken and not finished."""
