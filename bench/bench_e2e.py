@@ -500,7 +500,10 @@ def run(
         if live_seconds > 0:
             result.update(_live(stack, hub, akeneo_url, products, live_rate, live_seconds))
         result["peak_rss_mb"] = rss.report()
-        result["peak_rss_max_vs_target_300mb"] = round(max(rss.peak.values()) / 2**20 / 300, 3)
+        # The target is the hub's services'; the sandboxes stand in for Akeneo and Magento
+        # (the Magento one holds the whole catalogue) and are reported beside them.
+        hub_peaks = [v for k, v in rss.peak.items() if not k.endswith("-sandbox")]
+        result["peak_rss_max_vs_target_300mb"] = round(max(hub_peaks) / 2**20 / 300, 3)
         result["load_average_1m"] = round(psutil.getloadavg()[0], 1)
         result["logs"] = str(work)
     return result
