@@ -27,6 +27,33 @@ from tests.unit.magento2.helpers import (
 pytestmark = pytest.mark.anyio
 
 
+def _model(code: str) -> dict[str, Any]:
+    return {
+        "code": code,
+        "family": "clothing",
+        "family_variant": "clothing_size",
+        "parent": None,
+        "categories": [],
+        "values": {"name": [{"locale": "en_US", "scope": None, "data": f"Tee {code}"}]},
+    }
+
+
+def _variant(
+    sku: str, parent: str, size: str, categories: tuple[str, ...] = ("shirts",)
+) -> dict[str, Any]:
+    child = product(sku, parent=parent, categories=list(categories))
+    child["values"]["size"] = [{"locale": None, "scope": None, "data": size}]
+    return child
+
+
+def _family(mutations: Mutations, code: str, sku_prefix: str) -> list[Any]:
+    """A model's job, then the jobs of its variants in sizes s and m (in no category)."""
+    jobs = [mutations.job("product_model", _model(code))]
+    for size in ("s", "m"):
+        jobs.append(mutations.job("product", _variant(f"{sku_prefix}{size}", code, size, ())))
+    return jobs
+
+
 async def deliver(
     h: Harness,
     jobs: Any,
@@ -211,19 +238,7 @@ async def test_configurable_product_with_children(
     harness: Harness, mutations: Mutations, magento_doc: SwaggerDocument
 ) -> None:
     mapping = MemoryMapping()
-    model: dict[str, Any] = {
-        "code": "model_1",
-        "family": "clothing",
-        "family_variant": "clothing_size",
-        "parent": None,
-        "categories": [],
-        "values": {"name": [{"locale": "en_US", "scope": None, "data": "Tee"}]},
-    }
-    jobs = [mutations.job("product_model", model)]
-    for size in ("s", "m"):
-        child = product(f"SKU-V{size}", parent="model_1")
-        child["values"]["size"] = [{"locale": None, "scope": None, "data": size}]
-        jobs.append(mutations.job("product", child))
+    jobs = _family(mutations, "model_1", "SKU-V")
     results, _ = await deliver(harness, jobs, mapping=mapping)
     assert [r.outcome for r in results] == ["delivered"] * 3, results
     snap = harness.state.snapshot()["products"]
@@ -477,19 +492,7 @@ async def test_async_bulk_creates_configurables_and_links_their_variants(
         ctx = h.context(config_dict(bulk="async", bulk_poll_interval_s=0.01))
         driver = Magento2Driver()
         await driver.open(ctx)
-        model: dict[str, Any] = {
-            "code": "model_b",
-            "family": "clothing",
-            "family_variant": "clothing_size",
-            "parent": None,
-            "categories": [],
-            "values": {"name": [{"locale": "en_US", "scope": None, "data": "Tee"}]},
-        }
-        jobs = [mutations.job("product_model", model)]
-        for size in ("s", "m"):
-            child = product(f"SKU-BV{size}", parent="model_b")
-            child["values"]["size"] = [{"locale": None, "scope": None, "data": size}]
-            jobs.append(mutations.job("product", child))
+        jobs = _family(mutations, "model_b", "SKU-BV")
         results = await driver.handle_batch(jobs, ctx)
         assert [r.outcome for r in results] == ["delivered"] * 3, results
         # One admin bulk for the three creations; no product went through the one-by-one path.
@@ -523,23 +526,6 @@ class CountingMapping(MemoryMapping):
     async def get_many(self, entity_type: str, source_keys: list[str]) -> dict[str, str]:
         self.reads[entity_type] = self.reads.get(entity_type, 0) + 1
         return await super().get_many(entity_type, source_keys)
-
-
-def _model(code: str) -> dict[str, Any]:
-    return {
-        "code": code,
-        "family": "clothing",
-        "family_variant": "clothing_size",
-        "parent": None,
-        "categories": [],
-        "values": {"name": [{"locale": "en_US", "scope": None, "data": f"Tee {code}"}]},
-    }
-
-
-def _variant(sku: str, parent: str, size: str) -> dict[str, Any]:
-    child = product(sku, parent=parent, categories=["shirts"])
-    child["values"]["size"] = [{"locale": None, "scope": None, "data": size}]
-    return child
 
 
 async def test_async_bulk_links_the_variants_of_every_parent_in_a_few_requests(
