@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from psycopg import AsyncConnection
 
 from hub.mapping import open_pool
 from services.dispatcher.guard_store import GuardStore
@@ -105,23 +107,25 @@ def test_a_reader_waiting_on_the_locks_sees_the_holders_recording(
     asyncio.run(_waiting_reader(database_url, f"gs-{unique}"))
 
 
+async def _synchronous_commit(conn: AsyncConnection[Any]) -> Any:
+    cur = await conn.execute("SHOW synchronous_commit")
+    return (await cur.fetchone() or [None])[0]
+
+
 async def _commit_modes(url: str, integ: str) -> None:
     pool = await open_pool(url, max_size=1)  # one connection: the setting must not leak
     try:
         async with pool.connection() as conn:
-            cur = await conn.execute("SHOW synchronous_commit")
-            default = (await cur.fetchone() or [None])[0]
+            default = await _synchronous_commit(conn)
         seen = []
         for durable in (False, True):
             store = GuardStore(pool, synchronous_commit=durable)
             async with store.reading(integ, ["product:s"], []) as (txn, _, _):
-                cur = await txn.conn.execute("SHOW synchronous_commit")
-                seen.append((await cur.fetchone() or [None])[0])
+                seen.append(await _synchronous_commit(txn.conn))
                 await txn.record([("product:s", {"values|name||": T1}, f"job-{durable}", False)])
             async with pool.connection() as conn:
                 # Outside a guard transaction (a driver's mapping write): the server's own.
-                cur = await conn.execute("SHOW synchronous_commit")
-                seen.append((await cur.fetchone() or [None])[0])
+                seen.append(await _synchronous_commit(conn))
         assert seen == ["off", default, default, default]
         async with GuardStore(pool).reading(integ, ["product:s"], ["job-False"]) as (_, _, done):
             assert done == {"job-False"}  # committed all the same
