@@ -15,6 +15,7 @@ from drivers.base import Driver, IntegrationContext
 from drivers.webhook.driver import WebhookConfig, WebhookDriver
 from schemas.events import Job
 from tests.contract.driver_contract import ContractEnv, DriverContract
+from tests.hook_server import serve_hook
 from tests.unit.magento2.helpers import MemoryMapping
 
 
@@ -69,16 +70,10 @@ class TestWebhookContract(DriverContract):
             received[request.headers["Idempotency-Key"]] = body["changes"]
             return web.Response(status=204)
 
-        app = web.Application()
-        app.router.add_post("/hook", receive)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        runner, url = await serve_hook(receive)
         context = IntegrationContext(
             integration_id="hook",
-            config=WebhookConfig.model_validate({"url": f"http://127.0.0.1:{port}/hook"}),
+            config=WebhookConfig.model_validate({"url": url}),
             mapping=MemoryMapping(),
             http=None,  # type: ignore[arg-type]  # the driver keeps its own connections
             logger=logging.getLogger("tests.contract.webhook"),

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import logging
 import socket
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +17,9 @@ from aiohttp import web
 from drivers.base import IntegrationContext, decoded_changes
 from drivers.webhook.driver import WebhookConfig, WebhookDriver, job_body
 from schemas.events import Change, Job, Mutation
+from tests.hook_server import Handler, serve_hook
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _job(state: str | None = '{"uuid": "u"}', changes: list[Change] | None = None) -> Job:
@@ -46,17 +44,6 @@ def _job(state: str | None = '{"uuid": "u"}', changes: list[Change] | None = Non
     )
 
 
-async def _serve(handler: Handler) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    app.router.add_post("/hook", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}/hook"
-
-
 def _context(url: str, **config: Any) -> IntegrationContext:
     return IntegrationContext(
         integration_id="i",
@@ -69,7 +56,7 @@ def _context(url: str, **config: Any) -> IntegrationContext:
 
 def _deliver(jobs: list[Job], handler: Handler, **config: Any) -> list[Any]:
     async def go() -> list[Any]:
-        runner, url = await _serve(handler)
+        runner, url = await serve_hook(handler)
         driver = WebhookDriver()
         ctx = _context(url, **config)
         await driver.open(ctx)
