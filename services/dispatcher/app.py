@@ -48,14 +48,12 @@ from services.dispatcher.core.limits import (
 )
 from services.dispatcher.core.offsets import PartitionOffsets
 from services.dispatcher.guard_store import GuardStore
-from services.dispatcher.policy import Disposition, classify
+from services.dispatcher.policy import classify
 from services.dispatcher.settings import DispatcherOptions
 
 logger = logging.getLogger(__name__)
 
 TP = tuple[str, int]
-
-_DONE = Disposition("done")
 
 
 def group_id(driver: str, priority: str) -> str:
@@ -928,17 +926,13 @@ class Dispatcher:
     ) -> None:
         """Produce the status (and retry or dead letter) of one job; finish it on their acks."""
         job = w.job
-        disposition = (
-            _DONE  # what classify says of these, without a call and an object per job
-            if result.outcome in ("delivered", "skipped")
-            else classify(
-                result.outcome,
-                result.retryable,
-                job.attempt,
-                self.options.max_attempts,
-                self.options.retry_delays_s,
-                result.retry_after,
-            )
+        disposition = classify(
+            result.outcome,
+            result.retryable,
+            job.attempt,
+            self.options.max_attempts,
+            self.options.retry_delays_s,
+            result.retry_after,
         )
         outputs: list[tuple[str, bytes, Headers | None]] = []
         reason = result.reason

@@ -16,6 +16,10 @@ class Disposition:
     tier: int = 0  # index into the retry delays
 
 
+#: Delivered or skipped: one shared value, not an object per job.
+DONE = Disposition("done")
+
+
 def classify(
     outcome: str,
     retryable: bool,
@@ -27,7 +31,7 @@ def classify(
     """Delivered or skipped is done; a retryable failure retries with growing delays until
     max_attempts, honouring a longer Retry-After; anything else is dead."""
     if outcome in ("delivered", "skipped"):
-        return Disposition("done")
+        return DONE
     if not retryable or attempt >= max_attempts or not delays:
         return Disposition("dead")
     tier = min(attempt - 1, len(delays) - 1)
