@@ -148,18 +148,18 @@ class GuardStore:
     """Opens guard transactions on a shared pool.
 
     With `synchronous_commit=False` (HUB_DISPATCHER_GUARD_SYNCHRONOUS_COMMIT=false) a guard
-    transaction's COMMIT returns before PostgreSQL has flushed its WAL to disk (`SET LOCAL`: only the guard's own
-    transactions, never the drivers' mapping writes on the same pool). What it keeps: the
-    commit is visible to every other transaction at once, in order, so two dispatchers
-    taking the same entity's lock still see each other's recordings and an older value still
-    cannot overwrite a newer one; a dispatcher crash loses nothing. What it risks: if the
-    PostgreSQL server itself (or its machine) crashes, the recordings of the last moments
-    (three times `wal_writer_delay`, 0.6 s by default) can vanish, although their status
-    events on Kafka, the record of delivery, say delivered. The guard then believes the
-    target holds an older version than it does: a job read again is delivered again (the
-    same value, at least once), and only an older job of the same field arriving later (a
-    retry or a replay of a value the lost batch superseded) could overwrite the newer value.
-    The database stays consistent whatever happens (no corruption, only a lost tail).
+    transaction's COMMIT returns before PostgreSQL has flushed its WAL to disk (`SET LOCAL`:
+    only the guard's own transactions, never the drivers' mapping writes on the same pool). What
+    it keeps: the commit is visible to every other transaction at once, in order, so two
+    dispatchers taking the same entity's lock still see each other's recordings and an older
+    value still cannot overwrite a newer one; a dispatcher crash loses nothing. What it risks:
+    if the PostgreSQL server itself (or its machine) crashes, the recordings of the last moments
+    (three times `wal_writer_delay`, 0.6 s by default) can vanish, although their status events
+    on Kafka, the record of delivery, say delivered. The guard then believes the target holds an
+    older version than it does: a job read again is delivered again (the same value, at least
+    once), and only an older job of the same field arriving later (a retry or a replay of a
+    value the lost batch superseded) could overwrite the newer value. The database stays
+    consistent whatever happens (no corruption, only a lost tail).
     """
 
     def __init__(self, pool: AsyncConnectionPool[Any], synchronous_commit: bool = True) -> None:

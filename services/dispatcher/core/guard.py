@@ -103,8 +103,7 @@ def decide(
     if instant is None:
         # Without a version nothing can be ordered: deliver, and record nothing.
         return GuardDecision("deliver", everything, {})
-    # field_key() inlined: this runs for every change of every job.
-    keys = [f"{c.field}|{c.attribute or ''}|{c.locale or ''}|{c.scope or ''}" for c in changes]
+    keys = [field_key(c) for c in changes]
     own = [*keys, ENTITY_FIELD] if operation in ("create", "delete") else keys
     record = dict.fromkeys(own, instant)
     if mode in FORCE_MODES:
