@@ -56,6 +56,14 @@ def _load_raw(version_dir: Path, stem: str) -> dict[str, Any]:
     return raw
 
 
+def _identity(parsed: Any) -> tuple[str, bytes]:
+    """A parsed schema's canonical form and its fingerprint as single-object framing stores it."""
+    canonical = to_parsing_canonical_form(parsed)
+    # fastavro gives the CRC-64-AVRO as big-endian hex; single-object encoding stores it
+    # little-endian.
+    return canonical, bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))[::-1]
+
+
 def _versions_on_disk() -> list[int]:
     return sorted(int(p.name[1:]) for p in AVRO_DIR.glob("v*") if p.name[1:].isdigit())
 
@@ -71,10 +79,8 @@ def all_versions() -> dict[str, list[SchemaVersion]]:
                 continue
             raw = _load_raw(vdir, stem)
             parsed = fastavro.parse_schema(copy.deepcopy(raw))
-            canonical = to_parsing_canonical_form(parsed)
-            fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
-            # fastavro gives the CRC as big-endian hex; single-object encoding stores it little-endian.
-            out[name].append(SchemaVersion(name, version, raw, parsed, canonical, fp[::-1]))
+            canonical, fp = _identity(parsed)
+            out[name].append(SchemaVersion(name, version, raw, parsed, canonical, fp))
     return out
 
 
@@ -98,7 +104,6 @@ class _Split:
     before: Any
     after: Any
     fingerprint: bytes  # of the field's own record schema, as single-object framing stores it
-    canonical: str
 
 
 @cache
@@ -111,9 +116,7 @@ def _split(event: str, field: str) -> _Split:
         raise SchemaError(f"{event}.{field} is not an inline record")
     # The inner record is parsed first so that the parts may name its types.
     named: dict[str, Any] = {}
-    parsed_inner = fastavro.parse_schema(copy.deepcopy(inner), named_schemas=named)
-    canonical = to_parsing_canonical_form(parsed_inner)
-    fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))[::-1]
+    _, fp = _identity(fastavro.parse_schema(copy.deepcopy(inner), named_schemas=named))
 
     def part(fields: list[dict[str, Any]], suffix: str) -> Any:
         schema = {
@@ -124,9 +127,7 @@ def _split(event: str, field: str) -> _Split:
         }
         return fastavro.parse_schema(schema, named_schemas=named)
 
-    return _Split(
-        part(raw["fields"][:at], "before"), part(raw["fields"][at + 1 :], "after"), fp, canonical
-    )
+    return _Split(part(raw["fields"][:at], "before"), part(raw["fields"][at + 1 :], "after"), fp)
 
 
 class Registry:
@@ -178,8 +179,7 @@ class Registry:
             raise SchemaError(f"schema registry answered {resp.status_code} for id {schema_id}")
         raw = json.loads(resp.json()["schema"])
         parsed = fastavro.parse_schema(raw)
-        canonical = to_parsing_canonical_form(parsed)
-        fp = bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))[::-1]
+        canonical, fp = _identity(parsed)
         version = _by_fingerprint().get(fp) or SchemaVersion("?", 0, raw, parsed, canonical, fp)
         with self._lock:
             self._schemas[schema_id] = version
@@ -220,8 +220,11 @@ class Serde:
         writer, another framing) `record[field]`, the decoded value, is encoded as usual.
         """
         split = _split(event, field)
-        body = self._body_if_written_with(encoded, split.fingerprint, split.canonical)
-        if body is None:
+        try:
+            writer, body = self._framed(field, encoded, topic)
+        except SchemaError:
+            return self.encode(event, record, topic=topic)
+        if writer.fingerprint != split.fingerprint:
             return self.encode(event, record, topic=topic)
         buf = io.BytesIO()
         buf.write(self._header(event, current(event), topic))
@@ -239,22 +242,10 @@ class Serde:
             return REGISTRY_MAGIC + struct.pack(">I", self.registry.id_for(subject, version))
         return SINGLE_OBJECT_MAGIC + version.fingerprint
 
-    def _body_if_written_with(self, data: bytes | None, fp: bytes, canonical: str) -> bytes | None:
-        """The Avro body of data if its writer schema is the one given, else None."""
-        if not data:
-            return None
-        if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
-            return data[10:] if data[2:10] == fp else None
-        if data[:1] == REGISTRY_MAGIC and len(data) >= 5 and self.registry is not None:
-            try:
-                writer = self.registry.schema_for(struct.unpack(">I", data[1:5])[0])
-            except SchemaError:
-                return None
-            return data[5:] if writer.canonical == canonical else None
-        return None
-
-    def decode(self, event: str, data: bytes | None, *, topic: str | None = None) -> dict[str, Any]:
-        """Decode bytes written with any released version into the current schema's shape."""
+    def _framed(
+        self, event: str, data: bytes | None, topic: str | None
+    ) -> tuple[SchemaVersion, bytes]:
+        """The writer schema named by data's framing, and the Avro body after it."""
         if not data:
             raise SchemaError(f"empty {event} record", topic=topic)
         if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
@@ -263,19 +254,21 @@ class Serde:
                 raise UnknownSchemaVersion(
                     f"unknown schema fingerprint {data[2:10].hex()} for {event}", topic=topic
                 )
-            body = data[10:]
-        elif data[:1] == REGISTRY_MAGIC and len(data) >= 5:
+            return writer, data[10:]
+        if data[:1] == REGISTRY_MAGIC and len(data) >= 5:
             if self.registry is None:
                 raise SchemaError(
                     "record uses Schema Registry framing but HUB_SCHEMA_REGISTRY_URL is not set",
                     topic=topic,
                 )
-            writer = self.registry.schema_for(struct.unpack(">I", data[1:5])[0])
-            body = data[5:]
-        else:
-            raise SchemaError(
-                f"{event} record has no Avro single-object or registry header", topic=topic
-            )
+            return self.registry.schema_for(struct.unpack(">I", data[1:5])[0]), data[5:]
+        raise SchemaError(
+            f"{event} record has no Avro single-object or registry header", topic=topic
+        )
+
+    def decode(self, event: str, data: bytes | None, *, topic: str | None = None) -> dict[str, Any]:
+        """Decode bytes written with any released version into the current schema's shape."""
+        writer, body = self._framed(event, data, topic)
         if writer.event not in (event, "?"):
             raise SchemaError(f"expected a {event} record, got {writer.event}", topic=topic)
         try:
