@@ -114,7 +114,8 @@ DISPATCH_JOBS = Counter(
 )
 DISPATCH_SECONDS = Histogram(
     "pimhub_dispatcher_delivery_seconds",
-    "Time to deliver one job (its share of a batch), by driver, integration and priority",
+    "Time to deliver one job (its share of a batch, observed once per batch), by driver, "
+    "integration and priority",
     ["driver", "integration", "priority"],
     buckets=FAST_BUCKETS,
 )

@@ -190,6 +190,7 @@ class _Lane:
         self.sem_size = 0
         self.sem = asyncio.Semaphore(1)
         self.call_s: float | None = None  # mean time of one driver call (job by job)
+        self.lingered_at = float("-inf")  # when the pump last waited for a batch to fill
         self.task = asyncio.create_task(self._pump(), name=f"lane-{integration_id}")
 
     def submit(self, w: _Work) -> None:
@@ -256,9 +257,18 @@ class _Lane:
                 while self.running >= slots:
                     self.slot_free.clear()
                     await self.slot_free.wait()
-                if len(self.ready) < opts.batch_size and opts.linger_ms > 0 and self.running:
+                if (
+                    len(self.ready) < opts.batch_size
+                    and opts.linger_ms > 0
+                    and self.running
+                    and time.monotonic() - self.lingered_at >= opts.linger_ms / 1000
+                ):
                     # Linger only while busy: an idle lane sends at once for low latency.
+                    # And once per linger period: what is ready after it goes out at once,
+                    # spread over the free slots, not one batch per period (a short
+                    # backlog would otherwise trickle out a few jobs every linger_ms).
                     await asyncio.sleep(opts.linger_ms / 1000)
+                    self.lingered_at = time.monotonic()
                 if not self.ready:
                     break
                 if batching:
@@ -775,9 +785,13 @@ class Dispatcher:
                         )
         duration_ms = (time.perf_counter() - started) * 1000 / max(1, len(batch))
         now = datetime.now(UTC)
+        finished: dict[_Observer, int] = {}
         for i, w in enumerate(batch):
             result, decision = results[i]
-            self._report(w, result, decision, duration_ms, now)
+            obs = self._report(w, result, decision, duration_ms, now)
+            finished[obs] = finished.get(obs, 0) + 1
+        for obs, jobs in finished.items():
+            obs.count(jobs, duration_ms / 1000)
 
     async def _guarded(
         self,
@@ -841,12 +855,13 @@ class Dispatcher:
                     sem, limited = lane.sem, lane.bucket.rate is not None
 
                     async def worker() -> None:
-                        # A few workers per batch rather than a task per job; every call
-                        # still takes one of the lane's `concurrent` slots. The driver is
-                        # awaited directly: a wrapper coroutine per job cost more than a
-                        # quick driver's call.
-                        for k in todo:
-                            async with sem:
+                        # A few workers per batch rather than a task per job; each holds one
+                        # of the lane's `concurrent` slots while it calls the driver for one
+                        # job after another (a slot taken per job cost more than a quick
+                        # driver's call). The driver is awaited directly: a wrapper
+                        # coroutine per job cost more too.
+                        async with sem:
+                            for k in todo:
                                 if limited:
                                     await lane.throttle(1)
                                 try:
@@ -923,8 +938,11 @@ class Dispatcher:
         decision: GuardDecision | None,
         duration_ms: float,
         now: datetime,
-    ) -> None:
-        """Produce the status (and retry or dead letter) of one job; finish it on their acks."""
+    ) -> _Observer:
+        """Produce the status (and retry or dead letter) of one job; finish it on their acks.
+
+        Returns the metric series the job counts in (counted once per batch by the caller).
+        """
         job = w.job
         disposition = classify(
             result.outcome,
@@ -971,9 +989,8 @@ class Dispatcher:
                 )
             )
         self.stats.by_status[status] += 1
-        self._observer(job.integration_id, status, kind).observe(
-            duration_ms / 1000, job.mutation.source_received_at, now
-        )
+        obs = self._observer(job.integration_id, status, kind)
+        obs.observe(job.mutation.source_received_at, now)
         status_record = {
             "job_id": job.job_id,
             "mutation_id": job.mutation.mutation_id,
@@ -1015,6 +1032,7 @@ class Dispatcher:
                     "offset": w.offset,
                 },
             )
+        return obs
 
     def _dead_letter_raw(self, msg: Message, reason: str, acks: _Acks) -> None:
         logger.error(
@@ -1037,7 +1055,8 @@ class Dispatcher:
 class _Observer:
     """The metric series of one integration, status and error kind (what `observe_job` does).
 
-    `labels()` costs more than the observation itself: the children are looked up once.
+    `labels()` costs more than the observation itself: the children are looked up once. The
+    counts are added once per batch; only the end-to-end latency differs from job to job.
     """
 
     __slots__ = ("end_to_end", "extra", "jobs", "seconds")
@@ -1058,11 +1077,18 @@ class _Observer:
             metrics.END_TO_END.labels(priority, integration) if status == "delivered" else None
         )
 
-    def observe(self, seconds: float, received_at: datetime | None, now: datetime) -> None:
-        self.jobs.inc()
+    def count(self, jobs: int, seconds: float) -> None:
+        """`jobs` of one batch finished, each taking `seconds` (its share of the batch).
+
+        The delivery time is observed once per batch: every job of it has the same share.
+        """
+        self.jobs.inc(jobs)
         self.seconds.observe(seconds)
         if self.extra is not None:
-            self.extra.inc()
+            self.extra.inc(jobs)
+
+    def observe(self, received_at: datetime | None, now: datetime) -> None:
+        """One job finished: its end-to-end latency, if delivered."""
         if self.end_to_end is not None and received_at is not None:
             if received_at.tzinfo is None:
                 received_at = received_at.replace(tzinfo=UTC)

@@ -1,0 +1,187 @@
+"""A lane's pump and the per-batch metrics, on the real dispatcher with its I/O faked."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from drivers.base import DeliveryResult, Driver, IntegrationContext
+from drivers.discovery import discover
+from drivers.webhook.driver import ALL_ENTITY_TYPES
+from hub import metrics
+from hub.integrations import Integration
+from hub.settings import Settings
+from schemas.events import Job
+from services.dispatcher.app import Dispatcher, _Bound, _Work
+from services.dispatcher.core.limits import RateLimit
+from services.dispatcher.core.offsets import PartitionOffsets
+from services.dispatcher.settings import DispatcherOptions
+from tests.integration.test_dispatcher_helpers import change, job_record, version
+
+TP = ("hub.jobs.normal", 0)
+
+
+class _Config(BaseModel):
+    """Nothing to configure."""
+
+
+class SlowDriver(Driver):
+    """Takes `delay` seconds per job and remembers when each call began."""
+
+    name: ClassVar[str] = "Slow"
+    key: ClassVar[str] = "slow"
+    version: ClassVar[str] = "0"
+    description: ClassVar[str] = "test driver"
+    supported_entity_types: ClassVar[frozenset[str]] = ALL_ENTITY_TYPES
+    config_model: ClassVar[type[BaseModel]] = _Config
+    delay = 0.05
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str]] = []
+
+    async def handle(self, job: Job, context: IntegrationContext) -> DeliveryResult:
+        """Wait, then deliver."""
+        self.calls.append((time.monotonic(), job.mutation.entity_key))
+        await asyncio.sleep(self.delay)
+        return DeliveryResult.delivered()
+
+
+class _Txn:
+    async def record(self, rows: list[Any]) -> None:
+        pass
+
+
+class _Guard:
+    """Nothing delivered before; nothing to lock against."""
+
+    @contextlib.asynccontextmanager
+    async def reading(
+        self, integration_id: str, keys: list[str], job_ids: list[str]
+    ) -> AsyncIterator[tuple[_Txn, dict[str, Any], set[str]]]:
+        yield _Txn(), {}, set()
+
+
+class _Producer:
+    """Acknowledges every write at once."""
+
+    def __init__(self) -> None:
+        self.topics: list[str] = []
+
+    def produce(self, topic: str, value: bytes, key: Any, headers: Any, on_delivery: Any) -> None:
+        self.topics.append(topic)
+        on_delivery(None, None)
+
+
+class _AsyncProducer:
+    def __init__(self) -> None:
+        self.producer = _Producer()
+
+
+def _dispatcher(driver: Driver, integration: str, **options: Any) -> Dispatcher:
+    settings = Settings(kafka_bootstrap="127.0.0.1:9")
+    catalogue = discover()
+    catalogue.drivers[SlowDriver.key] = SlowDriver
+    opts = DispatcherOptions.from_settings(settings, **options)
+    d = Dispatcher(settings, SlowDriver.key, "normal", catalogue, opts)
+    d._loop = asyncio.get_running_loop()
+    d._loop_thread = __import__("threading").get_ident()
+    d._producer = _AsyncProducer()  # type: ignore[assignment]
+    d._guard = _Guard()  # type: ignore[assignment]
+    d._guard_free = asyncio.Semaphore(d.guard_slots)
+    d._parts[TP] = PartitionOffsets()
+    context = IntegrationContext(integration, _Config(), None, None, logging.getLogger("t"))  # type: ignore[arg-type]
+    d._bound[integration] = _Bound(
+        Integration(integration, integration, SlowDriver.key, True, {}, None, {}),
+        driver,
+        context,
+        RateLimit(None, opts.max_in_flight, 1),
+    )
+    return d
+
+
+def _submit(d: Dispatcher, integration: str, offsets: range) -> None:
+    from services.dispatcher.app import _Lane
+
+    lane = d._lanes.get(integration)
+    if lane is None:
+        lane = d._lanes[integration] = _Lane(d, integration)
+    for off in offsets:
+        record = job_record(
+            integration,
+            SlowDriver.key,
+            "normal",
+            f"product:p{off}",
+            [change("name", off)],
+            version(off),
+        )
+        d._parts[TP].take(off, 100)
+        lane.submit(_Work(TP, off, b"k", Job.model_validate(record)))
+
+
+async def _until_finished(d: Dispatcher, n: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while d.stats.finished < n:
+        assert time.monotonic() < deadline, f"{d.stats.finished} of {n} finished"
+        await asyncio.sleep(0.005)
+
+
+def test_a_short_backlog_goes_out_after_one_linger_not_one_batch_per_linger() -> None:
+    async def main() -> list[float]:
+        driver = SlowDriver()
+        driver.delay = 0.01
+        d = _dispatcher(driver, "i-linger", linger_ms=200, batch_size=50, max_in_flight=8)
+        _submit(d, "i-linger", range(1))  # an idle lane sends at once: one batch running
+        await asyncio.sleep(0.01)
+        _submit(d, "i-linger", range(1, 32))  # 31 more while it runs: fewer than a batch
+        await _until_finished(d, 32)
+        for lane in d._lanes.values():
+            lane.task.cancel()
+        return [at for at, key in driver.calls if key != "product:p0"]
+
+    starts = asyncio.run(main())
+    assert len(starts) == 31
+    # At most one linger (200 ms) holds them back: then they are spread over the free
+    # slots and start as fast as the 8 request slots allow. One batch of 4 per linger
+    # period would have spread them over more than a second.
+    assert max(starts) - min(starts) < 0.5
+
+
+def test_jobs_are_counted_per_job_and_delivery_time_once_per_batch() -> None:
+    integration = "i-metrics"
+    labels = (SlowDriver.key, integration, "normal")
+    jobs = metrics.DISPATCH_JOBS.labels(*labels, "delivered")
+    seconds = metrics.DISPATCH_SECONDS.labels(*labels)
+
+    def observed() -> tuple[float, float]:
+        count = next(
+            s.value for m in seconds.collect() for s in m.samples if s.name.endswith("_count")
+        )
+        return jobs._value.get(), count
+
+    async def main() -> Dispatcher:
+        driver = SlowDriver()
+        driver.delay = 0.0
+        d = _dispatcher(driver, integration, linger_ms=0, batch_size=10, max_in_flight=1)
+        _submit(d, integration, range(30))
+        await _until_finished(d, 30)
+        for lane in d._lanes.values():
+            lane.task.cancel()
+        return d
+
+    jobs_before, batches_before = observed()
+    d = asyncio.run(main())
+    jobs_after, batches_after = observed()
+    assert jobs_after - jobs_before == 30
+    assert d.stats.driver_calls == batches_after - batches_before
+    assert 3 <= d.stats.driver_calls < 30
+    # Every job's status went out, and its offset is finished.
+    producer = d._producer.producer
+    assert isinstance(producer, _Producer)
+    assert producer.topics.count("hub.delivery-status") == 30
+    assert d._parts[TP].in_flight() == 0
