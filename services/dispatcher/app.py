@@ -100,9 +100,10 @@ class Stats:
     undecodable: int = 0
     foreign: int = 0
     driver_calls: int = 0
-    #: Most encoded bytes of records buffered at once; partitions the byte budget paused.
+    #: Most encoded bytes of records buffered at once; partitions whose records of a poll
+    #: went back to the broker because the budget was spent.
     peak_buffered_bytes: int = 0
-    budget_pauses: int = 0
+    budget_returns: int = 0
 
     @property
     def finished(self) -> int:
@@ -437,9 +438,19 @@ class Dispatcher:
             while not self._stop.is_set():
                 await self._integrations()
                 self._resume(consumer)
-                msgs = await loop.run_in_executor(
-                    None, consumer.consume, self._poll_size(), self.options.linger_ms / 1000
-                )
+                size = self._poll_size()
+                if size:
+                    msgs = await loop.run_in_executor(
+                        None, consumer.consume, size, self.options.linger_ms / 1000
+                    )
+                else:
+                    # The byte budget is spent: take nothing until batches finish. Not a
+                    # pause: pausing makes librdkafka drop what it has fetched, and every
+                    # resume fetched it again (the embedded broker answers a fetch with the
+                    # partition's whole backlog), which starved the lanes for seconds. A
+                    # rebalance waits for the next poll, as long as a batch takes.
+                    msgs = []
+                    await asyncio.sleep(self.options.linger_ms / 1000 or 0.005)
                 if msgs:
                     await self._route(consumer, msgs)
                 self._apply_backpressure(consumer)
@@ -550,7 +561,7 @@ class Dispatcher:
         for tp in due:
             del self._not_due[tp]
         easy: list[TP] = []
-        if self._backpressured and self.buffered_bytes() <= self.options.max_buffered_bytes // 2:
+        if self._backpressured:
             half = self.options.max_buffered // 2
             easy = [
                 tp
@@ -565,16 +576,13 @@ class Dispatcher:
             consumer.resume([TopicPartition(t, p) for t, p in resume])
 
     def _apply_backpressure(self, consumer: Consumer) -> None:
-        if self.buffered_bytes() >= self.options.max_buffered_bytes:
-            # Over the byte budget: every partition waits (whichever holds the memory).
-            full = [tp for tp in self._parts if tp not in self._backpressured]
-            self.stats.budget_pauses += len(full)
-        else:
-            full = [
-                tp
-                for tp, part in self._parts.items()
-                if tp not in self._backpressured and part.in_flight() >= self.options.max_buffered
-            ]
+        # The byte budget is kept by polling nothing (see run); a partition far ahead of the
+        # others is paused, so one hot partition cannot take the whole budget.
+        full = [
+            tp
+            for tp, part in self._parts.items()
+            if tp not in self._backpressured and part.in_flight() >= self.options.max_buffered
+        ]
         if full:
             # The poll loop keeps polling (and so stays in the group); these partitions
             # just stop fetching until their lanes catch up.
@@ -585,8 +593,12 @@ class Dispatcher:
         """Records to ask the next poll for: no more than the byte budget has room for.
 
         One poll of 500 creations' jobs would otherwise overshoot the budget many times over.
+        None once the budget is spent; one while there is any room (a single record may be
+        bigger than the budget).
         """
         room = self.options.max_buffered_bytes - self.buffered_bytes()
+        if room <= 0:
+            return 0
         return max(1, min(self.options.poll_records, room // max(1, int(self._record_bytes))))
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
@@ -642,13 +654,12 @@ class Dispatcher:
                 continue
             offset = _offset(msg)
             if total >= budget:
-                # The byte budget is spent: this partition's further records go back to the
-                # broker undecoded and are read again once the buffer has drained.
+                # The poll was sized from the mean record and these are bigger: the
+                # partition's further records go back to the broker undecoded and are read
+                # again once the buffer has room.
                 consumer.seek(TopicPartition(tp[0], tp[1], offset))
-                consumer.pause([TopicPartition(tp[0], tp[1])])
                 part.rewind(offset)
-                self._backpressured.add(tp)
-                self.stats.budget_pauses += 1
+                self.stats.budget_returns += 1
                 held.add(tp)
                 continue
             value = msg.value()

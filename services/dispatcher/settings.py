@@ -28,8 +28,8 @@ class DispatcherOptions:
         poll_records: most records taken per poll.
         max_buffered: records of one partition in the dispatcher before it is paused.
         max_buffered_bytes: encoded bytes of the records in the dispatcher (taken, not yet
-            finished), over all its partitions, before every partition is paused; they are
-            resumed below half of it. A decoded job costs a few times its encoded size (a
+            finished), over all its partitions, before its polls take nothing more (its
+            partitions are not paused: librdkafka would drop what it has prefetched). A decoded job costs a few times its encoded size (a
             creation's job: the full state plus one change per value), so this bounds the
             process's memory whatever the backlog; librdkafka's prefetch queue is held to the
             same figure.
