@@ -45,7 +45,10 @@ SELECT NULL, NULL, NULL, job_id FROM delivered_jobs
 
 #: Delivered jobs and their versions, in one statement. A version only moves forward, except
 #: for a forced replay, which records what the target now holds. A batch holds distinct
-#: entities, so the two inserts never touch the same row.
+#: entities, so the two inserts never touch the same row. The versions travel as one object
+#: per job ({"e": entity, "j": job, "f": {field key: version}}): a creation has a version for
+#: each of its 100-odd values, and one object per value repeated the entity and the job each
+#: time (a batch of creations was a megabyte of JSON).
 RECORD = sql.SQL("""
 WITH jobs AS (
     INSERT INTO delivered_jobs (integration_id, job_id)
@@ -53,15 +56,17 @@ WITH jobs AS (
     ON CONFLICT DO NOTHING
 ), forward AS (
     INSERT INTO delivered_versions AS d (integration_id, entity_key, field_key, version, job_id)
-    SELECT {i}, e, f, v, j
-      FROM jsonb_to_recordset({forward}::jsonb) AS u(e text, f text, v timestamptz, j text)
+    SELECT {i}, u.e, f.key, f.value::timestamptz, u.j
+      FROM jsonb_to_recordset({forward}::jsonb) AS u(e text, j text, f jsonb),
+           jsonb_each_text(u.f) AS f
     ON CONFLICT (integration_id, entity_key, field_key) DO UPDATE SET
         version = EXCLUDED.version, job_id = EXCLUDED.job_id, updated_at = now()
         WHERE EXCLUDED.version >= d.version
 )
 INSERT INTO delivered_versions AS d (integration_id, entity_key, field_key, version, job_id)
-SELECT {i}, e, f, v, j
-  FROM jsonb_to_recordset({forced}::jsonb) AS u(e text, f text, v timestamptz, j text)
+SELECT {i}, u.e, f.key, f.value::timestamptz, u.j
+  FROM jsonb_to_recordset({forced}::jsonb) AS u(e text, j text, f jsonb),
+       jsonb_each_text(u.f) AS f
 ON CONFLICT (integration_id, entity_key, field_key) DO UPDATE SET
     version = EXCLUDED.version, job_id = EXCLUDED.job_id, updated_at = now()
 """)
@@ -120,9 +125,9 @@ class GuardTransaction:
         forward: list[dict[str, Any]] = []
         forced: list[dict[str, Any]] = []
         for ekey, fields, job_id, force in rows:
-            into = forced if force else forward
-            for fkey, version in fields.items():
-                into.append({"e": ekey, "f": fkey, "v": version, "j": job_id})
+            if fields:
+                into = forced if force else forward
+                into.append({"e": ekey, "j": job_id, "f": dict(fields)})
         self.pending.append(
             RECORD.format(
                 i=_literal(self.integration_id),
