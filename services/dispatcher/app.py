@@ -593,8 +593,8 @@ class Dispatcher:
         """Records to ask the next poll for: no more than the byte budget has room for.
 
         One poll of 500 creations' jobs would otherwise overshoot the budget many times over.
-        None once the budget is spent; one while there is any room (a single record may be
-        bigger than the budget).
+        0 once the budget is spent; at least 1 while there is any room (a single record may
+        be bigger than the budget).
         """
         room = self.options.max_buffered_bytes - self.buffered_bytes()
         if room <= 0:
