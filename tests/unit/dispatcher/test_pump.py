@@ -5,51 +5,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import Any
 
-from pydantic import BaseModel
-
-from drivers.base import DeliveryResult, Driver, IntegrationContext
-from drivers.discovery import discover
-from drivers.webhook.driver import ALL_ENTITY_TYPES
+from drivers.base import IntegrationContext
 from hub import metrics
 from hub.integrations import Integration
 from hub.settings import Settings
 from schemas.events import Job
-from services.dispatcher.app import Dispatcher, _Bound, _Work
+from services.dispatcher.app import Dispatcher, _Bound, _Lane, _Work
 from services.dispatcher.core.limits import RateLimit
 from services.dispatcher.core.offsets import PartitionOffsets
 from services.dispatcher.settings import DispatcherOptions
-from tests.integration.test_dispatcher_helpers import change, job_record, version
+from tests.integration.test_dispatcher_helpers import (
+    RecordingConfig,
+    RecordingDriver,
+    catalogue_with,
+    change,
+    job_record,
+    recording_driver,
+    version,
+)
 
 TP = ("hub.jobs.normal", 0)
-
-
-class _Config(BaseModel):
-    """Nothing to configure."""
-
-
-class SlowDriver(Driver):
-    """Takes `delay` seconds per job and remembers when each call began."""
-
-    name: ClassVar[str] = "Slow"
-    key: ClassVar[str] = "slow"
-    version: ClassVar[str] = "0"
-    description: ClassVar[str] = "test driver"
-    supported_entity_types: ClassVar[frozenset[str]] = ALL_ENTITY_TYPES
-    config_model: ClassVar[type[BaseModel]] = _Config
-    delay = 0.05
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[float, str]] = []
-
-    async def handle(self, job: Job, context: IntegrationContext) -> DeliveryResult:
-        """Wait, then deliver."""
-        self.calls.append((time.monotonic(), job.mutation.entity_key))
-        await asyncio.sleep(self.delay)
-        return DeliveryResult.delivered()
 
 
 class _Txn:
@@ -83,22 +63,20 @@ class _AsyncProducer:
         self.producer = _Producer()
 
 
-def _dispatcher(driver: Driver, integration: str, **options: Any) -> Dispatcher:
+def _dispatcher(driver: type[RecordingDriver], integration: str, **options: Any) -> Dispatcher:
     settings = Settings(kafka_bootstrap="127.0.0.1:9")
-    catalogue = discover()
-    catalogue.drivers[SlowDriver.key] = SlowDriver
     opts = DispatcherOptions.from_settings(settings, **options)
-    d = Dispatcher(settings, SlowDriver.key, "normal", catalogue, opts)
+    d = Dispatcher(settings, driver.key, "normal", catalogue_with(driver), opts)
     d._loop = asyncio.get_running_loop()
-    d._loop_thread = __import__("threading").get_ident()
+    d._loop_thread = threading.get_ident()
     d._producer = _AsyncProducer()  # type: ignore[assignment]
     d._guard = _Guard()  # type: ignore[assignment]
     d._guard_free = asyncio.Semaphore(d.guard_slots)
     d._parts[TP] = PartitionOffsets()
-    context = IntegrationContext(integration, _Config(), None, None, logging.getLogger("t"))  # type: ignore[arg-type]
+    context = IntegrationContext(integration, RecordingConfig(), None, None, logging.getLogger("t"))  # type: ignore[arg-type]
     d._bound[integration] = _Bound(
-        Integration(integration, integration, SlowDriver.key, True, {}, None, {}),
-        driver,
+        Integration(integration, integration, driver.key, True, {}, None, {}),
+        driver(),
         context,
         RateLimit(None, opts.max_in_flight, 1),
     )
@@ -106,15 +84,14 @@ def _dispatcher(driver: Driver, integration: str, **options: Any) -> Dispatcher:
 
 
 def _submit(d: Dispatcher, integration: str, offsets: range) -> None:
-    from services.dispatcher.app import _Lane
-
+    key = d.driver_key
     lane = d._lanes.get(integration)
     if lane is None:
         lane = d._lanes[integration] = _Lane(d, integration)
     for off in offsets:
         record = job_record(
             integration,
-            SlowDriver.key,
+            key,
             "normal",
             f"product:p{off}",
             [change("name", off)],
@@ -132,9 +109,10 @@ async def _until_finished(d: Dispatcher, n: int, timeout: float = 10) -> None:
 
 
 def test_a_short_backlog_goes_out_after_one_linger_not_one_batch_per_linger() -> None:
+    driver = recording_driver("pump-linger")
+    driver.delay_s = 0.01
+
     async def main() -> list[float]:
-        driver = SlowDriver()
-        driver.delay = 0.01
         d = _dispatcher(driver, "i-linger", linger_ms=200, batch_size=50, max_in_flight=8)
         _submit(d, "i-linger", range(1))  # an idle lane sends at once: one batch running
         await asyncio.sleep(0.01)
@@ -142,7 +120,7 @@ def test_a_short_backlog_goes_out_after_one_linger_not_one_batch_per_linger() ->
         await _until_finished(d, 32)
         for lane in d._lanes.values():
             lane.task.cancel()
-        return [at for at, key in driver.calls if key != "product:p0"]
+        return [at for at, job in driver.calls if job.mutation.entity_key != "product:p0"]
 
     starts = asyncio.run(main())
     assert len(starts) == 31
@@ -154,7 +132,8 @@ def test_a_short_backlog_goes_out_after_one_linger_not_one_batch_per_linger() ->
 
 def test_jobs_are_counted_per_job_and_delivery_time_once_per_batch() -> None:
     integration = "i-metrics"
-    labels = (SlowDriver.key, integration, "normal")
+    driver = recording_driver("pump-metrics")
+    labels = (driver.key, integration, "normal")
     jobs = metrics.DISPATCH_JOBS.labels(*labels, "delivered")
     seconds = metrics.DISPATCH_SECONDS.labels(*labels)
 
@@ -165,8 +144,6 @@ def test_jobs_are_counted_per_job_and_delivery_time_once_per_batch() -> None:
         return jobs._value.get(), count
 
     async def main() -> Dispatcher:
-        driver = SlowDriver()
-        driver.delay = 0.0
         d = _dispatcher(driver, integration, linger_ms=0, batch_size=10, max_in_flight=1)
         _submit(d, integration, range(30))
         await _until_finished(d, 30)
