@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from drivers.base import IntegrationContext
 from drivers.magento2 import Magento2Driver
 from drivers.magento2 import driver as driver_module
 from drivers.magento2.driver import M_CATEGORY, M_MODEL, M_OPTION, M_TYPE
@@ -44,6 +45,16 @@ def _variant(
     child = product(sku, parent=parent, categories=list(categories))
     child["values"]["size"] = [{"locale": None, "scope": None, "data": size}]
     return child
+
+
+async def _open_bulk(
+    h: Harness, mapping: MemoryMapping | None = None
+) -> tuple[IntegrationContext, Magento2Driver]:
+    """The driver opened in async bulk mode, polling bulk statuses every 10 ms."""
+    ctx = h.context(config_dict(bulk="async", bulk_poll_interval_s=0.01), mapping)
+    driver = Magento2Driver()
+    await driver.open(ctx)
+    return ctx, driver
 
 
 def _family(mutations: Mutations, code: str, sku_prefix: str) -> list[Any]:
@@ -466,10 +477,7 @@ async def test_async_bulk_batch_maps_each_operation_back(
 ) -> None:
     h = make_harness(SandboxConfig(attributes=SEEDS, bulk_delay=0.0))
     try:
-        config = config_dict(bulk="async", bulk_poll_interval_s=0.01)
-        ctx = h.context(config)
-        driver = Magento2Driver()
-        await driver.open(ctx)
+        ctx, driver = await _open_bulk(h)
         good = [mutations.job("product", product(f"SKU-B{i}")) for i in range(3)]
         bad = product("SKU-" + "X" * 70)  # Magento refuses SKUs over 64 characters
         jobs = [*good, mutations.job("product", bad)]
@@ -489,9 +497,7 @@ async def test_async_bulk_creates_configurables_and_links_their_variants(
 ) -> None:
     h = make_harness(SandboxConfig(attributes=SEEDS, bulk_delay=0.0))
     try:
-        ctx = h.context(config_dict(bulk="async", bulk_poll_interval_s=0.01))
-        driver = Magento2Driver()
-        await driver.open(ctx)
+        ctx, driver = await _open_bulk(h)
         jobs = _family(mutations, "model_b", "SKU-BV")
         results = await driver.handle_batch(jobs, ctx)
         assert [r.outcome for r in results] == ["delivered"] * 3, results
@@ -535,9 +541,7 @@ async def test_async_bulk_links_the_variants_of_every_parent_in_a_few_requests(
     try:
         mapping = CountingMapping()
         mapping.rows[(M_CATEGORY, "shirts")] = "2"
-        ctx = h.context(config_dict(bulk="async", bulk_poll_interval_s=0.01), mapping)
-        driver = Magento2Driver()
-        await driver.open(ctx)
+        ctx, driver = await _open_bulk(h, mapping)
         models = [f"model_{m}" for m in "xyz"]
         await driver.handle_batch([mutations.job("product_model", _model(m)) for m in models], ctx)
         h.sent.clear()
@@ -624,9 +628,7 @@ async def test_searches_by_sku_are_split_to_keep_urls_short(
 ) -> None:
     h = make_harness(SandboxConfig(attributes=SEEDS, bulk_delay=0.0))
     try:
-        ctx = h.context(config_dict(bulk="async", bulk_poll_interval_s=0.01))
-        driver = Magento2Driver()
-        await driver.open(ctx)
+        ctx, driver = await _open_bulk(h)
         skus = [f"SKU-S{i}" for i in range(7)]
         results = await driver.handle_batch(
             [mutations.job("product", product(s)) for s in skus], ctx
