@@ -364,7 +364,7 @@ class Dispatcher:
         self._stop = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._observers: dict[tuple[str, str, str | None], _Observer] = {}
+        self._observers: dict[tuple[str, str, str | None], metrics.JobSeries] = {}
         self._last_commit = 0.0
         #: Acknowledgements served off the loop thread, and whether the loop is woken for them.
         self._acked: deque[tuple[_Acks, KafkaError | None, Message]] = deque()
@@ -796,7 +796,7 @@ class Dispatcher:
                         )
         duration_ms = (time.perf_counter() - started) * 1000 / max(1, len(batch))
         now = datetime.now(UTC)
-        finished: dict[_Observer, int] = {}
+        finished: dict[metrics.JobSeries, int] = {}
         for i, w in enumerate(batch):
             result, decision = results[i]
             obs = self._report(w, result, decision, duration_ms, now)
@@ -933,11 +933,11 @@ class Dispatcher:
             producer.poll(0.1)  # queue full: serve callbacks once, then try again
             producer.produce(topic, value=value, key=key, headers=headers, on_delivery=acks)
 
-    def _observer(self, integration_id: str, status: str, kind: str | None) -> _Observer:
+    def _observer(self, integration_id: str, status: str, kind: str | None) -> metrics.JobSeries:
         key = (integration_id, status, kind)
         obs = self._observers.get(key)
         if obs is None:
-            obs = self._observers[key] = _Observer(
+            obs = self._observers[key] = metrics.JobSeries(
                 self.driver_key, integration_id, self.priority, status, kind
             )
         return obs
@@ -949,7 +949,7 @@ class Dispatcher:
         decision: GuardDecision | None,
         duration_ms: float,
         now: datetime,
-    ) -> _Observer:
+    ) -> metrics.JobSeries:
         """Produce the status (and retry or dead letter) of one job; finish it on their acks.
 
         Returns the metric series the job counts in (counted once per batch by the caller).
@@ -1061,50 +1061,6 @@ class Dispatcher:
                 ("source.topic", _tp(msg)[0].encode()),
             ],
         )
-
-
-class _Observer:
-    """The metric series of one integration, status and error kind (what `observe_job` does).
-
-    `labels()` costs more than the observation itself: the children are looked up once. The
-    counts are added once per batch; only the end-to-end latency differs from job to job.
-    """
-
-    __slots__ = ("end_to_end", "extra", "jobs", "seconds")
-
-    def __init__(
-        self, driver: str, integration: str, priority: str, status: str, kind: str | None
-    ) -> None:
-        self.jobs = metrics.DISPATCH_JOBS.labels(driver, integration, priority, status)
-        self.seconds = metrics.DISPATCH_SECONDS.labels(driver, integration, priority)
-        self.extra: Any = None
-        if status == "retrying":
-            self.extra = metrics.DISPATCH_RETRIES.labels(driver, integration, priority)
-        elif status == "dead":
-            self.extra = metrics.DISPATCH_DEAD_LETTERS.labels(
-                driver, integration, priority, kind or "failed"
-            )
-        self.end_to_end = (
-            metrics.END_TO_END.labels(priority, integration) if status == "delivered" else None
-        )
-
-    def count(self, jobs: int, seconds: float) -> None:
-        """`jobs` of one batch finished, each taking `seconds` (its share of the batch).
-
-        The delivery time is observed once per batch: every job of it has the same share.
-        """
-        self.jobs.inc(jobs)
-        self.seconds.observe(seconds)
-        if self.extra is not None:
-            self.extra.inc(jobs)
-
-    def observe(self, received_at: datetime | None, now: datetime) -> None:
-        """One job finished: its end-to-end latency, if delivered."""
-        if self.end_to_end is not None and received_at is not None:
-            if received_at.tzinfo is None:
-                received_at = received_at.replace(tzinfo=UTC)
-            # A clock step between hosts can make it negative; it still happened.
-            self.end_to_end.observe(max(0.0, (now - received_at).total_seconds()))
 
 
 def run_in_thread(dispatcher: Dispatcher) -> Callable[[], None]:

@@ -42,7 +42,9 @@ def test_target_calls_implement_the_driver_metrics_protocol() -> None:
 
 def test_a_delivered_job_records_end_to_end_latency_by_priority() -> None:
     received = datetime.now(UTC) - timedelta(seconds=3)
-    metrics.observe_job("webhook", "obs-e2e", "immediate", "delivered", 0.02, None, received)
+    series = metrics.JobSeries("webhook", "obs-e2e", "immediate", "delivered", None)
+    series.count(1, 0.02)
+    series.observe(received, datetime.now(UTC))
     labels = {"priority": "immediate", "integration": "obs-e2e"}
     assert sample("pimhub_end_to_end_seconds_count", **labels) == 1
     assert 3 <= sample("pimhub_end_to_end_seconds_sum", **labels) < 10
@@ -62,7 +64,9 @@ def test_failed_jobs_count_retries_and_dead_letters(
     status: str, metric: str, extra: dict[str, str]
 ) -> None:
     labels = {"driver": "webhook", "integration": f"obs-{status}", "priority": "low"}
-    metrics.observe_job("webhook", f"obs-{status}", "low", status, 0.1, "permanent", None)
+    series = metrics.JobSeries("webhook", f"obs-{status}", "low", status, "permanent")
+    series.count(1, 0.1)
+    series.observe(None, datetime.now(UTC))
     assert sample(metric, **labels, **extra) == 1
     assert sample("pimhub_dispatcher_jobs_total", **labels, outcome=status) == 1
     assert (
