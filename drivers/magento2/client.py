@@ -26,6 +26,7 @@ from drivers.magento2.errors import (
     UrlKeyConflict,
     magento_message,
 )
+from hub.http import timed_out
 
 Mode = Literal["sync", "async", "bulk"]
 TOKEN_PATH = "/V1/integration/admin/token"  # noqa: S105 - a route, not a secret
@@ -129,10 +130,10 @@ class MagentoClient:
                     },
                     timeout=self.config.timeout_s,
                 )
-        except httpx.TimeoutException as exc:
-            self.metrics.target_call("timeout")
-            raise RetryableError(f"timeout calling Magento: {exc}", kind="timeout") from exc
         except httpx.TransportError as exc:
+            if timed_out(exc):
+                self.metrics.target_call("timeout")
+                raise RetryableError(f"timeout calling Magento: {exc}", kind="timeout") from exc
             self.metrics.target_call("connection_error")
             raise RetryableError(f"cannot reach Magento: {exc}", kind="connection") from exc
         self.metrics.target_call(resp.status_code)

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from pydantic import ValidationError
 
 from drivers.base import DeliveryResult, Driver, IntegrationContext
 from drivers.discovery import DriverCatalogue, discover
 from hub import metrics
+from hub.http import async_client
 from hub.integrations import Integration, list_integrations
 from hub.kafka import AsyncProducer, DeliveryFailed, Headers, consumer_config, make_producer
 from hub.mapping import PostgresMappingService, open_pool
@@ -430,7 +430,7 @@ class Dispatcher:
         pool_size = self.guard_slots + 2
         self._pool = await open_pool(self.settings.require_database(), max_size=pool_size)
         self._guard = GuardStore(self._pool, self.options.guard_synchronous_commit)
-        self._http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200))
+        self._http = async_client(timeout=30, max_connections=200)
         loop = self._loop
         metrics.start_from_env("dispatcher")
         logger.info("dispatcher started", extra={"group": self.group})

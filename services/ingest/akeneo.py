@@ -16,6 +16,7 @@ import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from hub import metrics
+from hub.http import async_client, timed_out
 from services.ingest.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
@@ -101,11 +102,11 @@ class AkeneoClient:
         self.base_url = base_url.rstrip("/")
         self._basic = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
         self._user = {"username": username, "password": password}
-        self._http = httpx.AsyncClient(
+        self._http = async_client(
             base_url=self.base_url,
             timeout=timeout_s,
+            max_connections=concurrency,
             transport=transport,
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
         self._slots = asyncio.Semaphore(concurrency)
         self._token_lock = asyncio.Lock()
@@ -184,10 +185,10 @@ class AkeneoClient:
             self.stats["requests"] += 1
             try:
                 response = await self._http.request(method, path, headers=headers, **kwargs)
-            except httpx.TimeoutException as exc:
-                metrics.AKENEO_CALLS.labels("timeout").inc()
-                raise _Retryable(f"timeout ({type(exc).__name__})") from exc
             except httpx.TransportError as exc:
+                if timed_out(exc):
+                    metrics.AKENEO_CALLS.labels("timeout").inc()
+                    raise _Retryable(f"timeout ({type(exc).__name__})") from exc
                 metrics.AKENEO_CALLS.labels("connection_error").inc()
                 raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
         status = response.status_code
