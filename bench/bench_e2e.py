@@ -394,7 +394,7 @@ def run(
         hub = demo.start_services(stack, magento_url, bulk=bulk, replicas=replicas)
         for name, pid in hub.pids().items():
             rss.watch(name, pid)
-        time.sleep(3)  # consumer groups join before the load starts
+        time.sleep(3)  # the mutator's group joins before the load starts
 
         # (4) full catalogue
         pids = {**hub.pids(), "akeneo-sandbox": a.pid, "magento-sandbox": m.pid}

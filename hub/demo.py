@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from drivers.discovery import discover
@@ -209,6 +210,29 @@ class Hub:
         """Where Akeneo's Events API posts."""
         return f"http://127.0.0.1:{self.web_port}{EVENTS_API_PATH}"
 
+    def dispatchers_assigned(self) -> bool:
+        """Whether every dispatcher process holds partitions (its group has let it in).
+
+        A load started before then finds the `low` dispatcher, which delivers categories,
+        still joining, and products that wait for those categories go round the retries.
+        """
+        for name, port in self.metrics_ports.items():
+            if not name.startswith("dispatcher-"):
+                continue
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+            except httpx.HTTPError:
+                return False
+            held = [
+                sample.value
+                for family in text_string_to_metric_families(text)
+                if family.name == "pimhub_dispatcher_partitions"
+                for sample in family.samples
+            ]
+            if not held or max(held) <= 0:
+                return False
+        return True
+
     def pids(self) -> dict[str, int]:
         """Process id per running service."""
         return {s.name: s.process.pid for s in self.stack.supervisor.services if s.alive()}
@@ -272,6 +296,9 @@ def start_services(
                 return False
 
         stack.wait_for(web_ready, timeout=60, what="the webhook receiver answering")
+    stack.wait_for(
+        hub.dispatchers_assigned, timeout=120, what="every dispatcher holding partitions"
+    )
     return hub
 
 

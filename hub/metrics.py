@@ -134,6 +134,12 @@ DISPATCH_IN_FLIGHT = Gauge(
     "Jobs being delivered right now, by driver and priority",
     ["driver", "priority"],
 )
+DISPATCH_PARTITIONS = Gauge(
+    "pimhub_dispatcher_partitions",
+    "Partitions of the jobs and retry topics this process holds, by driver and priority "
+    "(0 until its consumer group has assigned it some)",
+    ["driver", "priority"],
+)
 DISPATCH_RATE_LIMIT_WAIT = Histogram(
     "pimhub_dispatcher_rate_limit_wait_seconds",
     "Waits for an integration's requests-per-second limit (count = waits, sum = time waited)",

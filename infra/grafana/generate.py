@@ -134,6 +134,15 @@ OVERVIEW = Dashboard(
                 )
             ],
         ),
+        Panel(
+            "Partitions held per dispatcher process",
+            [
+                (
+                    "sum by (driver, priority, instance) (pimhub_dispatcher_partitions)",
+                    "{{driver}} {{priority}} {{instance}}",
+                )
+            ],
+        ),
     ],
 )
 

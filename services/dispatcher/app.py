@@ -504,6 +504,7 @@ class Dispatcher:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._parts[(tp.topic, tp.partition)] = PartitionOffsets()
+        self._count_partitions()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = {(tp.topic, tp.partition) for tp in partitions}
@@ -521,6 +522,7 @@ class Dispatcher:
             self._parts.pop(tp, None)
             self._not_due.pop(tp, None)
             self._backpressured.discard(tp)
+        self._count_partitions()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Someone else may own these already: drop the work, commit nothing.
@@ -531,6 +533,10 @@ class Dispatcher:
             self._parts.pop(tp, None)
             self._not_due.pop(tp, None)
             self._backpressured.discard(tp)
+        self._count_partitions()
+
+    def _count_partitions(self) -> None:
+        metrics.DISPATCH_PARTITIONS.labels(self.driver_key, self.priority).set(len(self._parts))
 
     async def _forget(self, tps: set[TP]) -> None:
         for lane in self._lanes.values():

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from psycopg.types.json import Jsonb
 
 from drivers.base import DeliveryResult
@@ -79,11 +80,16 @@ def test_retry_tiers_grow_then_deliver(
     driver.script[key] = [DeliveryResult.retry("503"), DeliveryResult.retry("503")]
     watch = status_watcher(hub_settings, integ)
     job = job_record(integ, driver.key, "normal", key, [change("name", "x")], version(1))
-    with dispatching(hub_settings, driver):
+    with dispatching(hub_settings, driver) as (disp,):
         produce_jobs(hub_settings, [job])
         statuses = watch.wait(
             lambda s: any(r["status"] == "delivered" for r in s), 30, "delivery after retries"
         )
+        # What operators (and the demo's start) read to know a dispatcher is in its group.
+        held = REGISTRY.get_sample_value(
+            "pimhub_dispatcher_partitions", {"driver": driver.key, "priority": "normal"}
+        )
+        assert held == len(disp._parts) > 0
     watch.close()
     assert [(s["status"], s["attempt"]) for s in statuses] == [
         ("retrying", 1),
