@@ -168,14 +168,25 @@ def db_migrate() -> None:
 
 
 @app.command()
-def mutator() -> None:
+def mutator(
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all: both agents in one worker; mutate: snapshots → mutations; "
+            "fanout: mutations → jobs, in a consumer group of its own. Under a full load run "
+            "mutate and fanout workers: in one worker, fan-out waits behind the snapshots."
+        ),
+    ] = "all",
+) -> None:
     """Run the mutator (snapshots → mutations → jobs); scale by starting more."""
-    from services.mutator.app import run
+    from services.mutator.app import ROLES, run
 
+    if role not in ROLES:
+        raise typer.BadParameter(f"one of {', '.join(ROLES)}", param_hint="--role")
     settings = _settings()
     _need_bootstrap(settings)
     sys.argv = [sys.argv[0], "worker", "--without-web"]
-    run(settings)
+    run(settings, role)  # one of ROLES, checked above
 
 
 @app.command()

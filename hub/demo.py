@@ -58,6 +58,7 @@ ATTRIBUTE_SEEDS = tuple(
 ENTITY_TYPES = ["category", "family_variant", "product_model", "product"]
 SERVICES = (
     "mutator",
+    "fanout",
     "projector",
     "dispatcher-magento2-immediate",
     "dispatcher-magento2-normal",
@@ -278,8 +279,10 @@ def start_services(
     def copies(name: str, n: int) -> list[str]:
         return [name] + [f"{name}-{i}" for i in range(2, n + 1)]
 
+    # Two groups: in one worker, fan-out waits behind the mutate agent's queue of snapshots.
     for name in copies("mutator", replicas):
-        start(name, "mutator")
+        start(name, "mutator", "--role", "mutate")
+    start("fanout", "mutator", "--role", "fanout")
     start("projector", "projector")
     for priority in topics.PRIORITIES:
         service = f"dispatcher-magento2-{priority}"

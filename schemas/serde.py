@@ -130,6 +130,19 @@ def _split(event: str, field: str) -> _Split:
     return _Split(part(raw["fields"][:at], "before"), part(raw["fields"][at + 1 :], "after"), fp)
 
 
+@cache
+def _head(event: str, count: int) -> Any:
+    """The first `count` fields of an event's current schema, as a record schema of their own."""
+    raw = current(event).raw
+    schema = {
+        "type": "record",
+        "name": f"{raw['name']}_head{count}",
+        "namespace": raw.get("namespace", ""),
+        "fields": copy.deepcopy(raw["fields"][:count]),
+    }
+    return fastavro.parse_schema(schema)
+
+
 class Registry:
     """A minimal Confluent Schema Registry client (register and look up by id)."""
 
@@ -235,6 +248,35 @@ class Serde:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise SchemaError(f"cannot encode {event}: {exc}", topic=topic) from exc
         return buf.getvalue()
+
+    def embeds_as_read(
+        self, event: str, field: str, encoded: bytes | None, *, topic: str | None = None
+    ) -> bool:
+        """Whether `encode_embedding` takes `encoded` into `event.field` as it is."""
+        try:
+            writer, _ = self._framed(field, encoded, topic)
+        except SchemaError:
+            return False
+        return writer.fingerprint == _split(event, field).fingerprint
+
+    def decode_head(
+        self, event: str, data: bytes | None, count: int, *, topic: str | None = None
+    ) -> dict[str, Any] | None:
+        """The first `count` fields of a record, without reading the rest.
+
+        Avro writes a record as its fields one after the other, so the first fields read
+        with a schema of those fields alone are the record's own. Only for bytes written with
+        the current schema (None otherwise: decode them whole). A creation's mutation carries
+        every value of the product; its first fields take a twentieth of the time.
+        """
+        writer, body = self._framed(event, data, topic)
+        if writer.fingerprint != current(event).fingerprint:
+            return None
+        try:
+            head: Any = fastavro.schemaless_reader(io.BytesIO(body), _head(event, count), None)
+        except Exception as exc:
+            raise SchemaError(f"cannot decode {event}: {exc}", topic=topic) from exc
+        return dict(head)
 
     def _header(self, event: str, version: SchemaVersion, topic: str | None) -> bytes:
         if self.registry is not None:

@@ -210,7 +210,11 @@ def services(partitions: int) -> dict[str, list[dict[str, Any]]]:
         ],
         "enricher.yaml": deployment("hub-enricher", "enricher", ["ingest", "enrich"], "medium"),
         # The mutator keeps its table in memory, rebuilt from the changelog topic on start.
-        "mutator.yaml": deployment("hub-mutator", "mutator", ["mutator"], "large"),
+        "mutator.yaml": deployment(
+            "hub-mutator", "mutator", ["mutator", "--role", "mutate"], "large"
+        ),
+        # Fan-out in its own group: in the mutator's worker it waited behind the snapshots.
+        "fanout.yaml": deployment("hub-fanout", "fanout", ["mutator", "--role", "fanout"]),
         "projector.yaml": deployment(
             "hub-projector",
             "projector",

@@ -63,7 +63,7 @@ def test_demo_syncs_the_catalogue_into_magento_with_edits_a_deletion_and_a_retry
     assert _count(out, "dead") == 0
     assert re.search(r"magento products +(\d+)  \(expected from Akeneo: \1, equal\)", out)
     assert re.search(r"webhook → delivered latency +p50 \d+ ms", out)
-    assert out.count("/metrics (") == 7  # every service serves its metrics
+    assert out.count("/metrics (") == 8  # every service (fan-out its own) serves its metrics
     assert "demo passed" in out
     assert elapsed < 120, f"the demo took {elapsed:.0f} s"
 

@@ -231,3 +231,19 @@ def test_job_embedding_with_registry_framing() -> None:
 def test_embedding_a_field_that_is_not_a_record_is_refused() -> None:
     with pytest.raises(SchemaError, match="not an inline record"):
         Serde().encode_embedding("Job", _sample("Job"), "driver", b"")
+
+
+def test_decode_head_reads_the_first_fields_of_a_record_only() -> None:
+    mutation = {**_sample("Mutation"), "operation": "create"}
+    encoded = Serde().encode("Mutation", mutation)
+    head = Serde().decode_head("Mutation", encoded, 4)
+    assert head == {
+        k: mutation[k] for k in ("mutation_id", "entity_type", "entity_key", "operation")
+    }
+
+
+def test_embeds_as_read_says_whether_the_bytes_go_in_as_they_are() -> None:
+    encoded = Serde().encode("Mutation", _sample("Mutation"))
+    assert Serde().embeds_as_read("Job", "mutation", encoded)
+    assert not Serde().embeds_as_read("Job", "mutation", None)
+    assert not Serde().embeds_as_read("Job", "mutation", b"\x00\x00\x00\x00\x07\x02")

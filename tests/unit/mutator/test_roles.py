@@ -1,0 +1,46 @@
+"""The mutator's roles: which agents a worker runs, and in which consumer group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.settings import Settings
+from services.mutator.app import make_app
+
+
+@pytest.mark.parametrize(
+    ("role", "agents", "tables", "group"),
+    [
+        ("all", ["fan_out", "mutate"], ["entity-state"], "roles-test"),
+        ("mutate", ["mutate"], ["entity-state"], "roles-test"),
+        ("fanout", ["fan_out"], [], "roles-test-fanout"),
+    ],
+)
+def test_a_role_runs_its_agents_in_its_group(
+    role: str, agents: list[str], tables: list[str], group: str, tmp_path: Path
+) -> None:
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:9",
+        mutator_app_id="roles-test",
+        mutator_data_dir=str(tmp_path),
+        mutator_store="memory",
+    )
+    app = make_app(settings, role)  # type: ignore[arg-type]
+    assert sorted(a.name.rsplit(".", 1)[-1] for a in app.agents.values()) == agents
+    assert sorted(app.tables.keys()) == tables
+    assert app.conf.id == group
+    subscribed = sorted(a.channel.get_topic_name() for a in app.agents.values())
+    expected = {"mutate": "pim.snapshots", "fan_out": "hub.mutations"}
+    assert subscribed == sorted(expected[a] for a in agents)
+
+
+def test_an_unknown_role_is_refused_before_anything_starts() -> None:
+    from typer.testing import CliRunner
+
+    from hub.cli import app
+
+    result = CliRunner().invoke(app, ["mutator", "--role", "diff"])
+    assert result.exit_code == 2
+    assert "one of all, mutate, fanout" in result.output
