@@ -220,9 +220,12 @@ def table_dir(settings: Settings) -> Path:
     raise RuntimeError(f"{_MAX_WORKER_SLOTS} mutator workers already use {base}")
 
 
-def faust_config(settings: Settings) -> dict[str, Any]:
-    """The faust.App settings of the mutator (the benchmark's naive Faust baseline uses them too)."""
-    rocksdb = store_kind(settings) == "rocksdb"
+def faust_config(settings: Settings, tables: bool = True) -> dict[str, Any]:
+    """The faust.App settings of the mutator (the benchmark's naive Faust baseline uses them too).
+
+    `tables=False` (fan-out) keeps no table: memory store, and no table directory claimed.
+    """
+    rocksdb = tables and store_kind(settings) == "rocksdb"
     return {
         **faust_broker_options(settings),
         # Faust checks the offset stored with a RocksDB table against the changelog's end: a
@@ -295,12 +298,7 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     mutations' rate and the dispatchers waited; workers of roles `mutate` and `fanout` each
     read their own topic in their own group, in their own process.
     """
-    config = faust_config(settings)
-    if role == "fanout":
-        # No table: nothing to store, and no table directory to claim.
-        config = {**config, "store": "memory://", "recovery_consistency_check": False}
-        config.pop("tabledir", None)
-    app = faust.App(app_id(settings, role), **config)
+    app = faust.App(app_id(settings, role), **faust_config(settings, tables=role != "fanout"))
     # Set before any topic is declared, so the consumer Faust creates is the patched one.
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
     serde = Serde(settings.schema_registry_url)

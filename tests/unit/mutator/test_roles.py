@@ -44,3 +44,16 @@ def test_an_unknown_role_is_refused_before_anything_starts() -> None:
     result = CliRunner().invoke(app, ["mutator", "--role", "diff"])
     assert result.exit_code == 2
     assert "one of all, mutate, fanout" in result.output
+
+
+def test_a_fanout_worker_claims_no_table_directory(tmp_path: Path) -> None:
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:9",
+        mutator_app_id="roles-rocks",
+        mutator_data_dir=str(tmp_path),
+        mutator_store="rocksdb",
+    )
+    app = make_app(settings, "fanout")
+    assert str(app.conf.store) == "memory:"
+    # The mutate workers' slots under the data dir stay free for them.
+    assert not (tmp_path / "roles-rocks").exists()
