@@ -46,10 +46,10 @@ logger = logging.getLogger(__name__)
 # idempotent confluent-kafka producer (BatchOutput). Reading is at-least-once: mutation ids are
 # deterministic and downstream is idempotent.
 BATCH_MAX = 500
+BATCH_WITHIN_S = 0.05
 #: which agents a worker runs: both, or one of them in its own consumer group
 Role = Literal["all", "mutate", "fanout"]
 ROLES: tuple[Role, ...] = ("all", "mutate", "fanout")
-BATCH_WITHIN_S = 0.05
 
 
 class BatchOutput:
