@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -75,28 +76,34 @@ def test_requests_go_through_and_answers_come_back() -> None:
     asyncio.run(main())
 
 
-def test_a_slow_answer_is_a_timeout() -> None:
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(1)
-        return web.json_response({})
+def _failure(handler: Handler | None, timeout: float) -> httpx.TransportError:
+    """The error of one GET to a server answering with `handler` (None: a closed port)."""
 
-    async def main() -> None:
-        async with serving(slow) as url, async_client(timeout=0.2, max_connections=4) as http:
+    async def main() -> httpx.TransportError:
+        async with contextlib.AsyncExitStack() as stack:
+            if handler is None:
+                url = f"http://127.0.0.1:{free_port()}/"
+            else:
+                url = await stack.enter_async_context(serving(handler))
+            http = await stack.enter_async_context(async_client(timeout=timeout, max_connections=4))
             with pytest.raises(httpx.TransportError) as info:
                 await http.get(url)
-        assert timed_out(info.value)
+        return info.value
 
-    asyncio.run(main())
+    return asyncio.run(main())
+
+
+async def slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(1)
+    return web.json_response({})
+
+
+def test_a_slow_answer_is_a_timeout() -> None:
+    assert timed_out(_failure(slow, timeout=0.2))
 
 
 def test_a_refused_connection_is_not_a_timeout() -> None:
-    async def main() -> None:
-        async with async_client(timeout=5, max_connections=4) as http:
-            with pytest.raises(httpx.TransportError) as info:
-                await http.get(f"http://127.0.0.1:{free_port()}/")
-        assert not timed_out(info.value)
-
-    asyncio.run(main())
+    assert not timed_out(_failure(None, timeout=5))
 
 
 def test_a_connection_dropped_without_an_answer_is_not_a_timeout() -> None:
@@ -106,13 +113,7 @@ def test_a_connection_dropped_without_an_answer_is_not_a_timeout() -> None:
         await asyncio.sleep(1)
         return web.json_response({})
 
-    async def main() -> None:
-        async with serving(drop) as url, async_client(timeout=5, max_connections=4) as http:
-            with pytest.raises(httpx.TransportError) as info:
-                await http.get(url)
-        assert not timed_out(info.value)
-
-    asyncio.run(main())
+    assert not timed_out(_failure(drop, timeout=5))
 
 
 def test_httpx_own_errors_keep_their_class() -> None:
@@ -136,10 +137,6 @@ def _magento(url: str, timeout: float) -> Magento2Config:
 
 
 def test_magento_client_names_timeouts_and_lost_connections() -> None:
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(1)
-        return web.json_response({})
-
     counted = Counted()
 
     async def main() -> tuple[RetryableError, RetryableError, object]:

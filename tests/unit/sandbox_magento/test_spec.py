@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from jsonschema import Draft4Validator
 
 from sandbox.magento.errors import MSG_REQUIRED, MSG_WRONG_TYPE, render_message
-from sandbox.magento.spec import DEFAULT_SPEC_PATH, MagentoSpec, violations
+from sandbox.magento.spec import DEFAULT_SPEC_PATH, MagentoSpec, Operation, violations
 
 
 def test_default_spec_path_is_beside_the_repo() -> None:
@@ -73,6 +74,22 @@ def _wrong(schema: dict[str, Any], definitions: dict[str, Any], depth: int) -> A
     return {"not": "a scalar"} if kind in ("string", "integer", "number", "boolean") else None
 
 
+def _body_operations(
+    spec: MagentoSpec, prefixes: tuple[str, ...] = ("",)
+) -> Iterator[tuple[Operation, dict[str, Any], Draft4Validator]]:
+    """Every operation with a body schema (under these path prefixes), with a plain validator."""
+    for template, item in spec.document["paths"].items():
+        if not template.startswith(prefixes):
+            continue
+        for method, raw in item.items():
+            if not isinstance(raw, dict):
+                continue
+            op = spec.operation(method.upper(), template)
+            if op.body_schema is not None:
+                plain = Draft4Validator({**op.body_schema, "definitions": spec.definitions})
+                yield op, op.body_schema, plain
+
+
 def test_validation_reports_exactly_what_the_plain_validator_does(
     spec: MagentoSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -81,24 +98,12 @@ def test_validation_reports_exactly_what_the_plain_validator_does(
     # operation's check would take minutes; the test below compares the two).
     monkeypatch.setattr(spec, "valid", lambda schema, body: False)
     checked = 0
-    for template, item in spec.document["paths"].items():
-        for method, raw in item.items():
-            if not isinstance(raw, dict):
-                continue
-            op = spec.operation(method.upper(), template)
-            if op.body_schema is None:
-                continue
-            plain = Draft4Validator({**op.body_schema, "definitions": spec.definitions})
-            bodies = [
-                {},
-                [],
-                "x",
-                *(_wrong(op.body_schema, spec.definitions, d) for d in (1, 3, 6)),
-            ]
-            for body in bodies:
-                expected = violations(plain.iter_errors(body))
-                assert spec.validate_body(op, body) == expected, (method, template, body)
-                checked += 1
+    for op, schema, plain in _body_operations(spec):
+        bodies = [{}, [], "x", *(_wrong(schema, spec.definitions, d) for d in (1, 3, 6))]
+        for body in bodies:
+            expected = violations(plain.iter_errors(body))
+            assert spec.validate_body(op, body) == expected, (op.method, op.template, body)
+            checked += 1
     assert checked > 500
 
 
@@ -125,25 +130,16 @@ def test_the_compiled_check_agrees_with_jsonschema_on_the_drivers_operations(
     spec: MagentoSpec,
 ) -> None:
     verdicts = {True: 0, False: 0}
-    for template, item in spec.document["paths"].items():
-        if not template.startswith(DRIVER_PATHS):
-            continue
-        for method, raw in item.items():
-            if not isinstance(raw, dict):
-                continue
-            op = spec.operation(method.upper(), template)
-            if op.body_schema is None:
-                continue
-            plain = Draft4Validator({**op.body_schema, "definitions": spec.definitions})
-            bodies = [
-                {},
-                "x",
-                *(_wrong(op.body_schema, spec.definitions, d) for d in (1, 3)),
-                *(_right(op.body_schema, spec.definitions, d) for d in (0, 2, 5)),
-            ]
-            for body in bodies:
-                valid = not list(plain.iter_errors(body))
-                assert spec.valid(op.body_schema, body) is valid, (method, template, body)
-                verdicts[valid] += 1
+    for op, schema, plain in _body_operations(spec, DRIVER_PATHS):
+        bodies = [
+            {},
+            "x",
+            *(_wrong(schema, spec.definitions, d) for d in (1, 3)),
+            *(_right(schema, spec.definitions, d) for d in (0, 2, 5)),
+        ]
+        for body in bodies:
+            valid = not list(plain.iter_errors(body))
+            assert spec.valid(schema, body) is valid, (op.method, op.template, body)
+            verdicts[valid] += 1
     # Both verdicts are exercised, on many operations.
     assert verdicts[True] > 40 and verdicts[False] > 40, verdicts
