@@ -191,11 +191,13 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
             out[name] = t.user + t.system
     # The broker and PostgreSQL share the cores too (a PostgreSQL backend that has ended
     # takes its CPU time with it: that share is a floor).
-    for name, prefix in (("broker", "tansu"), ("postgres", "postgres")):
-        out[name] = 0.0
-        for proc in psutil.process_iter(["name", "cpu_times"]):
-            if (proc.info["name"] or "").startswith(prefix) and proc.info["cpu_times"]:
-                out[name] += proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    shared = {"tansu": "broker", "postgres": "postgres"}
+    out.update(dict.fromkeys(shared.values(), 0.0))
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        name, times = proc.info["name"] or "", proc.info["cpu_times"]
+        for prefix, label in shared.items():
+            if name.startswith(prefix) and times:
+                out[label] += times.user + times.system
     machine = psutil.cpu_times()
     out["machine_busy"] = sum(machine) - machine.idle - machine.iowait
     return out

@@ -232,13 +232,10 @@ class Serde:
         the encoding of its few own fields, not of the whole Mutation again. Otherwise (an older
         writer, another framing) `record[field]`, the decoded value, is encoded as usual.
         """
+        body = self._embeddable(event, field, encoded, topic)
+        if body is None:
+            return self.encode(event, record, topic=topic)
         split = _split(event, field)
-        try:
-            writer, body = self._framed(field, encoded, topic)
-        except SchemaError:
-            return self.encode(event, record, topic=topic)
-        if writer.fingerprint != split.fingerprint:
-            return self.encode(event, record, topic=topic)
         buf = io.BytesIO()
         buf.write(self._header(event, current(event), topic))
         try:
@@ -253,11 +250,18 @@ class Serde:
         self, event: str, field: str, encoded: bytes | None, *, topic: str | None = None
     ) -> bool:
         """Whether `encode_embedding` takes `encoded` into `event.field` as it is."""
+        return self._embeddable(event, field, encoded, topic) is not None
+
+    def _embeddable(
+        self, event: str, field: str, encoded: bytes | None, topic: str | None
+    ) -> bytes | None:
+        """The Avro body of `encoded` if it was written with the very schema `event.field` has."""
+        split = _split(event, field)  # first: a field that is no inline record is refused
         try:
-            writer, _ = self._framed(field, encoded, topic)
+            writer, body = self._framed(field, encoded, topic)
         except SchemaError:
-            return False
-        return writer.fingerprint == _split(event, field).fingerprint
+            return None
+        return body if writer.fingerprint == split.fingerprint else None
 
     def decode_head(
         self, event: str, data: bytes | None, count: int, *, topic: str | None = None

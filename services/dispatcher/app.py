@@ -518,17 +518,17 @@ class Dispatcher:
         if offsets and self.failure is None:
             with contextlib.suppress(Exception):
                 consumer.commit(offsets=offsets, asynchronous=False)
-        for tp in tps:
-            self._parts.pop(tp, None)
-            self._not_due.pop(tp, None)
-            self._backpressured.discard(tp)
-        self._count_partitions()
+        self._drop_partitions(tps)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Someone else may own these already: drop the work, commit nothing.
         tps = {(tp.topic, tp.partition) for tp in partitions}
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._forget(tps), self._loop).result(timeout=10)
+        self._drop_partitions(tps)
+
+    def _drop_partitions(self, tps: set[TP]) -> None:
+        """Forget the state of partitions this process no longer holds."""
         for tp in tps:
             self._parts.pop(tp, None)
             self._not_due.pop(tp, None)
