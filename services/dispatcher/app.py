@@ -47,7 +47,7 @@ from services.dispatcher.core.limits import (
     without_rate_limit,
 )
 from services.dispatcher.core.offsets import PartitionOffsets
-from services.dispatcher.guard_store import GuardStore
+from services.dispatcher.guard_store import GuardStore, Recording
 from services.dispatcher.policy import classify
 from services.dispatcher.settings import DispatcherOptions
 
@@ -901,7 +901,15 @@ class Dispatcher:
                     results[i] = (result, dec)
                     if result.outcome == "delivered":
                         recording.add(i)
-                        rows.append((job.mutation.entity_key, dec.record, job.job_id, dec.force))
+                        rows.append(
+                            Recording(
+                                job.mutation.entity_key,
+                                dec.record,
+                                job.job_id,
+                                dec.force,
+                                create=job.mutation.operation == "create",
+                            )
+                        )
                 # Recorded in the same transaction that holds the entity locks.
                 await txn.record(rows)
 

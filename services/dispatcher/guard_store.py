@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
-from services.dispatcher.core.guard import Delivered
+from services.dispatcher.core.guard import ENTITY_FIELD, FIELDS_FIELD, Delivered
 
 # Lists travel as one JSON text literal: psycopg dumps a Python list element by element
 # (in Python), which cost more per job than everything else the guard does.
@@ -34,21 +35,24 @@ LOCK = sql.SQL(
 #: planner hash-joined a sequential scan of both tables once they held a few thousand rows
 #: (10-27 ms a batch at 20,000 rows, against 0.3-0.5 ms through the primary keys).
 READ = sql.SQL("""
-SELECT entity_key, field_key, version, job_id FROM delivered_versions
+SELECT entity_key, field_key, version, job_id, covers FROM delivered_versions
  WHERE integration_id = {i}
    AND entity_key = ANY(ARRAY(SELECT jsonb_array_elements_text({entities}::jsonb)))
 UNION ALL
-SELECT NULL, NULL, NULL, job_id FROM delivered_jobs
+SELECT NULL, NULL, NULL, job_id, NULL FROM delivered_jobs
  WHERE integration_id = {i}
    AND job_id = ANY(ARRAY(SELECT jsonb_array_elements_text({jobs}::jsonb)))
 """)
 
 #: Delivered jobs and their versions, in one statement. A version only moves forward, except
-#: for a forced replay, which records what the target now holds. A batch holds distinct
-#: entities, so the two inserts never touch the same row. The versions travel as one object
-#: per job ({"e": entity, "j": job, "f": {field key: version}}): a creation has a version for
-#: each of its 100-odd values, and one object per value repeated the entity and the job each
-#: time (a batch of creations was a megabyte of JSON).
+#: for a forced replay, which records what the target now holds. The versions travel as one
+#: object per job ({"e": entity, "j": job, "f": {field key: version}}): a creation has a
+#: version for each of its 100-odd values, and one object per value repeated the entity and
+#: the job each time (a batch of creations was a megabyte of JSON). A creation's fields go
+#: as one '@fields|||' row listing them (`floors`, {"e", "j", "v": version, "c": [keys]});
+#: its writer has already written out what the row it replaces listed, so it is replaced
+#: whatever its version. A batch holds distinct entities and an entity's objects name
+#: distinct field keys, so no two inserts touch the same row.
 RECORD = sql.SQL("""
 WITH jobs AS (
     INSERT INTO delivered_jobs (integration_id, job_id)
@@ -62,6 +66,14 @@ WITH jobs AS (
     ON CONFLICT (integration_id, entity_key, field_key) DO UPDATE SET
         version = EXCLUDED.version, job_id = EXCLUDED.job_id, updated_at = now()
         WHERE EXCLUDED.version >= d.version
+), floors AS (
+    INSERT INTO delivered_versions AS d
+        (integration_id, entity_key, field_key, version, job_id, covers)
+    SELECT {i}, u.e, {fields_key}, u.v::timestamptz, u.j, u.c
+      FROM jsonb_to_recordset({floors}::jsonb) AS u(e text, j text, v text, c jsonb)
+    ON CONFLICT (integration_id, entity_key, field_key) DO UPDATE SET
+        version = EXCLUDED.version, job_id = EXCLUDED.job_id, covers = EXCLUDED.covers,
+        updated_at = now()
 )
 INSERT INTO delivered_versions AS d (integration_id, entity_key, field_key, version, job_id)
 SELECT {i}, u.e, f.key, f.value::timestamptz, u.j
@@ -70,6 +82,28 @@ SELECT {i}, u.e, f.key, f.value::timestamptz, u.j
 ON CONFLICT (integration_id, entity_key, field_key) DO UPDATE SET
     version = EXCLUDED.version, job_id = EXCLUDED.job_id, updated_at = now()
 """)
+
+
+class Recording(NamedTuple):
+    """One delivered job to remember: its entity, field key -> version, id, and how.
+
+    `force`: a forced replay (versions may move back). `create`: a creation, whose fields
+    may go as one '@fields|||' row.
+    """
+
+    entity_key: str
+    fields: Mapping[str, datetime]
+    job_id: str
+    force: bool = False
+    create: bool = False
+
+
+@dataclass
+class _Known:
+    """What a read found of one entity: the keys with rows of their own, and its list."""
+
+    own: set[str] = field(default_factory=set)
+    floor: tuple[Delivered, list[str]] | None = None
 
 
 def lock_id(integration_id: str, entity_key: str) -> int:
@@ -93,6 +127,9 @@ class GuardTransaction:
         self.conn = conn
         self.integration_id = integration_id
         self.pending: list[sql.Composed] = []  # recordings, sent with the COMMIT
+        # What this transaction read of each entity, still true when it records (the entity
+        # is locked): a creation's fields go as one row only where its rows are known.
+        self.known: dict[str, _Known] = {}
 
     def read_statement(self, entity_keys: list[str], job_ids: list[str]) -> sql.Composed:
         """The read of `read()`, to send along with other statements."""
@@ -110,13 +147,45 @@ class GuardTransaction:
         A job read again after a crash (or duplicated) was perhaps delivered already.
         """
         cur = await self.conn.execute(self.read_statement(entity_keys, job_ids))
-        return _read_rows(await cur.fetchall())
+        return self.take_read(entity_keys, await cur.fetchall())
 
-    async def record(self, rows: list[tuple[str, Mapping[str, datetime], str, bool]]) -> None:
-        """Remember delivered jobs and versions: (entity key, field key -> version, job id, force).
+    def take_read(
+        self, entity_keys: list[str], rows: list[Any]
+    ) -> tuple[dict[str, dict[str, Delivered]], set[str]]:
+        """The read's rows as `read()` returns them; the transaction remembers them too.
+
+        A field listed in its entity's '@fields|||' row and without a row of its own reads
+        as that row's version and job.
+        """
+        known = {k: _Known() for k in entity_keys}
+        stored: dict[str, dict[str, Delivered]] = defaultdict(dict)
+        delivered: set[str] = set()
+        for ekey, fkey, version, job_id, covers in rows:
+            if ekey is None:
+                delivered.add(str(job_id))
+            elif fkey == FIELDS_FIELD:
+                known[ekey].floor = (Delivered(version, job_id), list(covers or ()))
+            else:
+                stored[ekey][fkey] = Delivered(version, job_id)
+                known[ekey].own.add(fkey)
+        for ekey, seen in known.items():
+            if seen.floor is not None:
+                at, covers = seen.floor
+                fields = stored[ekey]
+                for key in covers:
+                    fields.setdefault(key, at)
+        self.known.update(known)
+        return stored, delivered
+
+    async def record(
+        self, rows: Sequence[Recording | tuple[str, Mapping[str, datetime], str, bool]]
+    ) -> None:
+        """Remember delivered jobs (`Recording`s, or the same as plain tuples) and versions.
 
         A version only moves forward, except for a forced replay, which puts the target
-        back to an older state on purpose and so records what the target now holds. The
+        back to an older state on purpose and so records what the target now holds. A
+        creation read in this transaction records its entity row and one row listing its
+        fields (a field with a row of its own keeps it up to date: that row wins). The
         statement is sent with the COMMIT (an error raises when the transaction ends, and
         nothing is recorded).
         """
@@ -124,29 +193,45 @@ class GuardTransaction:
             return
         forward: list[dict[str, Any]] = []
         forced: list[dict[str, Any]] = []
-        for ekey, fields, job_id, force in rows:
-            if fields:
-                into = forced if force else forward
-                into.append({"e": ekey, "j": job_id, "f": dict(fields)})
+        floors: list[dict[str, Any]] = []
+        for row in rows:
+            rec = Recording(*row)
+            if not rec.fields:
+                continue
+            whole = {"e": rec.entity_key, "j": rec.job_id, "f": dict(rec.fields)}
+            seen = self.known.get(rec.entity_key) if rec.create and not rec.force else None
+            at = rec.fields.get(ENTITY_FIELD)
+            if seen is None or at is None:
+                (forced if rec.force else forward).append(whole)
+                continue
+            own = {k: v for k, v in rec.fields.items() if k in seen.own or v != at or k[0] == "@"}
+            covers = [k for k in rec.fields if k not in own]
+            forward.append({"e": rec.entity_key, "j": rec.job_id, "f": own})
+            if seen.floor is not None:
+                # The list being replaced: what it alone held gets rows of its own.
+                before, listed = seen.floor
+                alone = set(listed).difference(rec.fields, seen.own)
+                if alone:
+                    forward.append(
+                        {
+                            "e": rec.entity_key,
+                            "j": before.job_id,
+                            "f": dict.fromkeys(sorted(alone), before.version),
+                        }
+                    )
+            elif not covers:
+                continue
+            floors.append({"e": rec.entity_key, "j": rec.job_id, "v": at, "c": covers})
         self.pending.append(
             RECORD.format(
                 i=_literal(self.integration_id),
                 jobs=_literal(_json(sorted({r[2] for r in rows}))),
                 forward=_literal(_json(forward)),
+                floors=_literal(_json(floors)),
+                fields_key=_literal(FIELDS_FIELD),
                 forced=_literal(_json(forced)),
             )
         )
-
-
-def _read_rows(rows: list[Any]) -> tuple[dict[str, dict[str, Delivered]], set[str]]:
-    stored: dict[str, dict[str, Delivered]] = defaultdict(dict)
-    delivered: set[str] = set()
-    for ekey, fkey, version, job_id in rows:
-        if ekey is None:
-            delivered.add(str(job_id))
-        else:
-            stored[ekey][fkey] = Delivered(version, job_id)
-    return stored, delivered
 
 
 class GuardStore:
@@ -216,7 +301,7 @@ class GuardStore:
                 if job_ids is not None:
                     while cur.nextset():  # the read's rows are the last result
                         pass
-                    stored, delivered = _read_rows(await cur.fetchall())
+                    stored, delivered = txn.take_read(entity_keys, await cur.fetchall())
                 yield txn, stored, delivered
                 await conn.execute(sql.SQL("; ").join([*txn.pending, COMMIT]))
             except BaseException:

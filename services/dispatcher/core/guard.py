@@ -10,6 +10,9 @@ from typing import Literal, Protocol
 #: The field key of an entity's existence (create / delete); no real field starts with '@'.
 ENTITY_FIELD = "@entity|||"
 
+#: The field key of a creation's list of fields delivered together (`covers`); see guard_store.
+FIELDS_FIELD = "@fields|||"
+
 #: Job modes that bypass the guard (an operator forcing old state back into the target).
 FORCE_MODES = frozenset({"replay-force"})
 
