@@ -94,7 +94,7 @@ async def _waiting_reader(url: str, integ: str) -> None:
         # A recording that fails at COMMIT raises, records nothing and releases the locks.
         with pytest.raises(Exception, match="timestamp"):
             async with store.locked(integ, ["product:w"]) as txn:
-                await txn.record([("product:w", {"values|name||": "not a time"}, "job-x", False)])  # type: ignore[dict-item]
+                await txn.record([("product:w", {"values|name||": "not a time"}, "job-x", False)])  # type: ignore[list-item]
         async with store.reading(integ, ["product:w"], ["job-x"]) as (_, stored, done):
             assert "product:w" not in stored and done == set()
     finally:
