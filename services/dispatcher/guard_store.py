@@ -7,7 +7,6 @@ import hashlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -98,14 +97,6 @@ class Recording(NamedTuple):
     create: bool = False
 
 
-@dataclass
-class _Known:
-    """What a read found of one entity: the keys with rows of their own, and its list."""
-
-    own: set[str] = field(default_factory=set)
-    floor: tuple[Delivered, list[str]] | None = None
-
-
 def lock_id(integration_id: str, entity_key: str) -> int:
     """A signed 64-bit advisory lock id for one integration and entity."""
     digest = hashlib.blake2b(f"{integration_id}|{entity_key}".encode(), digest_size=8).digest()
@@ -127,9 +118,11 @@ class GuardTransaction:
         self.conn = conn
         self.integration_id = integration_id
         self.pending: list[sql.Composed] = []  # recordings, sent with the COMMIT
-        # What this transaction read of each entity, still true when it records (the entity
-        # is locked): a creation's fields go as one row only where its rows are known.
-        self.known: dict[str, _Known] = {}
+        # What this transaction read, still true when it records (the entities are locked):
+        # a creation's fields go as one row only where its entity's rows are known.
+        self.read_keys: set[str] = set()
+        self.own: dict[str, set[str]] = {}  # entity key -> field keys with rows of their own
+        self.lists: dict[str, tuple[Delivered, list[str]]] = {}  # its '@fields|||' row
 
     def read_statement(self, entity_keys: list[str], job_ids: list[str]) -> sql.Composed:
         """The read of `read()`, to send along with other statements."""
@@ -157,24 +150,24 @@ class GuardTransaction:
         A field listed in its entity's '@fields|||' row and without a row of its own reads
         as that row's version and job.
         """
-        known = {k: _Known() for k in entity_keys}
+        self.read_keys.update(entity_keys)
         stored: dict[str, dict[str, Delivered]] = defaultdict(dict)
         delivered: set[str] = set()
+        lists: list[tuple[str, Delivered, list[str]]] = []
         for ekey, fkey, version, job_id, covers in rows:
             if ekey is None:
                 delivered.add(str(job_id))
             elif fkey == FIELDS_FIELD:
-                known[ekey].floor = (Delivered(version, job_id), list(covers or ()))
+                lists.append((ekey, Delivered(version, job_id), list(covers or ())))
             else:
                 stored[ekey][fkey] = Delivered(version, job_id)
-                known[ekey].own.add(fkey)
-        for ekey, seen in known.items():
-            if seen.floor is not None:
-                at, covers = seen.floor
-                fields = stored[ekey]
-                for key in covers:
-                    fields.setdefault(key, at)
-        self.known.update(known)
+        for ekey, fields in stored.items():
+            self.own[ekey] = set(fields)
+        for ekey, at, covers in lists:
+            self.lists[ekey] = (at, covers)
+            fields = stored[ekey]
+            for key in covers:
+                fields.setdefault(key, at)
         return stored, delivered
 
     async def record(
@@ -195,33 +188,36 @@ class GuardTransaction:
         forced: list[dict[str, Any]] = []
         floors: list[dict[str, Any]] = []
         for row in rows:
-            rec = Recording(*row)
-            if not rec.fields:
+            ekey, fields, job_id, force = row[0], row[1], row[2], row[3]
+            if not fields:
                 continue
-            whole = {"e": rec.entity_key, "j": rec.job_id, "f": dict(rec.fields)}
-            seen = self.known.get(rec.entity_key) if rec.create and not rec.force else None
-            at = rec.fields.get(ENTITY_FIELD)
-            if seen is None or at is None:
-                (forced if rec.force else forward).append(whole)
+            at = fields.get(ENTITY_FIELD)
+            create = len(row) > 4 and row[4]
+            if force or not create or at is None or ekey not in self.read_keys:
+                (forced if force else forward).append({"e": ekey, "j": job_id, "f": dict(fields)})
                 continue
-            own = {k: v for k, v in rec.fields.items() if k in seen.own or v != at or k[0] == "@"}
-            covers = [k for k in rec.fields if k not in own]
-            forward.append({"e": rec.entity_key, "j": rec.job_id, "f": own})
-            if seen.floor is not None:
+            # A key with a row of its own keeps it up to date (that row wins over any list);
+            # the rest go in the entity's list.
+            has_row = self.own.get(ekey, set())
+            own = {k: v for k, v in fields.items() if k in has_row or v != at or k[0] == "@"}
+            covers = [k for k in fields if k not in own]
+            forward.append({"e": ekey, "j": job_id, "f": own})
+            listed = self.lists.get(ekey)
+            if listed is not None:
                 # The list being replaced: what it alone held gets rows of its own.
-                before, listed = seen.floor
-                alone = set(listed).difference(rec.fields, seen.own)
+                before, keys = listed
+                alone = set(keys).difference(fields, has_row)
                 if alone:
                     forward.append(
                         {
-                            "e": rec.entity_key,
+                            "e": ekey,
                             "j": before.job_id,
                             "f": dict.fromkeys(sorted(alone), before.version),
                         }
                     )
             elif not covers:
                 continue
-            floors.append({"e": rec.entity_key, "j": rec.job_id, "v": at, "c": covers})
+            floors.append({"e": ekey, "j": job_id, "v": at, "c": covers})
         self.pending.append(
             RECORD.format(
                 i=_literal(self.integration_id),
