@@ -48,7 +48,7 @@ SELECT NULL, NULL, NULL, job_id, NULL FROM delivered_jobs
 #: object per job ({"e": entity, "j": job, "f": {field key: version}}): a creation has a
 #: version for each of its 100-odd values, and one object per value repeated the entity and
 #: the job each time (a batch of creations was a megabyte of JSON). A creation's fields go
-#: as one '@fields|||' row listing them (`floors`, {"e", "j", "v": version, "c": [keys]});
+#: as one '@fields|||' row listing them (`lists`, {"e", "j", "v": version, "c": [keys]});
 #: its writer has already written out what the row it replaces listed, so it is replaced
 #: whatever its version. A batch holds distinct entities and an entity's objects name
 #: distinct field keys, so no two inserts touch the same row.
@@ -65,11 +65,11 @@ WITH jobs AS (
     ON CONFLICT (integration_id, entity_key, field_key) DO UPDATE SET
         version = EXCLUDED.version, job_id = EXCLUDED.job_id, updated_at = now()
         WHERE EXCLUDED.version >= d.version
-), floors AS (
+), lists AS (
     INSERT INTO delivered_versions AS d
         (integration_id, entity_key, field_key, version, job_id, covers)
     SELECT {i}, u.e, {fields_key}, u.v::timestamptz, u.j, u.c
-      FROM jsonb_to_recordset({floors}::jsonb) AS u(e text, j text, v text, c jsonb)
+      FROM jsonb_to_recordset({lists}::jsonb) AS u(e text, j text, v text, c jsonb)
     ON CONFLICT (integration_id, entity_key, field_key) DO UPDATE SET
         version = EXCLUDED.version, job_id = EXCLUDED.job_id, covers = EXCLUDED.covers,
         updated_at = now()
@@ -186,7 +186,7 @@ class GuardTransaction:
             return
         forward: list[dict[str, Any]] = []
         forced: list[dict[str, Any]] = []
-        floors: list[dict[str, Any]] = []
+        lists: list[dict[str, Any]] = []
         for row in rows:
             ekey, fields, job_id, force = row[0], row[1], row[2], row[3]
             if not fields:
@@ -217,13 +217,13 @@ class GuardTransaction:
                     )
             elif not covers:
                 continue
-            floors.append({"e": ekey, "j": job_id, "v": at, "c": covers})
+            lists.append({"e": ekey, "j": job_id, "v": at, "c": covers})
         self.pending.append(
             RECORD.format(
                 i=_literal(self.integration_id),
                 jobs=_literal(_json(sorted({r[2] for r in rows}))),
                 forward=_literal(_json(forward)),
-                floors=_literal(_json(floors)),
+                lists=_literal(_json(lists)),
                 fields_key=_literal(FIELDS_FIELD),
                 forced=_literal(_json(forced)),
             )
