@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 import rocksdict
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from hub import runtime
 from hub.cli import snapshot_record
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 V1 = "2024-05-01T10:00:00+00:00"
 V2 = "2024-05-02T10:00:00+00:00"
 V3 = "2024-05-03T10:00:00+00:00"
-PRODUCTS = 1000
+PRODUCTS = 2000
 
 
 @pytest.fixture(scope="module")
@@ -69,32 +69,43 @@ class Mutations:
     def __init__(self, settings: Settings) -> None:
         self.serde = Serde()
         self.consumer = Consumer(consumer_config(settings, f"test.store.{uuid.uuid4().hex[:8]}"))
-        self.consumer.subscribe([topics.MUTATIONS])
+        # Assigned, not subscribed: reading starts at once, with no group to join first (a
+        # join took longer than a quick worker needed for the whole stream).
+        meta = self.consumer.list_topics(topics.MUTATIONS, timeout=10)
+        self.consumer.assign(
+            [
+                TopicPartition(topics.MUTATIONS, p, OFFSET_BEGINNING)
+                for p in meta.topics[topics.MUTATIONS].partitions
+            ]
+        )
         self.seen: list[dict[str, Any]] = []
 
     def poll(self, seconds: float, sup: Supervisor) -> None:
         """Read what arrives within seconds."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            sup.check()
-            for msg in self.consumer.consume(500, 0.3):
-                if msg.error() is None:
-                    self.seen.append(self.serde.decode("Mutation", msg.value()))
+            self._consume(0.3, sup)
+
+    def _consume(self, wait: float, sup: Supervisor) -> None:
+        sup.check()
+        for msg in self.consumer.consume(500, wait):
+            if msg.error() is None:
+                self.seen.append(self.serde.decode("Mutation", msg.value()))
 
     def wait_for(self, what: Any, timeout: float, sup: Supervisor) -> None:
-        """Read until what(self) is true."""
+        """Read until what(self) is true, looking after every read (a kill must land early)."""
         deadline = time.monotonic() + timeout
         while not what(self):
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out; {len(self.seen)} mutations seen")
-            self.poll(0.5, sup)
+            self._consume(0.05, sup)
 
     def distinct(self) -> dict[str, dict[str, Any]]:
         """Mutations by id: at-least-once reading may re-emit one (same id), never another."""
         return {m["mutation_id"]: m for m in self.seen}
 
     def close(self) -> None:
-        """Leave the group."""
+        """Close the reader."""
         self.consumer.close()
 
 
