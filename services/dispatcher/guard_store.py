@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -121,7 +122,7 @@ class GuardTransaction:
         # What this transaction read, still true when it records (the entities are locked):
         # a creation's fields go as one row only where its entity's rows are known.
         self.read_keys: set[str] = set()
-        self.own: dict[str, set[str]] = {}  # entity key -> field keys with rows of their own
+        self.own: dict[str, AbstractSet[str]] = {}  # entity key -> keys with rows of their own
         self.lists: dict[str, tuple[Delivered, list[str]]] = {}  # its '@fields|||' row
 
     def read_statement(self, entity_keys: list[str], job_ids: list[str]) -> sql.Composed:
@@ -153,27 +154,28 @@ class GuardTransaction:
         self.read_keys.update(entity_keys)
         stored: dict[str, dict[str, Delivered]] = defaultdict(dict)
         delivered: set[str] = set()
-        lists: list[tuple[str, Delivered, list[str]]] = []
+        found: list[tuple[str, Delivered, list[str]]] = []
         for ekey, fkey, version, job_id, covers in rows:
             if ekey is None:
                 delivered.add(str(job_id))
             elif fkey == FIELDS_FIELD:
-                lists.append((ekey, Delivered(version, job_id), list(covers or ())))
+                found.append((ekey, Delivered(version, job_id), list(covers or ())))
             else:
                 stored[ekey][fkey] = Delivered(version, job_id)
         for ekey, fields in stored.items():
-            self.own[ekey] = set(fields)
-        for ekey, at, covers in lists:
-            self.lists[ekey] = (at, covers)
+            # The keys of its own rows: a view, copied below only for an entity with a list
+            # (whose fields get the listed ones added), not a copy per entity every batch.
+            self.own[ekey] = fields.keys()
+        for ekey, at, covers in found:
             fields = stored[ekey]
+            self.own[ekey] = set(fields)
+            self.lists[ekey] = (at, covers)
             for key in covers:
                 fields.setdefault(key, at)
         return stored, delivered
 
-    async def record(
-        self, rows: Sequence[Recording | tuple[str, Mapping[str, datetime], str, bool]]
-    ) -> None:
-        """Remember delivered jobs (`Recording`s, or the same as plain tuples) and versions.
+    async def record(self, rows: Sequence[Recording]) -> None:
+        """Remember delivered jobs and their versions.
 
         A version only moves forward, except for a forced replay, which puts the target
         back to an older state on purpose and so records what the target now holds. A
@@ -187,18 +189,16 @@ class GuardTransaction:
         forward: list[dict[str, Any]] = []
         forced: list[dict[str, Any]] = []
         lists: list[dict[str, Any]] = []
-        for row in rows:
-            ekey, fields, job_id, force = row[0], row[1], row[2], row[3]
+        for ekey, fields, job_id, force, create in rows:
             if not fields:
                 continue
             at = fields.get(ENTITY_FIELD)
-            create = len(row) > 4 and row[4]
             if force or not create or at is None or ekey not in self.read_keys:
                 (forced if force else forward).append({"e": ekey, "j": job_id, "f": dict(fields)})
                 continue
             # A key with a row of its own keeps it up to date (that row wins over any list);
             # the rest go in the entity's list.
-            has_row = self.own.get(ekey, set())
+            has_row = self.own.get(ekey, frozenset())
             own = {k: v for k, v in fields.items() if k in has_row or v != at or k[0] == "@"}
             covers = [k for k in fields if k not in own]
             forward.append({"e": ekey, "j": job_id, "f": own})
@@ -221,7 +221,7 @@ class GuardTransaction:
         self.pending.append(
             RECORD.format(
                 i=_literal(self.integration_id),
-                jobs=_literal(_json(sorted({r[2] for r in rows}))),
+                jobs=_literal(_json(sorted({r.job_id for r in rows}))),
                 forward=_literal(_json(forward)),
                 lists=_literal(_json(lists)),
                 fields_key=_literal(FIELDS_FIELD),

@@ -11,7 +11,7 @@ import pytest
 from psycopg import AsyncConnection
 
 from hub.mapping import open_pool
-from services.dispatcher.guard_store import GuardStore
+from services.dispatcher.guard_store import GuardStore, Recording
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +26,17 @@ async def _scenario(url: str, integ: str) -> None:
         async with store.locked(integ, keys) as txn:
             await txn.record(
                 [
-                    ("product:a", {"values|name||": T2}, "job-a", False),
-                    ('product:it\'s "quoted"', {"values|name|en_US|": T1}, "job-q", False),
-                    ("product:b", {}, "job-b", False),  # no version: the job alone
+                    Recording("product:a", {"values|name||": T2}, "job-a"),
+                    Recording('product:it\'s "quoted"', {"values|name|en_US|": T1}, "job-q"),
+                    Recording("product:b", {}, "job-b"),  # no version: the job alone
                 ]
             )
         async with store.locked(integ, keys) as txn:
             # An older normal delivery never moves a version back; a forced one does.
-            await txn.record([("product:a", {"values|name||": T1}, "job-old", False)])
-            await txn.record([('product:it\'s "quoted"', {"values|name|en_US|": T3}, "j", True)])
+            await txn.record([Recording("product:a", {"values|name||": T1}, "job-old")])
+            await txn.record(
+                [Recording('product:it\'s "quoted"', {"values|name|en_US|": T3}, "j", force=True)]
+            )
         async with store.locked(integ, keys) as txn:
             stored, delivered = await txn.read(keys, ["job-a", "job-b", "job-x", "job-old"])
         assert stored["product:a"]["values|name||"].version == T2
@@ -79,7 +81,7 @@ async def _waiting_reader(url: str, integ: str) -> None:
         async def writer() -> None:
             async with store.locked(integ, ["product:v"]) as txn:
                 holding.set()
-                await txn.record([("product:v", {"values|name||": T2}, "job-w", False)])
+                await txn.record([Recording("product:v", {"values|name||": T2}, "job-w")])
                 await asyncio.sleep(0.5)  # the reader is waiting on the lock meanwhile
 
         async def reader() -> None:
@@ -94,7 +96,8 @@ async def _waiting_reader(url: str, integ: str) -> None:
         # A recording that fails at COMMIT raises, records nothing and releases the locks.
         with pytest.raises(Exception, match="timestamp"):
             async with store.locked(integ, ["product:w"]) as txn:
-                await txn.record([("product:w", {"values|name||": "not a time"}, "job-x", False)])  # type: ignore[list-item]
+                bad = {"values|name||": "not a time"}
+                await txn.record([Recording("product:w", bad, "job-x")])  # type: ignore[arg-type]
         async with store.reading(integ, ["product:w"], ["job-x"]) as (_, stored, done):
             assert "product:w" not in stored and done == set()
     finally:
@@ -122,7 +125,7 @@ async def _commit_modes(url: str, integ: str) -> None:
             store = GuardStore(pool, synchronous_commit=durable)
             async with store.reading(integ, ["product:s"], []) as (txn, _, _):
                 seen.append(await _synchronous_commit(txn.conn))
-                await txn.record([("product:s", {"values|name||": T1}, f"job-{durable}", False)])
+                await txn.record([Recording("product:s", {"values|name||": T1}, f"job-{durable}")])
             async with pool.connection() as conn:
                 # Outside a guard transaction (a driver's mapping write): the server's own.
                 seen.append(await _synchronous_commit(conn))
