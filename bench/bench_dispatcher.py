@@ -14,7 +14,15 @@ machine state: `noop_vs_passthrough` is the median of the rounds' ratios
 (`noop_vs_passthrough_by_round` lists them), and `noop_vs_passthrough_best` divides the
 best of each, which pairs runs of different rounds. The jobs/s and CPU figures are each
 side's best run; `*_cpu_us_per_job` is the process's CPU time per job of that run. The
-dispatcher is tuned as `hub dispatcher` tunes it (`quiet_gc`). The webhook
+dispatcher is tuned as `hub dispatcher` tunes it (`quiet_gc`).
+
+Where the gap lies, in the same rounds: `noop_postgres_cpu_us_per_job` is PostgreSQL's CPU
+during a no-op run (its version guard's locks, reads and recordings), on the same cores as
+the dispatcher. Each round also runs the no-op dispatcher once more with `NoDatabaseGuard`,
+a guard that decides against nothing delivered and records nothing:
+`noop_without_guard_vs_passthrough` (median; `..._by_round`) is the dispatcher's own
+machinery against the passthrough, without the guard's database work. It is a diagnostic, not
+the target: the guard is part of what the dispatcher must do. The webhook
 figures use a keep-alive HTTP/1.1 sink in a child process (`hub.sink.HttpSink` answers from
 one thread per connection: at 32 in flight it would measure the sink, not the dispatcher).
 """
@@ -29,8 +37,12 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar
+from unittest import mock
 
+import psutil
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import BaseModel
 
@@ -45,7 +57,10 @@ from hub.tuning import DISPATCHER_FULL_GC_EVERY, quiet_gc
 from schemas import topics
 from schemas.events import Job
 from schemas.serde import Serde
+from services.dispatcher import app
 from services.dispatcher.app import Dispatcher
+from services.dispatcher.core.guard import Delivered
+from services.dispatcher.guard_store import Recording
 from services.dispatcher.settings import DispatcherOptions
 
 
@@ -66,6 +81,39 @@ class NoopDriver(Driver):
     async def handle(self, job: Job, context: IntegrationContext) -> DeliveryResult:
         """Nothing to do."""
         return DeliveryResult.delivered()
+
+
+class _NoTransaction:
+    async def record(self, rows: Sequence[Recording]) -> None:
+        """Nothing is kept."""
+
+
+class NoDatabaseGuard:
+    """The guard without PostgreSQL, for the diagnostic figure only: nothing was delivered."""
+
+    def __init__(self, pool: Any, synchronous_commit: bool = True) -> None:
+        del pool, synchronous_commit
+
+    @asynccontextmanager
+    async def reading(
+        self, integration_id: str, entity_keys: list[str], job_ids: list[str]
+    ) -> AsyncIterator[tuple[_NoTransaction, dict[str, dict[str, Delivered]], set[str]]]:
+        """No locks, nothing read."""
+        yield _NoTransaction(), {}, set()
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL process on this machine so far.
+
+    With the children's: a backend that has ended (the dispatcher's pool closes with it)
+    leaves its CPU time in the postmaster's children times.
+    """
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        t = proc.info["cpu_times"]
+        if (proc.info["name"] or "").startswith("postgres") and t:
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def _jobs(
@@ -196,16 +244,27 @@ def run(n: int = 20_000, rounds: int = 5, hook_jobs: int = 5000) -> dict[str, An
             passthrough(settings, topics.JOBS_NORMAL, n, decode=False)
         )
         best_pass = best_noop = (0.0, 0.0)
-        by_round = []
+        by_round, unguarded, pg_cpu = [], [], []
         for run_no in range(rounds):
             if run_no:
                 # The dispatcher's group goes on from its committed offset: new jobs for it.
                 jobs = _jobs("bench-noop", "noop", "normal", n, prefix=f"r{run_no}-")
                 _produce(settings, topics.JOBS_NORMAL, jobs)
             one_pass = _timed(passthrough, settings, topics.JOBS_NORMAL, n)
+            pg_before = _postgres_cpu()
             one_noop = _timed(dispatch, settings, NoopDriver, "normal", n)
+            pg_cpu.append(_postgres_cpu() - pg_before)
             by_round.append(round(one_noop[0] / one_pass[0], 2))
             best_pass, best_noop = max(best_pass, one_pass), max(best_noop, one_noop)
+            # Produced only now: the run above may have finished a few more than n jobs.
+            _produce(
+                settings,
+                topics.JOBS_NORMAL,
+                _jobs("bench-noop", "noop", "normal", n, prefix=f"u{run_no}-"),
+            )
+            with mock.patch.object(app, "GuardStore", NoDatabaseGuard):
+                bare = dispatch(settings, NoopDriver, "normal", n)
+            unguarded.append(round(bare / one_pass[0], 2))
         out["passthrough_jobs_per_s"] = round(best_pass[0])
         out["passthrough_cpu_us_per_job"] = round(best_pass[1] * 1e6 / n)
         out["noop_jobs_per_s"] = round(best_noop[0])
@@ -214,6 +273,9 @@ def run(n: int = 20_000, rounds: int = 5, hook_jobs: int = 5000) -> dict[str, An
         out["noop_vs_passthrough_by_round"] = by_round
         out["noop_vs_passthrough_best"] = round(best_noop[0] / best_pass[0], 2)
         out["noop_vs_raw_passthrough"] = round(best_noop[0] / out["raw_passthrough_jobs_per_s"], 2)
+        out["noop_postgres_cpu_us_per_job"] = round(statistics.median(pg_cpu) * 1e6 / n)
+        out["noop_without_guard_vs_passthrough"] = statistics.median(unguarded)
+        out["noop_without_guard_vs_passthrough_by_round"] = unguarded
         sink = FastSink()
         try:
             # Not on the no-op jobs' topic: these dispatchers would read them all (another

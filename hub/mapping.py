@@ -9,6 +9,29 @@ from psycopg_pool import AsyncConnectionPool
 
 from drivers.base import MappingEntry
 
+# Many keys are looked up one primary-key lookup each, whatever the statistics say: a lateral
+# subquery per key (`OFFSET 0` keeps the planner from flattening it into a join) has every key
+# column as its index condition, and no other index starts with those columns (migration
+# 0008). Written `source_key = ANY(%s)`, the planner could plan on (integration_id,
+# entity_type) alone and filter every mapping row of an integration its statistics did not
+# know yet (a new one, or one grown since the last ANALYZE), once per call.
+
+#: Target ids of some source keys: (keys, integration, entity type).
+GET_MANY = """
+SELECT m.source_key, m.target_id FROM unnest(%s::text[]) AS k(key),
+       LATERAL (SELECT source_key, target_id FROM entity_mappings
+                 WHERE integration_id = %s AND entity_type = %s AND source_key = k.key
+                OFFSET 0) AS m
+"""
+
+#: Target ids and their time of last change: (keys, integration, entity type).
+GET_ENTRIES = """
+SELECT m.source_key, m.target_id, m.updated_at FROM unnest(%s::text[]) AS k(key),
+       LATERAL (SELECT source_key, target_id, updated_at FROM entity_mappings
+                 WHERE integration_id = %s AND entity_type = %s AND source_key = k.key
+                OFFSET 0) AS m
+"""
+
 
 class PostgresMappingService:
     """EntityMappingService for one integration, sharing a connection pool."""
@@ -33,11 +56,7 @@ class PostgresMappingService:
         if not source_keys:
             return {}
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT source_key, target_id FROM entity_mappings"
-                " WHERE integration_id = %s AND entity_type = %s AND source_key = ANY(%s)",
-                (self.integration_id, entity_type, source_keys),
-            )
+            cur = await conn.execute(GET_MANY, (source_keys, self.integration_id, entity_type))
             rows = await cur.fetchall()
         return {str(k): str(v) for k, v in rows}
 
@@ -53,11 +72,7 @@ class PostgresMappingService:
         if not source_keys:
             return {}
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT source_key, target_id, updated_at FROM entity_mappings"
-                " WHERE integration_id = %s AND entity_type = %s AND source_key = ANY(%s)",
-                (self.integration_id, entity_type, source_keys),
-            )
+            cur = await conn.execute(GET_ENTRIES, (source_keys, self.integration_id, entity_type))
             rows = await cur.fetchall()
         return {str(k): MappingEntry(str(v), at) for k, v, at in rows}
 
