@@ -16,14 +16,6 @@ from drivers.base import MappingEntry
 # entity_type) alone and filter every mapping row of an integration its statistics did not
 # know yet (a new one, or one grown since the last ANALYZE), once per call.
 
-#: Target ids of some source keys: (keys, integration, entity type).
-GET_MANY = """
-SELECT m.source_key, m.target_id FROM unnest(%s::text[]) AS k(key),
-       LATERAL (SELECT source_key, target_id FROM entity_mappings
-                 WHERE integration_id = %s AND entity_type = %s AND source_key = k.key
-                OFFSET 0) AS m
-"""
-
 #: Target ids and their time of last change: (keys, integration, entity type).
 GET_ENTRIES = """
 SELECT m.source_key, m.target_id, m.updated_at FROM unnest(%s::text[]) AS k(key),
@@ -53,12 +45,8 @@ class PostgresMappingService:
 
     async def get_many(self, entity_type: str, source_keys: list[str]) -> dict[str, str]:
         """Target ids of many source keys (missing ones are absent)."""
-        if not source_keys:
-            return {}
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(GET_MANY, (source_keys, self.integration_id, entity_type))
-            rows = await cur.fetchall()
-        return {str(k): str(v) for k, v in rows}
+        found = await self.get_entries(entity_type, source_keys)
+        return {key: entry.target_id for key, entry in found.items()}
 
     async def get_entry(self, entity_type: str, source_key: str) -> MappingEntry | None:
         """The target id of one source key with the time it last changed, or None."""
