@@ -16,8 +16,11 @@ class DispatcherOptions:
         batch_size: most jobs handed to one `handle_batch` call (HUB_DISPATCHER_BATCH_SIZE).
         guard_batch_size: most jobs of a driver called job by job that share one guard
             transaction, reached while its calls are quick (a batch's calls take about
-            `guard_batch_s`); never fewer than batch_size. Every job of a batch holds an
-            advisory lock: up to 8 batches of it per dispatcher.
+            `guard_batch_s`); never fewer than batch_size nor more than `guard_locks`.
+        guard_locks: most advisory locks this dispatcher's open guard transactions hold at
+            once (every job of a batch holds one). PostgreSQL's lock table is shared by every
+            dispatcher: `max_locks_per_transaction` x `max_connections`, 6,400 by default.
+            Quick calls get a few big batches, slow ones up to 8 smaller ones.
         guard_batch_s: how long the calls of one such batch should take at most.
         linger_ms: how long a batch waits to fill up (HUB_DISPATCHER_LINGER_MS).
         max_in_flight: concurrent driver calls per integration unless its config's
@@ -41,7 +44,8 @@ class DispatcherOptions:
     """
 
     batch_size: int = 50
-    guard_batch_size: int = 100
+    guard_batch_size: int = 400
+    guard_locks: int = 800
     guard_batch_s: float = 0.25
     linger_ms: int = 20
     max_in_flight: int = 8

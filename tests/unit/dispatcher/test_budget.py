@@ -93,3 +93,13 @@ def test_polls_ask_for_no_more_records_than_the_budget_has_room_for() -> None:
     assert d._poll_size() == 1  # any room: one record, which may exceed the budget
     d._parts[("hub.jobs.normal", 0)].take(1, 5_000)
     assert d._poll_size() == 0  # spent: nothing until batches finish
+
+
+def test_the_prefetch_queue_is_capped_and_refilled_at_once() -> None:
+    options = DispatcherOptions(max_buffered_bytes=8 * 2**20)
+    settings = Settings(kafka_bootstrap="127.0.0.1:9")
+    conf = Dispatcher(settings, "webhook", "normal", options=options).consumer_conf()
+    assert conf["queued.max.messages.kbytes"] == 8 * 1024
+    # librdkafka's default (1 s) left the lanes without work for most of each second once
+    # the queue had been full; the refill must come well within a batch's time.
+    assert conf["fetch.queue.backoff.ms"] <= 50

@@ -162,3 +162,46 @@ def test_jobs_are_counted_per_job_and_delivery_time_once_per_batch() -> None:
     assert isinstance(producer, _Producer)
     assert producer.topics.count("hub.delivery-status") == 30
     assert d._parts[TP].in_flight() == 0
+
+
+class _CountingGuard(_Guard):
+    """Counts the locks its open transactions hold, and the biggest batch."""
+
+    def __init__(self) -> None:
+        self.held = self.peak = self.biggest = 0
+
+    @contextlib.asynccontextmanager
+    async def reading(
+        self, integration_id: str, keys: list[str], job_ids: list[str]
+    ) -> AsyncIterator[tuple[_Txn, dict[str, Any], set[str]]]:
+        self.held += len(keys)
+        self.peak = max(self.peak, self.held)
+        self.biggest = max(self.biggest, len(keys))
+        try:
+            await asyncio.sleep(0.002)  # the database's round trip
+            yield _Txn(), {}, set()
+            await asyncio.sleep(0.002)  # the COMMIT
+        finally:
+            self.held -= len(keys)
+
+
+def test_batches_of_all_lanes_share_the_lock_budget() -> None:
+    driver = recording_driver("pump-locks")
+
+    async def main() -> _CountingGuard:
+        d = _dispatcher(driver, "i-locks-a", linger_ms=0, batch_size=20, guard_locks=300)
+        d._bound["i-locks-b"] = d._bound["i-locks-a"]
+        guard = _CountingGuard()
+        d._guard = guard  # type: ignore[assignment]
+        _submit(d, "i-locks-a", range(2000))
+        _submit(d, "i-locks-b", range(2000, 4000))
+        await _until_finished(d, 4000, timeout=30)
+        for lane in d._lanes.values():
+            lane.task.cancel()
+        assert d.locks_held == 0
+        return guard
+
+    guard = asyncio.run(main())
+    assert guard.peak <= 300
+    # Quick calls fill their batches up to what the budget leaves (not 20 per batch).
+    assert guard.biggest > 100
