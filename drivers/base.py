@@ -96,6 +96,8 @@ class DeliveryResult:
     @classmethod
     def delivered(cls, target_ref: str | None = None) -> DeliveryResult:
         """The target has the change."""
+        if target_ref is None and cls is DeliveryResult:
+            return _DELIVERED  # immutable: one will do for every job
         return cls("delivered", target_ref=target_ref)
 
     @classmethod
@@ -142,6 +144,9 @@ class DeliveryResult:
             target_response=response,
             error_kind=kind,
         )
+
+
+_DELIVERED = DeliveryResult("delivered")
 
 
 class Driver(ABC):

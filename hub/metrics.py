@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -199,10 +200,10 @@ class JobSeries:
 
     `labels()` costs more than an observation: the children are looked up once. Jobs are
     counted once per batch (`count`); only the end-to-end latency differs from job to job
-    (`observe`).
+    (`observe`), and the batch's latencies go into the histogram together when it is counted.
     """
 
-    __slots__ = ("end_to_end", "extra", "jobs", "seconds")
+    __slots__ = ("end_to_end", "extra", "jobs", "latencies", "seconds")
 
     def __init__(
         self, driver: str, integration: str, priority: str, status: str, kind: str | None
@@ -219,6 +220,7 @@ class JobSeries:
         self.end_to_end = (
             END_TO_END.labels(priority, integration) if status == "delivered" else None
         )
+        self.latencies: list[float] = []  # observed, not yet in the histogram
 
     def count(self, jobs: int, seconds: float) -> None:
         """`jobs` of one batch finished, each taking `seconds` (its share of the batch).
@@ -229,14 +231,43 @@ class JobSeries:
         self.seconds.observe(seconds)
         if self.extra is not None:
             self.extra.inc(jobs)
+        if self.latencies:
+            observe_all(self.end_to_end, self.latencies)
+            self.latencies = []
 
     def observe(self, received_at: datetime | None, now: datetime) -> None:
-        """One job finished: the time from its source event reaching the hub, if delivered."""
+        """One job finished: the time from its source event reaching the hub, if delivered.
+
+        Kept until the batch is counted (`count`).
+        """
         if self.end_to_end is not None and received_at is not None:
             if received_at.tzinfo is None:
                 received_at = received_at.replace(tzinfo=UTC)
             # A clock step between hosts can make it negative; it still happened.
-            self.end_to_end.observe(max(0.0, (now - received_at).total_seconds()))
+            self.latencies.append(max(0.0, (now - received_at).total_seconds()))
+
+
+def observe_all(histogram: Any, values: list[float]) -> None:
+    """`histogram.observe(v)` for each value, with one update per bucket touched.
+
+    Each observation takes the histogram's locks twice and walks its bounds: about 1.5 us,
+    a few per cent of a no-op dispatcher's job. This reads prometheus_client's own fields
+    (the child's bounds, buckets and sum); a histogram without them is observed one by one.
+    """
+    try:
+        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
+    except AttributeError:
+        for v in values:
+            histogram.observe(v)
+        return
+    counts = [0] * len(bounds)
+    for v in values:
+        # observe() counts a value in the first bucket whose bound is >= it (the last is +Inf).
+        counts[bisect_left(bounds, v)] += 1
+    total.inc(sum(values))
+    for i, k in enumerate(counts):
+        if k:
+            buckets[i].inc(k)
 
 
 # ---- serving ---------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from hub import exporter, metrics
 
@@ -43,14 +43,38 @@ def test_target_calls_implement_the_driver_metrics_protocol() -> None:
 def test_a_delivered_job_records_end_to_end_latency_by_priority() -> None:
     received = datetime.now(UTC) - timedelta(seconds=3)
     series = metrics.JobSeries("webhook", "obs-e2e", "immediate", "delivered", None)
-    series.count(1, 0.02)
     series.observe(received, datetime.now(UTC))
     labels = {"priority": "immediate", "integration": "obs-e2e"}
+    # A batch's latencies reach the histogram when the batch is counted.
+    assert sample("pimhub_end_to_end_seconds_count", **labels) == 0
+    series.count(1, 0.02)
     assert sample("pimhub_end_to_end_seconds_count", **labels) == 1
     assert 3 <= sample("pimhub_end_to_end_seconds_sum", **labels) < 10
     # Under 2.5 s is empty, the 5 s bucket holds it.
     assert sample("pimhub_end_to_end_seconds_bucket", **labels, le="2.5") == 0
     assert sample("pimhub_end_to_end_seconds_bucket", **labels, le="5.0") == 1
+
+
+def test_observing_a_batch_at_once_fills_the_buckets_as_one_by_one() -> None:
+    values = [0.0, 0.004, 0.005, 0.0051, 0.3, 2.5, 2.6, 59.0, 1e6, 0.7, 0.7]
+    one, batch = (
+        Histogram(f"obs_{name}_seconds", "t", buckets=metrics.LATENCY_BUCKETS, registry=reg)
+        for name, reg in (("one", CollectorRegistry()), ("batch", CollectorRegistry()))
+    )
+    for v in values:
+        one.observe(v)
+    metrics.observe_all(batch, values)
+
+    def samples(h: Histogram) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name.split("_", 2)[2], s.labels, s.value)
+            for m in h.collect()
+            for s in m.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples(batch) == samples(one)
+    assert ("seconds_count", {}, len(values)) in samples(batch)
 
 
 @pytest.mark.parametrize(
