@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from confluent_kafka import TopicPartition
+
 from drivers.base import IntegrationContext
 from hub import metrics
 from hub.integrations import Integration
@@ -205,3 +207,49 @@ def test_batches_of_all_lanes_share_the_lock_budget() -> None:
     assert guard.peak <= 300
     # Quick calls fill their batches up to what the budget leaves (not 20 per batch).
     assert guard.biggest > 100
+
+
+class _RevokingConsumer:
+    """Records the synchronous commits a revocation makes."""
+
+    def __init__(self) -> None:
+        self.commits: list[list[TopicPartition]] = []
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        assert not asynchronous
+        self.commits.append(offsets)
+
+
+def test_a_revocation_served_on_the_loop_thread_neither_waits_nor_loses_work() -> None:
+    driver = recording_driver("pump-revoke")
+    driver.delay_s = 0.05
+
+    async def main() -> tuple[Dispatcher, _RevokingConsumer, float, int, int]:
+        d = _dispatcher(driver, "i-revoke", linger_ms=0, batch_size=4, max_in_flight=1)
+        _submit(d, "i-revoke", range(40))
+        lane = d._lanes["i-revoke"]
+        while lane.running == 0:
+            await asyncio.sleep(0.001)
+        consumer = _RevokingConsumer()
+        started = time.monotonic()
+        # A poll on the loop's thread serves the revocation: waiting for the loop from here
+        # would wait forever, so it must return at once.
+        d._on_revoke(consumer, [TopicPartition(*TP)])  # type: ignore[arg-type]
+        took = time.monotonic() - started
+        queued = sum(len(chain) for chain in lane.chains.values())
+        running = d._busy[TP]
+        while d._busy[TP]:
+            await asyncio.sleep(0.005)
+        lane.task.cancel()
+        return d, consumer, took, queued, running
+
+    d, consumer, took, queued, running = asyncio.run(main())
+    assert took < 0.05
+    assert TP not in d._parts  # the partition is gone
+    assert running > 0  # some jobs were being delivered: they finished, uncommitted
+    assert queued == running  # every queued job was handed back; only those started remain
+    assert driver.calls and len(driver.calls) < 40
+    # Nothing had finished at the revocation: the commit stays at the first job started.
+    assert [[(tp.topic, tp.partition, tp.offset) for tp in c] for c in consumer.commits] == [
+        [(*TP, 0)]
+    ]
