@@ -48,23 +48,20 @@ def _string(s: str) -> bytes:
     return (_SMALL[n + 64] if n < 64 else _varlong(n)) + b
 
 
-def _millis(v: Any) -> bytes:
-    if v.__class__ is int:
-        return _long(v)
-    if v.tzinfo is None:
-        # fastavro reads a naive time as local time: leave those to it.
-        raise ValueError("naive datetime")
-    d = v - _EPOCH
-    return _long((d.days * 86400 + d.seconds) * 1000 + d.microseconds // 1000)
+def _instant(per_second: int) -> Write:
+    """A timestamp's writer: a datetime as a count of 1/per_second since 1970, or that count."""
+    divisor = 1_000_000 // per_second
 
+    def write(v: Any) -> bytes:
+        if v.__class__ is int:
+            return _long(v)
+        if v.tzinfo is None:
+            # fastavro reads a naive time as local time: leave those to it.
+            raise ValueError("naive datetime")
+        d = v - _EPOCH
+        return _long((d.days * 86400 + d.seconds) * per_second + d.microseconds // divisor)
 
-def _micros(v: Any) -> bytes:
-    if v.__class__ is int:
-        return _long(v)
-    if v.tzinfo is None:
-        raise ValueError("naive datetime")
-    d = v - _EPOCH
-    return _long((d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds)
+    return write
 
 
 def _boolean(v: Any) -> bytes:
@@ -108,8 +105,8 @@ _PRIMITIVES: dict[str, Write] = {
 }
 
 _LOGICAL: dict[tuple[str, str], Write] = {
-    ("long", "timestamp-millis"): _millis,
-    ("long", "timestamp-micros"): _micros,
+    ("long", "timestamp-millis"): _instant(1000),
+    ("long", "timestamp-micros"): _instant(1_000_000),
 }
 
 
