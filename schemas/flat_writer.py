@@ -22,9 +22,9 @@ _FLOAT = struct.Struct("<f").pack
 
 def _varlong(n: int) -> bytes:
     """An Avro long: zig-zag, then 7 bits a byte, least significant first."""
-    n = (n << 1) ^ (n >> 63)
-    if not -(2**63) <= n >> 1 < 2**63:
+    if not -(2**63) <= n < 2**63:
         raise ValueError("out of range for an Avro long")
+    n = (n << 1) ^ (n >> 63)
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)

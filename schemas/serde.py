@@ -99,16 +99,10 @@ def _by_fingerprint() -> dict[bytes, SchemaVersion]:
     return {v.fingerprint: v for versions in all_versions().values() for v in versions}
 
 
-_FLAT: dict[bytes, Callable[[Mapping[str, Any]], bytes] | None] = {}
-
-
-def _flat_writer(version: SchemaVersion) -> Callable[[Mapping[str, Any]], bytes] | None:
-    """The quicker writer of a flat event (DeliveryStatus), None for the others (fastavro)."""
-    try:
-        return _FLAT[version.fingerprint]
-    except KeyError:
-        writer = _FLAT[version.fingerprint] = compile_writer(version.parsed)
-        return writer
+@cache
+def _flat_writer(event: str) -> Callable[[Mapping[str, Any]], bytes] | None:
+    """The quicker writer of a flat event's current schema, None for the others (fastavro)."""
+    return compile_writer(current(event).parsed)
 
 
 @dataclass(frozen=True)
@@ -222,7 +216,7 @@ class Serde:
     def encode(self, event: str, record: dict[str, Any], *, topic: str | None = None) -> bytes:
         """Encode a record with the current schema of event."""
         version = current(event)
-        quick = _flat_writer(version)
+        quick = _flat_writer(event)
         if quick is not None:
             try:
                 return self._header(event, version, topic) + quick(record)
