@@ -3,20 +3,22 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The tested dependency set; `make lock` refreshes it after a change to pyproject.toml.
+LOCK := requirements/dev.lock
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration test-scale lint fmt bench up clean
+.PHONY: help install demo test test-unit test-integration test-scale lint fmt bench up lock smoke-install clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the project with its dev tools
+install: $(STAMP) ## create .venv and install the project with its dev and local extras (locked)
 
 demo: $(STAMP) ## run the main job on embedded defaults (broker, PostgreSQL, sandboxes)
 	$(BIN)/hub demo
@@ -35,10 +37,10 @@ test-integration: $(STAMP) ## integration tests through the real broker and Post
 test-scale: $(STAMP) ## the group scale test (kills a mutator and a dispatcher mid-stream)
 	$(BIN)/pytest -q tests/integration/test_scale.py
 
-lint: $(STAMP) ## ruff, mypy and the import contract
+lint: $(STAMP) ## ruff, mypy and every import contract
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 fmt: $(STAMP) ## format the code
@@ -48,8 +50,15 @@ fmt: $(STAMP) ## format the code
 bench: $(STAMP) ## run the benchmarks and rewrite docs/benchmarks.md
 	$(BIN)/python -m bench
 
-up: $(STAMP) ## start an embedded broker and show its address (Ctrl-C stops it)
+up: $(STAMP) ## start an embedded broker and PostgreSQL, print their addresses (Ctrl-C stops them)
 	$(BIN)/hub up
 
+lock: $(STAMP) ## re-resolve requirements/*.lock after a change to pyproject.toml (keeps pins)
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --universal --no-header --annotation-style line -q -o requirements/runtime.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --universal --extra dev --no-header --annotation-style line -q -o requirements/dev.lock
+
+smoke-install: $(STAMP) ## build the wheel, install it without extras in a fresh venv, run every --help and `hub db migrate`
+	$(BIN)/python -m infra.smoke_install
+
 clean: ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .grimp_cache build dist

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from deepdiff import DeepDiff
 
-from services.mutator.core.diffing import decide, diff, index_state
+from pim_hub.services.mutator.core.diffing import decide, diff, index_state
 
 LOCALES = ["en_US", "fr_FR", "de_DE"]
 CHANNELS = ["ecommerce", "print"]

@@ -23,7 +23,7 @@ a guard that decides against nothing delivered and records nothing:
 `noop_without_guard_vs_passthrough` (median; `..._by_round`) is the dispatcher's own
 machinery against the passthrough, without the guard's database work. It is a diagnostic, not
 the target: the guard is part of what the dispatcher must do. The webhook
-figures use a keep-alive HTTP/1.1 sink in a child process (`hub.sink.HttpSink` answers from
+figures use a keep-alive HTTP/1.1 sink in a child process (`pim_hub.devstack.sink.HttpSink` answers from
 one thread per connection: at 32 in flight it would measure the sink, not the dispatcher).
 """
 
@@ -46,22 +46,24 @@ import psutil
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import BaseModel
 
-from drivers.base import DeliveryResult, Driver, IntegrationContext
-from drivers.discovery import discover
-from drivers.webhook.driver import ALL_ENTITY_TYPES
-from hub import db, runtime
-from hub.integrations import Integration, upsert_integration
-from hub.kafka import apply_topics, consumer_config, make_producer
-from hub.settings import Settings
-from hub.tuning import DISPATCHER_FULL_GC_EVERY, quiet_gc
-from schemas import topics
-from schemas.events import Job
-from schemas.serde import Serde
-from services.dispatcher import app
-from services.dispatcher.app import Dispatcher
-from services.dispatcher.core.guard import Delivered
-from services.dispatcher.guard_store import Recording
-from services.dispatcher.settings import DispatcherOptions
+from pim_hub.devstack import embedded as runtime
+from pim_hub.drivers.base import DeliveryResult, Driver, IntegrationContext
+from pim_hub.drivers.discovery import discover
+from pim_hub.drivers.webhook.driver import ALL_ENTITY_TYPES
+from pim_hub.registry.model import Integration
+from pim_hub.registry.service import upsert_integration
+from pim_hub.runtime import db
+from pim_hub.runtime.kafka import apply_topics, consumer_config, make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.runtime.tuning import DISPATCHER_FULL_GC_EVERY, quiet_gc
+from pim_hub.schemas import topics
+from pim_hub.schemas.events import Job
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.dispatcher import app
+from pim_hub.services.dispatcher.app import Dispatcher
+from pim_hub.services.dispatcher.core.guard import Delivered
+from pim_hub.services.dispatcher.guard_store import Recording
+from pim_hub.services.dispatcher.settings import DispatcherOptions
 
 
 class NoopConfig(BaseModel):
@@ -119,7 +121,7 @@ def _postgres_cpu() -> float:
 def _jobs(
     integration: str, driver: str, priority: str, n: int, prefix: str = "b"
 ) -> list[dict[str, Any]]:
-    from tests.integration.test_dispatcher_helpers import change, job_record, version
+    from pim_hub.devstack.fixtures import change, job_record, version
 
     return [
         job_record(
@@ -156,7 +158,7 @@ def passthrough(settings: Settings, source: str, n: int, decode: bool = True) ->
     target = f"bench.passthrough.{uuid.uuid4().hex[:8]}"
     from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-    from hub.kafka import admin_client
+    from pim_hub.runtime.kafka import admin_client
 
     admin = admin_client(settings)  # keep it alive until the topic exists
     for fut in admin.create_topics([NewTopic(target, 6, 1)]).values():
@@ -393,7 +395,7 @@ def serve_sink() -> None:
 
 
 def _hook_driver() -> type[Driver]:
-    from drivers.webhook.driver import WebhookDriver
+    from pim_hub.drivers.webhook.driver import WebhookDriver
 
     return WebhookDriver
 

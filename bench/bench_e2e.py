@@ -26,11 +26,17 @@ import orjson
 import psutil
 from confluent_kafka import Message
 
-from hub import demo
-from hub.offsets import ephemeral_consumer, log_bounds, partitions_of, scan, timestamp_ms
-from hub.stack import Stack, local_stack
-from schemas import topics
-from schemas.serde import Serde
+from pim_hub.devstack import demo
+from pim_hub.devstack.stack import Stack, local_stack
+from pim_hub.runtime.logread import (
+    ephemeral_consumer,
+    log_bounds,
+    partitions_of,
+    scan,
+    timestamp_ms,
+)
+from pim_hub.schemas import topics
+from pim_hub.schemas.serde import Serde
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = 11
@@ -46,8 +52,8 @@ def _serve_akeneo(port: int, products: int) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from sandbox.akeneo import Catalogue, create_app
-    from sandbox.akeneo.webhooks import legacy_webhook
+    from pim_hub.sandbox.akeneo import Catalogue, create_app
+    from pim_hub.sandbox.akeneo.webhooks import legacy_webhook
 
     catalogue = Catalogue(products=products, seed=SEED)
     app = create_app(
@@ -91,7 +97,7 @@ def _serve_magento(port: int) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from sandbox.magento import MagentoState, SandboxConfig, create_app
+    from pim_hub.sandbox.magento import MagentoState, SandboxConfig, create_app
 
     state = MagentoState(SandboxConfig(attributes=demo.ATTRIBUTE_SEEDS))
     app = create_app(state)
@@ -335,7 +341,7 @@ def _profile(pids: dict[str, int], seconds: int, out_dir: Path) -> dict[str, lis
 
 
 def _top_frames(path: Path, n: int = 6) -> list[str]:
-    """Share of samples per leaf frame and per hub/driver frame seen anywhere in the stack."""
+    """Share of samples per leaf frame and per src/pim_hub/cli/driver frame seen anywhere in the stack."""
     leaf: Counter[str] = Counter()
     total = 0
     try:
@@ -400,7 +406,7 @@ def run(
     ):
         rss.watch("akeneo-sandbox", a.pid)
         rss.watch("magento-sandbox", m.pid)
-        from sandbox.akeneo import Catalogue
+        from pim_hub.sandbox.akeneo import Catalogue
 
         want = len(demo.expected_skus(Catalogue(products=products, seed=SEED)))
         hub = demo.start_services(stack, magento_url, bulk=bulk, replicas=replicas)
@@ -415,7 +421,7 @@ def run(
         stage_ends = _ends(stack, FULL_STAGES)
         started_epoch, started = time.time(), time.monotonic()
         sync = subprocess.Popen(
-            [sys.executable, "-m", "hub", "sync", "akeneo", "--full"],
+            [sys.executable, "-m", "pim_hub", "sync", "akeneo", "--full"],
             env={**os.environ, **stack.env, **demo.ingest_env(akeneo_url)},
             cwd=ROOT,
             stdout=(work / "sync-full.log").open("ab"),

@@ -18,15 +18,15 @@ import faust
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from hub import runtime
-from hub.kafka import apply_topics, consumer_config, make_producer
-from hub.settings import Settings
-from hub.supervisor import Supervisor, _die_with_parent
-from schemas import topics
-from schemas.serde import Serde
-from schemas.topics import TopicSpec
-from services.mutator.app import _transport_class, faust_config
-from services.mutator.processing import SnapshotProcessor
+from pim_hub.devstack import embedded as runtime
+from pim_hub.devstack.supervisor import Supervisor, _die_with_parent
+from pim_hub.runtime.kafka import apply_topics, consumer_config, make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.serde import Serde
+from pim_hub.schemas.topics import TopicSpec
+from pim_hub.services.mutator.app import _transport_class, faust_config
+from pim_hub.services.mutator.processing import SnapshotProcessor
 
 PASSTHROUGH_TOPIC = "bench.passthrough"
 NAIVE_TOPIC = "bench.naive-faust"

@@ -18,13 +18,13 @@ import psutil
 from confluent_kafka import Consumer
 
 from bench.bench_mutator import V1, V2, _count_rate, product, snapshot
-from hub import runtime
-from hub.kafka import apply_topics, consumer_config, make_producer
-from hub.settings import Settings
-from hub.supervisor import Supervisor
-from schemas import topics
-from schemas.serde import Serde
-from services.mutator.processing import SnapshotProcessor
+from pim_hub.devstack import embedded as runtime
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.runtime.kafka import apply_topics, consumer_config, make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.mutator.processing import SnapshotProcessor
 
 LOCALES = ["en_US", "fr_FR", "de_DE", "es_ES"]
 STORES = ("memory", "rocksdb")

@@ -18,12 +18,13 @@ from typing import Any
 import httpx
 import psutil
 
-from hub import db, runtime
-from hub.kafka import apply_topics
-from hub.stack import settings_from_env
-from sandbox.akeneo.catalogue import Catalogue
-from sandbox.akeneo.webhooks import SignedWebhook, legacy_webhook
-from services.ingest.web import EVENTS_API_PATH
+from pim_hub.devstack import embedded as runtime
+from pim_hub.devstack.stack import settings_from_env
+from pim_hub.runtime import db
+from pim_hub.runtime.kafka import apply_topics
+from pim_hub.sandbox.akeneo.catalogue import Catalogue
+from pim_hub.sandbox.akeneo.webhooks import SignedWebhook, legacy_webhook
+from pim_hub.services.ingest.web import EVENTS_API_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +64,7 @@ def child(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m hub <args>`; waits for ready_url to answer; always stopped."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hub", *args],
+        [sys.executable, "-m", "pim_hub", *args],
         env={**os.environ, **env},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

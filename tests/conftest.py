@@ -10,12 +10,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hub import db, runtime
-from hub.kafka import apply_topics
-from hub.settings import Settings
-from hub.sink import HttpSink
-from hub.stack import settings_from_env
-from hub.supervisor import Supervisor
+from pim_hub.devstack import embedded as runtime
+from pim_hub.devstack.sink import HttpSink
+from pim_hub.devstack.stack import settings_from_env
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.runtime import db
+from pim_hub.runtime.kafka import apply_topics
+from pim_hub.runtime.settings import Settings
 
 #: Short retry tiers so retry tests finish quickly; production defaults are 30s/5min/30min.
 TEST_RETRY_DELAYS = "[1,2,3]"

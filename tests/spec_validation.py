@@ -16,7 +16,9 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-SPECS_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "specs"
+import pim_hub.sandbox
+
+SPECS_DIR = Path(pim_hub.sandbox.__file__).resolve().parent / "specs"
 _DOC_URI = "urn:swagger-document"
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch")
 

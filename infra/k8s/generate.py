@@ -10,12 +10,12 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
+if str(ROOT / "src") not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT / "src"))
 
-from hub.settings import Settings  # noqa: E402
-from hub.topics_export import kafka_topics  # noqa: E402
-from schemas import topics  # noqa: E402
+from pim_hub.ops.topics_export import kafka_topics  # noqa: E402
+from pim_hub.runtime.settings import Settings  # noqa: E402
+from pim_hub.schemas import topics  # noqa: E402
 
 BASE = Path(__file__).resolve().parent / "base"
 HEADER = (
@@ -163,7 +163,10 @@ def scaled_object(name: str, driver: str, priority: str, partitions: int) -> dic
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": {"name": name, "labels": _labels("dispatcher", **{"pim-hub/driver": driver})},
+        "metadata": {
+            "name": name,
+            "labels": _labels("dispatcher", **{"pim-hub/driver": driver}),
+        },
         "spec": {
             "scaleTargetRef": {"name": name},
             # One consumer always runs: it also serves the retry topics, which the trigger
@@ -249,7 +252,10 @@ def services(partitions: int) -> dict[str, list[dict[str, Any]]]:
                 "dispatcher",
                 ["dispatcher", "--driver", driver, "--priority", priority],
                 "medium",
-                extra_labels={"pim-hub/driver": driver, "pim-hub/priority": priority},
+                extra_labels={
+                    "pim-hub/driver": driver,
+                    "pim-hub/priority": priority,
+                },
             )
             dispatchers.append(scaled_object(name, driver, priority, partitions))
     files["dispatchers.yaml"] = dispatchers

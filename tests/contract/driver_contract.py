@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from drivers.base import Driver, IntegrationContext
-from schemas.events import Job
-from services.mutator.core.entities import ENTITY_TYPES
+from pim_hub.drivers.base import Driver, IntegrationContext
+from pim_hub.schemas.entities import ENTITY_TYPES
+from pim_hub.schemas.events import Job
 
 
 @dataclass

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from drivers.magento2 import Magento2Driver
+from pim_hub.drivers.magento2 import Magento2Driver
 from tests.contract.driver_contract import ContractEnv, DriverContract
 from tests.unit.magento2.helpers import Mutations, config_dict, make_harness, product
 

@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from drivers.base import Driver, IntegrationContext
-from drivers.webhook.driver import WebhookConfig, WebhookDriver
-from schemas.events import Job
+from pim_hub.drivers.base import Driver, IntegrationContext
+from pim_hub.drivers.webhook.driver import WebhookConfig, WebhookDriver
+from pim_hub.schemas.events import Job
 from tests.contract.driver_contract import ContractEnv, DriverContract
 from tests.hook_server import serve_hook
 from tests.unit.magento2.helpers import MemoryMapping

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from hub.kafka import AsyncProducer, DeliveryFailed, apply_topics, make_producer
-from hub.settings import Settings
-from schemas.topics import TopicSpec
+from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, apply_topics, make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.topics import TopicSpec
 
 pytestmark = pytest.mark.integration
 

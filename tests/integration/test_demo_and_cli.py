@@ -17,7 +17,7 @@ def _hub(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hub", *args],
+        [sys.executable, "-m", "pim_hub", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -36,7 +36,7 @@ def test_demo_syncs_the_catalogue_into_magento_with_edits_a_deletion_and_a_retry
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "hub", "demo"],
+        [sys.executable, "-m", "pim_hub", "demo"],
         capture_output=True,
         text=True,
         env=env,
@@ -71,7 +71,7 @@ def test_demo_syncs_the_catalogue_into_magento_with_edits_a_deletion_and_a_retry
 def test_commands_without_a_broker_say_what_is_missing() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "hub", "topics", "apply"],
+        [sys.executable, "-m", "pim_hub", "topics", "apply"],
         capture_output=True,
         text=True,
         env=env,

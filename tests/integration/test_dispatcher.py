@@ -14,12 +14,12 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg.types.json import Jsonb
 
-from drivers.base import DeliveryResult
-from hub.settings import Settings
-from schemas import topics
-from services.dispatcher.app import Dispatcher, run_in_thread
-from services.dispatcher.dead import list_dead, redrive
-from services.dispatcher.settings import DispatcherOptions
+from pim_hub.drivers.base import DeliveryResult
+from pim_hub.ops.dead import list_dead, redrive
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.services.dispatcher.app import Dispatcher, run_in_thread
+from pim_hub.services.dispatcher.settings import DispatcherOptions
 from tests.integration.test_dispatcher_helpers import (
     SERDE,
     RecordingDriver,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from psycopg import AsyncConnection
 
-from hub.mapping import open_pool
-from schemas.events import Change
-from services.dispatcher.core.guard import (
+from pim_hub.registry.mapping import open_pool
+from pim_hub.schemas.events import Change
+from pim_hub.services.dispatcher.core.guard import (
     ENTITY_FIELD,
     FIELDS_FIELD,
     FORCE_MODES,
@@ -22,7 +22,7 @@ from services.dispatcher.core.guard import (
     decide,
     field_key,
 )
-from services.dispatcher.guard_store import GuardStore, Recording
+from pim_hub.services.dispatcher.guard_store import GuardStore, Recording
 
 pytestmark = pytest.mark.integration
 

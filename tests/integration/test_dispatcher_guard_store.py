@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from psycopg import AsyncConnection
 
-from hub.mapping import open_pool
-from services.dispatcher.guard_store import GuardStore, Recording
+from pim_hub.registry.mapping import open_pool
+from pim_hub.services.dispatcher.guard_store import GuardStore, Recording
 
 pytestmark = pytest.mark.integration
 

@@ -7,22 +7,24 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-import orjson
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import BaseModel
 
-from drivers.base import DeliveryResult, Driver, IntegrationContext
-from drivers.discovery import DriverCatalogue, discover
-from drivers.webhook.driver import ALL_ENTITY_TYPES, WebhookConfig, WebhookDriver
-from hub.integrations import Integration, upsert_integration
-from hub.kafka import consumer_config, make_producer
-from hub.settings import Settings
-from schemas import topics
-from schemas.events import Job
-from schemas.serde import Serde
+from pim_hub.devstack.fixtures import change as change
+from pim_hub.devstack.fixtures import job_record as job_record
+from pim_hub.devstack.fixtures import version as version
+from pim_hub.drivers.base import DeliveryResult, Driver, IntegrationContext
+from pim_hub.drivers.discovery import DriverCatalogue, discover
+from pim_hub.drivers.webhook.driver import ALL_ENTITY_TYPES, WebhookConfig, WebhookDriver
+from pim_hub.registry.model import Integration
+from pim_hub.registry.service import upsert_integration
+from pim_hub.runtime.kafka import consumer_config, make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.events import Job
+from pim_hub.schemas.serde import Serde
 
 SERDE = Serde()
 EXTRA_DRIVERS = "webhook_test=tests.integration.test_dispatcher_helpers:WebhookTestDriver"
@@ -108,66 +110,6 @@ def add_integration(
     upsert_integration(
         url, catalogue, Integration(integration_id, integration_id, driver, True, config, None, {})
     )
-
-
-def change(attribute: str, value: Any, locale: str | None = None) -> dict[str, Any]:
-    """A Change record of one attribute value."""
-    return {
-        "field": "values",
-        "attribute": attribute,
-        "locale": locale,
-        "scope": None,
-        "old": None,
-        "new": orjson.dumps(value).decode(),
-        "added": None,
-        "removed": None,
-    }
-
-
-def version(second: int) -> str:
-    """A source version: a fixed day plus some seconds."""
-    return datetime.fromtimestamp(1_700_000_000 + second, UTC).isoformat()
-
-
-def job_record(
-    integration_id: str,
-    driver: str,
-    priority: str,
-    entity_key: str,
-    changes: list[dict[str, Any]],
-    source_version: str | None,
-    operation: str = "update",
-    mode: str = "live",
-    job_id: str | None = None,
-) -> dict[str, Any]:
-    """A Job record ready for the serde."""
-    now = datetime.now(UTC)
-    mutation_id = str(uuid.uuid4())
-    return {
-        "job_id": job_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"{mutation_id}/{integration_id}")),
-        "mutation": {
-            "mutation_id": mutation_id,
-            "entity_type": entity_key.split(":", 1)[0],
-            "entity_key": entity_key,
-            "operation": operation,
-            "changes": changes,
-            "state": None,
-            "version": source_version,
-            "causation_id": mutation_id,
-            "correlation_id": None,
-            "origin": "external",
-            "source_received_at": now,
-            "created_at": now,
-        },
-        "integration_id": integration_id,
-        "driver": driver,
-        "priority": priority,
-        "attempt": 1,
-        "mode": mode,
-        "not_before": None,
-        "last_error": None,
-        "created_at": now,
-    }
 
 
 def produce_jobs(settings: Settings, records: list[dict[str, Any]]) -> None:

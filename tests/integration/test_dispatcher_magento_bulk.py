@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from drivers.discovery import discover
-from hub.kafka import make_producer
-from hub.settings import Settings
-from sandbox.magento import MagentoState, SandboxConfig, create_app, running_server
-from schemas import topics
-from services.dispatcher.app import Dispatcher, run_in_thread
-from services.dispatcher.settings import DispatcherOptions
+from pim_hub.drivers.discovery import discover
+from pim_hub.runtime.kafka import make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.sandbox.magento import MagentoState, SandboxConfig, create_app, running_server
+from pim_hub.schemas import topics
+from pim_hub.services.dispatcher.app import Dispatcher, run_in_thread
+from pim_hub.services.dispatcher.settings import DispatcherOptions
 from tests.integration.test_dispatcher_helpers import (
     SERDE,
     add_integration,

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from hub.settings import Settings
-from hub.sink import HttpSink
-from hub.supervisor import Supervisor
+from pim_hub.devstack.sink import HttpSink
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.runtime.settings import Settings
 from tests.integration.test_dispatcher_helpers import (
     EXTRA_DRIVERS,
     WebhookTestDriver,

@@ -10,17 +10,19 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from drivers.discovery import discover
-from hub.cli import snapshot_record
-from hub.integrations import Integration, IntegrationError, KafkaChangePublisher, Registry
-from hub.kafka import consumer_config, make_producer, produce_sync
-from hub.settings import Settings
-from hub.sink import HttpSink
-from hub.stack import query, wait_for
-from hub.supervisor import Supervisor
-from schemas import topics
-from schemas.serde import Serde
-from services.mutator.core.fanout import job_id, job_key
+from pim_hub.devstack.sink import HttpSink
+from pim_hub.devstack.stack import query, wait_for
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.drivers.discovery import discover
+from pim_hub.registry.changes import KafkaChangePublisher
+from pim_hub.registry.model import Integration, IntegrationError
+from pim_hub.registry.service import Registry
+from pim_hub.runtime.kafka import consumer_config, make_producer, produce_sync
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.records import snapshot_record
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.mutator.core.fanout import job_id, job_key
 
 pytestmark = pytest.mark.integration
 

@@ -7,15 +7,20 @@ import signal
 import subprocess
 import sys
 import textwrap
+from urllib.parse import quote
 
+import psycopg
 import pytest
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource  # type: ignore[attr-defined]
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
-from hub import db, runtime
-from hub.kafka import admin_client, apply_topics, settings_catalogue
-from hub.settings import Settings
-from hub.stack import query, wait_for
-from schemas import topics
+from pim_hub.devstack import embedded as runtime
+from pim_hub.devstack.stack import query, wait_for
+from pim_hub.runtime import db
+from pim_hub.runtime.kafka import admin_client, apply_topics, settings_catalogue
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +41,7 @@ def _alive(pid: int) -> bool:
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from hub import runtime
+    from pim_hub.devstack import embedded as runtime
     broker = runtime.start_tansu()
     print(broker.process.pid, flush=True)
     if sys.argv[1] == "raise":
@@ -69,7 +74,7 @@ def test_runtime_stops_what_it_started_on_error() -> None:
     env.pop("HUB_KAFKA_BOOTSTRAP", None)
     code = textwrap.dedent(
         """
-        from hub import runtime
+        from pim_hub.devstack import embedded as runtime
         try:
             with runtime.embedded_runtime() as rt:
                 print(rt.broker.process.pid, flush=True)
@@ -114,6 +119,69 @@ def test_migrations_are_idempotent(hub_runtime: runtime.Runtime) -> None:
         } <= tables
     finally:
         runtime.drop_database(hub_runtime.database.url, name)
+
+
+def test_migrate_applies_every_shipped_migration_through_a_url_with_special_characters(
+    hub_runtime: runtime.Runtime,
+) -> None:
+    # A password with @, / and ? and TLS settings reach psycopg unchanged (yoyo gets the
+    # parameters, not a URL rebuilt by hand). A role with that password proves it whatever the
+    # server's authentication method; sslmode=disable is accepted by every local server.
+    name = f"pimhub_url_{os.getpid()}"
+    role = f"pimhub_url_role_{os.getpid()}"
+    password = "p@ss/w?rd#1"
+    admin = hub_runtime.database.url
+    url = runtime.create_database(admin, name)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)
+            )
+        )
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                sql.Identifier(name), sql.Identifier(role)
+            )
+        )
+    params = conninfo_to_dict(url)
+    host = params.get("host") or "127.0.0.1"
+    port = params.get("port") or "5432"
+    as_role = (
+        f"postgresql://{role}:{quote(password, safe='')}@{quote(str(host), safe='')}:{port}"
+        f"/{name}?sslmode=disable&application_name=pim-hub-migrate"
+    )
+    try:
+        backend = db.yoyo_backend(as_role)
+        assert backend.uri.args["password"] == password
+        assert backend.uri.args["sslmode"] == "disable"
+        assert db.migrate(as_role) == db.migration_ids()
+        assert db.migrate(as_role) == []
+        owner = query(url, "SELECT tableowner FROM pg_tables WHERE tablename = 'integrations'")
+        assert owner[0]["tableowner"] == role
+    finally:
+        runtime.drop_database(admin, name)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_ensure_database_creates_once_and_never_drops(hub_runtime: runtime.Runtime) -> None:
+    name = f"pimhub_own_{os.getpid()}"
+    admin = hub_runtime.database.url
+    try:
+        url = runtime.ensure_database(admin, name)
+        assert conninfo_to_dict(url)["dbname"] == name
+        db.migrate(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO sync_watermarks (source, entity_type, watermark)"
+                " VALUES ('s', 'product', now())"
+            )
+        assert runtime.ensure_database(admin, name) == url
+        rows = query(url, "SELECT count(*) AS n FROM sync_watermarks")
+        assert rows[0]["n"] == 1
+    finally:
+        runtime.drop_database(admin, name)
 
 
 def test_topics_apply_creates_reports_drift_and_is_idempotent(hub_settings: Settings) -> None:

@@ -13,17 +13,17 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-from hub.kafka import make_producer
-from hub.settings import Settings
-from sandbox.akeneo.app import FaultConfig, create_app
-from sandbox.akeneo.catalogue import Catalogue
-from sandbox.akeneo.server import serve_in_thread
-from sandbox.akeneo.webhooks import cloud_event, legacy_event
-from services.ingest.akeneo import AkeneoClient
-from services.ingest.dedupe import HandledEvents
-from services.ingest.enricher import Enricher
-from services.ingest.events import EVENT_PLATFORM, EVENTS_API, H_IGNORED, H_SOURCE
-from services.ingest.settings import IngestSettings
+from pim_hub.runtime.kafka import make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.sandbox.akeneo.app import FaultConfig, create_app
+from pim_hub.sandbox.akeneo.catalogue import Catalogue
+from pim_hub.sandbox.akeneo.server import serve_in_thread
+from pim_hub.sandbox.akeneo.webhooks import cloud_event, legacy_event
+from pim_hub.services.ingest.akeneo import AkeneoClient
+from pim_hub.services.ingest.dedupe import HandledEvents
+from pim_hub.services.ingest.enricher import Enricher
+from pim_hub.services.ingest.events import EVENT_PLATFORM, EVENTS_API, H_IGNORED, H_SOURCE
+from pim_hub.services.ingest.settings import IngestSettings
 from tests.integration.test_ingest_support import new_topic, read_all, snapshots
 
 pytestmark = pytest.mark.integration

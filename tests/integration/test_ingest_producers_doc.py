@@ -11,9 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hub.settings import Settings
-from schemas.serde import Serde
-from schemas.topics import SNAPSHOTS
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.serde import Serde
+from pim_hub.schemas.topics import SNAPSHOTS
 from tests.integration.test_ingest_support import read_matching
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,9 @@ def test_documented_producer_publishes_valid_snapshots(
     product_uuid = str(uuid.uuid4())
     monkeypatch.setenv("HUB_KAFKA_BOOTSTRAP", hub_settings.bootstrap)
     monkeypatch.setenv("EXAMPLE_PRODUCT_UUID", product_uuid)
-    monkeypatch.setenv("SNAPSHOT_AVSC", str(ROOT / "schemas" / "avro" / "v1" / "snapshot.avsc"))
+    monkeypatch.setenv(
+        "SNAPSHOT_AVSC", str(ROOT / "src" / "pim_hub" / "schemas" / "avro" / "v1" / "snapshot.avsc")
+    )
     assert os.environ["HUB_KAFKA_BOOTSTRAP"]
     runpy.run_path(str(script))
     key = f"product:{product_uuid}".encode()

@@ -9,10 +9,10 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-from hub.kafka import apply_topics, consumer_config
-from hub.settings import Settings
-from schemas.serde import Serde
-from schemas.topics import TopicSpec
+from pim_hub.runtime.kafka import apply_topics, consumer_config
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.serde import Serde
+from pim_hub.schemas.topics import TopicSpec
 
 
 def new_topic(settings: Settings, prefix: str, partitions: int = 3) -> str:

@@ -9,14 +9,20 @@ from typing import Any, Literal
 
 import pytest
 
-from hub.kafka import AsyncProducer, make_producer
-from hub.settings import Settings
-from sandbox.akeneo.app import FaultConfig, create_app
-from sandbox.akeneo.catalogue import Catalogue
-from sandbox.akeneo.server import serve_in_thread
-from schemas.serde import Serde
-from services.ingest.akeneo import API, AkeneoClient
-from services.ingest.sync import ENTITY_TYPES, LogProgress, SyncRunner, TypeReport, WatermarkStore
+from pim_hub.runtime.kafka import AsyncProducer, make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.sandbox.akeneo.app import FaultConfig, create_app
+from pim_hub.sandbox.akeneo.catalogue import Catalogue
+from pim_hub.sandbox.akeneo.server import serve_in_thread
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.ingest.akeneo import API, AkeneoClient
+from pim_hub.services.ingest.sync import (
+    ENTITY_TYPES,
+    LogProgress,
+    SyncRunner,
+    TypeReport,
+    WatermarkStore,
+)
 from tests.integration.test_ingest_support import new_topic, read_all, snapshots
 
 pytestmark = pytest.mark.integration

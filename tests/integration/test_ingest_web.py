@@ -9,13 +9,13 @@ import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
-from hub.settings import Settings
-from sandbox.akeneo.catalogue import Catalogue
-from sandbox.akeneo.webhooks import event_platform_webhook, legacy_webhook
-from schemas.topics import RAW_EVENTS
-from services.ingest.events import H_EVENT_ID, H_SOURCE
-from services.ingest.settings import IngestSettings
-from services.ingest.web import EVENT_PLATFORM_PATH, EVENTS_API_PATH, kafka_app
+from pim_hub.runtime.settings import Settings
+from pim_hub.sandbox.akeneo.catalogue import Catalogue
+from pim_hub.sandbox.akeneo.webhooks import event_platform_webhook, legacy_webhook
+from pim_hub.schemas.topics import RAW_EVENTS
+from pim_hub.services.ingest.events import H_EVENT_ID, H_SOURCE
+from pim_hub.services.ingest.settings import IngestSettings
+from pim_hub.services.ingest.web import EVENT_PLATFORM_PATH, EVENTS_API_PATH, kafka_app
 from tests.integration.test_ingest_support import read_matching
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from hub.mapping import GET_ENTRIES
-from services.dispatcher.guard_store import READ
+from pim_hub.registry.mapping import GET_ENTRIES
+from pim_hub.services.dispatcher.guard_store import READ
 
 pytestmark = pytest.mark.integration
 

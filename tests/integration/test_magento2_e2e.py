@@ -14,22 +14,23 @@ from typing import Any
 
 import pytest
 
-from drivers.discovery import discover
-from hub.demo import ATTRIBUTE_SEEDS, MULTIS, SELECTS, VIEWS, magento_config
-from hub.integrations import Integration, upsert_integration
-from hub.kafka import make_producer
-from hub.settings import Settings
-from hub.supervisor import Supervisor
-from sandbox.akeneo import Catalogue
-from sandbox.magento import (
+from pim_hub.devstack.demo import ATTRIBUTE_SEEDS, MULTIS, SELECTS, VIEWS, magento_config
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.drivers.discovery import discover
+from pim_hub.registry.model import Integration
+from pim_hub.registry.service import upsert_integration
+from pim_hub.runtime.kafka import make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.sandbox.akeneo import Catalogue
+from pim_hub.sandbox.magento import (
     FaultConfig,
     MagentoState,
     SandboxConfig,
     create_app,
     running_server,
 )
-from schemas import topics
-from schemas.serde import Serde
+from pim_hub.schemas import topics
+from pim_hub.schemas.serde import Serde
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,7 @@ class Publisher:
         self.serde = Serde(settings.schema_registry_url)
 
     def publish(self, items: list[tuple[str, str, dict[str, Any] | None, str | None]]) -> None:
-        from hub.cli import snapshot_record
+        from pim_hub.schemas.records import snapshot_record
 
         for etype, key, payload, version in items:
             record = snapshot_record(etype, key, payload, version, "external")

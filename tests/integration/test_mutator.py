@@ -13,14 +13,14 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from hub.cli import snapshot_record
-from hub.kafka import admin_client, consumer_config, make_producer, produce_sync
-from hub.settings import Settings
-from hub.supervisor import Supervisor
-from schemas import topics
-from schemas.serde import Serde
-from services.mutator.app import BatchOutput
-from services.mutator.core import diffing
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.runtime.kafka import admin_client, consumer_config, make_producer, produce_sync
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.records import snapshot_record
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.mutator.app import BatchOutput
+from pim_hub.services.mutator.core import diffing
 
 pytestmark = pytest.mark.integration
 
@@ -109,7 +109,7 @@ def _publisher(settings: Settings) -> Any:
         event_id: str | None = None,
         raw: bytes | None = None,
     ) -> str:
-        record = snapshot_record(entity_type, key, payload, version, "external", event_id)
+        record = snapshot_record(entity_type, key, payload, version, "external", event_id=event_id)
         if delta is not None:
             record["delta"] = orjson.dumps(delta).decode()
         value = raw if raw is not None else serde.encode("Snapshot", record)

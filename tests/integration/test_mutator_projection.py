@@ -11,13 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
-from hub.kafka import make_producer, produce_sync
-from hub.settings import Settings
-from hub.stack import query, wait_for
-from hub.supervisor import Supervisor
-from schemas import topics
-from schemas.serde import Serde
-from services.mutator.core import diffing
+from pim_hub.devstack.stack import query, wait_for
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.runtime.kafka import make_producer, produce_sync
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.mutator.core import diffing
 
 pytestmark = pytest.mark.integration
 
@@ -175,7 +175,7 @@ def test_projection_keeps_latest_entity_and_values_through_replays_and_deletes(
     env = {**os.environ, "HUB_DATABASE_URL": database_url, "HUB_LOG_LEVEL": "WARNING"}
     for lookup in (key, sku):
         shown = subprocess.run(
-            [sys.executable, "-m", "hub", "entities", "show", lookup],
+            [sys.executable, "-m", "pim_hub", "entities", "show", lookup],
             env=env,
             capture_output=True,
             check=True,
@@ -185,7 +185,7 @@ def test_projection_keeps_latest_entity_and_values_through_replays_and_deletes(
         assert body["entity_key"] == key
         assert {(v["attribute"], v["locale"]) for v in body["values"]} >= {("name", "fr_FR")}
     missing = subprocess.run(
-        [sys.executable, "-m", "hub", "entities", "show", f"nothing-{unique}"],
+        [sys.executable, "-m", "pim_hub", "entities", "show", f"nothing-{unique}"],
         env=env,
         capture_output=True,
         timeout=60,

@@ -10,9 +10,9 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from faust.types import TP
 
-from hub.kafka import admin_client, make_producer
-from hub.settings import Settings
-from services.mutator.app import _true_ends, make_app
+from pim_hub.runtime.kafka import admin_client, make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.services.mutator.app import _true_ends, make_app
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,13 @@ import pytest
 import rocksdict
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from hub import runtime
-from hub.cli import snapshot_record
-from hub.kafka import apply_topics, consumer_config, make_producer
-from hub.settings import Settings
-from hub.supervisor import Service, Supervisor
-from schemas import topics
-from schemas.serde import Serde
+from pim_hub.devstack import embedded as runtime
+from pim_hub.devstack.supervisor import Service, Supervisor
+from pim_hub.runtime.kafka import apply_topics, consumer_config, make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.records import snapshot_record
+from pim_hub.schemas.serde import Serde
 
 pytestmark = pytest.mark.integration
 

@@ -17,17 +17,18 @@ import httpx
 import orjson
 import pytest
 
-from drivers.discovery import discover
-from hub.cli import snapshot_record
-from hub.integrations import Integration, upsert_integration
-from hub.kafka import make_producer
-from hub.settings import Settings
-from hub.sink import HttpSink
-from hub.stack import Timeout, wait_for
-from hub.supervisor import Supervisor
-from sandbox.akeneo.webhooks import sign_legacy
-from schemas import topics
-from schemas.serde import Serde
+from pim_hub.devstack.sink import HttpSink
+from pim_hub.devstack.stack import Timeout, wait_for
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.drivers.discovery import discover
+from pim_hub.registry.model import Integration
+from pim_hub.registry.service import upsert_integration
+from pim_hub.runtime.kafka import make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.sandbox.akeneo.webhooks import sign_legacy
+from pim_hub.schemas import topics
+from pim_hub.schemas.records import snapshot_record
+from pim_hub.schemas.serde import Serde
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "infra" / "prometheus"
@@ -208,7 +209,7 @@ def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
         "event_datetime": "2026-01-01T10:00:00+00:00",
         "author": "obs",
         "author_type": "ui",
-        "pim_source": "http://sandbox.akeneo.local",
+        "pim_source": "http://pim_hub.sandbox.akeneo.local",
         "data": {"resource": {"uuid": "00000000-0000-4000-8000-000000000001", "identifier": "X"}},
     }
     body = orjson.dumps({"events": [event]})

@@ -10,11 +10,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from typer.testing import CliRunner
 
-from hub import offsets as offsets_mod
-from hub.cli import app
-from hub.kafka import admin_client, consumer_config
-from hub.settings import Settings
-from hub.stack import wait_for
+from pim_hub.cli.main import app
+from pim_hub.devstack.stack import wait_for
+from pim_hub.ops import offsets as offsets_mod
+from pim_hub.runtime.kafka import admin_client, consumer_config
+from pim_hub.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from hub.kafka import apply_topics, make_producer
-from hub.settings import Settings
-from schemas.topics import TopicSpec
+from pim_hub.runtime.kafka import apply_topics, make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.topics import TopicSpec
 
 pytestmark = pytest.mark.integration
 

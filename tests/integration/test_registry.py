@@ -13,19 +13,16 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from typer.testing import CliRunner
 
-from drivers.discovery import discover
-from hub.cli import app
-from hub.integrations import (
-    Integration,
-    IntegrationError,
-    IntegrationSpec,
-    Registry,
-    get_integration,
-)
-from hub.kafka import consumer_config
-from hub.settings import Settings
-from hub.stack import Timeout, wait_for
-from schemas import topics
+from pim_hub.cli.main import app
+from pim_hub.devstack.stack import Timeout, wait_for
+from pim_hub.drivers.discovery import discover
+from pim_hub.registry.files import IntegrationSpec
+from pim_hub.registry.model import Integration, IntegrationError
+from pim_hub.registry.service import Registry
+from pim_hub.registry.store import get_integration
+from pim_hub.runtime.kafka import consumer_config
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
 
 pytestmark = pytest.mark.integration
 
@@ -260,3 +257,48 @@ def test_apply_refuses_the_whole_file_when_one_integration_is_invalid(
     changes = registry.apply([], prune=True, dry_run=True)
     assert f"removed   ok-{unique}" in [c.line() for c in changes]
     assert get_integration(database_url, f"ok-{unique}") is not None
+
+
+def test_the_registry_records_what_each_driver_takes_for_fan_out(
+    database_url: str, unique: str
+) -> None:
+    import asyncio
+
+    import psycopg
+
+    from pim_hub.registry.priority import PriorityRules
+    from pim_hub.registry.store import load_targets_async
+    from pim_hub.services.mutator.core.fanout import plan_jobs
+
+    registry = Registry(database_url, discover())
+    iid = f"types-{unique}"
+    registry.put(
+        Integration(
+            id=iid,
+            name=iid,
+            driver="log",
+            enabled=True,
+            config={"dsn": database_url},
+            entity_types=None,
+            priority_map={},
+        )
+    )
+    stored = get_integration(database_url, iid)
+    assert stored is not None and stored.driver_entity_types is not None
+    log_types = discover().get("log").supported_entity_types
+    assert set(stored.driver_entity_types) == set(log_types)
+    # Fan-out reads those types from the registry: no driver is imported to learn them.
+    targets = {t.integration_id: t for t in asyncio.run(load_targets_async(database_url))}
+    assert targets[iid].supported_entity_types == frozenset(log_types)
+    # A row from before the column (NULL): every type is fanned out, and the dispatcher
+    # decides; writing the row again with the driver installed records the types.
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE integrations SET driver_entity_types = NULL WHERE id = %s", (iid,))
+    targets = {t.integration_id: t for t in asyncio.run(load_targets_async(database_url))}
+    assert targets[iid].supported_entity_types is None
+    jobs = plan_jobs("channel", "update", "m-1", [], [targets[iid]], PriorityRules())
+    assert [j.integration_id for j in jobs] == [iid]
+    change = registry.put(registry.get(iid))
+    assert change.action == "updated" and "driver_entity_types" in change.fields
+    again = get_integration(database_url, iid)
+    assert again is not None and set(again.driver_entity_types or ()) == set(log_types)

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from drivers.base import EntityMappingService, IntegrationContext
-from drivers.log import LogConfig, LogDriver
-from hub.mapping import PostgresMappingService, open_pool
-from hub.stack import query
-from schemas.events import Job
+from pim_hub.devstack.stack import query
+from pim_hub.drivers.base import EntityMappingService, IntegrationContext
+from pim_hub.drivers.log import LogConfig, LogDriver
+from pim_hub.registry.mapping import PostgresMappingService, open_pool
+from pim_hub.schemas.events import Job
 
 pytestmark = pytest.mark.integration
 

@@ -10,17 +10,20 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from drivers.discovery import discover
-from hub.cli import app, snapshot_record
-from hub.integrations import Integration, set_enabled, upsert_integration
-from hub.kafka import make_producer, produce_sync
-from hub.replay import EntityFilter, ReplayOptions, replay, rerun_job_id
-from hub.settings import Settings
-from hub.sink import HttpSink
-from hub.stack import query, wait_for
-from hub.supervisor import Supervisor
-from schemas import topics
-from schemas.serde import Serde
+from pim_hub.cli.main import app
+from pim_hub.devstack.sink import HttpSink
+from pim_hub.devstack.stack import query, wait_for
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.drivers.discovery import discover
+from pim_hub.ops.replay import EntityFilter, ReplayOptions, replay, rerun_job_id
+from pim_hub.registry.model import Integration
+from pim_hub.registry.service import upsert_integration
+from pim_hub.registry.store import set_enabled
+from pim_hub.runtime.kafka import make_producer, produce_sync
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.records import snapshot_record
+from pim_hub.schemas.serde import Serde
 from tests.integration.waits import wait_at_least
 
 pytestmark = pytest.mark.integration

@@ -23,21 +23,22 @@ from typing import Any, ClassVar
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from drivers.base import DeliveryResult, IntegrationContext
-from drivers.discovery import GROUP, discover
-from drivers.webhook.driver import WebhookConfig, WebhookDriver
-from hub.cli import snapshot_record
-from hub.integrations import Integration, upsert_integration
-from hub.kafka import consumer_config, make_producer
-from hub.offsets import ephemeral_consumer, log_bounds, partitions_of
-from hub.settings import Settings
-from hub.sink import HttpSink, Received
-from hub.supervisor import Service, Supervisor
-from schemas import topics
-from schemas.events import Job
-from schemas.serde import Serde
-from services.dispatcher.app import group_id
-from services.mutator.core.entities import entity_key
+from pim_hub.devstack.sink import HttpSink, Received
+from pim_hub.devstack.supervisor import Service, Supervisor
+from pim_hub.drivers.base import DeliveryResult, IntegrationContext
+from pim_hub.drivers.discovery import GROUP, discover
+from pim_hub.drivers.webhook.driver import WebhookConfig, WebhookDriver
+from pim_hub.registry.model import Integration
+from pim_hub.registry.service import upsert_integration
+from pim_hub.runtime.kafka import consumer_config, make_producer
+from pim_hub.runtime.logread import ephemeral_consumer, log_bounds, partitions_of
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.entities import entity_key
+from pim_hub.schemas.events import Job
+from pim_hub.schemas.records import snapshot_record
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.dispatcher.app import group_id
 
 pytestmark = pytest.mark.integration
 
@@ -292,7 +293,7 @@ def _log_ends(settings: Settings, names: list[str]) -> dict[tuple[str, int], int
     """The true end of every partition of the topics.
 
     Not the listed high watermark: the embedded broker lists the base offset of a partition's
-    last record batch plus one, so a group at the end would look behind (see hub.offsets).
+    last record batch plus one, so a group at the end would look behind (see pim_hub.ops.offsets).
     """
     consumer = ephemeral_consumer(settings, "scale-test")
     try:

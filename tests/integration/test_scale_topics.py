@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 
-from hub.kafka import admin_client, apply_topics
-from hub.settings import Settings
-from schemas.topics import DAY_MS, TopicSpec
+from pim_hub.runtime.kafka import admin_client, apply_topics
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.topics import DAY_MS, TopicSpec
 
 pytestmark = pytest.mark.integration
 

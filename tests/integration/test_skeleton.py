@@ -7,16 +7,18 @@ from typing import Any
 
 import pytest
 
-from drivers.discovery import discover
-from hub.cli import snapshot_record
-from hub.integrations import Integration, set_enabled, upsert_integration
-from hub.kafka import make_producer, produce_sync
-from hub.settings import Settings
-from hub.sink import HttpSink
-from hub.stack import query, wait_for
-from hub.supervisor import Supervisor
-from schemas import topics
-from schemas.serde import Serde
+from pim_hub.devstack.sink import HttpSink
+from pim_hub.devstack.stack import query, wait_for
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.drivers.discovery import discover
+from pim_hub.registry.model import Integration
+from pim_hub.registry.service import upsert_integration
+from pim_hub.registry.store import set_enabled
+from pim_hub.runtime.kafka import make_producer, produce_sync
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.records import snapshot_record
+from pim_hub.schemas.serde import Serde
 from tests.integration.test_replay_ops import REFRESH_S
 from tests.integration.waits import wait_at_least
 

@@ -8,12 +8,12 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from hub.cli import app
-from hub.integrations import set_enabled
-from hub.settings import Settings
-from hub.sink import HttpSink
-from hub.stack import query, wait_for
-from hub.supervisor import Supervisor
+from pim_hub.cli.main import app
+from pim_hub.devstack.sink import HttpSink
+from pim_hub.devstack.stack import query, wait_for
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.registry.store import set_enabled
+from pim_hub.runtime.settings import Settings
 from tests.integration.test_replay_ops import REFRESH_S, Feed, add_webhook, version
 
 pytestmark = pytest.mark.integration

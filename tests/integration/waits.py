@@ -1,12 +1,12 @@
-"""Waits the integration tests share, built on hub.stack.wait_for."""
+"""Waits the integration tests share, built on pim_hub.devstack.stack.wait_for."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TypeVar
 
-from hub.stack import wait_for
-from hub.supervisor import Supervisor
+from pim_hub.devstack.stack import wait_for
+from pim_hub.devstack.supervisor import Supervisor
 
 T = TypeVar("T")
 

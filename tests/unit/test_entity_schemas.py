@@ -1,4 +1,4 @@
-"""The Avro forms of the canonical entities (schemas/avro/entities) agree with the pydantic models."""
+"""The Avro forms of the canonical entities (src/pim_hub/schemas/avro/entities) agree with the pydantic models."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from services.mutator.core.entities import ENTITY_MODELS, Locale
+from pim_hub.schemas.entities import ENTITY_MODELS, Locale
 
-ENTITIES_DIR = Path(__file__).resolve().parents[2] / "schemas" / "avro" / "entities"
+ENTITIES_DIR = (
+    Path(__file__).resolve().parents[2] / "src" / "pim_hub" / "schemas" / "avro" / "entities"
+)
 NAMESPACE = "pimhub.entities.v1"
 
 # Mapping rules (the contract the .avsc files follow):

@@ -11,9 +11,9 @@ from typing import Any
 import fastavro
 import pytest
 
-from schemas import serde
-from schemas.errors import SchemaError
-from schemas.flat_writer import compile_writer
+from pim_hub.schemas import serde
+from pim_hub.schemas.errors import SchemaError
+from pim_hub.schemas.flat_writer import compile_writer
 
 
 def _fastavro(event: str, record: dict[str, Any]) -> bytes:

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from aiohttp import web
 
-from drivers.magento2.client import MagentoClient
-from drivers.magento2.config import Magento2Config
-from drivers.magento2.errors import RetryableError
-from hub.http import async_client, timed_out
+from pim_hub.drivers.magento2.client import MagentoClient
+from pim_hub.drivers.magento2.config import Magento2Config
+from pim_hub.drivers.magento2.errors import RetryableError
+from pim_hub.runtime.http import async_client, timed_out
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

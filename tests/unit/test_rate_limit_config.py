@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.webhook.driver import WebhookDriver
-from hub.integrations import config_problems
+from pim_hub.drivers.webhook.driver import WebhookDriver
+from pim_hub.registry.validation import config_problems
 
 
 def test_a_valid_rate_limit_is_accepted_beside_the_driver_config() -> None:

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from schemas import serde as serde_mod
-from schemas.errors import SchemaError, UnknownSchemaVersion
-from schemas.events import MODELS
-from schemas.serde import SINGLE_OBJECT_MAGIC, Serde, all_versions, current
+from pim_hub.schemas import serde as serde_mod
+from pim_hub.schemas.errors import SchemaError, UnknownSchemaVersion
+from pim_hub.schemas.events import MODELS
+from pim_hub.schemas.serde import SINGLE_OBJECT_MAGIC, Serde, all_versions, current
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "avro"
 

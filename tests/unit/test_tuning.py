@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from hub.tuning import DEFAULT_FULL_EVERY, DISPATCHER_FULL_GC_EVERY, quiet_gc
+from pim_hub.runtime.tuning import DEFAULT_FULL_EVERY, DISPATCHER_FULL_GC_EVERY, quiet_gc
 
 
 def test_quiet_gc_freezes_the_heap_and_sets_only_the_full_collection_threshold() -> None:

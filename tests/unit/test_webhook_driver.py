@@ -14,9 +14,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from drivers.base import IntegrationContext, decoded_changes
-from drivers.webhook.driver import WebhookConfig, WebhookDriver, job_body
-from schemas.events import Change, Job, Mutation
+from pim_hub.drivers.base import IntegrationContext, decoded_changes
+from pim_hub.drivers.webhook.driver import WebhookConfig, WebhookDriver, job_body
+from pim_hub.schemas.events import Change, Job, Mutation
 from tests.hook_server import Handler, serve_hook
 
 NOW = datetime(2026, 11, 26, tzinfo=UTC)

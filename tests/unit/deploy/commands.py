@@ -14,7 +14,7 @@ import typer
 import typer.main
 from typer.exceptions import TyperException
 
-from hub.cli import app
+from pim_hub.cli.main import app
 
 #: Every long-running or one-shot command the deployment files start.
 EXPECTED_COMMANDS: tuple[tuple[str, ...], ...] = (

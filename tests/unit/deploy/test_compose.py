@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from schemas.topics import PRIORITIES
+from pim_hub.schemas.topics import PRIORITIES
 from tests.unit.deploy.commands import (
     EXPECTED_COMMANDS,
     hub_invocations_in_shell,

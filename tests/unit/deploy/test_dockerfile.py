@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,14 +38,14 @@ def test_the_entrypoint_is_the_hub_command() -> None:
     assert _instructions("ENTRYPOINT") == ['["hub"]']
 
 
-def test_every_package_and_the_migrations_are_copied() -> None:
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = [
-        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    ]
+def test_the_product_is_installed_from_the_lock_file_without_extras() -> None:
     copied = {c.split()[0] for c in _instructions("COPY") if not c.startswith("--from")}
-    for package in [*packages, "infra/sql"]:
-        assert package in copied, f"{package} is not copied into the image"
+    assert {"src", "requirements/runtime.lock", "pyproject.toml"} <= copied
+    runs = " ".join(_instructions("RUN"))
+    assert "-r requirements/runtime.lock" in runs
+    # `pip install .`: a wheel, not an editable install, and no extras (`.[...]`).
+    assert re.search(r"pip install [^&]*--no-deps \.(\s|$)", runs), runs
+    assert "-e ." not in runs
 
 
 def _ignored(path: str) -> bool:
@@ -64,7 +63,26 @@ def _ignored(path: str) -> bool:
 
 
 def test_the_build_context_excludes_tests_venv_git_and_caches() -> None:
-    for path in (".venv/bin/python", ".git/config", "tests/conftest.py", "hub/__pycache__/x.pyc"):
+    for path in (
+        ".venv/bin/python",
+        ".git/config",
+        "tests/conftest.py",
+        "src/pim_hub/cli/__pycache__/x.pyc",
+    ):
         assert _ignored(path), f"{path} would be sent to the build"
-    for path in ("hub/cli.py", "pyproject.toml", "infra/sql/migrations/0001_initial.sql"):
+    for path in (
+        "src/pim_hub/cli/main.py",
+        "pyproject.toml",
+        "requirements/runtime.lock",
+        "src/pim_hub/runtime/migrations/0001_initial.sql",
+    ):
         assert not _ignored(path), f"{path} would be missing from the build"
+
+
+def test_the_local_stack_and_the_sandboxes_stay_out_of_the_image() -> None:
+    for path in (
+        "src/pim_hub/devstack/embedded.py",
+        "src/pim_hub/sandbox/magento/app.py",
+        "src/pim_hub/sandbox/specs/magento/admin-schema-2.4.9.yaml",
+    ):
+        assert _ignored(path), f"{path} would be built into the image"

@@ -10,8 +10,8 @@ import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 from pydantic import ValidationError
 
-from hub.kafka import faust_broker_options
-from hub.settings import KafkaSettings, Settings
+from pim_hub.runtime.kafka import faust_broker_options
+from pim_hub.runtime.settings import KafkaSettings, Settings
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:

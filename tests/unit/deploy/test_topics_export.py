@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub.kafka import TOPIC_PROFILES, profile_catalogue, profile_replication
-from hub.settings import Settings
-from hub.topics_export import kafka_topics, main, render
-from schemas.topics import catalogue
+from pim_hub.ops.topics_export import kafka_topics, main, render
+from pim_hub.runtime.kafka import TOPIC_PROFILES, profile_catalogue, profile_replication
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.topics import catalogue
 
 ROOT = Path(__file__).resolve().parents[3]
 COMMITTED = ROOT / "infra" / "k8s" / "base" / "kafka-topics.yaml"
@@ -18,7 +18,7 @@ COMMITTED = ROOT / "infra" / "k8s" / "base" / "kafka-topics.yaml"
 
 def test_committed_kafka_topics_are_the_catalogue_with_the_production_profile() -> None:
     docs = [d for d in yaml.safe_load_all(COMMITTED.read_text()) if d]
-    # Compared with schemas.topics.catalogue directly, not through the exporter.
+    # Compared with pim_hub.schemas.topics.catalogue directly, not through the exporter.
     specs = {s.name: s for s in catalogue()}
     assert [d["spec"]["topicName"] for d in docs] == [s.name for s in catalogue()]
     for doc in docs:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from confluent_kafka import TopicPartition
 
-from hub.settings import Settings
-from services.dispatcher.app import Dispatcher
-from services.dispatcher.core.offsets import PartitionOffsets
-from services.dispatcher.settings import DispatcherOptions
+from pim_hub.runtime.settings import Settings
+from pim_hub.services.dispatcher.app import Dispatcher
+from pim_hub.services.dispatcher.core.offsets import PartitionOffsets
+from pim_hub.services.dispatcher.settings import DispatcherOptions
 
 
 class FakeConsumer:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from hub.settings import Settings
-from services.dispatcher.app import Dispatcher
-from services.dispatcher.core.offsets import PartitionOffsets
+from pim_hub.runtime.settings import Settings
+from pim_hub.services.dispatcher.app import Dispatcher
+from pim_hub.services.dispatcher.core.offsets import PartitionOffsets
 
 
 @dataclass

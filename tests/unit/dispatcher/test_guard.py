@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas.events import Change
-from services.dispatcher.core.guard import (
+from pim_hub.schemas.events import Change
+from pim_hub.services.dispatcher.core.guard import (
     ENTITY_FIELD,
     Delivered,
     decide,

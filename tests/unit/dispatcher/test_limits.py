@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.dispatcher.core.limits import (
+from pim_hub.registry.limits import (
     InvalidRateLimit,
     RateLimit,
     TokenBucket,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.dispatcher.core.offsets import PartitionOffsets
+from pim_hub.services.dispatcher.core.offsets import PartitionOffsets
 
 
 def test_commit_waits_for_the_oldest_record() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.dispatcher.policy import Disposition, classify
+from pim_hub.services.dispatcher.policy import Disposition, classify
 
 DELAYS = (30, 300, 1800)
 

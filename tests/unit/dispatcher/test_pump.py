@@ -12,15 +12,15 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from drivers.base import IntegrationContext
-from hub import metrics
-from hub.integrations import Integration
-from hub.settings import Settings
-from schemas.events import Job
-from services.dispatcher.app import Dispatcher, _Bound, _Lane, _Work
-from services.dispatcher.core.limits import RateLimit
-from services.dispatcher.core.offsets import PartitionOffsets
-from services.dispatcher.settings import DispatcherOptions
+from pim_hub.drivers.base import IntegrationContext
+from pim_hub.registry.limits import RateLimit
+from pim_hub.registry.model import Integration
+from pim_hub.runtime import metrics
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.events import Job
+from pim_hub.services.dispatcher.app import Dispatcher, _Bound, _Lane, _Work
+from pim_hub.services.dispatcher.core.offsets import PartitionOffsets
+from pim_hub.services.dispatcher.settings import DispatcherOptions
 from tests.integration.test_dispatcher_helpers import (
     RecordingConfig,
     RecordingDriver,

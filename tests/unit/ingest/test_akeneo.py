@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.akeneo.app import FaultConfig, create_app
-from sandbox.akeneo.catalogue import Catalogue
-from services.ingest.akeneo import API, AkeneoAuthError, AkeneoClient, AkeneoUnavailable
+from pim_hub.sandbox.akeneo.app import FaultConfig, create_app
+from pim_hub.sandbox.akeneo.catalogue import Catalogue
+from pim_hub.services.ingest.akeneo import API, AkeneoAuthError, AkeneoClient, AkeneoUnavailable
 
 CREDS: dict[str, Any] = {"client_id": "cid", "secret": "sec", "username": "api", "password": "pw"}
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from hub.settings import Settings
-from services.ingest.akeneo import AkeneoClient
-from services.ingest.dedupe import SeenIds
-from services.ingest.enricher import Enricher
-from services.ingest.settings import IngestSettings
+from pim_hub.runtime.settings import Settings
+from pim_hub.services.ingest.akeneo import AkeneoClient
+from pim_hub.services.ingest.dedupe import SeenIds
+from pim_hub.services.ingest.enricher import Enricher
+from pim_hub.services.ingest.settings import IngestSettings
 
 
 def test_retention_defaults_to_a_week_and_reads_the_environment(

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from services.ingest.events import InvalidEvent, plan_cloud_event, plan_legacy, plan_raw
+from pim_hub.services.ingest.events import InvalidEvent, plan_cloud_event, plan_legacy, plan_raw
 
 
 def ce(event_type: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import httpx
 from pydantic import SecretStr
 
-from sandbox.akeneo.app import create_app as sandbox_app
-from sandbox.akeneo.catalogue import Catalogue
-from sandbox.akeneo.control import EMIT_PATH
-from sandbox.akeneo.server import serve_in_thread
-from services.ingest.settings import IngestSettings
-from services.ingest.web import EVENT_PLATFORM_PATH, EVENTS_API_PATH, create_app
+from pim_hub.sandbox.akeneo.app import create_app as sandbox_app
+from pim_hub.sandbox.akeneo.catalogue import Catalogue
+from pim_hub.sandbox.akeneo.control import EMIT_PATH
+from pim_hub.sandbox.akeneo.server import serve_in_thread
+from pim_hub.services.ingest.settings import IngestSettings
+from pim_hub.services.ingest.web import EVENT_PLATFORM_PATH, EVENTS_API_PATH, create_app
 from tests.unit.ingest.test_web import FakePublisher
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 
-from sandbox.akeneo.app import create_app
-from sandbox.akeneo.catalogue import Catalogue
-from services.ingest.akeneo import AkeneoClient
-from services.ingest.sync import SyncRunner
+from pim_hub.sandbox.akeneo.app import create_app
+from pim_hub.sandbox.akeneo.catalogue import Catalogue
+from pim_hub.services.ingest.akeneo import AkeneoClient
+from pim_hub.services.ingest.sync import SyncRunner
 
 CREDS: dict[str, Any] = {"client_id": "cid", "secret": "sec", "username": "api", "password": "pw"}
 

@@ -12,16 +12,16 @@ import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
-from sandbox.akeneo.catalogue import Catalogue, Change
-from sandbox.akeneo.webhooks import (
+from pim_hub.sandbox.akeneo.catalogue import Catalogue, Change
+from pim_hub.sandbox.akeneo.webhooks import (
     event_platform_webhook,
     legacy_webhook,
     sign_event_platform,
     sign_legacy,
 )
-from services.ingest.events import H_IGNORED, H_SOURCE
-from services.ingest.settings import IngestSettings
-from services.ingest.web import (
+from pim_hub.services.ingest.events import H_IGNORED, H_SOURCE
+from pim_hub.services.ingest.settings import IngestSettings
+from pim_hub.services.ingest.web import (
     EVENT_PLATFORM_PATH,
     EVENTS_API_PATH,
     Backpressure,

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import orjson
 
-from drivers.base import IntegrationContext, MappingEntry
-from drivers.magento2 import Magento2Config
-from sandbox.magento import AttributeSeed, MagentoState, SandboxConfig, create_app
-from schemas.events import Job
-from services.mutator.core import diffing
+from pim_hub.drivers.base import IntegrationContext, MappingEntry
+from pim_hub.drivers.magento2 import Magento2Config
+from pim_hub.sandbox.magento import AttributeSeed, MagentoState, SandboxConfig, create_app
+from pim_hub.schemas.events import Job
+from pim_hub.services.mutator.core import diffing
 from tests.spec_validation import SPECS_DIR, SwaggerDocument
 
 MAGENTO_SPEC = SPECS_DIR / "magento" / "admin-schema-2.4.9.yaml"
@@ -195,7 +195,7 @@ class Mutations:
         key: str | None = None,
         driver: str = "magento2",
     ) -> Job:
-        from services.mutator.core.entities import entity_key
+        from pim_hub.schemas.entities import entity_key
 
         ekey = key or entity_key(entity_type, payload or {})
         self.tick += 1

@@ -9,8 +9,8 @@ import hmac
 import pytest
 from pydantic import ValidationError
 
-from drivers.magento2 import Magento2Config
-from drivers.magento2.auth import oauth1_header, oauth1_signature_base
+from pim_hub.drivers.magento2 import Magento2Config
+from pim_hub.drivers.magento2.auth import oauth1_header, oauth1_signature_base
 from tests.unit.magento2.helpers import config_dict
 
 RFC_PARAMS = {

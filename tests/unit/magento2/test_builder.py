@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from drivers.magento2 import Magento2Config
-from drivers.magento2 import builder as b
-from drivers.magento2.config import AttributeRule
-from drivers.magento2.errors import MappingError
-from schemas.events import Change
+from pim_hub.drivers.magento2 import Magento2Config
+from pim_hub.drivers.magento2 import builder as b
+from pim_hub.drivers.magento2.config import AttributeRule
+from pim_hub.drivers.magento2.errors import MappingError
+from pim_hub.schemas.events import Change
 from tests.spec_validation import SwaggerDocument
 from tests.unit.magento2.helpers import config_dict, product
 

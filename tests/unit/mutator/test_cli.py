@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 from typer.testing import CliRunner
 
-from hub.cli import app
+from pim_hub.cli.main import app
 
 OLD = {
     "code": "shoes",

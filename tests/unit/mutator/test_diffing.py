@@ -9,8 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
-from services.mutator.core.apply import apply, apply_delta, delta_version
-from services.mutator.core.diffing import (
+from pim_hub.schemas.entities import entity_key
+from pim_hub.schemas.errors import DeltaWithoutBase, InvalidSnapshot
+from pim_hub.schemas.versions import delta_version
+from pim_hub.services.mutator.core.apply import apply, apply_delta
+from pim_hub.services.mutator.core.diffing import (
     Change,
     change_from_record,
     change_to_record,
@@ -22,9 +25,7 @@ from services.mutator.core.diffing import (
     index_state,
     mutation_id,
 )
-from services.mutator.core.entities import entity_key
-from services.mutator.core.errors import DeltaWithoutBase, InvalidSnapshot
-from services.mutator.core.normalise import dumps, source_of
+from pim_hub.services.mutator.core.normalise import dumps, source_of
 
 UUID = "25566245-55c3-42ce-86d9-8610ac459fa8"
 T1 = "2024-03-01T10:00:00+00:00"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas import topics
-from schemas.serde import Serde
-from services.mutator.app import _fanout_view
-from services.mutator.processing import FanOut
+from pim_hub.schemas import topics
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.mutator.app import _fanout_view
+from pim_hub.services.mutator.processing import FanOut
 from tests.unit.registry.test_fanout import DESCRIPTION, mutation, target
 
 

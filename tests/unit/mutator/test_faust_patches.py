@@ -9,7 +9,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from services.mutator.faust_patches import ResumeSafeConsumer
+from pim_hub.services.mutator.faust_patches import ResumeSafeConsumer
 
 STREAM = TP("pim.snapshots", 0)
 NEW = TP("pim.snapshots", 1)

@@ -7,10 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
-from services.mutator.core.diffing import diff
-from services.mutator.core.entities import ENTITY_TYPES, entity_key, parse_entity
-from services.mutator.core.errors import InvalidSnapshot, PermanentError
-from services.mutator.core.normalise import (
+from pim_hub.schemas.entities import ENTITY_TYPES, entity_key, parse_entity
+from pim_hub.schemas.errors import InvalidSnapshot, PermanentError
+from pim_hub.services.mutator.core.diffing import diff
+from pim_hub.services.mutator.core.normalise import (
     canonical_decimal,
     denormalise,
     index_state,
@@ -191,7 +191,7 @@ def test_untyped_values_are_compared_by_shape() -> None:
 
 
 def test_attribute_types_argument_types_bare_values() -> None:
-    from services.mutator.core.normalise import index_state as index_with_types
+    from pim_hub.services.mutator.core.normalise import index_state as index_with_types
 
     types = {"n": "pim_catalog_number", "m": "pim_catalog_multiselect"}
     a = index_with_types(

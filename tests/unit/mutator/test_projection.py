@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from services.mutator.core import diffing
-from services.mutator.projection import Stored, classify, code_of, plan_batch, values_of
+from pim_hub.services.mutator.core import diffing
+from pim_hub.services.projections.entities import Stored, classify, code_of, plan_batch, values_of
 
 T0 = datetime(2024, 6, 1, tzinfo=UTC)
 KEY = "product:u-1"

@@ -10,9 +10,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.mutator.core.apply import apply
-from services.mutator.core.diffing import decide, diff, index_state
-from services.mutator.core.normalise import denormalise, source_of
+from pim_hub.services.mutator.core.apply import apply
+from pim_hub.services.mutator.core.diffing import decide, diff, index_state
+from pim_hub.services.mutator.core.normalise import denormalise, source_of
 
 LOCALES = [None, "en_US", "fr_FR"]
 SCOPES = [None, "ecommerce"]

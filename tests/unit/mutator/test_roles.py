@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.settings import Settings
-from services.mutator.app import make_app
+from pim_hub.runtime.settings import Settings
+from pim_hub.services.mutator.app import make_app
 
 
 @pytest.mark.parametrize(
@@ -39,7 +39,7 @@ def test_a_role_runs_its_agents_in_its_group(
 def test_an_unknown_role_is_refused_before_anything_starts() -> None:
     from typer.testing import CliRunner
 
-    from hub.cli import app
+    from pim_hub.cli.main import app
 
     result = CliRunner().invoke(app, ["mutator", "--role", "diff"])
     assert result.exit_code == 2

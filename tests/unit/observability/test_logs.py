@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from hub import logs
+from pim_hub.runtime import logs
 
 
 @pytest.fixture

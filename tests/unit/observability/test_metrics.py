@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-from hub import exporter, metrics
+from pim_hub.ops import exporter
+from pim_hub.runtime import metrics
 
 UNBOUNDED = {"sku", "identifier", "entity_key", "product", "code", "uuid", "job_id", "event_id"}
 
@@ -155,13 +156,13 @@ def test_dispatch_groups_get_their_priority_and_driver_as_labels() -> None:
 
 
 def test_watched_groups_are_listed_or_known_and_match_the_pattern() -> None:
-    listed = ["hub.dispatch.webhook.low", "someone-else", "hub.exporter"]
+    listed = ["hub.dispatch.webhook.low", "someone-else", "pim_hub.ops.exporter"]
     known = exporter.known_groups(["magento2"])
     groups = exporter.wanted_groups(listed, known, exporter.DEFAULT_GROUP_PATTERN)
     assert "hub.dispatch.webhook.low" in groups
     assert "hub.dispatch.magento2.immediate" in groups
     assert {"hub-mutator", "hub.projector.deliveries", "hub.ingest.enricher"} <= set(groups)
-    assert "someone-else" not in groups and "hub.exporter" not in groups
+    assert "someone-else" not in groups and "pim_hub.ops.exporter" not in groups
 
 
 def test_lag_families_expose_messages_seconds_offsets_and_ends() -> None:

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 import typer
 
-from hub.offsets import GroupView, OffsetsError, PartitionLag, ResetTarget, plan_offsets
-from hub.ops_cli import parse_when
-from hub.trace import Trace, TraceEvent, describe_change, looks_like_key, render
+from pim_hub.cli.ops import parse_when
+from pim_hub.ops.offsets import GroupView, PartitionLag, ResetTarget, plan_offsets
+from pim_hub.ops.trace import Trace, TraceEvent, describe_change, looks_like_key, render
+from pim_hub.runtime.logread import OffsetsError
 
 PARTS = [
     PartitionLag("t", 0, committed=5, start=2, end=10),

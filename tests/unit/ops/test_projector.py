@@ -12,13 +12,13 @@ import psycopg
 import pytest
 from confluent_kafka import KafkaError
 
-from hub import metrics
-from hub import projector as projector_mod
-from hub.settings import Settings
-from schemas import topics
-from schemas.serde import Serde
-from services.dispatcher.projection import Projector
-from services.mutator.projection import EntityProjector
+from pim_hub.runtime import metrics
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.projections import base as projector_mod
+from pim_hub.services.projections.deliveries import Projector
+from pim_hub.services.projections.entities import EntityProjector
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "avro" / "v1"
 TOPIC = topics.DELIVERY_STATUS
@@ -154,7 +154,7 @@ def test_a_batch_is_written_in_one_transaction_then_committed_past_every_message
     assert proj.projected == 2
     assert counted._value.get() == before + 2
     [logged] = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert logged.name == "services.dispatcher.projection"
+    assert logged.name == "pim_hub.services.projections.deliveries"
     assert logged.getMessage() == "undecodable delivery status skipped"
     assert (logged.partition, logged.offset) == (0, 5)  # type: ignore[attr-defined]
 

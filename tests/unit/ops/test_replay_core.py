@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from hub.replay import (
+from pim_hub.ops.replay import (
     EntityFilter,
     Pacer,
     ReplayError,
@@ -18,8 +18,9 @@ from hub.replay import (
     plan_ranges,
     rerun_job_id,
 )
-from hub.resync import EntityState, full_state_mutation, latest_states
-from services.mutator.core.fanout import IntegrationTarget, job_id
+from pim_hub.ops.resync import EntityState, full_state_mutation, latest_states
+from pim_hub.registry.model import IntegrationTarget
+from pim_hub.services.mutator.core.fanout import job_id
 
 ALL = frozenset({"product", "category"})
 

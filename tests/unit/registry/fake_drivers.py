@@ -6,8 +6,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field, SecretStr
 
-from drivers.base import DeliveryResult, Driver, IntegrationContext
-from schemas.events import Job
+from pim_hub.drivers.base import DeliveryResult, Driver, IntegrationContext
+from pim_hub.schemas.events import Job
 
 
 class Credentials(BaseModel):

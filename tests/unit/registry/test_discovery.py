@@ -8,10 +8,10 @@ from importlib.metadata import EntryPoint
 import pytest
 from typer.testing import CliRunner
 
-from drivers.discovery import GROUP, describe, discover, extra_entry_points
-from drivers.log import LogDriver
-from drivers.webhook.driver import WebhookDriver
-from hub.cli import app
+from pim_hub.cli.main import app
+from pim_hub.drivers.discovery import GROUP, describe, discover, extra_entry_points
+from pim_hub.drivers.log import LogDriver
+from pim_hub.drivers.webhook.driver import WebhookDriver
 
 FAKE = "tests.unit.registry.fake_drivers"
 
@@ -23,7 +23,7 @@ def ep(name: str, value: str) -> EntryPoint:
 def test_broken_packages_are_reported_by_name_and_the_others_load() -> None:
     cat = discover(
         [
-            ep("webhook", "drivers.webhook.driver:WebhookDriver"),
+            ep("webhook", "pim_hub.drivers.webhook.driver:WebhookDriver"),
             ep("import-fails", "tests.unit.registry.fake_broken_pkg:Driver"),
             ep("no-module", "tests.unit.registry.does_not_exist:Driver"),
             ep("no-class", f"{FAKE}:Missing"),
@@ -54,14 +54,17 @@ def test_broken_packages_are_reported_by_name_and_the_others_load() -> None:
 
 
 def test_the_same_class_registered_twice_is_not_a_conflict() -> None:
-    value = "drivers.log:LogDriver"
+    value = "pim_hub.drivers.log:LogDriver"
     cat = discover([ep("log", value), ep("log", value)])
     assert cat.drivers == {"log": LogDriver} and cat.broken == {}
 
 
 def test_extra_drivers_env_is_parsed() -> None:
-    eps = extra_entry_points({"HUB_EXTRA_DRIVERS": " log=drivers.log:LogDriver, ,x=a.b:C"})
-    assert [(e.name, e.value) for e in eps] == [("log", "drivers.log:LogDriver"), ("x", "a.b:C")]
+    eps = extra_entry_points({"HUB_EXTRA_DRIVERS": " log=pim_hub.drivers.log:LogDriver, ,x=a.b:C"})
+    assert [(e.name, e.value) for e in eps] == [
+        ("log", "pim_hub.drivers.log:LogDriver"),
+        ("x", "a.b:C"),
+    ]
     assert extra_entry_points({}) == []
 
 
@@ -76,7 +79,7 @@ def test_describe_exports_the_config_json_schema() -> None:
 def test_cli_lists_drivers_and_reports_a_broken_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "HUB_EXTRA_DRIVERS",
-        f"log=drivers.log:LogDriver,fake-good={FAKE}:GoodDriver,"
+        f"log=pim_hub.drivers.log:LogDriver,fake-good={FAKE}:GoodDriver,"
         "broken-sdk=tests.unit.registry.fake_broken_pkg:Driver",
     )
     runner = CliRunner()
@@ -99,7 +102,7 @@ def test_cli_lists_drivers_and_reports_a_broken_package(monkeypatch: pytest.Monk
     fake = next(d for d in doc["drivers"] if d["key"] == "fake-good")
     assert fake["config_schema"]["properties"]["retries"]["default"] == 3
 
-    monkeypatch.setenv("HUB_EXTRA_DRIVERS", "log=drivers.log:LogDriver")
+    monkeypatch.setenv("HUB_EXTRA_DRIVERS", "log=pim_hub.drivers.log:LogDriver")
     result = runner.invoke(app, ["drivers", "list", "--schema"])
     assert result.exit_code == 0, result.output
     assert '"title": "LogConfig"' in result.output

@@ -8,10 +8,11 @@ from typing import Any
 
 import orjson
 
-from schemas.serde import Serde
-from services.mutator.core.fanout import IntegrationTarget, job_id, job_key, plan_jobs
-from services.mutator.core.priority import PriorityRules
-from services.mutator.processing import FanOut
+from pim_hub.registry.model import IntegrationTarget
+from pim_hub.registry.priority import PriorityRules
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.mutator.core.fanout import job_id, job_key, plan_jobs
+from pim_hub.services.mutator.processing import FanOut
 
 ALL = frozenset({"product", "product_model", "category", "family"})
 PRICE = {

@@ -8,21 +8,15 @@ from typing import Any
 import pytest
 import yaml
 
-from drivers.discovery import DriverCatalogue
-from drivers.log import LogDriver
-from drivers.webhook.driver import WebhookDriver
-from hub.integrations import (
-    MASK,
-    Change,
-    Integration,
-    IntegrationError,
-    changed_fields,
-    config_problems,
-    integration_event,
-    mask_config,
-    parse_integrations_file,
-    validate,
-)
+from pim_hub.drivers.discovery import DriverCatalogue
+from pim_hub.drivers.log import LogDriver
+from pim_hub.drivers.webhook.driver import WebhookDriver
+from pim_hub.registry.changes import RegistryChange as Change
+from pim_hub.registry.changes import changed_fields, integration_event
+from pim_hub.registry.files import parse_integrations_file
+from pim_hub.registry.model import Integration, IntegrationError
+from pim_hub.registry.secrets import MASK, mask_config
+from pim_hub.registry.validation import config_problems, validate
 from tests.unit.registry.fake_drivers import FakeConfig, GoodDriver
 
 CATALOGUE = DriverCatalogue(

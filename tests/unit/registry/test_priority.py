@@ -8,14 +8,15 @@ from typing import Any
 import orjson
 import pytest
 
-from hub.priorities import QueueMapError, load_queue_map, parse_queue_map
-from services.mutator.core.priority import (
+from pim_hub.registry.priority import (
     DEFAULT_LEVELS,
     PriorityRules,
     change_priority,
     override_problems,
     resolve_priority,
 )
+from pim_hub.registry.queue_map import QueueMapError, load_queue_map, parse_queue_map
+from pim_hub.services.mutator.processing import fanout_for
 
 RULES = PriorityRules()
 
@@ -177,7 +178,7 @@ queue_map:
     assert resolve_priority("product", "update", [PRICE], qmap.rules, qmap.levels) == "immediate"
     # Tables the file leaves out keep their defaults.
     assert qmap.rules.fields == PriorityRules().fields
-    fanout = qmap.fan_out(serde=None)  # type: ignore[arg-type]
+    fanout = fanout_for(qmap, serde=None)  # type: ignore[arg-type]
     assert fanout.rules == qmap.rules and fanout.levels == qmap.levels
 
 

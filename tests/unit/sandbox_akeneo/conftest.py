@@ -9,8 +9,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from sandbox.akeneo.app import FaultConfig, create_app
-from sandbox.akeneo.catalogue import Catalogue
+from pim_hub.sandbox.akeneo.app import FaultConfig, create_app
+from pim_hub.sandbox.akeneo.catalogue import Catalogue
 from tests.spec_validation import SPECS_DIR, SwaggerDocument
 
 CREDENTIALS: dict[str, Any] = {

@@ -11,7 +11,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from sandbox.akeneo.catalogue import Catalogue
+from pim_hub.sandbox.akeneo.catalogue import Catalogue
 from tests.spec_validation import SwaggerDocument
 from tests.unit.sandbox_akeneo.conftest import CREDENTIALS, TOKEN_URL, FakeClock, password_grant
 

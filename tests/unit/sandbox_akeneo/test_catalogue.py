@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sandbox.akeneo.catalogue import Catalogue, CatalogueError
-from sandbox.akeneo.reference import ATTRIBUTES, FAMILY_BY_CODE
+from pim_hub.sandbox.akeneo.catalogue import Catalogue, CatalogueError
+from pim_hub.sandbox.akeneo.reference import ATTRIBUTES, FAMILY_BY_CODE
 
 
 def test_same_seed_gives_the_same_catalogue_and_another_seed_differs() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 from starlette.testclient import TestClient
 
-from sandbox.akeneo.app import create_app
-from sandbox.akeneo.catalogue import Catalogue
+from pim_hub.sandbox.akeneo.app import create_app
+from pim_hub.sandbox.akeneo.catalogue import Catalogue
 from tests.unit.sandbox_akeneo.conftest import CREDENTIALS, TOKEN_URL
 
 PRODUCTS = 230

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from sandbox.akeneo.app import create_app
-from sandbox.akeneo.catalogue import Catalogue
-from sandbox.akeneo.server import serve_in_thread
+from pim_hub.sandbox.akeneo.app import create_app
+from pim_hub.sandbox.akeneo.catalogue import Catalogue
+from pim_hub.sandbox.akeneo.server import serve_in_thread
 from tests.unit.sandbox_akeneo.conftest import CREDENTIALS
 
 

@@ -11,8 +11,8 @@ import orjson
 import pytest
 import yaml
 
-from sandbox.akeneo.catalogue import Catalogue, Change
-from sandbox.akeneo.webhooks import (
+from pim_hub.sandbox.akeneo.catalogue import Catalogue, Change
+from pim_hub.sandbox.akeneo.webhooks import (
     cloud_event,
     event_platform_webhook,
     legacy_webhook,

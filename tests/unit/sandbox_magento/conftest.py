@@ -14,8 +14,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from sandbox.magento import FaultConfig, MagentoState, SandboxConfig, create_app, load_spec
-from sandbox.magento.spec import MagentoSpec
+from pim_hub.sandbox.magento import FaultConfig, MagentoState, SandboxConfig, create_app, load_spec
+from pim_hub.sandbox.magento.spec import MagentoSpec
 
 ADMIN = {"username": "admin", "password": "secret-pass"}
 INTEGRATION_TOKEN = "integration-token-123"

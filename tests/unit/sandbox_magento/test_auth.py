@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandbox.magento.spec import MagentoSpec
+from pim_hub.sandbox.magento.spec import MagentoSpec
 
 from .conftest import INTEGRATION_TOKEN, Sandbox, make_sandbox
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox.magento import SandboxConfig
-from sandbox.magento.spec import MagentoSpec
+from pim_hub.sandbox.magento import SandboxConfig
+from pim_hub.sandbox.magento.spec import MagentoSpec
 
 from .conftest import Sandbox, make_sandbox
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from sandbox.magento import AttributeSeed, SandboxConfig
-from sandbox.magento.spec import MagentoSpec
+from pim_hub.sandbox.magento import AttributeSeed, SandboxConfig
+from pim_hub.sandbox.magento.spec import MagentoSpec
 
 from .conftest import Sandbox, make_sandbox
 

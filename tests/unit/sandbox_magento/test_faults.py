@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from sandbox.magento import FaultConfig
-from sandbox.magento.faults import FaultInjector
-from sandbox.magento.spec import MagentoSpec
+from pim_hub.sandbox.magento import FaultConfig
+from pim_hub.sandbox.magento.faults import FaultInjector
+from pim_hub.sandbox.magento.spec import MagentoSpec
 
 from .conftest import make_sandbox
 

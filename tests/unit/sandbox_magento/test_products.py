@@ -6,7 +6,7 @@ import copy
 from dataclasses import fields
 from typing import Any
 
-from sandbox.magento.state import Product
+from pim_hub.sandbox.magento.state import Product
 
 from .conftest import Sandbox
 

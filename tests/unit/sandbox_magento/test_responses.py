@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from sandbox.magento import create_app, running_server
-from sandbox.magento.spec import ASYNC_RESPONSE_SCHEMA, MagentoSpec
+from pim_hub.sandbox.magento import create_app, running_server
+from pim_hub.sandbox.magento.spec import ASYNC_RESPONSE_SCHEMA, MagentoSpec
 
 from .conftest import ADMIN, Sandbox
 

@@ -8,12 +8,19 @@ from typing import Any
 import pytest
 from jsonschema import Draft4Validator
 
-from sandbox.magento.errors import MSG_REQUIRED, MSG_WRONG_TYPE, render_message
-from sandbox.magento.spec import DEFAULT_SPEC_PATH, MagentoSpec, Operation, violations
+from pim_hub.sandbox.magento.errors import MSG_REQUIRED, MSG_WRONG_TYPE, render_message
+from pim_hub.sandbox.magento.spec import DEFAULT_SPEC_PATH, MagentoSpec, Operation, violations
 
 
-def test_default_spec_path_is_beside_the_repo() -> None:
-    assert DEFAULT_SPEC_PATH.parts[-4:] == ("shared", "specs", "magento", "admin-schema-2.4.9.yaml")
+def test_default_spec_path_is_the_copy_shipped_with_the_sandbox() -> None:
+    assert DEFAULT_SPEC_PATH.parts[-5:] == (
+        "pim_hub",
+        "sandbox",
+        "specs",
+        "magento",
+        "admin-schema-2.4.9.yaml",
+    )
+    assert DEFAULT_SPEC_PATH.is_file()
     assert DEFAULT_SPEC_PATH.is_file()
 
 

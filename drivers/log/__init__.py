@@ -1,5 +1,0 @@
-"""The `log` driver: records each delivery in PostgreSQL (a dry-run target for operators)."""
-
-from drivers.log.driver import LogConfig, LogDriver
-
-__all__ = ["LogConfig", "LogDriver"]

@@ -1,6 +1,0 @@
-"""Magento 2 driver: rules-based product builder and REST client (entry point `magento2`)."""
-
-from drivers.magento2.config import Magento2Config
-from drivers.magento2.driver import Magento2Driver
-
-__all__ = ["Magento2Config", "Magento2Driver"]

@@ -1,1 +1,0 @@
-"""pim-hub command line."""

@@ -1,5 +1,0 @@
-"""Entry point for `python -m hub`."""
-
-from hub.cli import app
-
-app()

@@ -1,0 +1,1 @@
+"""The `hub` command line (the top layer: nothing imports it)."""

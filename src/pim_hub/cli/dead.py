@@ -1,0 +1,65 @@
+"""`hub dead ...`: list and redrive dead letters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pim_hub.runtime.entry import load_settings, need_bootstrap, need_db
+from pim_hub.runtime.settings import Settings
+
+dead_app = typer.Typer(no_args_is_help=True, help="Dead letters (hub.jobs.dead): list, redrive.")
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    need_bootstrap(settings)
+    need_db(settings)
+    return settings
+
+
+@dead_app.command("list")
+def dead_list(
+    integration: Annotated[str | None, typer.Option(help="only this integration")] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="error kind (e.g. http_422) or text in the reason")
+    ] = None,
+) -> None:
+    """Dead letters not yet redriven, with their reason."""
+    from pim_hub.ops.dead import list_dead
+
+    letters = list_dead(_settings(), integration, reason)
+    for d in letters:
+        job = d.job or {}
+        entity = (job.get("mutation") or {}).get("entity_key", "?")
+        typer.echo(
+            f"{d.partition}:{d.offset:<8} {d.job_id or '(undecodable)':36} "
+            f"{d.integration_id or '?':16} {job.get('priority', '?'):9} {entity:40} "
+            f"{d.kind}: {d.reason}"
+        )
+    typer.echo(f"{len(letters)} dead letter(s)")
+
+
+@dead_app.command("redrive")
+def dead_redrive(
+    job: Annotated[list[str] | None, typer.Option("--job", help="a job id (repeatable)")] = None,
+    integration: Annotated[str | None, typer.Option(help="every dead job of it")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every dead job")] = False,
+) -> None:
+    """Send dead jobs back to their priority topic with attempts reset (once each)."""
+    from pim_hub.ops.dead import redrive
+
+    if not (job or integration or all_):
+        typer.secho("error: give --job ID..., --integration X or --all", fg="red", err=True)
+        raise typer.Exit(2)
+    report = redrive(_settings(), job_ids=job, integration=integration, everything=all_)
+    for job_id in report.redriven:
+        typer.echo(f"redriven {job_id}")
+    typer.echo(
+        f"{len(report.redriven)} redriven, {report.already} redriven before, "
+        f"{report.duplicates} duplicate dead letters, {report.undecodable} undecodable"
+    )
+    if report.missing:
+        typer.secho(f"not found: {', '.join(report.missing)}", fg="yellow", err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,334 @@
+"""`hub integrations …` and `hub drivers …`: the integration registry and driver discovery."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+
+from pim_hub.runtime import logs
+from pim_hub.runtime.settings import Settings
+
+registry_app = typer.Typer(
+    no_args_is_help=True,
+    help="Integrations (targets) of the hub. Changes are validated against the driver's config "
+    "model, published to hub.integrations, and followed by the fan-out within seconds.",
+)
+drivers_app = typer.Typer(no_args_is_help=True, help="Installed drivers.")
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _registry(publish: bool = True) -> Any:
+    from pim_hub.drivers.discovery import discover
+    from pim_hub.registry.changes import KafkaChangePublisher
+    from pim_hub.registry.queue_map import QueueMapError, queue_map_from_settings
+    from pim_hub.registry.service import Registry
+
+    settings = _settings()
+    if not settings.database_url:
+        _fail("HUB_DATABASE_URL is not set (`hub up` prints one)")
+    try:
+        queue_map = queue_map_from_settings(settings)
+    except QueueMapError as exc:
+        _fail(str(exc))
+    publisher = None
+    if publish:
+        if settings.kafka.bootstrap or settings.kafka_bootstrap:
+            publisher = KafkaChangePublisher(settings)
+        else:
+            typer.secho(
+                "warning: HUB_KAFKA_BOOTSTRAP is not set: changes are saved but not published "
+                "to hub.integrations (run `hub integrations publish` later)",
+                fg="yellow",
+                err=True,
+            )
+    return Registry(settings.database_url, discover(), publisher, queue_map.levels)
+
+
+def _run(action: Any) -> Any:
+    """Run a registry call; registry and broker errors become a clean exit 2."""
+    from pim_hub.registry.model import IntegrationError
+    from pim_hub.runtime.kafka import DeliveryFailed
+
+    try:
+        return action()
+    except IntegrationError as exc:
+        _fail(str(exc))
+    except DeliveryFailed as exc:
+        _fail(f"{exc} (nothing was changed)")
+
+
+def _json_arg(value: str | None, what: str) -> Any:
+    if value is None:
+        return None
+    try:
+        raw = Path(value[1:]).read_text() if value.startswith("@") else value
+    except OSError as exc:
+        _fail(f"{what}: cannot read {value[1:]}: {exc}")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        _fail(f"{what} is not JSON: {exc}")
+
+
+def _object_arg(value: str | None, what: str) -> dict[str, Any] | None:
+    parsed = _json_arg(value, what)
+    if parsed is not None and not isinstance(parsed, dict):
+        _fail(f"{what} must be a JSON object")
+    return parsed
+
+
+def _types_arg(value: str | None) -> list[str] | None:
+    if value is None or value.strip() in ("", "*"):
+        return None
+    return sorted({t.strip() for t in value.split(",") if t.strip()})
+
+
+def _report(changes: list[Any]) -> None:
+    for change in changes:
+        typer.echo(change.line())
+
+
+def _shown(registry: Any, integ: Any) -> dict[str, Any]:
+    event: dict[str, Any] = registry.event(integ)
+    event.pop("schema", None)
+    return event
+
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", help="JSON object, or @file.json (validated by the driver)"),
+]
+TypesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--entity-types", help="comma-separated filter; '*' or empty: all the driver handles"
+    ),
+]
+PmapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--priority-map",
+        help='JSON overrides, e.g. {"attributes": {"description": "immediate"}}',
+    ),
+]
+
+
+@registry_app.command("add")
+def add(
+    integration_id: Annotated[str, typer.Argument(help="stable id, e.g. magento-eu")],
+    driver: Annotated[str, typer.Option(help="driver key (see `hub drivers list`)")],
+    config: ConfigOpt = "{}",
+    name: Annotated[str | None, typer.Option()] = None,
+    entity_types: TypesOpt = None,
+    priority_map: PmapOpt = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="create it disabled")] = False,
+) -> None:
+    """Create an integration (refused when the id exists: use update or apply)."""
+    from pim_hub.registry.model import Integration
+
+    integ = Integration(
+        id=integration_id,
+        name=name or integration_id,
+        driver=driver,
+        enabled=not disabled,
+        config=_object_arg(config, "--config") or {},
+        entity_types=_types_arg(entity_types),
+        priority_map=_object_arg(priority_map, "--priority-map") or {},
+    )
+    registry = _registry()
+    _report([_run(lambda: registry.add(integ))])
+
+
+@registry_app.command("list")
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, secrets masked")] = False,
+) -> None:
+    """List integrations (configs are only shown with --json, secrets masked)."""
+    registry = _registry(publish=False)
+    for integ in registry.all():
+        if as_json:
+            typer.echo(json.dumps(_shown(registry, integ), sort_keys=True))
+            continue
+        types = ",".join(integ.entity_types) if integ.entity_types else "*"
+        state = "enabled " if integ.enabled else "disabled"
+        installed = "" if integ.driver in registry.catalogue.drivers else "  (driver not installed)"
+        typer.echo(f"{integ.id:24} {integ.driver:12} {state} types={types}{installed}")
+
+
+@registry_app.command("show")
+def show(integration_id: str) -> None:
+    """One integration as JSON; secret values are masked."""
+    registry = _registry(publish=False)
+    integ = _run(lambda: registry.get(integration_id))
+    typer.echo(json.dumps(_shown(registry, integ), indent=2, sort_keys=True))
+
+
+@registry_app.command("update")
+def update(
+    integration_id: str,
+    config: ConfigOpt = None,
+    replace_config: Annotated[
+        bool, typer.Option("--replace-config", help="replace the config instead of merging keys")
+    ] = False,
+    name: Annotated[str | None, typer.Option()] = None,
+    driver: Annotated[str | None, typer.Option()] = None,
+    entity_types: TypesOpt = None,
+    priority_map: PmapOpt = None,
+) -> None:
+    """Change an integration; --config keys are merged into the stored config (null removes one)."""
+    from pim_hub.registry.service import UNSET
+
+    registry = _registry()
+    change = _run(
+        lambda: registry.update(
+            integration_id,
+            name=name,
+            driver=driver,
+            config=_object_arg(config, "--config"),
+            replace_config=replace_config,
+            entity_types=UNSET if entity_types is None else _types_arg(entity_types),
+            priority_map=_object_arg(priority_map, "--priority-map"),
+        )
+    )
+    _report([change])
+
+
+@registry_app.command("enable")
+def enable(integration_id: str) -> None:
+    """Enable an integration (fan-out follows within HUB_INTEGRATIONS_REFRESH_S)."""
+    registry = _registry()
+    _report([_run(lambda: registry.set_enabled(integration_id, True))])
+
+
+@registry_app.command("disable")
+def disable(integration_id: str) -> None:
+    """Disable an integration (fan-out follows within HUB_INTEGRATIONS_REFRESH_S)."""
+    registry = _registry()
+    _report([_run(lambda: registry.set_enabled(integration_id, False))])
+
+
+@registry_app.command("remove")
+def remove(integration_id: str) -> None:
+    """Delete an integration (a tombstone goes to hub.integrations)."""
+    registry = _registry()
+    _report([_run(lambda: registry.remove(integration_id))])
+
+
+@registry_app.command("apply")
+def apply(
+    file: Annotated[Path, typer.Argument(help="YAML with an `integrations:` list")],
+    prune: Annotated[
+        bool, typer.Option("--prune", help="remove integrations the file does not name")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report only")] = False,
+) -> None:
+    """Create or update integrations from a declarative file, idempotently; reports what changed.
+
+    Strings may refer to environment variables as ${NAME} or ${NAME:-default}, so secrets stay
+    out of the file. One invalid integration refuses the whole file.
+    """
+    from pim_hub.registry.files import parse_integrations_file
+
+    try:
+        data = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        _fail(f"cannot read {file}: {exc}")
+    registry = _registry(publish=not dry_run)
+    specs = _run(lambda: parse_integrations_file(data, os.environ))
+    changes = _run(lambda: registry.apply(specs, prune=prune, dry_run=dry_run))
+    _report(changes)
+    counts = {
+        a: sum(1 for c in changes if c.action == a) for a in ("created", "updated", "removed")
+    }
+    summary = ", ".join(f"{n} {a}" for a, n in counts.items())
+    typer.echo(
+        f"{summary}, {len(changes) - sum(counts.values())} unchanged"
+        + (" (dry run)" if dry_run else "")
+    )
+
+
+@registry_app.command("publish")
+def publish() -> None:
+    """Publish every integration to hub.integrations again (repairs the topic)."""
+    registry = _registry()
+    if registry.publisher is None:
+        _fail("HUB_KAFKA_BOOTSTRAP is not set")
+    count = _run(registry.publish_all)
+    typer.echo(f"published {count} integrations")
+
+
+@registry_app.command("priorities")
+def priorities() -> None:
+    """Show the queue map in use (HUB_QUEUE_MAP_FILE, or the defaults)."""
+    from pim_hub.registry.queue_map import QueueMapError, queue_map_from_settings
+
+    try:
+        qmap = queue_map_from_settings(_settings())
+    except QueueMapError as exc:
+        _fail(str(exc))
+    typer.echo(yaml.safe_dump(qmap.describe(), sort_keys=False).rstrip())
+
+
+def _field_summary(schema: dict[str, Any]) -> list[str]:
+    required = set(schema.get("required", []))
+    lines = []
+    for name, prop in schema.get("properties", {}).items():
+        kind = (
+            prop.get("type")
+            or prop.get("format")
+            or "/".join(str(p.get("type", p.get("format", "?"))) for p in prop.get("anyOf", []))
+        )
+        if prop.get("format") == "password" or any(
+            p.get("format") == "password" for p in prop.get("anyOf", [])
+        ):
+            kind += ", secret"
+        flag = "required" if name in required else f"default {json.dumps(prop.get('default'))}"
+        doc = f"  {prop['description']}" if prop.get("description") else ""
+        lines.append(f"{name} ({kind}; {flag}){doc}")
+    return lines
+
+
+@drivers_app.command("list")
+def drivers_list(
+    schema: Annotated[bool, typer.Option("--schema", help="print each config JSON Schema")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
+) -> None:
+    """Installed drivers: key, version, entity types, config schema; broken packages by name.
+
+    Exits with 1 when a driver package failed to load (the others are still listed).
+    """
+    from pim_hub.drivers.discovery import describe, discover
+
+    cat = discover()
+    described = [describe(cls) for _, cls in sorted(cat.drivers.items())]
+    if as_json:
+        doc = {"drivers": described, "broken": dict(sorted(cat.broken.items()))}
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        for d in described:
+            typer.echo(f"{d['key']:12} {d['version']:8} {d['description']}")
+            typer.echo(f"{'':12} entity types: {', '.join(d['entity_types'])}")
+            if schema:
+                typer.echo(json.dumps(d["config_schema"], indent=2))
+            else:
+                for line in _field_summary(d["config_schema"]):
+                    typer.echo(f"{'':12} config: {line}")
+        for name, error in sorted(cat.broken.items()):
+            typer.secho(f"{name:12} BROKEN   {error}", fg="red")
+    if cat.broken:
+        raise typer.Exit(1)

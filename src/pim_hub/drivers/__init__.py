@@ -1,0 +1,1 @@
+"""Drivers: the driver contract (base), discovery through entry points, the shipped drivers."""

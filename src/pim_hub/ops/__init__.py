@@ -1,0 +1,1 @@
+"""Operator tools: replay, resync, trace, group offsets, the lag exporter, dead letters."""

@@ -1,0 +1,456 @@
+"""`hub replay`: read hub.mutations again (by time or offsets) and fan it out anew as replay jobs.
+
+Replay job ids. A live job's id is uuid5(mutation id + integration id); receivers that
+deduplicate on it (the webhook's Idempotency-Key) would swallow a replay that reused it. A
+replay job's id is `rerun_job_id(mutation id, integration id, run id)`: new for every replay
+run, and the same again when a run is repeated with the same `--run-id` (so a replay that was
+interrupted can be run again without doubling what was already delivered).
+
+The reader assigns partitions itself and never commits, so no production group moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+
+from pim_hub.registry.model import IntegrationTarget
+from pim_hub.runtime.kafka import make_producer
+from pim_hub.runtime.logread import (
+    TP,
+    OffsetsError,
+    ephemeral_consumer,
+    log_bounds,
+    partitions_of,
+    scan,
+    timestamp_ms,
+)
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.errors import SchemaError
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.mutator.processing import fanout_for
+
+logger = logging.getLogger(__name__)
+
+#: Namespace of replay and resync job ids; never change it (a repeated run must give the same ids).
+NS_RERUN = uuid.UUID("0c6f5e0a-3b7d-5f4e-8a61-4b2d9e7c1f08")
+
+#: Records stamped this long after --until still get read (producer clocks differ a little);
+#: a partition stops at the first record past it.
+UNTIL_SKEW_MS = 60_000
+
+Mode = Literal["guarded", "force"]
+JOB_MODES: dict[str, str] = {"guarded": "replay-guarded", "force": "replay-force"}
+
+
+class ReplayError(Exception):
+    """A replay that cannot run as asked."""
+
+
+def rerun_job_id(mutation_id: str, integration_id: str, run_id: str) -> str:
+    """Job id of a replayed or resynced job: unlike live ids, it differs per run."""
+    return str(uuid.uuid5(NS_RERUN, f"{mutation_id}/{integration_id}/{run_id}"))
+
+
+def new_run_id() -> str:
+    """A fresh run id (short, for humans to quote)."""
+    return uuid.uuid4().hex[:12]
+
+
+def key_matches(entity_key: str, pattern: str | None) -> bool:
+    """A glob on the entity key; a pattern without ':' also matches the part after the type.
+
+    `product:*`, `category:shoe*`, `*:shoes` and `shoe*` (any type) all work.
+    """
+    if pattern is None:
+        return True
+    if fnmatch.fnmatchcase(entity_key, pattern):
+        return True
+    if ":" not in pattern:
+        _, _, ident = entity_key.partition(":")
+        return fnmatch.fnmatchcase(ident, pattern)
+    return False
+
+
+@dataclass(frozen=True)
+class EntityFilter:
+    """Which entities a replay or resync covers."""
+
+    entity_types: frozenset[str] | None = None
+    key_pattern: str | None = None
+
+    def matches(self, entity_key: str) -> bool:
+        """True when the key's type and the pattern fit."""
+        etype, _, _ = entity_key.partition(":")
+        if self.entity_types is not None and etype not in self.entity_types:
+            return False
+        return key_matches(entity_key, self.key_pattern)
+
+
+def parse_offsets(values: Sequence[str], partitions: Iterable[int], what: str) -> dict[int, int]:
+    """`--from-offset`/`--to-offset` values: `N` (every partition) or `P:N` (one partition).
+
+    Raises:
+        ReplayError: a value that is not a number, or an unknown partition.
+    """
+    parts = sorted(partitions)
+    out: dict[int, int] = {}
+    for value in values:
+        p_text, sep, n_text = value.partition(":")
+        try:
+            if sep:
+                p, n = int(p_text), int(n_text)
+                if p not in parts:
+                    raise ReplayError(f"{what} {value}: no partition {p} (have 0..{parts[-1]})")
+                out[p] = n
+            else:
+                n = int(value)
+                out.update(dict.fromkeys(parts, n))
+        except ValueError as exc:
+            raise ReplayError(f"{what} {value!r}: expected N or PARTITION:N") from exc
+        if n < 0:
+            raise ReplayError(f"{what} {value!r}: offsets are not negative")
+    return out
+
+
+def plan_ranges(
+    bounds: Mapping[TP, tuple[int, int]],
+    from_offsets: Mapping[int, int],
+    to_offsets: Mapping[int, int],
+    time_starts: Mapping[TP, int] | None = None,
+) -> dict[TP, tuple[int, int]]:
+    """Offsets to read per partition: within the log, after --from/--since, before --to."""
+    out = {}
+    for tp, (low, end) in bounds.items():
+        start = max(low, from_offsets.get(tp[1], low))
+        if time_starts is not None and tp in time_starts:
+            start = max(start, time_starts[tp])
+        stop = min(end, to_offsets.get(tp[1], end))
+        out[tp] = (min(start, stop), stop)
+    return out
+
+
+class Pacer:
+    """Spaces calls to `wait()` at most `rate` per second (`--rate`); 0 means no limit."""
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.clock = clock
+        self.sleep = sleep
+        self._next: float | None = None
+
+    def wait(self) -> None:
+        """Block until the next call is allowed."""
+        if not self.interval:
+            return
+        now = self.clock()
+        if self._next is None or self._next < now:
+            self._next = now  # idle time is not saved up into a burst
+        if self._next > now:
+            self.sleep(self._next - now)
+        self._next += self.interval
+
+
+class Progress(Protocol):
+    """Where progress goes (a rich progress bar on the command line)."""
+
+    def start(self, total: int) -> None:
+        """The number of offsets to pass over."""
+
+    def advance(self, n: int) -> None:
+        """n more offsets passed over."""
+
+
+@dataclass
+class RunReport:
+    """What a replay or resync did (or, on a dry run, would do)."""
+
+    run_id: str
+    mode: str
+    dry_run: bool
+    read: int = 0  # records or entities read
+    matched: int = 0  # mutations or entities that passed the filters
+    jobs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (integration, priority)
+    invalid: list[str] = field(default_factory=list)  # where and why, never payloads
+    source: str = ""
+
+    @property
+    def total_jobs(self) -> int:
+        """Jobs published (or counted on a dry run)."""
+        return sum(self.jobs.values())
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return {
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "dry_run": self.dry_run,
+            "source": self.source,
+            "read": self.read,
+            "matched": self.matched,
+            "jobs": [
+                {"integration": i, "priority": p, "jobs": n}
+                for (i, p), n in sorted(self.jobs.items())
+            ],
+            "total_jobs": self.total_jobs,
+            "invalid": self.invalid,
+        }
+
+    def lines(self) -> list[str]:
+        """Human-readable summary."""
+        verb = "would publish" if self.dry_run else "published"
+        out = [
+            f"run {self.run_id} ({self.mode}{', ' + self.source if self.source else ''}):"
+            f" {self.read} read, {self.matched} matched"
+        ]
+        if self.jobs:
+            out.append(f"  {'integration':28} {'priority':10} {'jobs':>7}")
+            for (integ, prio), n in sorted(self.jobs.items()):
+                out.append(f"  {integ:28} {prio:10} {n:>7}")
+        out.append(f"{verb} {self.total_jobs} job(s)" + (" (dry run)" if self.dry_run else ""))
+        for line in self.invalid[:20]:
+            out.append(f"  skipped: {line}")
+        if len(self.invalid) > 20:
+            out.append(f"  ... and {len(self.invalid) - 20} more skipped")
+        return out
+
+
+def choose_targets(
+    targets: Sequence[IntegrationTarget], wanted: Sequence[str]
+) -> list[IntegrationTarget]:
+    """The named integrations (each must exist and be enabled), or every enabled one.
+
+    Raises:
+        ReplayError: an unknown (or driverless) or disabled integration was named.
+    """
+    by_id = {t.integration_id: t for t in targets}
+    if not wanted:
+        return [t for t in targets if t.enabled]
+    missing = [w for w in wanted if w not in by_id]
+    if missing:
+        raise ReplayError(
+            f"unknown integration(s) {', '.join(missing)} (or their driver is not installed);"
+            f" known: {', '.join(sorted(by_id)) or 'none'}"
+        )
+    disabled = [w for w in wanted if not by_id[w].enabled]
+    if disabled:
+        raise ReplayError(f"integration(s) {', '.join(disabled)} disabled; enable them first")
+    return [by_id[w] for w in dict.fromkeys(wanted)]
+
+
+def load_targets(settings: Settings, wanted: Sequence[str]) -> list[IntegrationTarget]:
+    """Targets from the registry in PostgreSQL (see choose_targets)."""
+    from pim_hub.registry.store import load_targets_async
+
+    url = settings.require_database()
+    return choose_targets(asyncio.run(load_targets_async(url)), wanted)
+
+
+class JobPublisher:
+    """Produces jobs without waiting for each ack; `close()` waits for all and reports failures."""
+
+    def __init__(self, settings: Settings, serde: Serde, topic_of: Callable[[str], str]) -> None:
+        self.producer: Producer = make_producer(settings)
+        self.serde = serde
+        self.topic_of = topic_of
+        self.errors: list[str] = []
+        self.sent = 0
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    def publish(
+        self, priority: str, key: str, job: dict[str, Any], mutation: bytes | None = None
+    ) -> None:
+        """Queue one job on its priority's topic (`mutation`: its mutation as read, if it was)."""
+        topic = self.topic_of(priority)
+        value = self.serde.encode_embedding("Job", job, "mutation", mutation, topic=topic)
+        while True:
+            try:
+                self.producer.produce(topic, value, key=key, on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self.producer.poll(0.2)  # the local queue is full: let acks drain it
+        self.producer.poll(0)
+        self.sent += 1
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Wait for every ack.
+
+        Raises:
+            ReplayError: some jobs were not acknowledged (the run can be repeated with the
+                same run id: jobs already delivered are recognised by their id).
+        """
+        left = self.producer.flush(timeout_s)
+        if left or self.errors:
+            raise ReplayError(
+                f"{left + len(self.errors)} of {self.sent} job(s) not acknowledged"
+                f" ({'; '.join(self.errors[:3]) or 'timeout'}); run again with the same --run-id"
+            )
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """What `hub replay` was asked to do."""
+
+    integrations: tuple[str, ...] = ()
+    mode: Mode = "guarded"
+    since: datetime | None = None
+    until: datetime | None = None
+    from_offsets: tuple[str, ...] = ()
+    to_offsets: tuple[str, ...] = ()
+    filter: EntityFilter = field(default_factory=EntityFilter)
+    dry_run: bool = False
+    rate: float = 0.0
+    run_id: str | None = None
+
+
+def replay(
+    settings: Settings,
+    options: ReplayOptions,
+    progress: Progress | None = None,
+    targets: Sequence[IntegrationTarget] | None = None,
+) -> RunReport:
+    """Read the mutation log in the chosen range and publish replay jobs (or count them).
+
+    Raises:
+        ReplayError: bad options, unknown integrations, jobs not acknowledged.
+        OffsetsError: the topic is missing or the broker stopped answering.
+    """
+    from pim_hub.registry.queue_map import queue_map_from_settings
+
+    if options.mode not in JOB_MODES:
+        raise ReplayError(f"unknown mode {options.mode!r}; use guarded or force")
+    if options.since and options.until and options.since >= options.until:
+        raise ReplayError("--since must be before --until")
+    chosen = list(targets) if targets is not None else load_targets(settings, options.integrations)
+    if targets is not None:
+        chosen = choose_targets(chosen, options.integrations)
+    if not chosen:
+        raise ReplayError("no enabled integration to replay to")
+    job_mode = JOB_MODES[options.mode]
+    report = RunReport(options.run_id or new_run_id(), job_mode, options.dry_run)
+    serde = Serde(settings.schema_registry_url)
+    queue_map = queue_map_from_settings(settings)
+    fanout = fanout_for(queue_map, serde)
+    since_ms = int(options.since.timestamp() * 1000) if options.since else None
+    until_ms = int(options.until.timestamp() * 1000) if options.until else None
+
+    consumer = ephemeral_consumer(settings, "replay")
+    try:
+        parts = partitions_of(consumer, topics.MUTATIONS)
+        bounds = log_bounds(consumer, [(topics.MUTATIONS, p) for p in parts])
+        time_starts = None
+        if since_ms is not None:
+            # The broker's answer is only a lower bound here (see pim_hub.runtime.logread); records before
+            # --since are dropped below by their timestamp.
+            asked = consumer.offsets_for_times(
+                [
+                    TopicPartition(tp[0], tp[1], since_ms)
+                    for tp, (lo, hi) in bounds.items()
+                    if hi > lo
+                ],
+                timeout=10,
+            )
+            time_starts = {
+                (t.topic, t.partition): (
+                    bounds[(t.topic, t.partition)][1] if t.offset < 0 else t.offset
+                )
+                for t in asked
+            }
+        ranges = plan_ranges(
+            bounds,
+            parse_offsets(options.from_offsets, parts, "--from-offset"),
+            parse_offsets(options.to_offsets, parts, "--to-offset"),
+            time_starts,
+        )
+        if progress is not None:
+            progress.start(sum(hi - lo for lo, hi in ranges.values()))
+        publisher = None if options.dry_run else JobPublisher(settings, serde, queue_map.topic)
+        pacer = Pacer(options.rate)
+
+        def past_until(msg: Message) -> bool:
+            stamp = timestamp_ms(msg)
+            return until_ms is not None and stamp is not None and stamp >= until_ms + UNTIL_SKEW_MS
+
+        for msg in scan(
+            consumer,
+            ranges,
+            on_progress=progress.advance if progress is not None else None,
+            stop_partition=past_until,
+        ):
+            report.read += 1
+            stamp = timestamp_ms(msg)
+            if stamp is not None and (
+                (since_ms is not None and stamp < since_ms)
+                or (until_ms is not None and stamp >= until_ms)
+            ):
+                continue
+            raw_key = msg.key()
+            key = raw_key.decode(errors="replace") if raw_key is not None else ""
+            if not options.filter.matches(key):
+                continue
+            try:
+                mutation = serde.decode("Mutation", msg.value(), topic=topics.MUTATIONS)
+            except SchemaError as exc:
+                report.invalid.append(
+                    f"{topics.MUTATIONS}[{msg.partition()}]@{msg.offset()}: {exc}"
+                )
+                logger.error(
+                    "undecodable mutation not replayed",
+                    extra={"partition": msg.partition(), "offset": msg.offset()},
+                )
+                continue
+            if not options.filter.matches(mutation["entity_key"]):
+                continue
+            report.matched += 1
+            for priority, job_key, job in fanout.jobs_for(mutation, chosen, mode=job_mode):
+                job["job_id"] = rerun_job_id(
+                    mutation["mutation_id"], job["integration_id"], report.run_id
+                )
+                report.jobs[(job["integration_id"], priority)] += 1
+                if publisher is not None:
+                    pacer.wait()
+                    publisher.publish(priority, job_key, job, msg.value())
+        if publisher is not None:
+            publisher.close()
+    finally:
+        consumer.close()
+    logger.info(
+        "replay finished",
+        extra={"run_id": report.run_id, "jobs": report.total_jobs, "dry_run": options.dry_run},
+    )
+    return report
+
+
+__all__ = [
+    "EntityFilter",
+    "OffsetsError",
+    "Pacer",
+    "ReplayError",
+    "ReplayOptions",
+    "RunReport",
+    "choose_targets",
+    "key_matches",
+    "parse_offsets",
+    "plan_ranges",
+    "replay",
+    "rerun_job_id",
+]

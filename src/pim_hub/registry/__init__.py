@@ -1,0 +1,1 @@
+"""The integration registry: model, validation, secrets, files, PostgreSQL, change topic."""

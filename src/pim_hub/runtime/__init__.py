@@ -1,0 +1,1 @@
+"""The shared runtime: Kafka, PostgreSQL and its migrations, HTTP, logs, metrics, settings."""

@@ -1,0 +1,37 @@
+"""What every entry point shares: settings from the environment, clear failures.
+
+With the `__main__` modules and the CLI, the only place where a process reads its environment.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from pim_hub.runtime import logs
+from pim_hub.runtime.settings import Settings
+
+
+def load_settings() -> Settings:
+    """The settings from HUB_* variables, with logging configured from them."""
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print an error for people and return the exit to raise."""
+    typer.secho(f"error: {message}", fg="red", err=True)
+    return typer.Exit(code)
+
+
+def need_bootstrap(settings: Settings) -> None:
+    """Stop with a clear message when no broker is configured."""
+    if not (settings.kafka.bootstrap or settings.kafka_bootstrap):
+        raise fail("HUB_KAFKA_BOOTSTRAP is not set (start a local broker with `hub up`)")
+
+
+def need_db(settings: Settings) -> str:
+    """The database URL, or stop with a clear message."""
+    if not settings.database_url:
+        raise fail("HUB_DATABASE_URL is not set (`hub up` prints one)")
+    return settings.database_url

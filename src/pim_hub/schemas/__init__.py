@@ -1,0 +1,1 @@
+"""The contracts and the shared domain: Avro schemas, topics, entities, versions, errors."""

@@ -1,0 +1,1 @@
+"""The services: ingest, mutator, dispatcher and projections, independent of each other."""

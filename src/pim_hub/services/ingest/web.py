@@ -1,0 +1,375 @@
+"""Webhook receiver (ASGI): Akeneo Events API and Event Platform deliveries to pim.raw-events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pim_hub.runtime import metrics as hub_metrics
+from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.runtime.tuning import quiet_gc
+from pim_hub.schemas.topics import RAW_EVENTS
+from pim_hub.services.ingest.dedupe import SeenIds
+from pim_hub.services.ingest.events import (
+    EVENT_PLATFORM,
+    EVENTS_API,
+    H_EVENT_ID,
+    H_IGNORED,
+    H_RECEIVED,
+    H_SOURCE,
+    InvalidEvent,
+    Json,
+    Plan,
+    check_event_platform_body,
+    check_legacy_body,
+    event_id_of,
+    plan_cloud_event,
+    plan_legacy,
+)
+from pim_hub.services.ingest.settings import IngestSettings
+from pim_hub.services.ingest.signatures import BadSignature, verify_event_platform, verify_legacy
+
+logger = logging.getLogger(__name__)
+
+EVENTS_API_PATH = "/webhooks/akeneo/events-api"
+EVENT_PLATFORM_PATH = "/webhooks/akeneo/event-platform"
+LEGACY_SIGNATURE = "x-akeneo-request-signature"
+LEGACY_TIMESTAMP = "x-akeneo-request-timestamp"
+EP_PRIMARY = "x-akeneo-signature-primary"
+EP_SECONDARY = "x-akeneo-signature-secondary"
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One record for pim.raw-events: an event's own JSON, keyed by its entity."""
+
+    key: str | None
+    value: bytes
+    headers: list[tuple[str, str | bytes | None]]
+
+
+class Backpressure(Exception):
+    """The producer queue is full: the caller should slow down (429)."""
+
+
+class PublishFailed(Exception):
+    """The broker did not acknowledge in time or refused the write (503)."""
+
+
+class Publisher(Protocol):
+    """Writes raw records and returns only once the broker acknowledged all of them."""
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        """Raises Backpressure or PublishFailed."""
+        ...
+
+
+class KafkaPublisher:
+    """Publisher over the idempotent acks=all producer."""
+
+    def __init__(
+        self,
+        producer: AsyncProducer,
+        *,
+        topic: str = RAW_EVENTS,
+        max_queued: int = 20_000,
+        timeout_s: float = 4.0,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.max_queued = max_queued
+        self.timeout_s = timeout_s
+
+    async def publish(self, records: Sequence[RawRecord]) -> None:
+        """Queue every record, then wait until the broker acknowledged each one."""
+        if len(self.producer.producer) + len(records) > self.max_queued:
+            raise Backpressure("producer queue full")
+        futures = []
+        try:
+            for r in records:
+                futures.append(self.producer.send_nowait(self.topic, r.value, r.key, r.headers))
+        except BufferError as exc:
+            raise Backpressure("producer queue full") from exc
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+        except TimeoutError as exc:
+            raise PublishFailed("broker did not acknowledge in time") from exc
+        except DeliveryFailed as exc:
+            raise PublishFailed(str(exc)) from exc
+
+
+@dataclass
+class Metrics:
+    """Counters of the receiver, in a registry of its own (one per app)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "pimhub_ingest_webhook_requests",
+            "Webhook requests by endpoint and outcome",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "pimhub_ingest_webhook_events",
+            "Webhook events by endpoint and outcome (published, duplicate, ignored)",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "pimhub_ingest_webhook_seconds",
+            "Time to answer a webhook",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.signature_failures = Counter(
+            "pimhub_ingest_signature_failures",
+            "Webhook requests refused for a missing, wrong or expired signature",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.event_types = Counter(
+            "pimhub_ingest_events",
+            "Akeneo events received by endpoint and event type",
+            ["endpoint", "event_type"],
+            registry=self.registry,
+        )
+
+    def value(self, metric: str, **labels: str) -> float:
+        """Current value of a counter sample (tests and the benchmark)."""
+        metric = metric if metric.startswith("pimhub_") else f"pim{metric}"  # the old names
+        return self.registry.get_sample_value(f"{metric}_total", labels) or 0.0
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, outcome: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.outcome = outcome
+        self.reason = reason
+
+
+def _json(status: int, body: Json) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _Reject(413, "too_large", f"body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Reject(413, "too_large", f"body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    ingest: IngestSettings,
+    publisher: Publisher,
+    *,
+    clock: Callable[[], float] = time.time,
+    lifespan: Callable[[Starlette], Any] | None = None,
+) -> Starlette:
+    """The receiver app. State for tests: `app.state.metrics`, `app.state.seen`.
+
+    Args:
+        ingest: secrets, limits and the authors to ignore.
+        publisher: where raw records go; a request is answered 2xx only after it returned.
+        clock: seconds clock for the timestamp window.
+        lifespan: starts and stops the publisher when served by uvicorn.
+    """
+    metrics = Metrics()
+    hub_metrics.expose(metrics.registry)  # also on HUB_METRICS_PORT
+    seen = SeenIds(ingest.dedupe_size)
+    own = ingest.own_authors()
+    legacy_secrets = [
+        s.get_secret_value()
+        for s in (ingest.events_api_secret, ingest.events_api_secret_previous)
+        if s is not None and s.get_secret_value()
+    ]
+    ep_secrets = [
+        s.get_secret_value()
+        for s in (ingest.event_platform_secret_primary, ingest.event_platform_secret_secondary)
+        if s is not None and s.get_secret_value()
+    ]
+    if not legacy_secrets:
+        logger.warning("no Events API secret configured: its endpoint answers 401 to everything")
+    if not ep_secrets:
+        logger.warning("no Event Platform secret configured: its endpoint answers 401")
+
+    def authenticate(kind: str, request: Request, body: bytes) -> None:
+        headers = request.headers
+        if kind == EVENTS_API:
+            verify_legacy(
+                legacy_secrets,
+                headers.get(LEGACY_SIGNATURE),
+                headers.get(LEGACY_TIMESTAMP),
+                body,
+                clock(),
+                ingest.timestamp_tolerance_s,
+            )
+        else:
+            verify_event_platform(
+                ep_secrets, (headers.get(EP_PRIMARY), headers.get(EP_SECONDARY)), body
+            )
+
+    def plan_all(kind: str, parsed: Any) -> list[tuple[Json, Plan]]:
+        if kind == EVENTS_API:
+            events = check_legacy_body(parsed)
+            return [(e, plan_legacy(e, own)) for e in events]
+        return [(e, plan_cloud_event(e, own)) for e in check_event_platform_body(parsed)]
+
+    async def handle(kind: str, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            body = await _read_body(request, ingest.max_body_bytes)
+            try:
+                authenticate(kind, request, body)
+            except BadSignature as exc:
+                metrics.signature_failures.labels(kind).inc()
+                raise _Reject(401, "bad_signature", str(exc)) from exc
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise _Reject(400, "not_json", "body is not JSON") from exc
+            try:
+                planned = plan_all(kind, parsed)
+            except InvalidEvent as exc:
+                raise _Reject(422, "invalid", str(exc)) from exc
+            received = str(int(clock() * 1000))
+            records: list[RawRecord] = []
+            ids: list[str] = []
+            duplicates = ignored = 0
+            for event, plan in planned:
+                metrics.event_types.labels(
+                    kind, str(event.get("action") or event.get("type"))
+                ).inc()
+                event_id = event_id_of(kind, event)
+                if event_id in seen or event_id in ids:
+                    duplicates += 1
+                    continue
+                headers: list[tuple[str, str | bytes | None]] = [
+                    (H_SOURCE, kind),
+                    (H_RECEIVED, received),
+                    (H_EVENT_ID, event_id),
+                ]
+                if plan.action == "ignore":
+                    # Kept on the raw topic (flagged) so nothing Akeneo said disappears.
+                    headers.append((H_IGNORED, plan.reason))
+                    ignored += 1
+                ids.append(event_id)
+                records.append(RawRecord(plan.entity_key, orjson.dumps(event), headers))
+            if records:
+                try:
+                    await publisher.publish(records)
+                except Backpressure as exc:
+                    raise _Reject(429, "backpressure", str(exc)) from exc
+                except PublishFailed as exc:
+                    raise _Reject(503, "broker_error", str(exc)) from exc
+            # Remember ids only once acknowledged: a failed write must not hide the retry.
+            for event_id in ids:
+                seen.add(event_id)
+        except _Reject as rej:
+            metrics.requests.labels(kind, rej.outcome).inc()
+            logger.warning(
+                "webhook rejected",
+                extra={"endpoint": kind, "status": rej.status, "reason": rej.reason},
+            )
+            response = _json(rej.status, {"error": rej.reason})
+            if rej.status == 429:
+                response.headers["Retry-After"] = "1"
+            return response
+        finally:
+            metrics.latency.labels(kind).observe(time.perf_counter() - started)
+        metrics.requests.labels(kind, "accepted").inc()
+        published = len(records) - ignored
+        metrics.events.labels(kind, "published").inc(published)
+        metrics.events.labels(kind, "ignored").inc(ignored)
+        metrics.events.labels(kind, "duplicate").inc(duplicates)
+        return _json(200, {"accepted": published, "ignored": ignored, "duplicates": duplicates})
+
+    async def events_api(request: Request) -> Response:
+        return await handle(EVENTS_API, request)
+
+    async def event_platform(request: Request) -> Response:
+        return await handle(EVENT_PLATFORM, request)
+
+    async def anywhere(request: Request) -> Response:
+        # Akeneo suspends a subscription on any 404 or 3xx: a signed request on a path we do
+        # not expect (a stray slash, an old URL) is served by the endpoint its headers name.
+        headers = request.headers
+        if request.method == "POST" and LEGACY_SIGNATURE in headers:
+            return await handle(EVENTS_API, request)
+        if request.method == "POST" and (EP_PRIMARY in headers or EP_SECONDARY in headers):
+            return await handle(EVENT_PLATFORM, request)
+        return _json(404, {"error": "not found"})
+
+    async def health(_: Request) -> Response:
+        return _json(200, {"status": "ok"})
+
+    async def metrics_endpoint(_: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [
+        Route(EVENTS_API_PATH, events_api, methods=["POST"]),
+        Route(EVENT_PLATFORM_PATH, event_platform, methods=["POST"]),
+        Route("/healthz", health, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/{path:path}", anywhere, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.router.redirect_slashes = False
+    app.state.metrics = metrics
+    app.state.seen = seen
+    return app
+
+
+def kafka_app(settings: Settings, ingest: IngestSettings) -> Starlette:
+    """The receiver writing to pim.raw-events with the idempotent acks=all producer."""
+    # A request waits for its own acknowledgement, so nothing is gained by lingering: its
+    # records leave at once (librdkafka still batches what queued up while a request was in
+    # flight), and the poll thread hands the acknowledgement over as soon as it arrives.
+    producer = AsyncProducer(
+        make_producer(
+            settings,
+            **{
+                "linger.ms": 0,
+                "queue.buffering.max.messages": max(ingest.max_queued * 2, 1000),
+                "message.timeout.ms": int(ingest.publish_timeout_s * 1000) + 1000,
+            },
+        )
+    )
+    publisher = KafkaPublisher(
+        producer, max_queued=ingest.max_queued, timeout_s=ingest.publish_timeout_s
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await producer.start()
+        quiet_gc()  # collector pauses show up in the latency tail
+        try:
+            yield
+        finally:
+            await producer.close()
+
+    return create_app(ingest, publisher, lifespan=lifespan)

@@ -1,0 +1,517 @@
+"""The Faust mutator: snapshots → mutations (stateful diff) and mutations → jobs (fan-out)."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import time
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import aiokafka
+import faust
+import orjson
+from confluent_kafka import KafkaError, Message, Producer
+from faust.streams import _current_event
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from pim_hub.registry.model import IntegrationTarget
+from pim_hub.registry.store import load_targets_async
+from pim_hub.runtime import metrics
+from pim_hub.runtime.kafka import DeliveryFailed, Headers, faust_broker_options, make_producer
+from pim_hub.runtime.logread import ephemeral_consumer, log_bounds
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.errors import SchemaError
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.mutator.faust_patches import ResumeSafeConsumer
+from pim_hub.services.mutator.processing import (
+    SnapshotProcessor,
+    invalid_headers,
+    load_fanout,
+    summarise,
+)
+
+logger = logging.getLogger(__name__)
+
+# Faust's `kafka://` transport (aiokafka) is used on purpose: its `confluent://` transport hung at
+# start-up on the embedded broker. aiokafka cannot use an idempotent producer there: Faust's own
+# producer writes only the table changelog; mutations, invalid snapshots and jobs go through an
+# idempotent confluent-kafka producer (BatchOutput). Reading is at-least-once: mutation ids are
+# deterministic and downstream is idempotent.
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.05
+#: which agents a worker runs: both, or one of them in its own consumer group
+Role = Literal["all", "mutate", "fanout"]
+ROLES: tuple[Role, ...] = ("all", "mutate", "fanout")
+
+
+class BatchOutput:
+    """An agent's outputs through one idempotent confluent-kafka producer, acknowledged per batch.
+
+    One C call queues a record (a Faust `send` costs a future, a callback and aiokafka's
+    Python batching per record); the agent waits once per batch, before its offsets or its
+    table move. Idempotence keeps the order per partition across retries, and the murmur2
+    partitioner puts a key on the partition aiokafka (Java's partitioner) would.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: Producer | None = None
+        self._failures: list[DeliveryFailed] = []
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failures.append(DeliveryFailed(msg.topic() or "?", err))
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Queue one record; `acknowledged` waits for it."""
+        if self._producer is None:
+            self._producer = make_producer(self._settings)
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=headers, on_delivery=self._on_delivery
+                )
+                return
+            except BufferError:
+                # The local queue is full (batches are far smaller): serve deliveries, retry.
+                self._producer.poll(0.1)
+
+    async def acknowledged(self) -> None:
+        """Return once every record queued so far is acknowledged; raise if one was refused."""
+        producer = self._producer
+        if producer is None:
+            return
+        # flush serves the delivery callbacks and releases the GIL: in a thread, the event
+        # loop keeps heartbeats and fetches going meanwhile. A record the broker never takes
+        # fails after librdkafka's message.timeout.ms, so this loop ends.
+        while len(producer) > 0:
+            await asyncio.to_thread(producer.flush, 1.0)
+        if self._failures:
+            failure = self._failures[0]
+            self._failures.clear()
+            raise failure
+
+
+def _die(agent: str) -> None:
+    # A bug, not bad input (bad input is routed aside): exit without committing so the batch
+    # is read again after a restart, instead of Faust restarting the agent past lost events.
+    logger.critical(
+        "mutator agent crashed; exiting without commit", extra={"agent": agent}, exc_info=True
+    )
+    logging.shutdown()
+    os._exit(70)
+
+
+def _true_ends(settings: Settings, tps: list[TP]) -> dict[TP, int]:
+    consumer = ephemeral_consumer(settings, "mutator-recovery")
+    try:
+        bounds = log_bounds(consumer, [(tp.topic, tp.partition) for tp in tps], timeout_s=10.0)
+    finally:
+        consumer.close()
+    return {tp: bounds[(tp.topic, tp.partition)][1] for tp in tps}
+
+
+def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
+    """Faust's aiokafka transport, with changelog ends read from the log instead of listed.
+
+    Table recovery reads each changelog partition up to the end the broker lists. The embedded
+    broker (Tansu) lists the base offset of the partition's last record batch plus one, so
+    recovery stopped inside the last batch: its other records stayed in Faust's recovery
+    buffer, unapplied, and were applied at the next rebalance over newer state (a table going
+    back in time), and the offsets Faust had read looked beyond the listed end. The true end
+    comes from a fetch (pim_hub.runtime.logread.log_bounds); on Apache Kafka it equals the listed end.
+    """
+
+    fetch_wait_ms = settings.kafka.fetch_wait_max_ms
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(
+            self, transport: faust_aiokafka.Transport
+        ) -> aiokafka.AIOKafkaConsumer:
+            consumer = super()._create_worker_consumer(transport)
+            # Faust fixes aiokafka's fetch wait at 1500 ms; the embedded broker answers a
+            # waiting fetch only when it runs out, so each hop through the mutator waited it
+            # out. Read when the consumer starts its fetcher.
+            consumer._fetch_max_wait_ms = fetch_wait_ms
+            return consumer
+
+    class Consumer(ResumeSafeConsumer):
+        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+            listed = await super().highwaters(*partitions)
+            try:
+                return await asyncio.to_thread(_true_ends, settings, list(partitions))
+            except Exception as exc:
+                logger.warning(
+                    "cannot read the changelog ends; using the listed ones",
+                    extra={"error": str(exc)},
+                )
+                return listed
+
+    class Transport(faust_aiokafka.Transport):
+        pass
+
+    Transport.Consumer = Consumer
+    return Transport
+
+
+# RocksDB store sizes, per changelog partition a worker holds (each partition is its own
+# database with its own block cache): with 6 partitions on one worker at most
+# 6 x (4 MB cache + 2 x 4 MB write buffers) = 72 MB, whatever the catalogue's size; Faust's
+# defaults (2 GB cache and 3 x 64 MB write buffers per partition) are sized for a server.
+# Reads are mostly one per snapshot of keys spread evenly: a large cache would hit rarely.
+ROCKSDB_OPTIONS: dict[str, int] = {
+    "block_cache_size": 4 * 1024**2,
+    "write_buffer_size": 4 * 1024**2,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024**2,
+}
+_MAX_WORKER_SLOTS = 64
+# Table directory claimed by this process, per (data dir, app id), with its lock held open.
+_claimed: dict[Path, tuple[Path, IO[bytes]]] = {}
+
+
+def store_kind(settings: Settings) -> str:
+    """`memory` or `rocksdb`: where the mutator keeps its table (HUB_MUTATOR_STORE)."""
+    return settings.mutator_store
+
+
+def table_dir(settings: Settings) -> Path:
+    """A table directory under the data dir that no other running worker uses.
+
+    RocksDB locks each partition's database: workers of one app sharing a data dir would
+    wait for each other's locks and crash. Each worker claims the first free slot
+    (an flock, released when the process ends, even by SIGKILL); a restarted worker takes a
+    free slot back with its databases, and recovery reads only the changelog records after
+    the offsets stored there. The app id is part of the path: another app's (or
+    changelog's) databases are never read.
+    """
+    base = (Path(settings.mutator_data_dir) / settings.mutator_app_id).resolve()
+    claimed = _claimed.get(base)
+    if claimed is not None:
+        return claimed[0]
+    base.mkdir(parents=True, exist_ok=True)
+    for slot in range(_MAX_WORKER_SLOTS):
+        lock = (base / f"worker-{slot}.lock").open("ab")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        path = base / f"worker-{slot}"
+        _claimed[base] = (path, lock)
+        return path
+    raise RuntimeError(f"{_MAX_WORKER_SLOTS} mutator workers already use {base}")
+
+
+def faust_config(settings: Settings, tables: bool = True) -> dict[str, Any]:
+    """The faust.App settings of the mutator (the benchmark's naive Faust baseline uses them too).
+
+    `tables=False` (fan-out) keeps no table: memory store, and no table directory claimed.
+    """
+    rocksdb = tables and store_kind(settings) == "rocksdb"
+    return {
+        **faust_broker_options(settings),
+        # Faust checks the offset stored with a RocksDB table against the changelog's end: a
+        # data dir from another cluster (or a reset broker) fails loudly instead of serving
+        # stale state. The memory store stores no offset: the check would only cost.
+        "recovery_consistency_check": rocksdb,
+        # memory: every assigned partition is recovered from the start of its changelog (RSS
+        # grows with the catalogue). rocksdb: state on disk, recovery from the offset stored
+        # with it.
+        "store": "rocksdb://" if rocksdb else "memory://",
+        # A memory store recovers a newly assigned partition from the start of its changelog
+        # whether or not it was a standby here: standbys only cost fetches and rebalance time.
+        # With RocksDB a standby would save that replay, at the cost of a second copy on disk
+        # and of fetches all the time: partitions move rarely.
+        "table_standby_replicas": 0,
+        "datadir": settings.mutator_data_dir,
+        **({"tabledir": str(table_dir(settings))} if rocksdb else {}),
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication,
+        "broker_session_timeout": settings.kafka.session_timeout_ms / 1000,
+        "broker_heartbeat_interval": max(0.5, settings.kafka.session_timeout_ms / 4000),
+        "producer_acks": -1,
+        "web_enabled": False,
+        "table_cleanup_interval": 3600.0,
+        # Events fetched ahead per agent: Faust's 4096 held ~150 MB of snapshots and
+        # mutations (with their state) in a worker catching up; one batch ahead suffices.
+        "stream_buffer_maxsize": BATCH_MAX,
+        # Records unpacked per read of a fetched partition. Unbounded, a fetch's whole answer
+        # became record objects at once: the embedded broker answers a fetch with all it has
+        # (it ignores the per-partition byte limit), 100 MB of snapshots for a worker catching
+        # up 15,000 products.
+        "broker_max_poll_records": BATCH_MAX,
+    }
+
+
+def table_options(settings: Settings) -> dict[str, Any] | None:
+    """Options of the store of the mutator's table (bounded RocksDB memory), or None."""
+    return dict(ROCKSDB_OPTIONS) if store_kind(settings) == "rocksdb" else None
+
+
+#: mutation_id, entity_type, entity_key, operation: the fields fan-out reads of a creation
+_MUTATION_HEAD = 4
+
+
+def _fanout_view(serde: Serde, value: bytes | None) -> dict[str, Any]:
+    """The mutation as fan-out needs it: a creation without its changes, anything else whole.
+
+    A creation's priority is its entity type's (no change is read) and its job embeds the
+    mutation's bytes as read, so its changes, every value of the new product and most of
+    fan-out's work, are not decoded. Decoding them took half of a fan-out worker's CPU.
+    """
+    if serde.embeds_as_read("Job", "mutation", value, topic=topics.MUTATIONS):
+        head = serde.decode_head("Mutation", value, _MUTATION_HEAD, topic=topics.MUTATIONS)
+        if head is not None and head["operation"] == "create":
+            return {**head, "changes": []}
+    return serde.decode("Mutation", value, topic=topics.MUTATIONS)
+
+
+def app_id(settings: Settings, role: Role) -> str:
+    """The Faust app id (consumer group) of a role: fan-out workers form a group of their own."""
+    return f"{settings.mutator_app_id}-fanout" if role == "fanout" else settings.mutator_app_id
+
+
+def make_app(settings: Settings, role: Role = "all") -> faust.App:
+    """Build the mutator app: the table and the mutate agent, the fan-out agent and its timer.
+
+    `role` picks the agents. One worker of role `all` runs both, which suits a small
+    catalogue. Under a full load, the mutate agent's queue of snapshots filled and blocked
+    Faust's delivery of every record to both agents, so fan-out ran at about a third of the
+    mutations' rate and the dispatchers waited; workers of roles `mutate` and `fanout` each
+    read their own topic in their own group, in their own process.
+    """
+    app = faust.App(app_id(settings, role), **faust_config(settings, tables=role != "fanout"))
+    # Set before any topic is declared, so the consumer Faust creates is the patched one.
+    app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
+    serde = Serde(settings.schema_registry_url)
+    processor = SnapshotProcessor(serde)
+    fanout = load_fanout(settings, serde)
+    targets: list[IntegrationTarget] = []
+
+    snapshots = app.topic(
+        topics.SNAPSHOTS,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+    mutations = app.topic(
+        topics.MUTATIONS,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+    mutating, fanning_out = role != "fanout", role != "mutate"
+    # One producer per agent: each waits for its own records only.
+    mutate_out = BatchOutput(settings) if mutating else None
+    fanout_out = BatchOutput(settings) if fanning_out else None
+    # Latest indexed state per entity key, co-partitioned with pim.snapshots.
+    state: Any = (
+        app.Table(
+            "entity-state",
+            key_type=bytes,
+            value_type=bytes,
+            default=None,
+            options=table_options(settings),
+        )
+        if mutating
+        else None
+    )
+
+    async def handle_snapshots(events: list[Any]) -> None:
+        assert mutate_out is not None
+        started = time.perf_counter()
+        # Later snapshots of an entity in this batch see the state the earlier ones left.
+        overlay: dict[str, dict[str, Any] | None] = {}
+
+        def stored_for(
+            key: str, overlay: dict[str, dict[str, Any] | None] = overlay
+        ) -> dict[str, Any] | None:
+            if key in overlay:
+                return overlay[key]
+            raw = state.get(key.encode())
+            return orjson.loads(raw) if raw else None
+
+        outcomes = []
+        counts: dict[tuple[str, str], int] = {}
+        for event in events:
+            msg = event.message
+            # A RocksDB table reads a key from the database of the current event's partition
+            # (Faust leaves the batch's last event there): each event reads its own partition.
+            _current_event.set(weakref.ref(event))
+            outcome = processor.process(msg.key, msg.value, stored_for)
+            outcomes.append((event, outcome))
+            label = (outcome.entity_type, outcome.kind)
+            counts[label] = counts.get(label, 0) + 1
+            if outcome.kind == "invalid":
+                assert outcome.invalid is not None
+                logger.warning(
+                    "invalid snapshot",
+                    extra={
+                        "topic": msg.topic,
+                        "partition": msg.partition,
+                        "offset": msg.offset,
+                        "reason": outcome.invalid.reason,
+                    },
+                )
+                mutate_out.send(
+                    topics.SNAPSHOTS_INVALID,
+                    msg.value,
+                    msg.key,
+                    headers=invalid_headers(outcome.invalid),
+                )
+                continue
+            if outcome.new_state is not None:
+                overlay[outcome.entity_key] = outcome.new_state
+            if outcome.mutation is not None:
+                mutate_out.send(
+                    topics.MUTATIONS,
+                    serde.encode("Mutation", outcome.mutation, topic=topics.MUTATIONS),
+                    outcome.entity_key.encode(),
+                )
+        # The state moves only after the mutations are acknowledged: a crash in between
+        # re-emits the same mutation (same id) rather than losing it.
+        await mutate_out.acknowledged()
+        for (entity_type, outcome_kind), count in counts.items():
+            metrics.MUTATOR_SNAPSHOTS.labels(entity_type, outcome_kind).inc(count)
+        metrics.observe_mutations([o.mutation for _, o in outcomes if o.mutation])
+        metrics.MUTATOR_BATCH_SECONDS.observe(time.perf_counter() - started)
+        # One changelog record per entity and batch: the last state is the one recovery
+        # needs, written under the event of that entity's last snapshot (its partition).
+        last: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for event, outcome in outcomes:
+            if outcome.new_state is not None:
+                last[outcome.entity_key] = (event, outcome.new_state)
+        for entity_key, (event, new_state) in last.items():
+            _current_event.set(weakref.ref(event))
+            state[entity_key.encode()] = orjson.dumps(new_state)
+        _current_event.set(None)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "snapshots processed", extra={"counts": summarise([o for _, o in outcomes])}
+            )
+
+    async def mutate(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            try:
+                await handle_snapshots(events)
+            except Exception:
+                _die("mutate")
+
+    if mutating:
+        app.agent(snapshots)(mutate)
+
+    async def handle_mutations(events: list[Any]) -> None:
+        assert fanout_out is not None
+        if not loaded.is_set():
+            await wait_for_integrations()
+        for event in events:
+            msg = event.message
+            try:
+                mutation = _fanout_view(serde, msg.value)
+            except SchemaError as exc:
+                logger.error(
+                    "undecodable mutation skipped by fan-out",
+                    extra={"partition": msg.partition, "offset": msg.offset, "error": str(exc)},
+                )
+                metrics.FANOUT_UNDECODABLE.inc()
+                continue
+            for priority, key, job in fanout.jobs_for(mutation, targets):
+                topic_name = topics.job_topic(priority)
+                metrics.FANOUT_JOBS.labels(job["integration_id"], job["driver"], priority).inc()
+                # The mutation's bytes go into the job as read: no second encoding of it.
+                value = serde.encode_embedding("Job", job, "mutation", msg.value, topic=topic_name)
+                fanout_out.send(topic_name, value, key.encode())
+        await fanout_out.acknowledged()
+
+    async def fan_out(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            try:
+                await handle_mutations(events)
+            except Exception:
+                _die("fan_out")
+
+    if fanning_out:
+        app.agent(mutations)(fan_out)
+
+    # Faust starts tasks and timers only once the agents already receive records: fan-out
+    # must not run before the integrations are loaded, or it commits mutations with no jobs.
+    loaded = asyncio.Event()
+
+    async def refresh() -> None:
+        if not settings.database_url:
+            if not loaded.is_set():
+                logger.warning("HUB_DATABASE_URL is not set: fan-out has no integrations")
+                loaded.set()
+            return
+        try:
+            fresh = await load_targets_async(settings.database_url)
+        except Exception as exc:
+            logger.error("cannot load integrations", extra={"error": str(exc)})
+            return
+        targets[:] = fresh
+        if not loaded.is_set():
+            logger.info("integrations loaded", extra={"integrations": len(fresh)})
+            loaded.set()
+
+    async def wait_for_integrations() -> None:
+        while not loaded.is_set():
+            await refresh()
+            if not loaded.is_set():
+                await asyncio.sleep(1.0)
+
+    async def load_integrations() -> None:
+        await refresh()
+
+    async def refresh_integrations() -> None:
+        await refresh()
+
+    if fanning_out:
+        app.task(load_integrations)
+        app.timer(interval=settings.integrations_refresh_s)(refresh_integrations)
+
+    # Expose for tests and tools.
+    app.hub_targets = targets  # type: ignore[attr-defined]
+    return app
+
+
+def ensure_data_dir(settings: Settings) -> Path:
+    """Create the mutator's data directory with its parents; its path.
+
+    Faust creates the directory without parents: the default `.hub/mutator` (and any nested
+    path a deployment sets) would fail on a fresh checkout or an empty volume.
+    """
+    path = Path(settings.mutator_data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run(settings: Settings, role: Role = "all", loglevel: str = "warn") -> None:
+    """Run a mutator worker of a role until it is stopped (SIGTERM/SIGINT)."""
+    from faust import Worker
+
+    ensure_data_dir(settings)
+    app = make_app(settings, role)
+    metrics.start_from_env("fanout" if role == "fanout" else "mutator")
+    worker = Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

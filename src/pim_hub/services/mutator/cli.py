@@ -1,0 +1,32 @@
+"""`hub mutator` and `python -m pim_hub.services.mutator`: run a mutator worker."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from pim_hub.runtime.entry import load_settings as _settings
+from pim_hub.runtime.entry import need_bootstrap as _need_bootstrap
+
+
+def mutator(
+    role: Annotated[
+        str,
+        typer.Option(
+            help="all: both agents in one worker; mutate: snapshots → mutations; "
+            "fanout: mutations → jobs, in a consumer group of its own. Under a full load run "
+            "mutate and fanout workers: in one worker, fan-out waits behind the snapshots."
+        ),
+    ] = "all",
+) -> None:
+    """Run the mutator (snapshots → mutations → jobs); scale by starting more."""
+    from pim_hub.services.mutator.app import ROLES, run
+
+    if role not in ROLES:
+        raise typer.BadParameter(f"one of {', '.join(ROLES)}", param_hint="--role")
+    settings = _settings()
+    _need_bootstrap(settings)
+    sys.argv = [sys.argv[0], "worker", "--without-web"]
+    run(settings, role)  # one of ROLES, checked above

@@ -1,0 +1,81 @@
+"""Fan-out: which integrations get a job for a mutation, on which priority, with which id."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pim_hub.registry.model import IntegrationTarget
+from pim_hub.registry.priority import DEFAULT_LEVELS, PriorityRules, resolve_priority
+
+NS_JOB = uuid.UUID("7d1c3c1e-4f0b-5a53-9a8e-2f0a0d6b9c11")
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """One job to publish."""
+
+    job_id: str
+    integration_id: str
+    driver: str
+    priority: str
+
+
+def job_id(mutation_id: str, integration_id: str) -> str:
+    """Deterministic job id: duplicates and replays of a mutation never make a second job."""
+    return str(uuid.uuid5(NS_JOB, f"{mutation_id}/{integration_id}"))
+
+
+def plan_jobs(
+    entity_type: str,
+    operation: str,
+    mutation_id: str,
+    changes: Sequence[Mapping[str, Any]],
+    integrations: Iterable[IntegrationTarget],
+    rules: PriorityRules,
+    levels: Mapping[str, int] = DEFAULT_LEVELS,
+) -> list[PlannedJob]:
+    """One job per enabled integration whose driver and filter accept the entity type.
+
+    Args:
+        entity_type: the mutation's entity type.
+        operation: create, update or delete.
+        mutation_id: the mutation's deterministic id.
+        changes: the mutation's change records.
+        integrations: every known integration (disabled ones are skipped).
+        rules: the default priority rules (each integration's priority_map is laid over them).
+        levels: priority name -> number.
+
+    Returns:
+        The jobs, at most one per integration id, in integration id order.
+    """
+    planned = []
+    seen: set[str] = set()
+    for integ in sorted(integrations, key=lambda i: i.integration_id):
+        if integ.integration_id in seen:
+            continue  # one integration listed twice must still get one job
+        supported = integ.supported_entity_types
+        if not integ.enabled or (supported is not None and entity_type not in supported):
+            continue
+        if integ.entity_types is not None and entity_type not in integ.entity_types:
+            continue
+        priority = resolve_priority(
+            entity_type, operation, changes, rules.merged(integ.priority_map), levels
+        )
+        seen.add(integ.integration_id)
+        planned.append(
+            PlannedJob(
+                job_id(mutation_id, integ.integration_id),
+                integ.integration_id,
+                integ.driver,
+                priority,
+            )
+        )
+    return planned
+
+
+def job_key(integration_id: str, entity_key: str) -> str:
+    """Kafka key of a job: one entity keeps its order per integration."""
+    return f"{integration_id}|{entity_key}"

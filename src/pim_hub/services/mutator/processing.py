@@ -1,0 +1,183 @@
+"""Snapshot → mutation and mutation → jobs, around the pure core; no Faust in here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pim_hub.registry.model import IntegrationTarget
+from pim_hub.registry.priority import DEFAULT_LEVELS, PriorityRules
+from pim_hub.registry.queue_map import QueueMap, queue_map_from_settings
+from pim_hub.schemas.entities import entity_key as payload_entity_key
+from pim_hub.schemas.errors import PermanentError, SchemaError
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.mutator.core import diffing
+from pim_hub.services.mutator.core.fanout import job_key, plan_jobs
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Invalid:
+    """A snapshot that cannot be processed, with the reason for the invalid topic."""
+
+    reason: str
+    key: bytes | None
+    value: bytes | None
+    entity_type: str = "unknown"
+
+
+@dataclass
+class Outcome:
+    """What one snapshot came to."""
+
+    entity_key: str
+    kind: str  # mutation | noop | stale | duplicate | invalid
+    entity_type: str = "unknown"
+    mutation: dict[str, Any] | None = None
+    new_state: dict[str, Any] | None = None
+    invalid: Invalid | None = None
+
+
+@dataclass
+class SnapshotProcessor:
+    """Decides what each snapshot means given the stored state of its entity."""
+
+    serde: Serde
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def process(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        stored_for: Callable[[str], dict[str, Any] | None],
+    ) -> Outcome:
+        """Decode one snapshot and decide; never raises for bad input (it becomes Invalid)."""
+        try:
+            snap = self.serde.decode("Snapshot", value)
+        except SchemaError as exc:
+            return Outcome("?", "invalid", invalid=Invalid(str(exc), key, value))
+        ekey = snap["entity_key"]
+        etype = snap["entity_type"]
+        try:
+            payload = orjson.loads(snap["payload"]) if snap["payload"] is not None else None
+            if payload is not None:
+                derived = payload_entity_key(etype, payload)
+                if derived != ekey:
+                    return Outcome(
+                        ekey,
+                        "invalid",
+                        etype,
+                        invalid=Invalid(
+                            f"entity_key {ekey!r} does not match the payload ({derived!r})",
+                            key,
+                            value,
+                            etype,
+                        ),
+                    )
+            stored = stored_for(ekey)
+            if snap["delta"] is not None:
+                decision = diffing.decide_delta(
+                    etype, ekey, stored, orjson.loads(snap["delta"]), snap["source_version"]
+                )
+            else:
+                decision = diffing.decide(etype, ekey, stored, payload, snap["source_version"])
+        except (PermanentError, orjson.JSONDecodeError) as exc:
+            return Outcome(ekey, "invalid", etype, invalid=Invalid(str(exc), key, value, etype))
+        if decision.kind != "mutation":
+            return Outcome(ekey, decision.kind, etype, new_state=decision.new_state)
+        assert decision.mutation_id is not None and decision.operation is not None
+        mutation = {
+            "mutation_id": decision.mutation_id,
+            "entity_type": etype,
+            "entity_key": ekey,
+            "operation": decision.operation,
+            "changes": [diffing.change_to_record(c) for c in decision.changes],
+            "state": orjson.dumps(decision.state_payload).decode()
+            if decision.state_payload is not None
+            else None,
+            "version": snap["source_version"],
+            "causation_id": snap["event_id"],
+            "correlation_id": snap["correlation_id"] or snap["event_id"],
+            "origin": snap["origin"],
+            "source_received_at": snap["received_at"],
+            "created_at": self.now(),
+        }
+        return Outcome(ekey, "mutation", etype, mutation=mutation, new_state=decision.new_state)
+
+
+@dataclass
+class FanOut:
+    """Turns a mutation into jobs for the enabled integrations."""
+
+    serde: Serde
+    rules: PriorityRules = field(default_factory=PriorityRules)
+    levels: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def jobs_for(
+        self,
+        mutation: dict[str, Any],
+        integrations: Iterable[IntegrationTarget],
+        mode: str = "live",
+        force_priority: str | None = None,
+    ) -> list[tuple[str, str, dict[str, Any]]]:
+        """(priority, kafka key, job record) for each job of one mutation."""
+        planned = plan_jobs(
+            mutation["entity_type"],
+            mutation["operation"],
+            mutation["mutation_id"],
+            mutation["changes"],
+            integrations,
+            self.rules,
+            self.levels,
+        )
+        out = []
+        for p in planned:
+            priority = force_priority or p.priority
+            job = {
+                "job_id": p.job_id,
+                "mutation": mutation,
+                "integration_id": p.integration_id,
+                "driver": p.driver,
+                "priority": priority,
+                "attempt": 1,
+                "mode": mode,
+                "not_before": None,
+                "last_error": None,
+                "created_at": self.now(),
+            }
+            out.append((priority, job_key(p.integration_id, mutation["entity_key"]), job))
+        return out
+
+
+def invalid_headers(invalid: Invalid) -> list[tuple[str, str | bytes | None]]:
+    """Headers that say why a snapshot was set aside."""
+    return [
+        ("error.type", b"invalid_snapshot"),
+        ("error.message", invalid.reason.encode()[:4000]),
+        ("entity_type", invalid.entity_type.encode()),
+    ]
+
+
+def summarise(outcomes: Sequence[Outcome]) -> dict[str, int]:
+    """Counts by outcome kind (for logs and metrics)."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.kind] = counts.get(o.kind, 0) + 1
+    return counts
+
+
+def fanout_for(queue_map: QueueMap, serde: Serde) -> FanOut:
+    """The FanOut of a queue map: its priority rules and levels."""
+    return FanOut(serde, rules=queue_map.rules, levels=dict(queue_map.levels))
+
+
+def load_fanout(settings: Any, serde: Serde) -> FanOut:
+    """The mutator's FanOut built from the configured queue map (HUB_QUEUE_MAP_FILE)."""
+    return fanout_for(queue_map_from_settings(settings), serde)

@@ -1,0 +1,1 @@
+"""The read-model projectors: entities (the local model) and deliveries."""
