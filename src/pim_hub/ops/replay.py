@@ -37,7 +37,7 @@ from pim_hub.runtime.logread import (
 )
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
-from pim_hub.schemas.errors import SchemaError
+from pim_hub.schemas.errors import PermanentError, SchemaError
 from pim_hub.schemas.serde import Serde
 from pim_hub.services.mutator.processing import fanout_for
 
@@ -54,7 +54,7 @@ Mode = Literal["guarded", "force"]
 JOB_MODES: dict[str, str] = {"guarded": "replay-guarded", "force": "replay-force"}
 
 
-class ReplayError(Exception):
+class ReplayError(PermanentError):
     """A replay that cannot run as asked."""
 
 

@@ -27,7 +27,7 @@ from pim_hub.runtime.logread import (
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
 from pim_hub.schemas.entities import ENTITY_TYPES
-from pim_hub.schemas.errors import SchemaError
+from pim_hub.schemas.errors import PermanentError, SchemaError
 from pim_hub.schemas.serde import Serde
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ STAGE_ORDER = {
 }
 
 
-class TraceError(Exception):
+class TraceError(PermanentError):
     """An entity that cannot be traced as asked."""
 
 

@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pim_hub.schemas.errors import PermanentError
+
 #: The integration config key holding the limits, e.g.
 #: {"rate_limit": {"requests_per_s": 20, "concurrent": 4, "burst": 20}}.
 CONFIG_KEY = "rate_limit"
 
 
-class InvalidRateLimit(ValueError):
+class InvalidRateLimit(PermanentError, ValueError):
     """The `rate_limit` entry of an integration config is not usable."""
 
 

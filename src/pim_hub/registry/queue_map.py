@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pim_hub.registry.priority import PriorityRules, override_problems
 from pim_hub.schemas import topics
+from pim_hub.schemas.errors import PermanentError
 
 _DEFAULT_RULES = PriorityRules()
 
@@ -74,7 +75,7 @@ class QueueMapConfig(BaseModel):
         return self
 
 
-class QueueMapError(ValueError):
+class QueueMapError(PermanentError, ValueError):
     """A queue map that cannot be used, with the reasons."""
 
 

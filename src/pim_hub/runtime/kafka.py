@@ -18,6 +18,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.errors import RetryableError
 from pim_hub.schemas.topics import TopicSpec, catalogue
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 Headers = list[tuple[str, str | bytes | None]]
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(RetryableError):
     """The broker did not acknowledge a write."""
 
     def __init__(self, topic: str, error: KafkaError | str) -> None:

@@ -12,7 +12,7 @@ import pytest
 from pim_hub.schemas.entities import entity_key
 from pim_hub.schemas.errors import DeltaWithoutBase, InvalidSnapshot
 from pim_hub.schemas.versions import delta_version
-from pim_hub.services.mutator.core.apply import apply, apply_delta
+from pim_hub.services.mutator.core.apply import apply, apply_delta, decide_delta
 from pim_hub.services.mutator.core.diffing import (
     Change,
     change_from_record,
@@ -20,7 +20,6 @@ from pim_hub.services.mutator.core.diffing import (
     compare_versions,
     content_hash,
     decide,
-    decide_delta,
     diff,
     index_state,
     mutation_id,

@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pim_hub.schemas.errors import HubError
+from pim_hub.schemas.errors import PermanentError as HubPermanent
+from pim_hub.schemas.errors import RetryableError as HubRetryable
+
 _PLACEHOLDER = re.compile(r"%(\w+)")
 
 MSG_URL_KEY_EXISTS = "URL key for specified store already exists."
@@ -36,7 +40,7 @@ def magento_message(body: Any, fallback: str) -> str:
     return "; ".join([text, *extra]) if extra else text
 
 
-class MagentoError(Exception):
+class MagentoError(HubError):
     """Base of the driver's errors; `retryable` decides the dispatcher's next step."""
 
     retryable = False
@@ -63,14 +67,14 @@ class MagentoError(Exception):
         return f"{self.message} (HTTP {self.status})" if self.status else self.message
 
 
-class RetryableError(MagentoError):
+class RetryableError(MagentoError, HubRetryable):
     """May pass later: 5xx, 429, timeouts, references not synced yet."""
 
     retryable = True
     kind = "retryable"
 
 
-class PermanentError(MagentoError):
+class PermanentError(MagentoError, HubPermanent):
     """Trying again cannot fix it: 4xx validation, mapping or configuration problems."""
 
     kind = "permanent"

@@ -17,6 +17,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from pim_hub.runtime import metrics
 from pim_hub.runtime.http import async_client, timed_out
+from pim_hub.schemas.errors import HubError, PermanentError, RetryableError
 from pim_hub.services.ingest.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
@@ -29,15 +30,15 @@ MAX_PAGE = 100
 _TOKEN_MARGIN_S = 30.0
 
 
-class AkeneoError(Exception):
+class AkeneoError(HubError):
     """Root of the client's errors."""
 
 
-class AkeneoUnavailable(AkeneoError):
+class AkeneoUnavailable(AkeneoError, RetryableError):
     """Akeneo kept failing (5xx, 429, timeouts, connection errors) after every retry."""
 
 
-class AkeneoAuthError(AkeneoError):
+class AkeneoAuthError(AkeneoError, PermanentError):
     """Akeneo refused the credentials."""
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from pim_hub.schemas.entities import entity_key
-from pim_hub.schemas.errors import InvalidSnapshot
+from pim_hub.schemas.errors import InvalidSnapshot, PermanentError
 from pim_hub.schemas.versions import delta_version
 
 Json = dict[str, Any]
@@ -27,7 +27,7 @@ _EP_PREFIX: Final = "com.akeneo.pim.v1."
 Action = Literal["snapshot", "fetch", "delta", "tombstone", "ignore"]
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(PermanentError, ValueError):
     """An event (or request body) of the wrong shape; the message is the reason given back."""
 
 

@@ -6,8 +6,10 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
+from pim_hub.schemas.errors import PermanentError
 
-class BadSignature(Exception):
+
+class BadSignature(PermanentError):
     """The request is not signed by a secret we know (answered 401)."""
 
 

@@ -22,6 +22,7 @@ from pim_hub.runtime import metrics as hub_metrics
 from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, make_producer
 from pim_hub.runtime.settings import Settings
 from pim_hub.runtime.tuning import quiet_gc
+from pim_hub.schemas.errors import RetryableError
 from pim_hub.schemas.topics import RAW_EVENTS
 from pim_hub.services.ingest.dedupe import SeenIds
 from pim_hub.services.ingest.events import (
@@ -62,11 +63,11 @@ class RawRecord:
     headers: list[tuple[str, str | bytes | None]]
 
 
-class Backpressure(Exception):
+class Backpressure(RetryableError):
     """The producer queue is full: the caller should slow down (429)."""
 
 
-class PublishFailed(Exception):
+class PublishFailed(RetryableError):
     """The broker did not acknowledge in time or refused the write (503)."""
 
 

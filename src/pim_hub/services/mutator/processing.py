@@ -16,7 +16,7 @@ from pim_hub.registry.queue_map import QueueMap, queue_map_from_settings
 from pim_hub.schemas.entities import entity_key as payload_entity_key
 from pim_hub.schemas.errors import PermanentError, SchemaError
 from pim_hub.schemas.serde import Serde
-from pim_hub.services.mutator.core import diffing
+from pim_hub.services.mutator.core import apply, diffing
 from pim_hub.services.mutator.core.fanout import job_key, plan_jobs
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class SnapshotProcessor:
                     )
             stored = stored_for(ekey)
             if snap["delta"] is not None:
-                decision = diffing.decide_delta(
+                decision = apply.decide_delta(
                     etype, ekey, stored, orjson.loads(snap["delta"]), snap["source_version"]
                 )
             else:

@@ -6,8 +6,9 @@ from typing import Any, Final
 
 import orjson
 
-from pim_hub.schemas.errors import InvalidSnapshot
-from pim_hub.schemas.versions import delta_version
+from pim_hub.schemas.errors import DeltaWithoutBase, InvalidSnapshot
+from pim_hub.schemas.versions import compare_versions, delta_version
+from pim_hub.services.mutator.core import diffing
 from pim_hub.services.mutator.core.diffing import Change, change_from_record
 from pim_hub.services.mutator.core.normalise import (
     CMP_KEY,
@@ -17,6 +18,7 @@ from pim_hub.services.mutator.core.normalise import (
     TYPES_KEY,
     VERSION_KEY,
     is_set_slot,
+    is_tombstone,
     make_slot,
     put_source,
     source_of,
@@ -203,3 +205,38 @@ def apply_delta(
 
 
 __all__ = ["apply", "apply_delta", "delta_version"]
+
+
+def decide_delta(
+    entity_type: str,
+    entity_key: str,
+    stored: dict[str, Any] | None,
+    delta_changes: list[dict[str, Any]],
+    version: str | None,
+) -> diffing.Decision:
+    """Apply an Event Platform `*.updated.delta` to the stored state and decide on the result.
+
+    The decision (changes, new state, mutation id) is the one a full snapshot of the
+    resulting entity would have produced.
+
+    Args:
+        entity_type: "product" or "product_model" (any type works).
+        entity_key: the entity key.
+        stored: the stored state.
+        delta_changes: Akeneo `data.<entity>.changes` objects, or change records as built by
+            change_to_record (both forms may be mixed).
+        version: the delta's `updated_at` as ISO 8601 (see pim_hub.schemas.versions.delta_version).
+
+    Raises:
+        DeltaWithoutBase: nothing (or a tombstone) is stored; fetch a full snapshot instead.
+        InvalidSnapshot: the delta is malformed.
+    """
+    diffing.check_type(entity_type)
+    if stored is None or is_tombstone(stored):
+        raise DeltaWithoutBase(entity_key)
+    if compare_versions(version, stored.get(VERSION_KEY)) == -1:
+        return diffing.nothing("stale")
+    current = apply_delta(stored, delta_changes)
+    if version is not None:
+        current[VERSION_KEY] = version
+    return diffing.decide_state(entity_type, entity_key, stored, current)

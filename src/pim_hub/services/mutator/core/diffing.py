@@ -12,7 +12,7 @@ from typing import Any, Final, Literal, NamedTuple
 import orjson
 
 from pim_hub.schemas.entities import ENTITY_TYPES
-from pim_hub.schemas.errors import DeltaWithoutBase, InvalidSnapshot
+from pim_hub.schemas.errors import InvalidSnapshot
 from pim_hub.schemas.versions import compare_versions, parse_version
 from pim_hub.services.mutator.core.normalise import (
     CMP_KEY,
@@ -292,7 +292,7 @@ def mutation_id(entity_key: str, version: str | None, digest: str) -> str:
     return str(uuid.uuid5(MUTATION_NAMESPACE, f"{entity_key}\n{version or ''}\n{digest}"))
 
 
-def _nothing(
+def nothing(
     kind: Literal["noop", "stale", "duplicate"], new_state: dict[str, Any] | None = None
 ) -> Decision:
     return Decision(kind, None, (), new_state, None, None)
@@ -302,7 +302,7 @@ def _content_changes(changes: list[Change]) -> tuple[Change, ...]:
     return tuple(c for c in changes if c.field != TYPES_FIELD)
 
 
-def _check_type(entity_type: str) -> None:
+def check_type(entity_type: str) -> None:
     if entity_type not in ENTITY_TYPES:
         raise InvalidSnapshot(f"unknown entity type {entity_type!r}")
 
@@ -316,7 +316,7 @@ def decide_state(
     order = compare_versions(version, stored_version)
     if order == -1:
         # An older snapshot delivered late: the stored state already reflects something newer.
-        return _nothing("stale")
+        return nothing("stale")
     if version is None and stored_version is not None:
         # Without a version we cannot order this snapshot, but we must not lose the guard.
         current = {**current, VERSION_KEY: stored_version}
@@ -334,10 +334,10 @@ def decide_state(
     changes = _content_changes(diff(stored, current))
     if not changes:
         if current == stored:
-            return _nothing("duplicate" if order == 0 else "noop")
+            return nothing("duplicate" if order == 0 else "noop")
         # Same content, but a newer version or new source text/types: remember them, so a
         # snapshot older than this one is recognised as stale later.
-        return _nothing("duplicate" if order == 0 else "noop", current)
+        return nothing("duplicate" if order == 0 else "noop", current)
     return Decision(
         "mutation",
         "update",
@@ -370,7 +370,7 @@ def decide(
     Raises:
         InvalidSnapshot: unknown entity type, invalid payload or unparsable version.
     """
-    _check_type(entity_type)
+    check_type(entity_type)
     if payload is None:
         return _decide_tombstone(entity_type, entity_key, stored, version)
     current = _index_state(entity_type, payload)
@@ -387,12 +387,12 @@ def _decide_tombstone(
     if stored is None or is_tombstone(stored):
         # Nothing to delete; still remember the deletion time so an older create is stale.
         if stored is None:
-            return _nothing("noop", tombstone(entity_type, version) if version else None)
+            return nothing("noop", tombstone(entity_type, version) if version else None)
         if order == 0 or (order is None and version == stored_version):
-            return _nothing("duplicate")
-        return _nothing("noop", tombstone(entity_type, version) if order == 1 else None)
+            return nothing("duplicate")
+        return nothing("noop", tombstone(entity_type, version) if order == 1 else None)
     if order == -1:
-        return _nothing("stale")
+        return nothing("stale")
     return Decision(
         "mutation",
         "delete",
@@ -401,44 +401,6 @@ def _decide_tombstone(
         denormalise(stored),
         mutation_id(entity_key, version or stored_version, "deleted:" + content_hash(stored)),
     )
-
-
-def decide_delta(
-    entity_type: str,
-    entity_key: str,
-    stored: dict[str, Any] | None,
-    delta_changes: list[dict[str, Any]],
-    version: str | None,
-) -> Decision:
-    """Apply an Event Platform `*.updated.delta` to the stored state and decide on the result.
-
-    The decision (changes, new state, mutation id) is the one a full snapshot of the
-    resulting entity would have produced.
-
-    Args:
-        entity_type: "product" or "product_model" (any type works).
-        entity_key: the entity key.
-        stored: the stored state.
-        delta_changes: Akeneo `data.<entity>.changes` objects, or change records as built by
-            change_to_record (both forms may be mixed).
-        version: the delta's `updated_at` as ISO 8601 (see pim_hub.schemas.versions.delta_version).
-
-    Raises:
-        DeltaWithoutBase: nothing (or a tombstone) is stored; fetch a full snapshot instead.
-        InvalidSnapshot: the delta is malformed.
-    """
-    # Imported here: apply imports this module for Change.
-    from pim_hub.services.mutator.core.apply import apply_delta
-
-    _check_type(entity_type)
-    if stored is None or is_tombstone(stored):
-        raise DeltaWithoutBase(entity_key)
-    if compare_versions(version, stored.get(VERSION_KEY)) == -1:
-        return _nothing("stale")
-    current = apply_delta(stored, delta_changes)
-    if version is not None:
-        current[VERSION_KEY] = version
-    return decide_state(entity_type, entity_key, stored, current)
 
 
 __all__ = [
@@ -450,7 +412,6 @@ __all__ = [
     "compare_versions",
     "content_hash",
     "decide",
-    "decide_delta",
     "decide_state",
     "diff",
     "index_state",
