@@ -11,7 +11,7 @@ import pytest
 from pim_hub.drivers.base import IntegrationContext
 from pim_hub.drivers.magento2 import Magento2Driver
 from pim_hub.drivers.magento2 import driver as driver_module
-from pim_hub.drivers.magento2.driver import M_CATEGORY, M_MODEL, M_OPTION, M_TYPE
+from pim_hub.drivers.magento2.keys import M_CATEGORY, M_MODEL, M_OPTION, M_TYPE
 from pim_hub.sandbox.magento import SandboxConfig
 from tests.spec_validation import SwaggerDocument
 from tests.unit.magento2.helpers import (

@@ -35,27 +35,25 @@ from pim_hub.drivers.magento2.errors import (
     RetryableError,
     UrlKeyConflict,
 )
+from pim_hub.drivers.magento2.keys import (
+    M_ATTRIBUTE_ID,
+    M_AXES,
+    M_CATEGORY,
+    M_MEDIA,
+    M_MODEL,
+    M_MODEL_ROOT,
+    M_MODEL_VARIANT,
+    M_PRODUCT,
+    M_TYPE,
+)
+from pim_hub.drivers.magento2.options import OptionCatalogue
+from pim_hub.drivers.magento2.references import References
 from pim_hub.schemas.events import Job
 
-# Mapping-service entity types (per integration): what the driver remembers between jobs.
-M_PRODUCT = "product"  # Akeneo entity key -> "<magento id>:<sku>"
-M_MODEL = "product_model"  # model code -> "<magento id>:<sku>" (root models only)
-M_MODEL_ROOT = "product_model_root"  # model code -> its root model code
-M_MODEL_VARIANT = "product_model_variant"  # root model code -> family variant code
-M_CATEGORY = "category"  # category code -> Magento category id
-M_OPTION = "attribute_option"  # "<magento attribute>.<option code>" -> option id
-M_TYPE = "akeneo_attribute_type"  # attribute code -> Akeneo type
-M_AXES = "akeneo_family_variant_axes"  # family variant -> "axis1,axis2"
-M_ATTRIBUTE_ID = "magento_attribute_id"  # Magento attribute code -> attribute_id
-M_MEDIA = "media"  # "<sku>|<attribute>" -> "<sha256>:<entry id>"
-
 MSG_ALREADY_ATTACHED = "The product is already attached."
-#: how often a job waiting for a reference looks at the mapping again (doubling up to the max)
 REFERENCE_POLL_S = 0.05
-REFERENCE_POLL_MAX_S = 0.4
 #: how many characters of comma-separated SKUs one search by SKU carries at most
 SEARCH_SKUS_CHARS = 2000
-#: how long an attribute type found nowhere is not looked up again
 UNKNOWN_TYPE_RECHECK_S = 5.0
 # Async bulk operation status codes (Magento\AsynchronousOperations).
 OP_COMPLETE, OP_RETRIABLE, OP_FAILED, OP_OPEN, OP_REJECTED = 1, 2, 3, 4, 5
@@ -118,14 +116,9 @@ class Magento2Driver(Driver):
     def __init__(self) -> None:
         self._client: MagentoClient | None = None
         self._media: AkeneoMedia | None = None
-        self._types: dict[str, str] = {}
-        self._types_unknown: dict[str, float] = {}  # code -> when to look it up again
-        self._pollers: dict[tuple[str, str], asyncio.Future[str | None]] = {}
-        self._mapped = asyncio.Event()  # set (and replaced) when this driver maps something
-        self._options: dict[tuple[str, str], str] = {}
+        self._refs = References()
+        self._opts = OptionCatalogue()
         self._attribute_ids: dict[str, int] = {}
-        self._store_ids: dict[str, int] | None = None
-        self._option_locks: dict[str, asyncio.Lock] = {}
         self._parent_locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -252,7 +245,7 @@ class Magento2Driver(Driver):
         # What the one-by-one path records before its upsert: variants find their root.
         if roots:
             await mapping.put_many(M_MODEL_ROOT, roots)
-            self._wrote_mappings()
+            self._refs.wrote_mappings()
         if family_variants:
             await mapping.put_many(M_MODEL_VARIANT, family_variants)
         if prepared:
@@ -334,32 +327,6 @@ class Magento2Driver(Driver):
         return DeliveryResult.skipped(f"the Magento driver does not handle {etype!r}")
 
     # ------------------------------------------------------------------ attribute types
-    async def _learned(
-        self, states: Sequence[dict[str, Any]], api: MagentoClient, mapping: EntityMappingService
-    ) -> dict[str, str]:
-        """The learned types of the attributes these entities may need (one look-up for all)."""
-        config = api.config
-        # A type the config declares wins over a learned one: no need to look it up.
-        codes = {r.akeneo for r in config.attributes if r.type is None}
-        if config.map_unlisted_attributes:
-            for state in states:
-                codes.update((state.get("values") or {}).keys())
-        codes -= set(config.attribute_types)
-        now = time.monotonic()
-        missing = [
-            c
-            for c in sorted(codes)
-            if c not in self._types and self._types_unknown.get(c, 0.0) <= now
-        ]
-        if missing:
-            found = await mapping.get_many(M_TYPE, missing)
-            self._types.update(found)
-            # Types never learned (their attribute is not synced to this integration) are
-            # asked again a little later, not for every product.
-            later = now + UNKNOWN_TYPE_RECHECK_S
-            self._types_unknown.update((c, later) for c in missing if c not in found)
-        return {c: self._types[c] for c in codes if c in self._types}
-
     async def _attribute(
         self, job: Job, state: dict[str, Any], mapping: EntityMappingService
     ) -> DeliveryResult:
@@ -371,7 +338,7 @@ class Magento2Driver(Driver):
         if job.mutation.operation == "delete":
             return DeliveryResult.skipped("attribute deletions do not reach Magento")
         await mapping.put(M_TYPE, code, type_)
-        self._types[code] = type_
+        self._refs.types[code] = type_
         return DeliveryResult.delivered(target_ref=f"type:{code}")
 
     async def _family_variant(
@@ -387,114 +354,6 @@ class Magento2Driver(Driver):
         await mapping.put(M_AXES, code, ",".join(axes))
         return DeliveryResult.delivered(target_ref=f"axes:{code}")
 
-    # ------------------------------------------------------------------ options
-    async def _store_view_ids(self, api: MagentoClient) -> dict[str, int]:
-        if self._store_ids is None:
-            rows = await api.call("GET", "/V1/store/storeViews")
-            self._store_ids = {str(r["code"]): int(r["id"]) for r in rows if int(r["id"]) != 0}
-        return self._store_ids
-
-    async def _list_options(self, api: MagentoClient, attribute: str) -> dict[str, str]:
-        rows = await api.call("GET", f"/V1/products/attributes/{attribute}/options", store="all")
-        return {
-            str(r.get("label")): str(r.get("value"))
-            for r in rows or []
-            if r.get("value") not in (None, "")
-        }
-
-    async def _ensure_options(
-        self,
-        refs: set[OptionRef],
-        api: MagentoClient,
-        mapping: EntityMappingService,
-        labels: dict[str, Any] | None = None,
-    ) -> dict[tuple[str, str], str]:
-        """Option ids of every ref, creating missing options once (admin label = Akeneo code)."""
-        ids, errors = await self._resolve_options(refs, api, mapping, labels)
-        if errors:
-            raise errors[min(errors)]
-        return ids
-
-    async def _resolve_options(
-        self,
-        refs: set[OptionRef],
-        api: MagentoClient,
-        mapping: EntityMappingService,
-        labels: dict[str, Any] | None = None,
-    ) -> tuple[dict[tuple[str, str], str], dict[str, MagentoError]]:
-        """Option ids of the refs (one mapping query for all) and the error of each attribute
-        whose missing options could not be created."""
-        out: dict[tuple[str, str], str] = {}
-        errors: dict[str, MagentoError] = {}
-        unknown: dict[str, tuple[str, str]] = {}
-        for ref in refs:
-            key = (ref.magento, ref.code)
-            if key in self._options:
-                out[key] = self._options[key]
-            else:
-                unknown[f"{ref.magento}.{ref.code}"] = key
-        if not unknown:
-            return out, errors
-        known = await mapping.get_many(M_OPTION, sorted(unknown))
-        by_attr: dict[str, list[str]] = {}
-        for source, key in sorted(unknown.items()):
-            if source in known:
-                out[key] = known[source]
-            else:
-                by_attr.setdefault(key[0], []).append(key[1])
-        self._options.update(out)
-        for attribute, codes in sorted(by_attr.items()):
-            # One creator per attribute in this process: two jobs needing the same new
-            # option must not both POST it (Magento refuses a duplicate admin label).
-            async with self._option_locks.setdefault(attribute, asyncio.Lock()):
-                # Created by another job of this process while this one waited.
-                missing = [c for c in codes if (attribute, c) not in self._options]
-                try:
-                    if missing:
-                        await self._create_options(attribute, missing, api, mapping, labels)
-                except MagentoError as exc:
-                    errors[attribute] = exc
-                    continue
-            out.update(((attribute, c), self._options[(attribute, c)]) for c in codes)
-        return out, errors
-
-    async def _create_options(
-        self,
-        attribute: str,
-        codes: list[str],
-        api: MagentoClient,
-        mapping: EntityMappingService,
-        labels: dict[str, Any] | None,
-    ) -> dict[str, str]:
-        try:
-            existing = await self._list_options(api, attribute)
-        except NotFound as exc:
-            raise PermanentError(
-                f"Magento has no attribute {attribute!r} to hold options: create it first",
-                status=404,
-                kind="mapping",
-            ) from exc
-        found: dict[str, str] = {c: existing[c] for c in codes if c in existing}
-        store_ids = await self._store_view_ids(api) if labels else {}
-        for code in codes:
-            if code in found:
-                continue
-            body = {"option": builder.build_option(code, labels or {}, api.config, store_ids)}
-            try:
-                option_id = await api.call(
-                    "POST", f"/V1/products/attributes/{attribute}/options", body, store="all"
-                )
-            except PermanentError as exc:
-                # Created by another process meanwhile (duplicate label): adopt it.
-                again = await self._list_options(api, attribute)
-                if code not in again:
-                    raise exc
-                option_id = again[code]
-            found[code] = str(option_id).removeprefix("id_")
-        await mapping.put_many(M_OPTION, {f"{attribute}.{c}": i for c, i in found.items()})
-        self._options.update(((attribute, c), i) for c, i in found.items())
-        return found
-
     async def _attribute_option(
         self, job: Job, state: dict[str, Any], api: MagentoClient, mapping: EntityMappingService
     ) -> DeliveryResult:
@@ -509,7 +368,7 @@ class Magento2Driver(Driver):
         if not targets:
             return DeliveryResult.skipped(f"attribute {attribute!r} has no rule")
         refs = {OptionRef(t, attribute, code) for t in targets}
-        ids = await self._ensure_options(refs, api, mapping, labels=state.get("labels") or {})
+        ids = await self._opts.ensure(refs, api, mapping, labels=state.get("labels") or {})
         return DeliveryResult.delivered(target_ref=",".join(sorted(ids.values())))
 
     # ------------------------------------------------------------------ categories
@@ -527,7 +386,7 @@ class Magento2Driver(Driver):
         if not codes:
             return {}
         wait = api.config.reference_wait_s if api.config.missing_reference == "retry" else 0.0
-        mapped = await self._await_mapped(mapping, M_CATEGORY, sorted(codes), wait)
+        mapped = await self._refs.await_mapped(mapping, M_CATEGORY, sorted(codes), wait)
         return {k: int(v) for k, v in mapped.items()}
 
     @staticmethod
@@ -535,61 +394,6 @@ class Magento2Driver(Driver):
         missing = sorted(codes - set(found))
         if missing and config.missing_reference == "retry":
             raise MissingReference(f"categories not synced to Magento yet: {', '.join(missing)}")
-
-    async def _await_mapped(
-        self, mapping: EntityMappingService, etype: str, keys: list[str], wait_s: float
-    ) -> dict[str, str]:
-        """Mapped targets of these keys, waiting up to wait_s for the missing ones.
-
-        A reference missing during a load is nearly always being delivered at this moment
-        (a parent category, the configurable of a variant): waiting a moment here is far
-        cheaper than a trip through a retry topic.
-        """
-        found = await mapping.get_many(etype, keys)
-        missing = [k for k in keys if k not in found]
-        if not missing or wait_s <= 0:
-            return found
-        waited = await asyncio.gather(
-            *(self._await_one(mapping, etype, k, wait_s) for k in missing)
-        )
-        found.update((k, v) for k, v in zip(missing, waited, strict=True) if v is not None)
-        return found
-
-    async def _await_one(
-        self, mapping: EntityMappingService, etype: str, key: str, wait_s: float
-    ) -> str | None:
-        # One poller per reference in this process, however many jobs wait for it: fifty
-        # variants of one configurable must not take the mapping's connections in turns.
-        poll = self._pollers.get((etype, key))
-        if poll is None:
-            poll = asyncio.ensure_future(self._poll_mapped(mapping, etype, key, wait_s))
-            self._pollers[(etype, key)] = poll
-            poll.add_done_callback(lambda _: self._pollers.pop((etype, key), None))
-        return await asyncio.shield(poll)
-
-    async def _poll_mapped(
-        self, mapping: EntityMappingService, etype: str, key: str, wait_s: float
-    ) -> str | None:
-        """The mapping of one key once it exists, or None after wait_s."""
-        deadline = time.monotonic() + wait_s
-        interval = REFERENCE_POLL_S
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            # Woken at once when this process maps something (the reference is often
-            # delivered by another batch here), else after the interval.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._mapped.wait(), min(interval, left))
-            found = await mapping.get(etype, key)
-            if found is not None:
-                return found
-            interval = min(interval * 2, REFERENCE_POLL_MAX_S)
-
-    def _wrote_mappings(self) -> None:
-        """Wake the jobs waiting for a reference: one of them may exist now."""
-        self._mapped.set()
-        self._mapped = asyncio.Event()
 
     async def _find_category(
         self, api: MagentoClient, parent_id: int, code: str, name: str
@@ -629,7 +433,7 @@ class Magento2Driver(Driver):
             # A tree root maps to an existing Magento root; Magento's root is never renamed.
             root_id = config.category_roots.get(code, config.default_root_category_id)
             await mapping.put(M_CATEGORY, code, str(root_id))
-            self._wrote_mappings()
+            self._refs.wrote_mappings()
             return DeliveryResult.delivered(target_ref=str(root_id))
         parent_id = (await self._category_ids({parent}, api, mapping)).get(parent)
         if parent_id is None:
@@ -648,7 +452,7 @@ class Magento2Driver(Driver):
                 created = await api.call("POST", "/V1/categories", body, store="all")
                 category_id = int(created["id"])
             await mapping.put(M_CATEGORY, code, str(category_id))
-            self._wrote_mappings()
+            self._refs.wrote_mappings()
             current = await api.call("GET", f"/V1/categories/{category_id}", store="all")
         if current.get("name") != name:
             await api.call(
@@ -690,7 +494,7 @@ class Magento2Driver(Driver):
         """
         config = api.config
         out: list[ProductPayload | MagentoError | None] = [None] * len(entities)
-        learned = await self._learned([state for state, _ in entities], api, mapping)
+        learned = await self._refs.learned([state for state, _ in entities], api, mapping)
         refs: dict[int, builder.Refs] = {}
         for index, (state, _) in enumerate(entities):
             try:
@@ -698,7 +502,7 @@ class Magento2Driver(Driver):
             except MagentoError as exc:
                 out[index] = exc
         option_refs = {o for r in refs.values() for o in r.options}
-        option_ids, option_errors = await self._resolve_options(option_refs, api, mapping)
+        option_ids, option_errors = await self._opts.resolve(option_refs, api, mapping)
         for index, r in refs.items():
             failed = sorted({o.magento for o in r.options} & option_errors.keys())
             if failed:
@@ -789,7 +593,7 @@ class Magento2Driver(Driver):
         product_id = int(saved["id"])
         if mapped is None or _split_ref(mapped) != (product_id, payload.sku):
             await mapping.put(map_type, map_key, f"{product_id}:{payload.sku}")
-            self._wrote_mappings()
+            self._refs.wrote_mappings()
         for view, body in sorted(payload.stores.items()):
             await self._save(api, body, view, False)
         if payload.images:
@@ -896,12 +700,12 @@ class Magento2Driver(Driver):
             # values reach Magento through the variant products, which carry them.
             root = await mapping.get(M_MODEL_ROOT, str(parent)) or str(parent)
             await mapping.put(M_MODEL_ROOT, code, root)
-            self._wrote_mappings()
+            self._refs.wrote_mappings()
             return DeliveryResult.skipped(f"sub-model of {root}: variants link to the root")
         if job.mutation.operation == "delete":
             return await self._delete_product(state, code, api, mapping, M_MODEL)
         await mapping.put_many(M_MODEL_ROOT, {code: code})
-        self._wrote_mappings()
+        self._refs.wrote_mappings()
         if state.get("family_variant"):
             await mapping.put(M_MODEL_VARIANT, code, str(state["family_variant"]))
         payload, product_id = await self._upsert(
@@ -962,9 +766,11 @@ class Magento2Driver(Driver):
                 out[parent][index] = exc
 
         parents = sorted(families)
-        roots = await self._await_mapped(mapping, M_MODEL_ROOT, parents, wait)
+        roots = await self._refs.await_mapped(mapping, M_MODEL_ROOT, parents, wait)
         root_codes = sorted(set(roots.values()))
-        models = await self._await_mapped(mapping, M_MODEL, root_codes, wait) if root_codes else {}
+        models = (
+            await self._refs.await_mapped(mapping, M_MODEL, root_codes, wait) if root_codes else {}
+        )
         variants = await mapping.get_many(M_MODEL_VARIANT, root_codes) if root_codes else {}
         unknown_axes = sorted(
             {v for v in variants.values() if not config.family_variant_axes.get(v)}
@@ -1016,7 +822,7 @@ class Magento2Driver(Driver):
         all_refs = {
             r for _, _, child_refs in plans.values() for refs in child_refs.values() for r in refs
         }
-        ids, option_errors = await self._resolve_options(all_refs, api, mapping)
+        ids, option_errors = await self._opts.resolve(all_refs, api, mapping)
         wanted: dict[str, dict[str, set[str]]] = {}  # parent sku -> magento attribute -> ids
         for parent, (parent_sku, _, child_refs) in list(plans.items()):
             failed = sorted(
@@ -1339,7 +1145,7 @@ class Magento2Driver(Driver):
                     pairs.setdefault(p.map_type, {})[p.map_key] = ref
             for map_type, refs in sorted(pairs.items()):
                 await mapping.put_many(map_type, refs)
-            self._wrote_mappings()
+            self._refs.wrote_mappings()
             for i in done:
                 results[i] = DeliveryResult.delivered(target_ref=prepared[i].payload.sku)
         return [r if r is not None else DeliveryResult.retry("bulk: no outcome") for r in results]
