@@ -91,3 +91,14 @@ def test_the_benchmarks_do_not_import_the_tests() -> None:
     for path in ROOT.glob("bench/*.py"):
         text = path.read_text()
         assert "from tests" not in text and "import tests" not in text, path.name
+
+
+def test_hub_up_prints_its_database_in_the_form_it_was_given() -> None:
+    from pim_hub.devstack.embedded import replace_dbname
+
+    assert (
+        replace_dbname("postgresql://u:p%40ss@127.0.0.1:5432/postgres?sslmode=disable", "pim_hub")
+        == "postgresql://u:p%40ss@127.0.0.1:5432/pim_hub?sslmode=disable"
+    )
+    conninfo = replace_dbname("host=/run/pg dbname=postgres user=u", "pim hub")
+    assert "dbname='pim hub'" in conninfo and "host=/run/pg" in conninfo

