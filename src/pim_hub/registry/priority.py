@@ -8,8 +8,10 @@ from typing import Any
 
 import orjson
 
-#: name -> number; lower is more urgent.
-DEFAULT_LEVELS: dict[str, int] = {"immediate": 0, "normal": 5, "low": 9}
+from pim_hub.schemas import topics
+
+#: name -> number; lower is more urgent (the levels of the topic catalogue).
+DEFAULT_LEVELS: dict[str, int] = {name: level for name, (level, _) in topics.PRIORITIES.items()}
 
 #: The rule tables an integration's priority_map may override.
 RULE_TABLES: tuple[str, ...] = ("entity_types", "operations", "fields", "attributes")

@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pim_hub.schemas import topics
+
 
 class KafkaSettings(BaseModel):
     """How to reach Kafka; security settings apply to every client."""
@@ -101,7 +103,7 @@ class Settings(BaseSettings):
     mutator_store: Literal["memory", "rocksdb"] = "memory"
     integrations_refresh_s: float = 2.0
     queue_map_file: str | None = None  # HUB_QUEUE_MAP_FILE: priorities YAML
-    retry_delays_s: list[int] = Field(default_factory=lambda: [30, 300, 1800])
+    retry_delays_s: list[int] = Field(default_factory=lambda: list(topics.RETRY_DELAYS_S))
     dispatcher_batch_size: int = 50
     dispatcher_linger_ms: int = 20
     dispatcher_max_in_flight: int = 8

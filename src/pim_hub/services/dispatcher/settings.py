@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class DispatcherOptions:
     max_in_flight: int = 8
     max_attempts: int = 4
     shutdown_timeout_s: float = 20.0
-    retry_delays_s: tuple[int, ...] = (30, 300, 1800)
+    retry_delays_s: tuple[int, ...] = topics.RETRY_DELAYS_S
     poll_records: int = 500
     # Memory is bounded by bytes: a decoded job takes 10-15 times its encoded size (a
     # creation's job: 2-10 KB encoded, the full state and one change per value), so 4 MB
