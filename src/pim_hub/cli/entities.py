@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from pim_hub.runtime.entry import fail as _fail
 from pim_hub.runtime.entry import load_settings as _settings
 from pim_hub.runtime.entry import need_db as _need_db
 from pim_hub.services.projections.cli import entities as entities_projector
@@ -15,11 +16,6 @@ from pim_hub.services.projections.cli import entities as entities_projector
 entities_app = typer.Typer(
     no_args_is_help=True, help="The local model: latest state of every entity (PostgreSQL)."
 )
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    return typer.Exit(code)
 
 
 def _json_default(value: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
+from pim_hub.runtime.entry import fail as _fail
 from pim_hub.runtime.entry import load_settings as _settings
 from pim_hub.runtime.entry import need_bootstrap as _need_bootstrap
 from pim_hub.runtime.entry import need_db as _need_db
@@ -39,11 +40,6 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
             f"{text!r}: expected an ISO 8601 time (2026-01-31T10:00:00Z) or an age (90m, 2h, 7d)"
         ) from exc
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    return typer.Exit(2)
 
 
 def _ready(need_db: bool = True) -> Settings:
