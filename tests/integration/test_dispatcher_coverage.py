@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, NewTopic, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from typer.testing import CliRunner
 
 from pim_hub.cli.main import app
