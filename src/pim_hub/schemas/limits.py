@@ -58,6 +58,17 @@ def check_code(what: str, text: str) -> None:
         )
 
 
+def escape_controls(text: str) -> str:
+    """text with each control character shown as an escape (`\\x00`, `\\n`, `\\x1b`).
+
+    For untrusted text on a terminal, in a database row or a log line: a key with CR, LF
+    or ESC must not rewrite what is shown around it, NUL must not be refused by PostgreSQL.
+    """
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def json_depth_exceeds(value: Any, max_depth: int = MAX_JSON_DEPTH) -> bool:
     """True when a decoded JSON value nests deeper than max_depth containers.
 
