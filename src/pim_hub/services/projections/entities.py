@@ -267,6 +267,7 @@ class EntityProjector(BatchProjector[dict[str, int]]):
 
     topic = topics.MUTATIONS
     schema = "Mutation"
+    stage = "projector.entities"
     log = logger
     undecodable_message = "undecodable mutation not projected"
 
