@@ -267,6 +267,8 @@ class EntityProjector(BatchProjector[dict[str, int]]):
 
     topic = topics.MUTATIONS
     schema = "Mutation"
+    # Serves /metrics, /healthz and /readyz like every service (its probes need them).
+    metrics_service = "entity-projector"
     log = logger
     undecodable_message = "undecodable mutation not projected"
 
