@@ -20,6 +20,7 @@ from pim_hub.cli.dead import dead_app
 from pim_hub.cli.entities import diff as diff_command
 from pim_hub.cli.entities import entities_app
 from pim_hub.cli.integrations import drivers_app, registry_app
+from pim_hub.cli.invalid import invalid_app
 from pim_hub.cli.ops import offsets, replay, resync, trace
 from pim_hub.ops.exporter import exporter as exporter_command
 from pim_hub.runtime.entry import fail as _fail
@@ -76,6 +77,7 @@ app.add_typer(registry_app, name="integrations")
 app.add_typer(drivers_app, name="drivers")
 app.add_typer(produce_app, name="produce")
 app.add_typer(dead_app, name="dead")
+app.add_typer(invalid_app, name="invalid")
 app.add_typer(entities_app, name="entities")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(sync_app, name="sync")
@@ -182,6 +184,7 @@ def produce_snapshot(
     from pim_hub.schemas.errors import InvalidSnapshot
     from pim_hub.schemas.records import snapshot_record
     from pim_hub.schemas.serde import Serde
+    from pim_hub.services.mutator.processing import snapshot_problem
 
     settings = _settings()
     _need_bootstrap(settings)
@@ -190,9 +193,13 @@ def produce_snapshot(
         key = entity_key(entity_type, payload)
     except (OSError, orjson.JSONDecodeError, InvalidSnapshot) as exc:
         raise _fail(f"{file}: {exc}") from exc
-    record = snapshot_record(
-        entity_type, key, None if delete else payload, version or payload.get("updated"), "external"
-    )
+    version = version or payload.get("updated")
+    # The mutator's own checks (every field's and value's type, the version): what it would
+    # set aside on pim.snapshots.invalid is refused here, before it is published.
+    problem = snapshot_problem(entity_type, key, None if delete else payload, version)
+    if problem is not None:
+        raise _fail(f"{file}: the mutator would refuse this snapshot: {problem}")
+    record = snapshot_record(entity_type, key, None if delete else payload, version, "external")
     msg = produce_sync(
         make_producer(settings),
         topics.SNAPSHOTS,

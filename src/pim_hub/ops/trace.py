@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 STAGE_ORDER = {
     "raw-event": 0,
     "snapshot": 1,
+    "invalid": 2,
     "mutation": 2,
     "job": 3,
     "dead-letter": 4,
@@ -176,6 +177,21 @@ def snapshot_event(msg: Message, record: dict[str, Any]) -> TraceEvent:
     }
     summary = f"{what} snapshot from {record['origin']}, version {record['source_version']}"
     return TraceEvent(_ms(msg), "snapshot", *_where(msg), summary, data)
+
+
+def invalid_event(msg: Message, serde: Serde) -> TraceEvent:
+    """A pim.snapshots.invalid record: what was refused and why."""
+    from pim_hub.ops.invalid import decode
+
+    rec = decode(msg, serde)
+    data = {
+        "error_type": rec.error_type,
+        "reason": rec.reason,
+        "kind": rec.kind,
+        "record_id": rec.id,
+    }
+    summary = f"refused ({rec.error_type}): {rec.reason} [hub invalid show {rec.id}]"
+    return TraceEvent(_ms(msg), "invalid", *_where(msg), summary, data)
 
 
 def _change(c: dict[str, Any]) -> dict[str, Any]:
@@ -345,7 +361,13 @@ def collect(
     trace = Trace(query, keys, entities=rows)
     keyset = {k.encode() for k in keys}
     suffixes = tuple(b"|" + k for k in keyset)
-    entity_topics = [topics.RAW_EVENTS, topics.SNAPSHOTS, topics.MUTATIONS, topics.DELIVERY_STATUS]
+    entity_topics = [
+        topics.RAW_EVENTS,
+        topics.SNAPSHOTS,
+        topics.SNAPSHOTS_INVALID,
+        topics.MUTATIONS,
+        topics.DELIVERY_STATUS,
+    ]
     consumer = ephemeral_consumer(settings, "trace")
     try:
         tps: list[TP] = []
@@ -381,6 +403,8 @@ def _decode(msg: Message, topic: str, serde: Serde, trace: Trace) -> TraceEvent 
     try:
         if topic == topics.RAW_EVENTS:
             return raw_event(msg)
+        if topic == topics.SNAPSHOTS_INVALID:
+            return invalid_event(msg, serde)
         if topic == topics.SNAPSHOTS:
             return snapshot_event(msg, serde.decode("Snapshot", msg.value(), topic=topic))
         if topic == topics.MUTATIONS:
@@ -405,7 +429,15 @@ def render(trace: Trace, changes: bool = True) -> list[str]:
         )
     if not trace.events:
         out.append("  (nothing found in the topics: retention may have removed it)")
-    indent = {"raw-event": 0, "snapshot": 0, "mutation": 1, "job": 2, "dead-letter": 2, "status": 3}
+    indent = {
+        "raw-event": 0,
+        "snapshot": 0,
+        "invalid": 1,
+        "mutation": 1,
+        "job": 2,
+        "dead-letter": 2,
+        "status": 3,
+    }
     for e in trace.events:
         pad = "  " * (indent.get(e.stage, 0) + 1)
         out.append(f"{e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f" {pad}{e.stage:11} {e.summary}")

@@ -366,12 +366,15 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
             if outcome.kind == "invalid":
                 assert outcome.invalid is not None
                 logger.warning(
-                    "invalid snapshot",
+                    "invalid snapshot set aside",
                     extra={
+                        "entity_key": outcome.entity_key,
+                        "entity_type": outcome.entity_type,
                         "topic": msg.topic,
                         "partition": msg.partition,
                         "offset": msg.offset,
                         "reason": outcome.invalid.reason,
+                        "set_aside_to": topics.SNAPSHOTS_INVALID,
                     },
                 )
                 mutate_out.send(
@@ -510,8 +513,33 @@ def run(settings: Settings, role: Role = "all", loglevel: str = "warn") -> None:
     """Run a mutator worker of a role until it is stopped (SIGTERM/SIGINT)."""
     from faust import Worker
 
+    service = "fanout" if role == "fanout" else "mutator"
+
+    class HubWorker(Worker):
+        """Faust's worker, logging through the hub's handler and saying when it is ready."""
+
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            logger.info(
+                "service ready",
+                extra={"service": service, "role": role, "group": app.conf.id},
+            )
+
     ensure_data_dir(settings)
     app = make_app(settings, role)
-    metrics.start_from_env("fanout" if role == "fanout" else "mutator")
-    worker = Worker(app, loglevel=loglevel, quiet=True)
+    logger.info(
+        "service starting",
+        extra={
+            "service": service,
+            "role": role,
+            "group": app.conf.id,
+            "store": settings.mutator_store,
+        },
+    )
+    metrics.start_from_env(service)
+    # override_logging=False keeps the hub's handler (JSON by default, HUB_LOG_FORMAT): Faust
+    # would replace it with its own coloured text handler. No spinner: it writes terminal
+    # escape codes into the log.
+    worker = HubWorker(app, loglevel=loglevel, quiet=True, override_logging=False)
+    worker.spinner = None
     worker.execute_from_commandline()

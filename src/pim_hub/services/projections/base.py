@@ -69,8 +69,28 @@ class BatchProjector(Generic[R]):
         if self.metrics_service is not None:
             metrics.start_from_env(self.metrics_service)
         consumer = Consumer(consumer_config(self.settings, self.group))
-        consumer.subscribe([self.topic])
+        service = self.metrics_service or self.group
+        ready = threading.Event()
+
+        def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            # One line when the group first hands this process its partitions.
+            if not ready.is_set():
+                ready.set()
+                self.log.info(
+                    "service ready",
+                    extra={
+                        "service": service,
+                        "group": self.group,
+                        "topic": self.topic,
+                        "partitions": len(partitions),
+                    },
+                )
+
+        consumer.subscribe([self.topic], on_assign=on_assign)
         conn = psycopg.connect(self.settings.require_database(), autocommit=True)
+        self.log.info(
+            "service starting", extra={"service": service, "group": self.group, "topic": self.topic}
+        )
         try:
             while not self._stop.is_set():
                 msgs = consumer.consume(self.batch_size, self.poll_timeout_s)
