@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -87,7 +89,17 @@ def _progress(label: str, enabled: bool) -> Iterator[_Bar | None]:
         console=Console(stderr=True),
         transient=True,
     ) as progress:
-        yield _Bar(label, progress)
+        # Rich redirects sys.stderr while the bar shows, so that lines print above it; the
+        # log handlers hold the stderr of before and would write into the bar's line (and
+        # leave their text on the report's line): point them at the redirected stream.
+        handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+        streams = [h.setStream(sys.stderr) for h in handlers]
+        try:
+            yield _Bar(label, progress)
+        finally:
+            for handler, stream in zip(handlers, streams, strict=True):
+                if stream is not None:
+                    handler.setStream(stream)
 
 
 def _filter(entity_type: list[str] | None, key: str | None) -> Any:
