@@ -8,6 +8,7 @@ extra is missing is shown with the command that installs it.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, entry_points
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -183,6 +184,7 @@ def produce_snapshot(
     from pim_hub.schemas.limits import LimitExceeded, check_json_text, escape_controls
     from pim_hub.schemas.records import snapshot_record
     from pim_hub.schemas.serde import Serde
+    from pim_hub.schemas.versions import check_version
 
     settings = _settings()
     _need_bootstrap(settings)
@@ -193,11 +195,13 @@ def produce_snapshot(
         # instead of published and set aside.
         check_json_text("the payload", text.decode(), payload)
         key = entity_key(entity_type, payload)
+        updated = payload.get("updated")
+        version = version or (updated if isinstance(updated, str) else None)
+        if version is not None:
+            check_version(version, datetime.now(UTC), settings.version_max_future_s)
     except (OSError, orjson.JSONDecodeError, InvalidSnapshot, LimitExceeded) as exc:
         raise _fail(f"{file}: {exc}") from exc
-    record = snapshot_record(
-        entity_type, key, None if delete else payload, version or payload.get("updated"), "external"
-    )
+    record = snapshot_record(entity_type, key, None if delete else payload, version, "external")
     msg = produce_sync(
         make_producer(settings),
         topics.SNAPSHOTS,
