@@ -119,6 +119,8 @@ def check_legacy_body(body: Any) -> list[Json]:
 
 
 _LEGACY_ENTITY = {"product": "product", "product_model": "product_model"}
+#: Events API nouns the hub handles (`<noun>.created|updated|removed`).
+LEGACY_NOUNS: Final = tuple(_LEGACY_ENTITY)
 
 
 def plan_legacy(event: Json, own_authors: frozenset[str] = frozenset()) -> Plan:
@@ -196,6 +198,11 @@ _EP_ENTITIES: Final[dict[str, tuple[str, str]]] = {
     "channel": ("channel", "channel"),
     "locale": ("locale", "locale"),
 }
+
+
+#: Event Platform nouns the hub handles (`com.akeneo.pim.v1.<noun>.<verb>`).
+EP_NOUNS: Final = tuple(_EP_ENTITIES)
+EP_PREFIX: Final = _EP_PREFIX
 
 
 def _code_of(value: Any) -> str | None:

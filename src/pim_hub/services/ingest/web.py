@@ -23,15 +23,24 @@ from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, make_producer
 from pim_hub.runtime.settings import Settings
 from pim_hub.runtime.tuning import quiet_gc
 from pim_hub.schemas.errors import RetryableError
+from pim_hub.schemas.limits import (
+    DEFAULT_MESSAGE_MAX_BYTES,
+    LimitExceeded,
+    check_depth,
+    record_budget,
+)
 from pim_hub.schemas.topics import RAW_EVENTS
 from pim_hub.services.ingest.dedupe import SeenIds
 from pim_hub.services.ingest.events import (
+    EP_NOUNS,
+    EP_PREFIX,
     EVENT_PLATFORM,
     EVENTS_API,
     H_EVENT_ID,
     H_IGNORED,
     H_RECEIVED,
     H_SOURCE,
+    LEGACY_NOUNS,
     InvalidEvent,
     Json,
     Plan,
@@ -170,18 +179,41 @@ def _json(status: int, body: Json) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _Reject(413, "too_large", f"body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Reject(413, "too_large", f"body over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        # A client that trickles its body must not hold the connection (and a worker slot).
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _Reject(413, "too_large", f"body over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise _Reject(408, "timeout", f"body not received within {timeout_s:g} s") from exc
     return b"".join(chunks)
+
+
+#: The event types counted by name in pimhub_ingest_events_total; any other is `other`, so a
+#: sender cannot add label series at will.
+KNOWN_EVENT_TYPES: frozenset[str] = frozenset(
+    [f"{noun}.{verb}" for noun in LEGACY_NOUNS for verb in ("created", "updated", "removed")]
+    + [
+        f"{EP_PREFIX}{noun}.{verb}"
+        for noun in EP_NOUNS
+        for verb in ("created", "updated", "deleted", "updated.delta")
+    ]
+)
+
+
+def event_type_label(event: Json) -> str:
+    """The bounded metric label of an event's type."""
+    name = event.get("action") or event.get("type")
+    return name if isinstance(name, str) and name in KNOWN_EVENT_TYPES else "other"
 
 
 def create_app(
@@ -190,6 +222,7 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     lifespan: Callable[[Starlette], Any] | None = None,
+    message_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES,
 ) -> Starlette:
     """The receiver app. State for tests: `app.state.metrics`, `app.state.seen`.
 
@@ -198,7 +231,11 @@ def create_app(
         publisher: where raw records go; a request is answered 2xx only after it returned.
         clock: seconds clock for the timestamp window.
         lifespan: starts and stops the publisher when served by uvicorn.
+        message_max_bytes: the brokers' record limit (HUB_KAFKA__MESSAGE_MAX_BYTES); an event
+            whose mutation could not be written is refused at the door.
     """
+    # A mutation carries each value twice (its change and the state): half the budget.
+    max_event = ingest.max_event_bytes or record_budget(message_max_bytes) // 2
     metrics = Metrics()
     hub_metrics.expose(metrics.registry)  # also on HUB_METRICS_PORT
     seen = SeenIds(ingest.dedupe_size)
@@ -243,7 +280,7 @@ def create_app(
     async def handle(kind: str, request: Request) -> Response:
         started = time.perf_counter()
         try:
-            body = await _read_body(request, ingest.max_body_bytes)
+            body = await _read_body(request, ingest.max_body_bytes, ingest.body_timeout_s)
             try:
                 authenticate(kind, request, body)
             except BadSignature as exc:
@@ -254,6 +291,11 @@ def create_app(
             except orjson.JSONDecodeError as exc:
                 raise _Reject(400, "not_json", "body is not JSON") from exc
             try:
+                # orjson reads 1,024 levels but writes 254: each event is written again below.
+                check_depth("body", parsed)
+            except LimitExceeded as exc:
+                raise _Reject(400, "too_deep", str(exc)) from exc
+            try:
                 planned = plan_all(kind, parsed)
             except InvalidEvent as exc:
                 raise _Reject(422, "invalid", str(exc)) from exc
@@ -261,10 +303,15 @@ def create_app(
             records: list[RawRecord] = []
             ids: list[str] = []
             duplicates = ignored = 0
-            for event, plan in planned:
-                metrics.event_types.labels(
-                    kind, str(event.get("action") or event.get("type"))
-                ).inc()
+            for index, (event, plan) in enumerate(planned):
+                metrics.event_types.labels(kind, event_type_label(event)).inc()
+                value = orjson.dumps(event)
+                if len(value) > max_event:
+                    raise _Reject(
+                        413,
+                        "event_too_large",
+                        f"event {index} is {len(value)} bytes; at most {max_event} are accepted",
+                    )
                 event_id = event_id_of(kind, event)
                 if event_id in seen or event_id in ids:
                     duplicates += 1
@@ -279,14 +326,16 @@ def create_app(
                     headers.append((H_IGNORED, plan.reason))
                     ignored += 1
                 ids.append(event_id)
-                records.append(RawRecord(plan.entity_key, orjson.dumps(event), headers))
+                records.append(RawRecord(plan.entity_key, value, headers))
             if records:
                 try:
                     await publisher.publish(records)
                 except Backpressure as exc:
                     raise _Reject(429, "backpressure", str(exc)) from exc
                 except PublishFailed as exc:
-                    raise _Reject(503, "broker_error", str(exc)) from exc
+                    # The broker's own error text stays in the log, not in the answer.
+                    logger.warning("webhook not stored", extra={"error": str(exc)})
+                    raise _Reject(503, "broker_error", "not stored; try again") from exc
             # Remember ids only once acknowledged: a failed write must not hide the retry.
             for event_id in ids:
                 seen.add(event_id)
@@ -297,9 +346,14 @@ def create_app(
                 extra={"endpoint": kind, "status": rej.status, "reason": rej.reason},
             )
             response = _json(rej.status, {"error": rej.reason})
-            if rej.status == 429:
+            if rej.status in (429, 503):
                 response.headers["Retry-After"] = "1"
             return response
+        except Exception:
+            # A bug, not the sender's fault: answered and counted, never a silent 500.
+            metrics.requests.labels(kind, "internal_error").inc()
+            logger.exception("webhook failed", extra={"endpoint": kind})
+            return _json(500, {"error": "internal error"})
         finally:
             metrics.latency.labels(kind).observe(time.perf_counter() - started)
         metrics.requests.labels(kind, "accepted").inc()
@@ -319,6 +373,10 @@ def create_app(
         # Akeneo suspends a subscription on any 404 or 3xx: a signed request on a path we do
         # not expect (a stray slash, an old URL) is served by the endpoint its headers name.
         headers = request.headers
+        if request.url.path in (EVENTS_API_PATH, EVENT_PLATFORM_PATH):
+            response = _json(405, {"error": "method not allowed; webhooks are POSTed"})
+            response.headers["Allow"] = "POST"
+            return response
         if request.method == "POST" and LEGACY_SIGNATURE in headers:
             return await handle(EVENTS_API, request)
         if request.method == "POST" and (EP_PRIMARY in headers or EP_SECONDARY in headers):
@@ -373,4 +431,6 @@ def kafka_app(settings: Settings, ingest: IngestSettings) -> Starlette:
         finally:
             await producer.close()
 
-    return create_app(ingest, publisher, lifespan=lifespan)
+    return create_app(
+        ingest, publisher, lifespan=lifespan, message_max_bytes=settings.kafka.message_max_bytes
+    )
