@@ -9,12 +9,14 @@ from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from starlette.testclient import TestClient
 
 from pim_hub.sandbox.akeneo.webhooks import sign_event_platform, sign_legacy
 from pim_hub.services.ingest.web import (
     EVENT_PLATFORM_PATH,
     EVENTS_API_PATH,
+    KafkaPublisher,
     PublishFailed,
     create_app,
 )
@@ -265,3 +267,70 @@ def test_a_body_trickled_slower_than_the_timeout_is_408(publisher: FakePublisher
     asyncio.run(app(scope, receive, send))
     assert time.monotonic() - started < 0.9
     assert sent[0]["status"] == 408
+
+
+# ------------------------------------------------------------------------- broker faults
+class _FakeProducer:
+    """An AsyncProducer stand-in: acknowledges every record, or fails fatally."""
+
+    def __init__(self, fatal: bool) -> None:
+        self.fatal = fatal
+        self.producer: list[bytes] = []  # len() is the queue length
+        self.started = self.closed = False
+        self.sent: list[bytes | None] = []
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self, timeout: float = 10.0) -> None:
+        self.closed = True
+
+    def send_nowait(self, topic: str, value: bytes | None, key: Any, headers: Any) -> Any:
+        if self.fatal:
+            # What librdkafka raises once an idempotent producer hit UNKNOWN_PRODUCER_ID.
+            raise KafkaException(KafkaError(KafkaError._FATAL, "unknown producer id", fatal=True))
+        self.sent.append(value)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+def test_a_fatal_producer_error_is_503_then_the_producer_is_rebuilt() -> None:
+    broken, fresh = _FakeProducer(fatal=True), _FakeProducer(fatal=False)
+    built: list[_FakeProducer] = []
+
+    def rebuild() -> Any:
+        built.append(fresh)
+        return fresh
+
+    publisher = KafkaPublisher(broken, rebuild=rebuild)  # type: ignore[arg-type]
+    client = TestClient(create_app(settings(), publisher), raise_server_exceptions=False)
+    body = orjson.dumps({"events": [_legacy_event("0c6a5a1e-0000-4000-8000-000000000009")]})
+    first = client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body))
+    assert first.status_code == 503  # not stored: Akeneo retries
+    # The rebuild runs on the app's loop; the next request is served by the new producer.
+    deadline = time.monotonic() + 10
+    while (not built or not publisher.healthy) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        client.get("/healthz")
+    assert built == [fresh] and fresh.started and broken.closed
+    assert client.get("/healthz").status_code == 200
+    again = client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body))
+    assert again.status_code == 200
+    assert len(fresh.sent) == 1
+
+
+def test_health_is_503_while_the_producer_cannot_be_rebuilt() -> None:
+    def rebuild() -> Any:
+        raise RuntimeError("broker unreachable")
+
+    publisher = KafkaPublisher(_FakeProducer(fatal=True), rebuild=rebuild)  # type: ignore[arg-type]
+    client = TestClient(create_app(settings(), publisher), raise_server_exceptions=False)
+    body = orjson.dumps({"events": [_legacy_event("0c6a5a1e-0000-4000-8000-000000000010")]})
+    assert (
+        client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body)).status_code == 503
+    )
+    assert client.get("/healthz").status_code == 503
+    assert (
+        client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body)).status_code == 503
+    )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -89,7 +90,13 @@ class Publisher(Protocol):
 
 
 class KafkaPublisher:
-    """Publisher over the idempotent acks=all producer."""
+    """Publisher over the idempotent acks=all producer, rebuilt after a fatal error.
+
+    An idempotent producer's fatal errors (`UNKNOWN_PRODUCER_ID` after a broker lost its
+    state, `PRODUCER_FENCED` after a long freeze) are final for that producer: every later
+    write fails. With `rebuild`, the publisher replaces it, answering 503 meanwhile (Akeneo
+    retries); `healthy` is False until a new producer runs, for the health endpoint.
+    """
 
     def __init__(
         self,
@@ -98,14 +105,31 @@ class KafkaPublisher:
         topic: str = RAW_EVENTS,
         max_queued: int = 20_000,
         timeout_s: float = 4.0,
+        rebuild: Callable[[], AsyncProducer] | None = None,
     ) -> None:
         self.producer = producer
         self.topic = topic
         self.max_queued = max_queued
         self.timeout_s = timeout_s
+        self._rebuild = rebuild
+        self.healthy = True
+        self._recovering: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the producer's delivery thread."""
+        await self.producer.start()
+
+    async def close(self) -> None:
+        """Deliver what is queued and stop."""
+        if self._recovering is not None:
+            await asyncio.gather(self._recovering, return_exceptions=True)
+        await self.producer.close()
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         """Queue every record, then wait until the broker acknowledged each one."""
+        if not self.healthy:
+            self._recover()  # a rebuild that failed before is tried again
+            raise PublishFailed("producer being rebuilt after a fatal error")
         if len(self.producer.producer) + len(records) > self.max_queued:
             raise Backpressure("producer queue full")
         futures = []
@@ -114,12 +138,45 @@ class KafkaPublisher:
                 futures.append(self.producer.send_nowait(self.topic, r.value, r.key, r.headers))
         except BufferError as exc:
             raise Backpressure("producer queue full") from exc
+        except KafkaException as exc:
+            self._check_fatal(exc.args[0] if exc.args else None)
+            raise PublishFailed(str(exc)) from exc
         try:
             await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
         except TimeoutError as exc:
             raise PublishFailed("broker did not acknowledge in time") from exc
         except DeliveryFailed as exc:
+            self._check_fatal(exc.error)
             raise PublishFailed(str(exc)) from exc
+
+    def _check_fatal(self, error: object) -> None:
+        if isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL):
+            logger.error("producer fatal error; rebuilding it", extra={"error": str(error)})
+            self.healthy = False
+            self._recover()
+
+    def _recover(self) -> None:
+        if self._rebuild is None or (self._recovering is not None and not self._recovering.done()):
+            return
+        self._recovering = asyncio.get_running_loop().create_task(self._replace())
+
+    async def _replace(self) -> None:
+        assert self._rebuild is not None
+        old = self.producer
+        try:
+            fresh = self._rebuild()
+            await fresh.start()
+        except Exception as exc:
+            logger.error("cannot rebuild the producer", extra={"error": str(exc)})
+            return
+        self.producer = fresh
+        self.healthy = True
+        logger.info("producer rebuilt")
+        try:
+            # Its records can no longer be delivered: their requests were already answered 503.
+            await old.close(timeout=0)
+        except Exception as exc:
+            logger.warning("closing the failed producer", extra={"error": str(exc)})
 
 
 @dataclass
@@ -384,6 +441,9 @@ def create_app(
         return _json(404, {"error": "not found"})
 
     async def health(_: Request) -> Response:
+        # Unhealthy while the producer is rebuilt after a fatal error (see KafkaPublisher).
+        if not getattr(publisher, "healthy", True):
+            return _json(503, {"status": "producer unavailable"})
         return _json(200, {"status": "ok"})
 
     async def metrics_endpoint(_: Request) -> Response:
@@ -405,31 +465,37 @@ def create_app(
 
 def kafka_app(settings: Settings, ingest: IngestSettings) -> Starlette:
     """The receiver writing to pim.raw-events with the idempotent acks=all producer."""
+
     # A request waits for its own acknowledgement, so nothing is gained by lingering: its
     # records leave at once (librdkafka still batches what queued up while a request was in
     # flight), and the poll thread hands the acknowledgement over as soon as it arrives.
-    producer = AsyncProducer(
-        make_producer(
-            settings,
-            **{
-                "linger.ms": 0,
-                "queue.buffering.max.messages": max(ingest.max_queued * 2, 1000),
-                "message.timeout.ms": int(ingest.publish_timeout_s * 1000) + 1000,
-            },
+    def new_producer() -> AsyncProducer:
+        return AsyncProducer(
+            make_producer(
+                settings,
+                **{
+                    "linger.ms": 0,
+                    "queue.buffering.max.messages": max(ingest.max_queued * 2, 1000),
+                    "message.timeout.ms": int(ingest.publish_timeout_s * 1000) + 1000,
+                },
+            )
         )
-    )
+
     publisher = KafkaPublisher(
-        producer, max_queued=ingest.max_queued, timeout_s=ingest.publish_timeout_s
+        new_producer(),
+        max_queued=ingest.max_queued,
+        timeout_s=ingest.publish_timeout_s,
+        rebuild=new_producer,
     )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await producer.start()
+        await publisher.start()
         quiet_gc()  # collector pauses show up in the latency tail
         try:
             yield
         finally:
-            await producer.close()
+            await publisher.close()
 
     return create_app(
         ingest, publisher, lifespan=lifespan, message_max_bytes=settings.kafka.message_max_bytes
