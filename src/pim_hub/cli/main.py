@@ -21,7 +21,7 @@ from pim_hub.cli.dead import dead_app
 from pim_hub.cli.entities import diff as diff_command
 from pim_hub.cli.entities import entities_app
 from pim_hub.cli.integrations import drivers_app, registry_app
-from pim_hub.cli.ops import offsets, replay, resync, trace
+from pim_hub.cli.ops import health, offsets, replay, resync, trace
 from pim_hub.ops.exporter import exporter as exporter_command
 from pim_hub.runtime.entry import fail as _fail
 from pim_hub.runtime.entry import load_settings as _settings
@@ -84,6 +84,7 @@ app.command("replay")(replay)
 app.command("resync")(resync)
 app.command("trace")(trace)
 app.command("offsets")(offsets)
+app.command("health")(health)
 app.command("exporter")(exporter_command)
 app.command("diff")(diff_command)
 app.command("mutator")(mutator_command)

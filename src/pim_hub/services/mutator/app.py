@@ -22,7 +22,7 @@ from faust.types import TP
 
 from pim_hub.registry.model import IntegrationTarget
 from pim_hub.registry.store import load_targets_async
-from pim_hub.runtime import metrics
+from pim_hub.runtime import health, metrics
 from pim_hub.runtime.kafka import DeliveryFailed, Headers, faust_broker_options, make_producer
 from pim_hub.runtime.logread import ephemeral_consumer, log_bounds
 from pim_hub.runtime.settings import Settings
@@ -499,6 +499,24 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     return app
 
 
+def watch_health(app: faust.App) -> None:
+    """/healthz watches the worker's event loop; /readyz waits for its first assignment."""
+
+    # A Faust timer runs on the worker's event loop: it stops beating when the loop is
+    # blocked. It starts once the worker has started (a long table recovery is not a stuck
+    # loop); the probes' start-up allowance covers the time before.
+
+    async def beat() -> None:
+        health.HEALTH.beat("event-loop", health.DEFAULT_ALLOWANCE_S)
+
+    async def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", ())
+        health.HEALTH.set("assigned", True, f"{len(assigned)} partition(s)")
+
+    app.timer(interval=health.TICK_S)(beat)
+    app.on_partitions_assigned.connect(assigned)
+
+
 def ensure_data_dir(settings: Settings) -> Path:
     """Create the mutator's data directory with its parents; its path.
 
@@ -516,6 +534,11 @@ def run(settings: Settings, role: Role = "all", loglevel: str = "warn") -> None:
 
     ensure_data_dir(settings)
     app = make_app(settings, role)
-    metrics.start_from_env("fanout" if role == "fanout" else "mutator")
+    metrics.start_from_env(
+        "fanout" if role == "fanout" else "mutator",
+        kafka=settings.kafka_config(),
+        group=app.conf.id,
+    )
+    watch_health(app)
     worker = Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -11,6 +11,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from pim_hub.runtime import metrics
+from pim_hub.runtime.health import HEALTH
 from pim_hub.runtime.kafka import consumer_config
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.errors import SchemaError
@@ -64,6 +65,8 @@ class BatchProjector(Generic[R]):
     #: At most this many records a batch; wait at most this long for the first one.
     batch_size: ClassVar[int] = 500
     poll_timeout_s: ClassVar[float] = 0.2
+    #: /healthz fails when the loop has not come round for this long (a hung write).
+    liveness_allowance_s: ClassVar[float] = 60.0
 
     def __init__(self, settings: Settings, group: str) -> None:
         self.settings = settings
@@ -78,12 +81,18 @@ class BatchProjector(Generic[R]):
     def run(self) -> None:
         """Consume until stopped; offsets are committed only after the rows are written."""
         if self.metrics_service is not None:
-            metrics.start_from_env(self.metrics_service)
+            metrics.start_from_env(
+                self.metrics_service,
+                kafka=self.settings.kafka_config(),
+                database_url=self.settings.require_database(),
+                group=self.group,
+            )
         consumer = Consumer(consumer_config(self.settings, self.group))
-        consumer.subscribe([self.topic])
+        consumer.subscribe([self.topic], on_assign=self._assigned)
         conn = psycopg.connect(self.settings.require_database(), autocommit=True)
         try:
             while not self._stop.is_set():
+                HEALTH.beat(self.group, self.liveness_allowance_s)
                 msgs = consumer.consume(self.batch_size, self.poll_timeout_s)
                 if msgs:
                     self.handle(consumer, conn, msgs)
@@ -91,6 +100,10 @@ class BatchProjector(Generic[R]):
             # Closing leaves the group at once, so the partitions move without a timeout.
             consumer.close()
             conn.close()
+            HEALTH.forget(self.group)
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        HEALTH.set("assigned", True, f"{len(partitions)} partition(s) of {self.topic}")
 
     def handle(
         self, consumer: Consumer, conn: psycopg.Connection[Any], msgs: list[Message]
