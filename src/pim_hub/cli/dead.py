@@ -8,6 +8,7 @@ import typer
 
 from pim_hub.runtime.entry import load_settings, need_bootstrap, need_db
 from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.limits import escape_controls
 
 dead_app = typer.Typer(no_args_is_help=True, help="Dead letters (hub.jobs.dead): list, redrive.")
 
@@ -33,10 +34,13 @@ def dead_list(
     for d in letters:
         job = d.job or {}
         entity = (job.get("mutation") or {}).get("entity_key", "?")
+        # Keys and reasons come from outside: control characters are shown escaped.
         typer.echo(
-            f"{d.partition}:{d.offset:<8} {d.job_id or '(undecodable)':36} "
-            f"{d.integration_id or '?':16} {job.get('priority', '?'):9} {entity:40} "
-            f"{d.kind}: {d.reason}"
+            escape_controls(
+                f"{d.partition}:{d.offset:<8} {d.job_id or '(undecodable)':36} "
+                f"{d.integration_id or '?':16} {job.get('priority', '?'):9} {entity:40} "
+                f"{d.kind}: {d.reason}"
+            )
         )
     typer.echo(f"{len(letters)} dead letter(s)")
 
@@ -55,7 +59,7 @@ def dead_redrive(
         raise typer.Exit(2)
     report = redrive(_settings(), job_ids=job, integration=integration, everything=all_)
     for job_id in report.redriven:
-        typer.echo(f"redriven {job_id}")
+        typer.echo(f"redriven {escape_controls(job_id)}")
     typer.echo(
         f"{len(report.redriven)} redriven, {report.already} redriven before, "
         f"{report.duplicates} duplicate dead letters, {report.undecodable} undecodable"

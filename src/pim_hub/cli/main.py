@@ -28,6 +28,7 @@ from pim_hub.runtime.entry import load_settings as _settings
 from pim_hub.runtime.entry import need_bootstrap as _need_bootstrap
 from pim_hub.runtime.entry import need_db as _need_db
 from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.limits import escape_controls, has_control
 from pim_hub.services.dispatcher.cli import dispatcher as dispatcher_command
 from pim_hub.services.ingest.cli import ingest_app, sync_app
 from pim_hub.services.mutator.cli import mutator as mutator_command
@@ -228,6 +229,8 @@ def deliveries(
     settings = _settings()
     where, params = [], []
     for col, val in (("status", status), ("integration_id", integration), ("entity_key", entity)):
+        if val and has_control(val):
+            raise _fail(f"{col} {val!r} contains a control character")
         if val:
             where.append(f"{col} = %s")
             params.append(val)
@@ -239,9 +242,12 @@ def deliveries(
         rows = conn.execute(sql, [*params, limit]).fetchall()
     for r in rows:
         err = f"  {r['error_kind']}: {r['error_message']}" if r["error_message"] else ""
+        # Keys and error messages come from outside: control characters shown escaped.
         typer.echo(
-            f"{r['occurred_at']:%Y-%m-%d %H:%M:%S} {r['status']:9} {r['integration_id']:16} "
-            f"{r['entity_key']:40} attempt {r['attempt']}{err}"
+            escape_controls(
+                f"{r['occurred_at']:%Y-%m-%d %H:%M:%S} {r['status']:9} "
+                f"{r['integration_id']:16} {r['entity_key']:40} attempt {r['attempt']}{err}"
+            )
         )
 
 
