@@ -17,6 +17,7 @@ from pim_hub.runtime.entry import fail as _fail
 from pim_hub.runtime.entry import load_settings as _settings
 from pim_hub.runtime.entry import need_bootstrap as _need_bootstrap
 from pim_hub.runtime.entry import need_db as _need_db
+from pim_hub.schemas.limits import escape_controls
 
 if TYPE_CHECKING:
     from pim_hub.runtime.settings import Settings
@@ -191,7 +192,7 @@ def _report(report: Any, as_json: bool) -> None:
         _print_json(report.as_json())
     else:
         for line in report.lines():
-            typer.echo(line)
+            typer.echo(escape_controls(line))
     if report.invalid:
         raise typer.Exit(1)
 
@@ -271,7 +272,8 @@ def trace(
         _print_json(result.as_json())
         return
     for line in render(result, changes):
-        typer.echo(line)
+        # Keys, values and errors come from outside: CR, LF and ESC are shown escaped.
+        typer.echo(escape_controls(line))
 
 
 def offsets(

@@ -18,6 +18,7 @@ from pim_hub.schemas.entities import entity_key as payload_entity_key
 from pim_hub.schemas.errors import DeltaWithoutBase, InvalidSnapshot, PermanentError, SchemaError
 from pim_hub.schemas.limits import LimitExceeded, check_code, check_json_text
 from pim_hub.schemas.serde import Serde
+from pim_hub.schemas.versions import DEFAULT_MAX_FUTURE_S, check_version
 from pim_hub.services.mutator.core import apply, diffing
 from pim_hub.services.mutator.core.fanout import job_key, plan_jobs
 
@@ -56,6 +57,8 @@ class SnapshotProcessor:
 
     serde: Serde
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: how far ahead of the clock a source version may be (HUB_VERSION_MAX_FUTURE_S)
+    max_future_s: float = DEFAULT_MAX_FUTURE_S
 
     def process(
         self,
@@ -106,6 +109,17 @@ class SnapshotProcessor:
             mismatch = key_mismatch(etype, ekey, payload)
             if mismatch is not None:
                 raise InvalidSnapshot(mismatch, code="key_mismatch")
+        # The version orders every later snapshot of the entity: one that is no date, or far
+        # in the future, would make each later one invalid or stale. Refused here, at the door.
+        version = snap["source_version"]
+        if (
+            version is None
+            and isinstance(payload, dict)
+            and isinstance(payload.get("updated"), str)
+        ):
+            version = payload["updated"]
+        if version is not None:
+            check_version(version, self.now(), self.max_future_s)
         stored = stored_for(ekey)
         if snap["delta"] is not None:
             delta = orjson.loads(snap["delta"])
@@ -145,7 +159,11 @@ def key_mismatch(entity_type: str, entity_key: str, payload: Any) -> str | None:
 
 
 def snapshot_problem(
-    entity_type: str, entity_key: str, payload: Any, version: str | None
+    entity_type: str,
+    entity_key: str,
+    payload: Any,
+    version: str | None,
+    max_future_s: float = DEFAULT_MAX_FUTURE_S,
 ) -> str | None:
     """Why the mutator would set this full snapshot aside (None when it would take it).
 
@@ -155,6 +173,8 @@ def snapshot_problem(
     """
     try:
         check_code("entity_key", entity_key)
+        if version is not None:
+            check_version(version, datetime.now(UTC), max_future_s)
         if payload is not None:
             mismatch = key_mismatch(entity_type, entity_key, payload)
             if mismatch is not None:
