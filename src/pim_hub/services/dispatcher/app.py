@@ -911,7 +911,7 @@ class Dispatcher:
                     results[i] = (DeliveryResult.delivered(), None)
                     continue
                 dec = decide(
-                    w.job.job_id,
+                    m.mutation_id,
                     m.operation,
                     m.changes,
                     m.version,
@@ -982,6 +982,7 @@ class Dispatcher:
                                 job.job_id,
                                 dec.force,
                                 create=job.mutation.operation == "create",
+                                by=job.mutation.mutation_id,
                             )
                         )
                 # Recorded in the same transaction that holds the entity locks.

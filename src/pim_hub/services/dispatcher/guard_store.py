@@ -50,7 +50,8 @@ SELECT NULL, NULL, NULL, j.job_id, NULL
                  WHERE integration_id = {i} AND job_id = k.key OFFSET 0) AS j
 """)
 
-#: Delivered jobs and their versions, in one statement. A version only moves forward, except
+#: Delivered jobs and their versions (each naming the mutation that delivered it: a replay of
+#: the same mutation under a new job id is recognised), in one statement. A version only moves forward, except
 #: for a forced replay, which records what the target now holds. The versions travel as one
 #: object per job ({"e": entity, "j": job, "f": {field key: version}}): a creation has a
 #: version for each of its 100-odd values, and one object per value repeated the entity and
@@ -94,7 +95,8 @@ class Recording(NamedTuple):
     """One delivered job to remember: its entity, field key -> version, id, and how.
 
     `force`: a forced replay (versions may move back). `create`: a creation, whose fields
-    may go as one '@fields|||' row.
+    may go as one '@fields|||' row. `by`: the id of the job's mutation, recorded with each
+    version (what the guard recognises a delivered change by); the job id when absent.
     """
 
     entity_key: str
@@ -102,6 +104,7 @@ class Recording(NamedTuple):
     job_id: str
     force: bool = False
     create: bool = False
+    by: str | None = None
 
 
 def lock_id(integration_id: str, entity_key: str) -> int:
@@ -195,9 +198,10 @@ class GuardTransaction:
         forward: list[dict[str, Any]] = []
         forced: list[dict[str, Any]] = []
         lists: list[dict[str, Any]] = []
-        for ekey, fields, job_id, force, create in rows:
+        for ekey, fields, job_id, force, create, by in rows:
             if not fields:
                 continue
+            job_id = by or job_id  # the versions name the delivering mutation
             at = fields.get(ENTITY_FIELD)
             if force or not create or at is None or ekey not in self.read_keys:
                 (forced if force else forward).append({"e": ekey, "j": job_id, "f": dict(fields)})
@@ -217,7 +221,7 @@ class GuardTransaction:
                     forward.append(
                         {
                             "e": ekey,
-                            "j": before.job_id,
+                            "j": before.by,
                             "f": dict.fromkeys(sorted(alone), before.version),
                         }
                     )
