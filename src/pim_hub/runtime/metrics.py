@@ -147,6 +147,13 @@ DISPATCH_RATE_LIMIT_WAIT = Histogram(
     ["driver", "integration"],
     buckets=FAST_BUCKETS,
 )
+# Per-entity order across priority lanes and the circuit breaker of each integration.
+DISPATCH_ORDER_HELD = Counter(
+    "pimhub_dispatcher_order_held",
+    "Times a job waited for an older job of its entity pending in another priority lane, by "
+    "driver, integration and priority",
+    ["driver", "integration", "priority"],
+)
 TARGET_CALLS = Counter(
     "pimhub_target_calls",
     "Calls drivers made to their targets, by driver, integration and HTTP status or error kind",

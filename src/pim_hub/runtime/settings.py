@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # lose the last moments of guard records, see pim_hub.services.dispatcher.guard_store.GuardStore).
     dispatcher_guard_synchronous_commit: bool = True
     dispatcher_max_buffered_bytes: int = 4 * 2**20
+    # Per-entity order across priority lanes (docs/delivery-semantics.md): how long a job
+    # waits at most for an older job of its entity pending in another lane; 0: off.
+    dispatcher_order_hold_s: float = 60.0
     log_level: str = "INFO"
     log_format: str = "json"
 

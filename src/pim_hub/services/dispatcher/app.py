@@ -52,7 +52,12 @@ from pim_hub.schemas import topics
 from pim_hub.schemas.errors import SchemaError
 from pim_hub.schemas.events import Job
 from pim_hub.schemas.serde import Serde
-from pim_hub.services.dispatcher.core.guard import FORCE_MODES, GuardDecision, decide
+from pim_hub.services.dispatcher.core.guard import (
+    FORCE_MODES,
+    GuardDecision,
+    decide,
+    parse_version,
+)
 from pim_hub.services.dispatcher.core.offsets import PartitionOffsets
 from pim_hub.services.dispatcher.guard_store import GuardStore, Recording
 from pim_hub.services.dispatcher.policy import classify
@@ -115,6 +120,8 @@ class Stats:
     #: went back to the broker because the budget was spent.
     peak_buffered_bytes: int = 0
     budget_returns: int = 0
+    #: Times a job waited for an older job of its entity in another lane.
+    held: int = 0
 
     @property
     def finished(self) -> int:
@@ -331,8 +338,9 @@ class _Lane:
                 wait = self.bucket.take(time.monotonic(), n)
 
     async def _run(self, batch: list[_Work]) -> None:
+        held: set[int] = set()
         try:
-            await self.d._deliver_batch(self.integration_id, batch, self)
+            held = await self.d._deliver_batch(self.integration_id, batch, self)
         except Exception:
             logger.exception("batch failed", extra={"integration": self.integration_id})
             self.d._fail("a batch failed unexpectedly")
@@ -341,9 +349,26 @@ class _Lane:
             self.d.locks_held -= len(batch)
             metrics.DISPATCH_IN_FLIGHT.labels(self.d.driver_key, self.d.priority).dec(len(batch))
             self.d.batch_done.set()
-            for w in batch:
-                w.state = "finished"
-                self.advance(w)
+            for i, w in enumerate(batch):
+                if i in held:
+                    # Waits for an older job of its entity in another lane: not an attempt,
+                    # nothing reported; it stays at the head of its entity's queue.
+                    w.state = "held"
+                    self.d._busy[w.tp] -= 1
+                    asyncio.get_running_loop().call_later(
+                        self.d.options.order_recheck_s, self.requeue, w
+                    )
+                else:
+                    w.state = "finished"
+                    self.advance(w)
+
+    def requeue(self, w: _Work) -> None:
+        """A held job is ready again (unless handed back meanwhile)."""
+        chain = self.chains.get(w.chain)
+        if w.state == "held" and chain and chain[0] is w:
+            w.state = "ready"
+            self.ready.append(w)
+            self.wake.set()
 
 
 class Dispatcher:
@@ -720,6 +745,7 @@ class Dispatcher:
     async def _route(self, consumer: Consumer, msgs: list[Message]) -> None:
         now = time.time()
         held: set[TP] = set()
+        routed: list[_Work] = []
         reloaded = False
         budget, total = self.options.max_buffered_bytes, self.buffered_bytes()
         for msg in msgs:
@@ -779,13 +805,43 @@ class Dispatcher:
                 await self._integrations(force=True)
             part.take(offset, size)
             total += size
-            work = _Work(tp, offset, msg.key(), job)
-            lane = self._lanes.get(job.integration_id)
-            if lane is None:
-                lane = self._lanes[job.integration_id] = _Lane(self, job.integration_id)
-            lane.submit(work)
+            routed.append(_Work(tp, offset, msg.key(), job))
         if total > self.stats.peak_buffered_bytes:
             self.stats.peak_buffered_bytes = total
+        if routed and self.options.order_hold_s > 0:
+            await self._register(routed)
+        for work in routed:
+            lane = self._lanes.get(work.job.integration_id)
+            if lane is None:
+                iid = work.job.integration_id
+                lane = self._lanes[iid] = _Lane(self, iid)
+            lane.submit(work)
+
+    async def _register(self, routed: list[_Work]) -> None:
+        """Say which jobs this dispatcher has read, before any of them can finish.
+
+        The dispatchers of the driver's other priorities hold a newer job of the same entity
+        while one of these is pending. A database error costs only that ordering: logged,
+        and the jobs go on (the version guard still keeps older values out).
+        """
+        rows = [
+            {
+                "i": w.job.integration_id,
+                "e": w.job.mutation.entity_key,
+                "j": w.job.job_id,
+                "p": self.priority,
+                "v": w.job.mutation.version,
+            }
+            for w in routed
+            if parse_version(w.job.mutation.version) is not None
+        ]
+        try:
+            await self._guard.register(rows)
+        except Exception as exc:
+            logger.warning(
+                "could not register pending jobs; order across lanes not kept for them",
+                extra={"error": f"{type(exc).__name__}: {exc}", "jobs": len(rows)},
+            )
 
     # ---- integrations -----------------------------------------------------------------------
 
@@ -846,11 +902,18 @@ class Dispatcher:
 
     # ---- delivery ---------------------------------------------------------------------------
 
-    async def _deliver_batch(self, integration_id: str, batch: list[_Work], lane: _Lane) -> None:
-        """Guard, deliver, record and report one batch of distinct entities of one integration."""
+    async def _deliver_batch(
+        self, integration_id: str, batch: list[_Work], lane: _Lane
+    ) -> set[int]:
+        """Guard, deliver, record and report one batch of distinct entities of one integration.
+
+        Returns the indexes of the jobs held back (an older job of their entity is pending
+        in another lane): not reported, to be tried again.
+        """
         started = time.perf_counter()
         b = self._bound.get(integration_id)
         results: dict[int, tuple[DeliveryResult, GuardDecision | None]] = {}
+        held: set[int] = set()
         if b is None or not b.integration.enabled:
             for i in range(len(batch)):
                 results[i] = (DeliveryResult.skipped("integration disabled or removed"), None)
@@ -860,9 +923,10 @@ class Dispatcher:
         else:
             recording: set[int] = set()
             try:
-                await self._guarded(b, batch, results, lane, recording)
+                await self._guarded(b, batch, results, lane, recording, held)
             except Exception as exc:
                 logger.exception("guarded delivery failed", extra={"integration": integration_id})
+                held.clear()  # nothing was sent: reported as the rest
                 for i in range(len(batch)):
                     # A delivery whose recording did not commit is tried again rather than
                     # reported delivered: the guard would not know the target has it.
@@ -878,11 +942,19 @@ class Dispatcher:
         now = datetime.now(UTC)
         finished: dict[metrics.JobSeries, int] = {}
         for i, w in enumerate(batch):
+            if i in held:
+                continue
             result, decision = results[i]
             obs = self._report(w, result, decision, duration_ms, now)
             finished[obs] = finished.get(obs, 0) + 1
         for obs, jobs in finished.items():
             obs.count(jobs, duration_ms / 1000)
+        if held:
+            self.stats.held += len(held)
+            metrics.DISPATCH_ORDER_HELD.labels(self.driver_key, integration_id, self.priority).inc(
+                len(held)
+            )
+        return held
 
     async def _guarded(
         self,
@@ -891,21 +963,31 @@ class Dispatcher:
         results: dict[int, tuple[DeliveryResult, GuardDecision | None]],
         lane: _Lane,
         recording: set[int],
+        held: set[int],
     ) -> None:
         """Lock, read, deliver, record (committed when the block ends).
 
-        `recording` gets the indexes of the deliveries recorded in this transaction.
+        `recording` gets the indexes of the deliveries recorded in this transaction, `held`
+        those of the jobs waiting for an older job of their entity in another lane.
         """
         assert b.driver is not None and b.context is not None
         keys = [w.job.mutation.entity_key for w in batch]
         job_ids = [w.job.job_id for w in batch]
+        hold_s = self.options.order_hold_s
+        order = (self.priority, hold_s) if hold_s > 0 else None
         async with (
             self._guard_free,
-            self._guard.reading(b.integration.id, keys, job_ids) as (txn, stored, delivered),
+            self._guard.reading(b.integration.id, keys, job_ids, order) as (txn, stored, delivered),
         ):
             send: list[tuple[int, Job, GuardDecision]] = []
+            older = txn.pending_older
             for i, w in enumerate(batch):
                 m = w.job.mutation
+                if older and m.entity_key in older:
+                    mine = parse_version(m.version)
+                    if mine is not None and older[m.entity_key] < mine:
+                        held.add(i)  # an older job of this entity is pending in another lane
+                        continue
                 if w.job.job_id in delivered and w.job.mode not in FORCE_MODES:
                     # Read again after a crash or duplicated: report it as it ended.
                     results[i] = (DeliveryResult.delivered(), None)
@@ -987,6 +1069,15 @@ class Dispatcher:
                         )
                 # Recorded in the same transaction that holds the entity locks.
                 await txn.record(rows)
+            if order is not None:
+                # Finished jobs (whatever their outcome) stop holding other lanes back.
+                txn.settle(
+                    [
+                        (w.job.mutation.entity_key, w.job.job_id)
+                        for i, w in enumerate(batch)
+                        if i not in held
+                    ]
+                )
 
     async def _call(
         self, b: _Bound, call: Coroutine[Any, Any, list[DeliveryResult]], n: int

@@ -42,6 +42,11 @@ class DispatcherOptions:
             to flush its WAL. On by default, so the guard's promise holds even across a
             PostgreSQL server crash; off is faster, and what a server crash can then lose is
             discussed in `GuardStore`.
+        order_hold_s: per-entity order across priority lanes (HUB_DISPATCHER_ORDER_HOLD_S):
+            a job waits while an older job of its entity and integration is pending under
+            another priority, for at most this long after that job was read; 0 turns the
+            ordering (and the bookkeeping it costs) off.
+        order_recheck_s: how soon a job held for that reason is tried again.
     """
 
     batch_size: int = 50
@@ -63,6 +68,8 @@ class DispatcherOptions:
     max_buffered_bytes: int = 4 * 2**20
     commit_interval_s: float = 0.2
     guard_synchronous_commit: bool = True
+    order_hold_s: float = 60.0
+    order_recheck_s: float = 0.2
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DispatcherOptions:
@@ -76,5 +83,6 @@ class DispatcherOptions:
             retry_delays_s=tuple(settings.retry_delays_s),
             guard_synchronous_commit=settings.dispatcher_guard_synchronous_commit,
             max_buffered_bytes=settings.dispatcher_max_buffered_bytes,
+            order_hold_s=settings.dispatcher_order_hold_s,
         )
         return replace(base, **overrides)
