@@ -154,6 +154,12 @@ DISPATCH_ORDER_HELD = Counter(
     "driver, integration and priority",
     ["driver", "integration", "priority"],
 )
+DISPATCH_CIRCUIT = Gauge(
+    "pimhub_dispatcher_circuit_state",
+    "Circuit breaker of each integration's target: 0 closed, 1 half-open (probing), 2 open "
+    "(jobs wait), by driver, integration and priority",
+    ["driver", "integration", "priority"],
+)
 TARGET_CALLS = Counter(
     "pimhub_target_calls",
     "Calls drivers made to their targets, by driver, integration and HTTP status or error kind",

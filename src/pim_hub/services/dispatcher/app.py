@@ -52,6 +52,7 @@ from pim_hub.schemas import topics
 from pim_hub.schemas.errors import SchemaError
 from pim_hub.schemas.events import Job
 from pim_hub.schemas.serde import Serde
+from pim_hub.services.dispatcher.core.breaker import STATE_VALUES, CircuitBreaker, is_outage
 from pim_hub.services.dispatcher.core.guard import (
     FORCE_MODES,
     GuardDecision,
@@ -209,6 +210,12 @@ class _Lane:
         self.sem = asyncio.Semaphore(1)
         self.call_s: float | None = None  # mean time of one driver call (job by job)
         self.lingered_at = float("-inf")  # when the pump last waited for a batch to fill
+        self.breaker = CircuitBreaker(dispatcher.options.breaker)
+        self.kick = asyncio.Event()  # the breaker changed: a waiting pump looks again
+        self.circuit_gauge = metrics.DISPATCH_CIRCUIT.labels(
+            dispatcher.driver_key, integration_id, dispatcher.priority
+        )
+        self.circuit_gauge.set(STATE_VALUES["closed"])
         self.task = asyncio.create_task(self._pump(), name=f"lane-{integration_id}")
 
     def submit(self, w: _Work) -> None:
@@ -311,6 +318,14 @@ class _Lane:
                     await self.d.wait_batch_done()
                     continue
                 size = min(size, room)
+                wait = self.breaker.probe_wait(time.monotonic())
+                if wait is not None:
+                    if wait > 0:
+                        # The target is down: the jobs wait here, no attempt spent, until
+                        # the next probe is due or a probe's answer changes the state.
+                        await self._nap(wait)
+                        continue
+                    size = 1  # the probe: one job, alone
                 batch = [self.ready.popleft() for _ in range(min(size, len(self.ready)))]
                 for w in batch:
                     w.state = "running"
@@ -362,6 +377,45 @@ class _Lane:
                     w.state = "finished"
                     self.advance(w)
 
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, or less if the breaker changes state meanwhile."""
+        self.kick.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.kick.wait(), seconds)
+
+    def account(self, results: list[DeliveryResult]) -> None:
+        """The answers of the target to one batch's calls, in order, for the breaker."""
+        br, before = self.breaker, self.breaker.state
+        now = time.monotonic()
+        for r in results:
+            if is_outage(r.outcome, r.retryable, r.target_status, r.error_kind):
+                br.failed(now, r.retry_after)
+            else:
+                br.succeeded()
+        if br.state == before or {br.state, before} == {"open", "half_open"}:
+            return
+        self.circuit_gauge.set(STATE_VALUES[br.state])
+        self.kick.set()
+        if br.state == "open":
+            last = results[-1]
+            logger.warning(
+                "circuit opened: the target fails for everything; jobs wait, one probe at a time",
+                extra={
+                    "integration": self.integration_id,
+                    "priority": self.d.priority,
+                    "failures": br.failures,
+                    "error": last.reason,
+                },
+            )
+        else:
+            self.circuit_gauge.set(STATE_VALUES["closed"])
+            logger.warning(
+                "circuit closed: the target answers again; jobs resume",
+                extra={"integration": self.integration_id, "priority": self.d.priority},
+            )
+            self.wake.set()
+            self.d.release_retries(self.integration_id)
+
     def requeue(self, w: _Work) -> None:
         """A held job is ready again (unless handed back meanwhile)."""
         chain = self.chains.get(w.chain)
@@ -404,6 +458,8 @@ class Dispatcher:
         self._lanes: dict[str, _Lane] = {}
         self._parts: dict[TP, PartitionOffsets] = {}
         self._not_due: dict[TP, float] = {}
+        #: When each integration's circuit last closed (wall clock): its earlier retries are due.
+        self._closed_at: dict[str, float] = {}
         self._backpressured: set[TP] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._busy: dict[TP, int] = defaultdict(int)  # started, outputs not yet acknowledged
@@ -791,7 +847,11 @@ class Dispatcher:
                 self.stats.foreign += 1  # another group's job on a shared retry topic
                 part.skip(offset)
                 continue
-            if job.not_before is not None and job.not_before.timestamp() > now:
+            if (
+                job.not_before is not None
+                and job.not_before.timestamp() > now
+                and not self._released(job)
+            ):
                 # A retry tier is ordered by due time: wait on this partition without
                 # blocking the others, and read this record again when it is due.
                 consumer.seek(TopicPartition(tp[0], tp[1], offset))
@@ -816,6 +876,29 @@ class Dispatcher:
                 iid = work.job.integration_id
                 lane = self._lanes[iid] = _Lane(self, iid)
             lane.submit(work)
+
+    def release_retries(self, integration_id: str) -> None:
+        """An integration's target is back: its retries scheduled before now are due now.
+
+        The retry partitions waiting for a due time are read again at once; a retry of this
+        integration that failed before the circuit closed goes out without waiting for its
+        tier (the target was down, not the job wrong); the others wait on.
+        """
+        self._closed_at[integration_id] = time.time()
+        retry = set(self.retry_topics)
+        for tp in self._not_due:
+            if tp[0] in retry:
+                self._not_due[tp] = 0.0
+
+    def _released(self, job: Job) -> bool:
+        """Whether a retry not due yet failed before its integration's circuit last closed."""
+        closed = self._closed_at.get(job.integration_id)
+        if closed is None or job.attempt < 2 or job.not_before is None:
+            return False
+        delays = self.options.retry_delays_s
+        tier = min(job.attempt - 2, len(delays) - 1)
+        failed_at = job.not_before.timestamp() - delays[tier]  # Retry-After: later, not earlier
+        return failed_at <= closed
 
     async def _register(self, routed: list[_Work]) -> None:
         """Say which jobs this dispatcher has read, before any of them can finish.
@@ -1052,8 +1135,16 @@ class Dispatcher:
                     took = (time.perf_counter() - began) * workers / len(jobs)
                     lane.call_s = took if lane.call_s is None else 0.7 * lane.call_s + 0.3 * took
                     out = [r for r in done if r is not None]
+                lane.account(out)
+                circuit_open = lane.breaker.state != "closed"
                 rows = []
                 for (i, job, dec), result in zip(send, out, strict=True):
+                    if circuit_open and is_outage(
+                        result.outcome, result.retryable, result.target_status, result.error_kind
+                    ):
+                        # The target is down, not this job's fault: it waits in its lane for
+                        # the circuit to close (not an attempt, not a retry tier).
+                        held.add(i)
                     results[i] = (result, dec)
                     if result.outcome == "delivered":
                         recording.add(i)

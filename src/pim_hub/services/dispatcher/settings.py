@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
+from pim_hub.services.dispatcher.core.breaker import BreakerPolicy
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class DispatcherOptions:
             another priority, for at most this long after that job was read; 0 turns the
             ordering (and the bookkeeping it costs) off.
         order_recheck_s: how soon a job held for that reason is tried again.
+        breaker: when an integration's circuit opens (consecutive outage failures:
+            HUB_DISPATCHER_BREAKER_THRESHOLD, 0: never) and how often it probes its target
+            (HUB_DISPATCHER_BREAKER_PROBE_MAX_S at most); see core/breaker.py.
     """
 
     batch_size: int = 50
@@ -70,6 +74,7 @@ class DispatcherOptions:
     guard_synchronous_commit: bool = True
     order_hold_s: float = 60.0
     order_recheck_s: float = 0.2
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DispatcherOptions:
@@ -84,5 +89,10 @@ class DispatcherOptions:
             guard_synchronous_commit=settings.dispatcher_guard_synchronous_commit,
             max_buffered_bytes=settings.dispatcher_max_buffered_bytes,
             order_hold_s=settings.dispatcher_order_hold_s,
+            breaker=BreakerPolicy(
+                threshold=settings.dispatcher_breaker_threshold,
+                probe_min_s=settings.dispatcher_breaker_probe_min_s,
+                probe_max_s=settings.dispatcher_breaker_probe_max_s,
+            ),
         )
         return replace(base, **overrides)
