@@ -148,11 +148,12 @@ DISPATCH_RATE_LIMIT_WAIT = Histogram(
     buckets=FAST_BUCKETS,
 )
 # Per-entity order across priority lanes and the circuit breaker of each integration.
-DISPATCH_ORDER_HELD = Counter(
-    "pimhub_dispatcher_order_held",
-    "Times a job waited for an older job of its entity pending in another priority lane, by "
-    "driver, integration and priority",
-    ["driver", "integration", "priority"],
+DISPATCH_HELD = Counter(
+    "pimhub_dispatcher_held",
+    "Times a job was held back without spending an attempt, by driver, integration, priority "
+    "and reason (order: an older job of its entity pending in another lane; circuit: its "
+    "target is down; guard: the version guard's database is away)",
+    ["driver", "integration", "priority", "reason"],
 )
 DISPATCH_CIRCUIT = Gauge(
     "pimhub_dispatcher_circuit_state",

@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from psycopg import OperationalError
+from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
 from pim_hub.drivers.base import DeliveryResult, Driver, IntegrationContext
@@ -67,6 +69,9 @@ from pim_hub.services.dispatcher.settings import DispatcherOptions
 logger = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+#: Attempts to record one delivery on its own after its batch's transaction failed.
+RECORD_ATTEMPTS = 12
 
 #: How long librdkafka waits before fetching again for a partition whose prefetch queue was
 #: full (see `Dispatcher.run`).
@@ -353,7 +358,7 @@ class _Lane:
                 wait = self.bucket.take(time.monotonic(), n)
 
     async def _run(self, batch: list[_Work]) -> None:
-        held: set[int] = set()
+        held: dict[int, str] = {}
         try:
             held = await self.d._deliver_batch(self.integration_id, batch, self)
         except Exception:
@@ -933,9 +938,17 @@ class Dispatcher:
         if not force and time.monotonic() - self._loaded_at < self.settings.integrations_refresh_s:
             return self._bound
         self._loaded_at = time.monotonic()
-        rows = await asyncio.get_running_loop().run_in_executor(
-            None, list_integrations, self.settings.require_database()
-        )
+        try:
+            rows = await asyncio.get_running_loop().run_in_executor(
+                None, list_integrations, self.settings.require_database()
+            )
+        except (OperationalError, PoolTimeout) as exc:
+            # The database is away: keep delivering with the integrations known.
+            logger.warning(
+                "could not reload the integrations; keeping the ones known",
+                extra={"error": f"{exc!r}"[:500]},
+            )
+            return self._bound
         fresh: dict[str, _Bound] = {}
         for integ in rows:
             if integ.driver != self.driver_key:
@@ -987,16 +1000,17 @@ class Dispatcher:
 
     async def _deliver_batch(
         self, integration_id: str, batch: list[_Work], lane: _Lane
-    ) -> set[int]:
+    ) -> dict[int, str]:
         """Guard, deliver, record and report one batch of distinct entities of one integration.
 
-        Returns the indexes of the jobs held back (an older job of their entity is pending
-        in another lane): not reported, to be tried again.
+        Returns the indexes of the jobs held back, and why: not reported, to be tried again
+        (order: an older job of their entity is pending in another lane; circuit: the
+        target is down; guard: the database is away).
         """
         started = time.perf_counter()
         b = self._bound.get(integration_id)
         results: dict[int, tuple[DeliveryResult, GuardDecision | None]] = {}
-        held: set[int] = set()
+        held: dict[int, str] = {}
         if b is None or not b.integration.enabled:
             for i in range(len(batch)):
                 results[i] = (DeliveryResult.skipped("integration disabled or removed"), None)
@@ -1004,16 +1018,28 @@ class Dispatcher:
             for i in range(len(batch)):
                 results[i] = (DeliveryResult.permanent(b.broken, kind="invalid_config"), None)
         else:
-            recording: set[int] = set()
+            recording: dict[int, Recording] = {}
             try:
                 await self._guarded(b, batch, results, lane, recording, held)
             except Exception as exc:
+                held.clear()
+                if not results and isinstance(exc, (OperationalError, PoolTimeout)):
+                    # The database is away (a restart, a dropped connection) and nothing was
+                    # decided or sent: the batch waits in its lane, no attempt spent.
+                    logger.warning(
+                        "version guard unavailable; the batch waits",
+                        extra={"integration": integration_id, "error": f"{exc!r}"[:500]},
+                    )
+                    held.update(dict.fromkeys(range(len(batch)), "guard"))
+                    await asyncio.sleep(self.options.guard_retry_s)
                 logger.exception("guarded delivery failed", extra={"integration": integration_id})
-                held.clear()  # nothing was sent: reported as the rest
+                # The deliveries happened: each is recorded on its own, so one that cannot
+                # be (or a transaction that could not commit) costs only its own retry.
+                saved = await self._record_apart(integration_id, recording)
                 for i in range(len(batch)):
                     # A delivery whose recording did not commit is tried again rather than
                     # reported delivered: the guard would not know the target has it.
-                    if i not in results or i in recording:
+                    if i not in results or (i in recording and i not in saved):
                         results[i] = (
                             DeliveryResult.retry(
                                 f"version guard unavailable: {type(exc).__name__}",
@@ -1021,6 +1047,7 @@ class Dispatcher:
                             ),
                             None,
                         )
+                await self._settle_apart(integration_id, batch)
         duration_ms = (time.perf_counter() - started) * 1000 / max(1, len(batch))
         now = datetime.now(UTC)
         finished: dict[metrics.JobSeries, int] = {}
@@ -1034,9 +1061,11 @@ class Dispatcher:
             obs.count(jobs, duration_ms / 1000)
         if held:
             self.stats.held += len(held)
-            metrics.DISPATCH_ORDER_HELD.labels(self.driver_key, integration_id, self.priority).inc(
-                len(held)
-            )
+            for why in set(held.values()):
+                n = sum(1 for v in held.values() if v == why)
+                metrics.DISPATCH_HELD.labels(
+                    self.driver_key, integration_id, self.priority, why
+                ).inc(n)
         return held
 
     async def _guarded(
@@ -1045,8 +1074,8 @@ class Dispatcher:
         batch: list[_Work],
         results: dict[int, tuple[DeliveryResult, GuardDecision | None]],
         lane: _Lane,
-        recording: set[int],
-        held: set[int],
+        recording: dict[int, Recording],
+        held: dict[int, str],
     ) -> None:
         """Lock, read, deliver, record (committed when the block ends).
 
@@ -1069,7 +1098,7 @@ class Dispatcher:
                 if older and m.entity_key in older:
                     mine = parse_version(m.version)
                     if mine is not None and older[m.entity_key] < mine:
-                        held.add(i)  # an older job of this entity is pending in another lane
+                        held[i] = "order"  # an older job of this entity is in another lane
                         continue
                 if w.job.job_id in delivered and w.job.mode not in FORCE_MODES:
                     # Read again after a crash or duplicated: report it as it ended.
@@ -1144,20 +1173,19 @@ class Dispatcher:
                     ):
                         # The target is down, not this job's fault: it waits in its lane for
                         # the circuit to close (not an attempt, not a retry tier).
-                        held.add(i)
+                        held[i] = "circuit"
                     results[i] = (result, dec)
                     if result.outcome == "delivered":
-                        recording.add(i)
-                        rows.append(
-                            Recording(
-                                job.mutation.entity_key,
-                                dec.record,
-                                job.job_id,
-                                dec.force,
-                                create=job.mutation.operation == "create",
-                                by=job.mutation.mutation_id,
-                            )
+                        row = Recording(
+                            job.mutation.entity_key,
+                            dec.record,
+                            job.job_id,
+                            dec.force,
+                            create=job.mutation.operation == "create",
+                            by=job.mutation.mutation_id,
                         )
+                        recording[i] = row
+                        rows.append(row)
                 # Recorded in the same transaction that holds the entity locks.
                 await txn.record(rows)
             if order is not None:
@@ -1169,6 +1197,50 @@ class Dispatcher:
                         if i not in held
                     ]
                 )
+
+    async def _record_apart(self, integration_id: str, recording: dict[int, Recording]) -> set[int]:
+        """Record deliveries one transaction each (their batch's failed); which succeeded."""
+        saved: set[int] = set()
+        for i, row in recording.items():
+            # After a database restart the pool's idle connections are dead; each failed
+            # attempt discards one, so a few attempts reach a fresh connection.
+            for attempt in range(RECORD_ATTEMPTS):
+                try:
+                    async with (
+                        self._guard_free,
+                        self._guard.locked(integration_id, [row.entity_key]) as txn,
+                    ):
+                        await txn.record([row])
+                    saved.add(i)
+                    break
+                except (OperationalError, PoolTimeout) as exc:
+                    if attempt + 1 == RECORD_ATTEMPTS:
+                        self._unrecorded(integration_id, row, exc)
+                    else:
+                        await asyncio.sleep(0.1 * (attempt + 1))
+                except Exception as exc:
+                    self._unrecorded(integration_id, row, exc)
+                    break
+        return saved
+
+    def _unrecorded(self, integration_id: str, row: Recording, exc: Exception) -> None:
+        logger.warning(
+            "could not record a delivery; the job is tried again",
+            extra={
+                "integration": integration_id,
+                "entity_key": row.entity_key,
+                "job_id": row.job_id,
+                "error": f"{exc!r}"[:500],
+            },
+        )
+
+    async def _settle_apart(self, integration_id: str, batch: list[_Work]) -> None:
+        """Take a failed batch's jobs off the pending list (best effort: else they expire)."""
+        if self.options.order_hold_s <= 0:
+            return
+        with contextlib.suppress(Exception):
+            async with self._guard_free, self._guard.locked(integration_id, []) as txn:
+                txn.settle([(w.job.mutation.entity_key, w.job.job_id) for w in batch])
 
     async def _call(
         self, b: _Bound, call: Coroutine[Any, Any, list[DeliveryResult]], n: int

@@ -48,6 +48,8 @@ class DispatcherOptions:
             another priority, for at most this long after that job was read; 0 turns the
             ordering (and the bookkeeping it costs) off.
         order_recheck_s: how soon a job held for that reason is tried again.
+        guard_retry_s: how long a batch waits before it is tried again when the version
+            guard's database is unreachable (a restart): no attempt is spent meanwhile.
         breaker: when an integration's circuit opens (consecutive outage failures:
             HUB_DISPATCHER_BREAKER_THRESHOLD, 0: never) and how often it probes its target
             (HUB_DISPATCHER_BREAKER_PROBE_MAX_S at most); see core/breaker.py.
@@ -74,6 +76,7 @@ class DispatcherOptions:
     guard_synchronous_commit: bool = True
     order_hold_s: float = 60.0
     order_recheck_s: float = 0.2
+    guard_retry_s: float = 1.0
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
     @classmethod
