@@ -1,8 +1,10 @@
-"""Operator commands: `hub replay`, `hub resync`, `hub trace` and `hub offsets`."""
+"""Operator commands: `hub replay`, `hub resync`, `hub trace`, `hub offsets` and `hub health`."""
 
 from __future__ import annotations
 
+import logging
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -87,7 +89,17 @@ def _progress(label: str, enabled: bool) -> Iterator[_Bar | None]:
         console=Console(stderr=True),
         transient=True,
     ) as progress:
-        yield _Bar(label, progress)
+        # Rich redirects sys.stderr while the bar shows, so that lines print above it; the
+        # log handlers hold the stderr of before and would write into the bar's line (and
+        # leave their text on the report's line): point them at the redirected stream.
+        handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+        streams = [h.setStream(sys.stderr) for h in handlers]
+        try:
+            yield _Bar(label, progress)
+        finally:
+            for handler, stream in zip(handlers, streams, strict=True):
+                if stream is not None:
+                    handler.setStream(stream)
 
 
 def _filter(entity_type: list[str] | None, key: str | None) -> Any:
@@ -145,7 +157,7 @@ def replay(
     """Read hub.mutations again (by time or offsets) and fan it out as replay jobs."""
     from pim_hub.ops.replay import ReplayError, ReplayOptions
     from pim_hub.ops.replay import replay as run_replay
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     if mode not in ("guarded", "force"):
         raise _fail(f"--mode {mode!r}: use guarded or force")
@@ -167,6 +179,8 @@ def replay(
     try:
         with _progress("reading hub.mutations", progress and not as_json) as bar:
             report = run_replay(settings, options, bar)
+    except ReadStalled as exc:  # the broker stopped answering: a runtime failure
+        raise _fail(str(exc), 1) from exc
     except (ReplayError, OffsetsError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     _report(report, as_json)
@@ -205,7 +219,7 @@ def resync(
     """Push the current full state of every entity (or some types) to one integration."""
     from pim_hub.ops.replay import ReplayError
     from pim_hub.ops.resync import resync as run_resync
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     if source not in ("auto", "model", "log"):
         raise _fail(f"--source {source!r}: use auto, model or log")
@@ -225,6 +239,8 @@ def resync(
                 run_id=run_id,
                 progress=bar,
             )
+    except ReadStalled as exc:  # the broker stopped answering: a runtime failure
+        raise _fail(str(exc), 1) from exc
     except (ReplayError, OffsetsError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     _report(report, as_json)
@@ -242,11 +258,13 @@ def trace(
 ) -> None:
     """The timeline of one entity: raw event, snapshot, mutation, jobs, delivery statuses."""
     from pim_hub.ops.trace import TraceError, collect, render
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     settings = _ready(need_db=False)
     try:
         result = collect(settings, entity, parse_when(since) if since else None)
+    except ReadStalled as exc:
+        raise _fail(str(exc), 1) from exc
     except (TraceError, OffsetsError) as exc:
         raise _fail(str(exc)) from exc
     if as_json:
@@ -287,7 +305,7 @@ def offsets(
         execute_reset,
         plan_reset,
     )
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     chosen = [x for x in (reset, to_datetime, to_offset) if x is not None]
     if len(chosen) > 1:
@@ -337,6 +355,8 @@ def offsets(
         execute_reset(settings, group, rows)
     except GroupActive as exc:
         raise _fail(f"refused: {exc}") from exc
+    except ReadStalled as exc:
+        raise _fail(str(exc), 1) from exc
     except OffsetsError as exc:
         raise _fail(str(exc)) from exc
     if as_json:
@@ -369,3 +389,41 @@ def _show_group(view: Any) -> None:
             f"  {p.topic:28} [{p.partition:>3}] committed {committed:>10}  end {p.end:>10}"
             f"  lag {p.lag}"
         )
+
+
+def health(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="services' metrics ports: host:port or URL (default: HUB_METRICS_PORT)"
+        ),
+    ] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            help="also every target this Prometheus scrapes (e.g. http://prometheus:9090)"
+        ),
+    ] = None,
+    job: Annotated[str | None, typer.Option(help="only Prometheus targets of this job")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable answers")] = False,
+) -> None:
+    """Liveness (/healthz) and readiness (/readyz) of hub services; exit 1 when one fails."""
+    import httpx
+
+    from pim_hub.ops.health import check_all, render
+    from pim_hub.runtime.metrics import MetricsSettings
+
+    chosen = list(targets or [])
+    if not chosen and not prometheus:
+        chosen = [f"127.0.0.1:{MetricsSettings().metrics_port or 9100}"]
+    try:
+        results = check_all(chosen, prometheus, job)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot read the targets of {prometheus}: {exc}") from exc
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+    else:
+        for line in render(results):
+            typer.echo(line)
+    if not results or not all(r.ok for r in results):
+        raise typer.Exit(1)
