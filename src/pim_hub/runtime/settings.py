@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     # Versions: a source version further ahead of the clock than this is refused (invalid
     # snapshot, `hub produce snapshot` error): it would make every later change stale.
     version_max_future_s: float = Field(default=DEFAULT_MAX_FUTURE_S, gt=0)
+    # Per-entity order across priority lanes (docs/delivery-semantics.md): how long a job
+    # waits at most for an older job of its entity pending in another lane; 0: off.
+    dispatcher_order_hold_s: float = 60.0
+    # Circuit breaker per integration (docs/delivery-semantics.md): consecutive outage failures
+    # (unreachable, timeouts, 5xx, 429) that pause an integration's jobs (0: never), and the
+    # first and longest waits between probes of its target.
+    dispatcher_breaker_threshold: int = 5
+    dispatcher_breaker_probe_min_s: float = 1.0
+    dispatcher_breaker_probe_max_s: float = 30.0
     log_level: str = "INFO"
     log_format: str = "json"
 
