@@ -350,3 +350,46 @@ def test_replay_counts_before_it_sends_and_reports_progress(
     rows = audit_rows(database_url, f"op-{unique}")
     assert [(r["action"], r["jobs"], r["outcome"]) for r in rows] == [("replay", 3, "ok")]
     assert rows[0]["detail"]["mode"] == "force"
+
+
+def test_the_overview_shows_lag_members_and_a_group_that_is_stuck(
+    console_client: tuple[TestClient, ConsoleSettings],
+    hub_settings: Settings,
+    unique: str,
+) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from pim_hub.console.data import group_rows
+    from pim_hub.runtime.kafka import consumer_config
+    from tests.integration.test_offsets_ops import _topic
+
+    client, _cfg = console_client
+    topic, driver = f"console-lag-{unique}", f"con{unique}"
+    group = f"hub.dispatch.{driver}.normal"
+    _topic(hub_settings, topic, 5, int(time.time() * 1000) - 60_000)
+    member = Consumer(consumer_config(hub_settings, group))
+    member.subscribe([topic])
+    read: list[Any] = []
+
+    def two_read() -> bool:
+        msg = member.poll(0.5)
+        if msg is not None and msg.error() is None:
+            read.append(msg)
+        return len(read) >= 2
+
+    wait_for(two_read, timeout=60, interval=0, what="2 records read by the member")
+    member.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+
+    live = next(g for g in group_rows(hub_settings, [driver]) if g.group == group)
+    assert (live.stage, live.lag, live.active) == (f"dispatch {driver} / normal", 3, True)
+    assert live.lag_seconds > 30 and not live.stuck
+    member.close()
+
+    def stuck() -> bool:
+        return any(g.group == group and g.stuck for g in group_rows(hub_settings, [driver]))
+
+    wait_for(stuck, timeout=60, what="the group without members")
+    sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+    page = client.get("/").text
+    assert f"3 message(s) waiting in group {group} and no consumer" in page
+    assert f"<code>{group}</code>" in client.get("/overview/live").text

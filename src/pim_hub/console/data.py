@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from pim_hub.drivers.discovery import DriverCatalogue
 from pim_hub.ops.dead import DeadLetter, list_dead
 from pim_hub.ops.exporter import LagReader, known_groups
+from pim_hub.ops.offsets import ACTIVE_STATES
 from pim_hub.registry.limits import InvalidRateLimit, RateLimit
 from pim_hub.registry.model import Integration
 from pim_hub.registry.secrets import mask_config
@@ -64,9 +65,22 @@ class GroupRow:
     lag_seconds: float
 
     @property
+    def active(self) -> bool:
+        """The group has (or is admitting) members: `hub offsets`' own test. Some brokers
+        (Tansu) describe a stable group without listing its members, so the state counts too."""
+        return self.members > 0 or self.state in ACTIVE_STATES
+
+    @property
+    def members_text(self) -> str:
+        """The member count, or "yes" when only the group's state says it has members."""
+        if self.members:
+            return str(self.members)
+        return "yes" if self.active else "0"
+
+    @property
     def stuck(self) -> bool:
         """Work waits and nobody consumes it."""
-        return self.lag > 0 and self.members == 0
+        return self.lag > 0 and not self.active
 
 
 @dataclass
@@ -175,9 +189,7 @@ def overview(settings: Settings, catalogue: DriverCatalogue) -> Overview:
     ]
     served = {(m["driver"], m["priority"]) for g in groups if (m := _DISPATCH.match(g.group))}
     served_live = {
-        (m["driver"], m["priority"])
-        for g in groups
-        if (m := _DISPATCH.match(g.group)) and g.members > 0
+        (m["driver"], m["priority"]) for g in groups if (m := _DISPATCH.match(g.group)) and g.active
     }
     for c in counts:
         waiting = c.total.get("retrying", 0) + c.total.get("pending", 0)
