@@ -258,17 +258,16 @@ class IntegrationView:
         return orjson.dumps(self.masked_config, option=orjson.OPT_INDENT_2, default=str).decode()
 
 
-def describe_rate_limit(config: dict[str, Any]) -> str:
-    """`20/s, 4 concurrent, burst 20`, or why the entry is unusable."""
+def describe_rate_limit(config: dict[str, Any], default_concurrent: int) -> str:
+    """`20/s, 4 concurrent, burst 20` as the dispatcher reads it, or why it cannot."""
     try:
-        limit = RateLimit.from_config(config, default_concurrent=0)
+        limit = RateLimit.from_config(config, default_concurrent)
     except InvalidRateLimit as exc:
         return f"invalid: {exc}"
-    if limit.requests_per_s is None and "rate_limit" not in config:
-        return "none"
     rate = "unlimited" if limit.requests_per_s is None else f"{limit.requests_per_s:g}/s"
-    concurrent = "default" if not limit.concurrent else str(limit.concurrent)
-    return f"{rate}, {concurrent} concurrent, burst {limit.burst}"
+    if "rate_limit" not in config:
+        rate = "none set (unlimited)"
+    return f"{rate}, {limit.concurrent} concurrent, burst {limit.burst}"
 
 
 def integration_views(
@@ -284,7 +283,14 @@ def integration_views(
             for g in groups or []
             if (m := _DISPATCH.match(g.group)) and m["driver"] == integ.driver
         ]
-        out.append(IntegrationView(integ, masked, describe_rate_limit(integ.config), serving))
+        out.append(
+            IntegrationView(
+                integ,
+                masked,
+                describe_rate_limit(integ.config, settings.dispatcher_max_in_flight),
+                serving,
+            )
+        )
     return out
 
 
