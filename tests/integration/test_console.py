@@ -393,3 +393,27 @@ def test_the_overview_shows_lag_members_and_a_group_that_is_stuck(
     page = client.get("/").text
     assert f"3 message(s) waiting in group {group} and no consumer" in page
     assert f"<code>{group}</code>" in client.get("/overview/live").text
+
+
+def test_rejected_snapshots_are_listed_with_their_reason_escaped(
+    pipeline: Supervisor,
+    console_client: tuple[TestClient, ConsoleSettings],
+    hub_settings: Settings,
+    unique: str,
+) -> None:
+    from pim_hub.runtime.kafka import make_producer, produce_sync
+    from pim_hub.schemas import topics
+
+    client, _cfg = console_client
+    key = f"product:{unique}-<b>bold</b>"
+    produce_sync(make_producer(hub_settings), topics.SNAPSHOTS, b"{not avro at all", key=key)
+    sign_in(client, f"view-{unique}", VIEWER_PASSWORD)
+
+    def listed() -> str:
+        page = client.get("/invalid").text
+        return page if f"product:{unique}-&lt;b&gt;bold&lt;/b&gt;" in page else ""
+
+    page = wait_for(listed, timeout=90, what="the rejected snapshot listed", supervisor=pipeline)
+    assert "<b>bold</b>" not in page
+    row = next(r for r in page.split("<tr>") if f"product:{unique}-" in r)
+    assert "invalid_snapshot" in row and ("Avro" in row or "header" in row)

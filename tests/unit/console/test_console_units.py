@@ -19,9 +19,10 @@ from pim_hub.console.auth import (
     verify_password,
 )
 from pim_hub.console.data import GroupRow, describe_rate_limit, stage_of
-from pim_hub.console.forms import parse_run_form, parse_when
+from pim_hub.console.forms import parse_run_form
 from pim_hub.console.settings import ConsoleSettings, ConsoleUser, is_loopback
 from pim_hub.ops.trace import Trace, TraceEvent
+from pim_hub.ops.when import parse_when
 from pim_hub.schemas.entities import ENTITY_TYPES
 
 CHEAP = {"n": 2**10}  # a low scrypt cost keeps the unit tests quick; the format is the same
