@@ -104,7 +104,18 @@ def test_nothing_is_served_without_sign_in_and_every_post_needs_the_csrf_token(
     )
     assert bad.status_code == 401 and "Wrong user name or password" in bad.text
 
-    token = sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+    token = csrf_of(client.get("/login").text)
+    signed = client.post(
+        "/login",
+        data={"name": f"op-{unique}", "password": OPERATOR_PASSWORD, "csrf_token": token},
+        follow_redirects=False,
+    )
+    cookie = signed.headers["set-cookie"].lower()
+    assert "hub_console=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert "secure" not in cookie  # loopback; off it the cookie is Secure (unit test)
+    new_token = csrf_of(client.get("/").text)
+    assert new_token != token  # signing in replaces the session and its token
+    token = new_token
     for path in ("/", "/dead", "/integrations", "/replay", "/invalid", "/audit", "/entities"):
         r = client.get(path)
         assert r.status_code == 200, (path, r.text[:500])

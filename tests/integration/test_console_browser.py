@@ -27,6 +27,9 @@ from pim_hub.devstack.embedded import free_port
 from pim_hub.devstack.sink import HttpSink
 from pim_hub.devstack.stack import query, wait_for
 from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.drivers.discovery import discover
+from pim_hub.registry.model import Integration
+from pim_hub.registry.service import upsert_integration
 from pim_hub.runtime.settings import Settings
 from tests.integration.test_console import (
     OPERATOR_PASSWORD,
@@ -109,7 +112,7 @@ class ConsoleServer:
 
 def sign_in(page: Page, base: str, name: str, password: str) -> None:
     page.goto(f"{base}/")
-    expect(page).to_have_url(f"{base}/login?next=/")
+    expect(page).to_have_url(f"{base}/login?next=%2F")
     page.fill('input[name="name"]', name)
     page.fill('input[name="password"]', password)
     page.click('#login-form button[type="submit"]')
@@ -155,7 +158,24 @@ def test_an_operator_and_a_viewer_use_the_console_in_chromium(
     try:
         iid = f"web-{unique}"
         other = f"web-other-{unique}"
-        add_webhook(database_url, iid, f"{sink.url}/{iid}")
+        secret = f"hush-{unique}"
+        upsert_integration(
+            database_url,
+            discover(),
+            Integration(
+                iid,
+                "Shop webhook",
+                "webhook",
+                True,
+                {
+                    "url": f"{sink.url}/{iid}",
+                    "secret": secret,
+                    "rate_limit": {"requests_per_s": 50, "concurrent": 4},
+                },
+                None,
+                {},
+            ),
+        )
         time.sleep(REFRESH_S)
         feed = Feed(hub_settings, unique)
         key, sku = feed.key(1), f"SKU-{feed.uuid(1)}"
@@ -225,6 +245,10 @@ def test_an_operator_and_a_viewer_use_the_console_in_chromium(
         page.goto(f"{base}/integrations")
         section = page.locator(f"#integration-{iid}")
         expect(section.locator(".state")).to_have_text("enabled")
+        expect(section).to_contain_text("50/s, 4 concurrent, burst 50")
+        section.locator("details summary").click()
+        expect(section.locator("pre.config")).to_contain_text(f"{sink.url}/{iid}")
+        assert secret not in page.content(), "a secret reached the page"
         page.screenshot(path=screenshots / "integrations.png", full_page=True)
         page.once("dialog", lambda dialog: dialog.accept())
         section.locator("button.toggle").click()

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 import orjson
@@ -191,7 +192,8 @@ class Console:
     async def login_page(self, request: Request) -> Response:
         if self.console.open_access:
             return RedirectResponse("/", 303)
-        return self.render(request, "login.html", error=None, name="")
+        nxt = _safe_next(request.query_params.get("next") or "/")
+        return self.render(request, "login.html", error=None, name="", next=nxt)
 
     async def login(self, request: Request) -> Response:
         form = await self.checked_form(request)
@@ -200,7 +202,12 @@ class Console:
         who = await run_in_threadpool(authenticate, self.console, name, password)
         if who is None:
             return self.render(
-                request, "login.html", 401, error="Wrong user name or password.", name=name
+                request,
+                "login.html",
+                401,
+                error="Wrong user name or password.",
+                name=name,
+                next=_safe_next(str(form.get("next") or "/")),
             )
         request.session.clear()
         request.session.update(
@@ -211,7 +218,7 @@ class Console:
                 "sid": secrets.token_hex(8),
             }
         )
-        return RedirectResponse(str(request.query_params.get("next") or "/"), 303)
+        return RedirectResponse(_safe_next(str(form.get("next") or "/")), 303)
 
     async def logout(self, request: Request) -> Response:
         await self.checked_form(request)
@@ -479,7 +486,7 @@ def _handlers(console: Console) -> dict[Any, Callable[[Request, Exception], Awai
     async def need_login(request: Request, exc: Exception) -> Response:
         if request.method == "GET" and not request.url.path.endswith(".json"):
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(f"/login?next={_safe_next(target)}", 303)
+            return RedirectResponse(f"/login?{urlencode({'next': _safe_next(target)})}", 303)
         return JSONResponse({"error": "sign in first"}, 401)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -508,11 +515,9 @@ def _handlers(console: Console) -> dict[Any, Callable[[Request, Exception], Awai
 
 def _safe_next(path: str) -> str:
     """Only local paths: a sign-in never redirects to another site."""
-    from urllib.parse import quote
-
-    if not path.startswith("/") or path.startswith("//"):
+    if not path.startswith("/") or path.startswith(("//", "/\\")):
         return "/"
-    return quote(path, safe="/?=&")
+    return path
 
 
 def create_app(

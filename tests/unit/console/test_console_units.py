@@ -212,3 +212,65 @@ def test_untrusted_product_data_is_escaped_in_every_place_it_is_shown() -> None:
     assert "<img" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert html.count("&lt;img") >= 8
+
+
+def test_off_loopback_the_session_cookie_is_secure_and_sign_in_needs_the_token() -> None:
+    import re
+
+    from starlette.testclient import TestClient
+
+    from pim_hub.console.app import create_app
+    from pim_hub.runtime.settings import Settings
+
+    cfg = ConsoleSettings(
+        host="10.0.0.5",
+        users=[
+            ConsoleUser(
+                name="ana", role="operator", password_hash=SecretStr(hash_password("a1", **CHEAP))
+            )
+        ],
+    )
+    with TestClient(create_app(Settings(), cfg), base_url="https://console.test") as client:
+        page = client.get("/login")
+        assert page.status_code == 200
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+        assert token is not None
+        assert client.post("/login", data={"name": "ana", "password": "a1"}).status_code == 403
+        signed = client.post(
+            "/login",
+            data={"name": "ana", "password": "a1", "csrf_token": token.group(1)},
+            follow_redirects=False,
+        )
+        assert signed.status_code == 303
+        assert "; secure" in signed.headers["set-cookie"].lower()
+        assert signed.headers["location"] == "/"
+
+
+def test_sign_in_returns_to_the_page_asked_for_and_never_to_another_site() -> None:
+    import re
+
+    from starlette.testclient import TestClient
+
+    from pim_hub.console.app import create_app
+    from pim_hub.runtime.settings import Settings
+
+    cfg = ConsoleSettings(
+        users=[ConsoleUser(name="ana", password_hash=SecretStr(hash_password("a1", **CHEAP)))],
+    )
+    with TestClient(create_app(Settings(), cfg)) as client:
+        for asked, landing in (
+            ("/dead?integration=shop", "/dead?integration=shop"),
+            ("//evil.example/x", "/"),
+            ("https://evil.example", "/"),
+        ):
+            page = client.get("/login", params={"next": asked})
+            token = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+            nxt = re.search(r'name="next" value="([^"]*)"', page.text)
+            assert token is not None and nxt is not None
+            r = client.post(
+                "/login",
+                data={"name": "ana", "password": "a1", "csrf_token": token.group(1), "next": asked},
+                follow_redirects=False,
+            )
+            assert r.status_code == 303 and r.headers["location"] == landing, asked
