@@ -428,3 +428,44 @@ def test_rejected_snapshots_are_listed_with_their_reason_escaped(
     assert "<b>bold</b>" not in page
     row = next(r for r in page.split("<tr>") if f"product:{unique}-" in r)
     assert "invalid_snapshot" in row and ("Avro" in row or "header" in row)
+
+
+def test_the_overview_names_a_priority_whose_jobs_have_no_dispatcher(
+    pipeline: Supervisor,
+    console_client: tuple[TestClient, ConsoleSettings],
+    hub_settings: Settings,
+    database_url: str,
+    unique: str,
+) -> None:
+    import psycopg
+
+    client, _cfg = console_client
+    # An integration of a driver no dispatcher runs for (written as an older hub or another
+    # tool would: the registry row alone); fan-out makes its jobs, nobody delivers them.
+    iid, driver = f"con-ghost-{unique}", f"ghost{unique}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO integrations (id, name, driver, enabled, config, entity_types)"
+            " VALUES (%s, 'ghost', %s, true, '{}', ARRAY['product'])",
+            (iid, driver),
+        )
+    try:
+        time.sleep(REFRESH_S)
+        Feed(hub_settings, unique).publish(1, "Nobody delivers me", version(10))
+        sign_in(client, f"view-{unique}", VIEWER_PASSWORD)
+        group = f"hub.dispatch.{driver}.normal"
+
+        def flagged() -> str:
+            page = client.get("/overview/live").text
+            return page if f"hub dispatcher --driver {driver} --priority normal" in page else ""
+
+        page = wait_for(flagged, timeout=90, what="the missing dispatcher", supervisor=pipeline)
+        problem = next(line for line in page.splitlines() if f"driver {driver}:" in line)
+        assert "no dispatcher has ever run for it" in problem and iid in problem
+        row = next(r for r in page.split("<tr") if f"<code>{group}</code>" in r)
+        assert "missing" in row and 'class="stuck"' in row
+        integrations = client.get("/integrations").text
+        assert f"{group}: missing" in integrations
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE integrations SET enabled = false WHERE id = %s", (iid,))

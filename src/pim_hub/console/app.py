@@ -316,12 +316,17 @@ class Console:
         who = self.identity(request)
 
         def load() -> tuple[list[data.IntegrationView], list[str]]:
+            from pim_hub.registry.store import list_integrations
+
             errors: list[str] = []
             try:
                 groups = data.group_rows(self.settings, sorted(self.catalogue.drivers))
             except Exception as exc:  # the registry is still worth showing
                 groups, errors = [], [f"consumer groups: {exc}"]
-            return data.integration_views(self.settings, self.catalogue, groups), errors
+            integrations = list_integrations(self.settings.require_database())
+            needs = data.dispatcher_coverage(self.settings, integrations)
+            views = data.integration_views(self.settings, self.catalogue, groups, needs)
+            return views, errors
 
         views, errors = await run_in_threadpool(load)
         return self.render(
