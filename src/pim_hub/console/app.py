@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pim_hub.console import actions, data
 from pim_hub.console.auth import Identity, authenticate, csrf_matches, new_csrf_token
+from pim_hub.console.cache import Refreshing
 from pim_hub.console.settings import ConsoleSettings
 from pim_hub.drivers.discovery import DriverCatalogue, discover
 from pim_hub.ops.replay import ReplayError
@@ -129,6 +130,10 @@ class Console:
         self.catalogue = catalogue or discover()
         self.env = _environment()
         self.runs = actions.Runs()
+        self.overview_figures = Refreshing(
+            lambda: data.overview(self.settings, self.catalogue), console.refresh_s, "overview"
+        )
+        self.dispatch_figures = Refreshing(self._dispatch_figures, console.refresh_s, "dispatch")
 
     # identity, CSRF, rendering
 
@@ -229,14 +234,30 @@ class Console:
 
     async def overview(self, request: Request) -> Response:
         self.identity(request)
-        view = await run_in_threadpool(data.overview, self.settings, self.catalogue)
-        return self.render(request, "overview.html", view=view)
+        view, age = await run_in_threadpool(self.overview_figures.get)
+        return self.render(
+            request, "overview.html", view=view, age=age, stale=self.overview_figures.last_error
+        )
 
     async def overview_live(self, request: Request) -> Response:
         self.identity(request)
-        view = await run_in_threadpool(data.overview, self.settings, self.catalogue)
-        html = self.env.get_template("overview_live.html").render(view=view)
+        view, age = await run_in_threadpool(self.overview_figures.get)
+        html = self.env.get_template("overview_live.html").render(
+            view=view, age=age, stale=self.overview_figures.last_error
+        )
         return HTMLResponse(html)
+
+    def _dispatch_figures(self) -> tuple[list[data.GroupRow], list[Any], list[str]]:
+        """Consumer groups and dispatcher coverage (broker figures of the integrations page)."""
+        from pim_hub.registry.store import list_integrations
+
+        errors: list[str] = []
+        try:
+            groups = data.group_rows(self.settings, sorted(self.catalogue.drivers))
+        except Exception as exc:  # the registry is still worth showing
+            groups, errors = [], [f"consumer groups: {exc}"]
+        integrations = list_integrations(self.settings.require_database())
+        return groups, data.dispatcher_coverage(self.settings, integrations), errors
 
     async def entities(self, request: Request) -> Response:
         self.identity(request)
@@ -316,15 +337,9 @@ class Console:
         who = self.identity(request)
 
         def load() -> tuple[list[data.IntegrationView], list[str]]:
-            from pim_hub.registry.store import list_integrations
-
-            errors: list[str] = []
-            try:
-                groups = data.group_rows(self.settings, sorted(self.catalogue.drivers))
-            except Exception as exc:  # the registry is still worth showing
-                groups, errors = [], [f"consumer groups: {exc}"]
-            integrations = list_integrations(self.settings.require_database())
-            needs = data.dispatcher_coverage(self.settings, integrations)
+            # The registry is read now (an enable shows at once); broker figures may be a
+            # few seconds old.
+            (groups, needs, errors), _age = self.dispatch_figures.get()
             views = data.integration_views(self.settings, self.catalogue, groups, needs)
             return views, errors
 
@@ -352,6 +367,9 @@ class Console:
             )
         except IntegrationError as exc:
             return self.render(request, "message.html", 400, title="Refused", text=str(exc))
+        # What the integration needs changed: collect it again on the next page.
+        self.dispatch_figures.invalidate()
+        self.overview_figures.invalidate()
         return RedirectResponse("/integrations", 303)
 
     async def replay_page(self, request: Request) -> Response:

@@ -60,6 +60,12 @@ class ConsoleSettings(BaseSettings):
         description="send the session cookie over HTTPS only; unset: on unless listening on "
         "a loopback address (put TLS in front of a console reachable from elsewhere)",
     )
+    refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="the overview's broker and count figures are collected at most this often "
+        "(in the background; pages show the last collection and its age)",
+    )
     dead_letter_limit: int = Field(
         default=500, ge=1, description="dead letters listed per group on the dead-letter page"
     )
