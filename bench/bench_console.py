@@ -97,7 +97,9 @@ def run(deliveries: int = DELIVERIES, entities: int = ENTITIES, rounds: int = 15
         user = ConsoleUser(
             name="bench", role="operator", password_hash=SecretStr(hash_password("bench"))
         )
-        app = create_app(settings, ConsoleSettings(users=[user], secret_key=SecretStr("bench")))
+        app = create_app(
+            settings, ConsoleSettings(users=[user], secret_key=SecretStr("bench-console-key"))
+        )
         with TestClient(app) as client:
             page = client.get("/login").text
             token = page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]

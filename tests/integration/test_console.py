@@ -45,7 +45,9 @@ def console_settings(unique: str, **overrides: Any) -> ConsoleSettings:
             name=f"view-{unique}", role="viewer", password_hash=SecretStr(_HASHES["viewer"])
         ),
     ]
-    return ConsoleSettings(users=users, secret_key=SecretStr(f"key-{unique}"), **overrides)
+    return ConsoleSettings(
+        users=users, secret_key=SecretStr(f"console-test-key-{unique}"), **overrides
+    )
 
 
 def csrf_of(html: str) -> str:

@@ -73,6 +73,15 @@ class ConsoleSettings(BaseSettings):
         default=200, ge=1, description="latest rejected snapshots shown"
     )
 
+    @field_validator("secret_key")
+    @classmethod
+    def _usable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # empty (an unset variable in a compose file): a random key
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("secret_key must be at least 16 characters")
+        return value
+
     @property
     def open_access(self) -> bool:
         """No users configured: everyone reaching the console is an operator (loopback only)."""

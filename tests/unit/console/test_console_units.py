@@ -65,6 +65,14 @@ def test_users_need_a_hash_from_the_hash_command() -> None:
         ConsoleUser(name="x", role="admin", password_hash=SecretStr("scrypt$1$1$1$a$b"))  # type: ignore[arg-type]
 
 
+def test_an_empty_secret_key_means_a_random_one_and_a_short_one_is_refused() -> None:
+    assert ConsoleSettings(secret_key=SecretStr("")).secret_key is None
+    with pytest.raises(ValidationError, match="16 characters"):
+        ConsoleSettings(secret_key=SecretStr("short"))
+    key = ConsoleSettings(secret_key=SecretStr("k" * 16)).secret_key
+    assert key is not None and key.get_secret_value() == "k" * 16
+
+
 def test_csrf_tokens_are_random_and_compared_strictly() -> None:
     token = new_csrf_token()
     assert len(token) >= 40 and token != new_csrf_token()
