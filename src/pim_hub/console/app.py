@@ -29,7 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pim_hub.console import actions, data
+from pim_hub.console import actions, data, oidc
 from pim_hub.console.auth import Identity, authenticate, csrf_matches, new_csrf_token
 from pim_hub.console.cache import Refreshing
 from pim_hub.console.settings import ConsoleSettings
@@ -134,6 +134,7 @@ class Console:
             lambda: data.overview(self.settings, self.catalogue), console.refresh_s, "overview"
         )
         self.dispatch_figures = Refreshing(self._dispatch_figures, console.refresh_s, "dispatch")
+        self.provider: oidc.Provider | None = None  # the OIDC discovery document, once read
 
     # identity, CSRF, rendering
 
@@ -145,6 +146,11 @@ class Console:
         role = request.session.get("role")
         if not user or role not in ("viewer", "operator"):
             raise NeedLogin()
+        if request.session.get("via") == "oidc":
+            if not self.console.oidc_enabled:  # OIDC turned off: its sessions end
+                request.session.clear()
+                raise NeedLogin()
+            return Identity(user, role)  # the role was decided from the claims at sign-in
         # A user removed from the configuration loses access at once.
         known = {u.name: u.role for u in self.console.users}
         if known.get(user) != role:
@@ -198,7 +204,86 @@ class Console:
         if self.console.open_access:
             return RedirectResponse("/", 303)
         nxt = _safe_next(request.query_params.get("next") or "/")
-        return self.render(request, "login.html", error=None, name="", next=nxt)
+        return self.render(request, "login.html", error=None, name="", next=nxt, **self._login())
+
+    def _login(self) -> dict[str, Any]:
+        """How the sign-in page offers to sign in."""
+        return {"passwords": bool(self.console.users), "oidc": self.console.oidc_enabled}
+
+    def _provider(self) -> oidc.Provider:
+        if self.provider is None:
+            assert self.console.oidc_issuer is not None
+            self.provider = oidc.discover(self.console.oidc_issuer)
+        return self.provider
+
+    def _redirect_uri(self, request: Request) -> str:
+        return (
+            self.console.oidc_redirect_url or f"{str(request.base_url).rstrip('/')}/oidc/callback"
+        )
+
+    async def oidc_start(self, request: Request) -> Response:
+        """Send the browser to the provider."""
+        if not self.console.oidc_enabled:
+            raise HTTPException(404, "OIDC sign-in is not configured")
+        try:
+            provider = await run_in_threadpool(self._provider)
+        except oidc.OidcError as exc:
+            return self.render(
+                request, "message.html", 502, title="Sign-in unavailable", text=str(exc)
+            )
+        url, attempt = oidc.start(self.console, provider, self._redirect_uri(request))
+        request.session["oidc"] = attempt.as_session()
+        request.session["oidc_next"] = _safe_next(request.query_params.get("next") or "/")
+        return RedirectResponse(url, 303)
+
+    async def oidc_callback(self, request: Request) -> Response:
+        """The provider sends the browser back here with a code."""
+        if not self.console.oidc_enabled:
+            raise HTTPException(404, "OIDC sign-in is not configured")
+        pending = request.session.pop("oidc", None)
+        nxt = _safe_next(str(request.session.pop("oidc_next", "/")))
+        params = request.query_params
+        if not isinstance(pending, dict) or not csrf_matches(
+            pending.get("state"), params.get("state")
+        ):
+            raise HTTPException(
+                403, "this sign-in was not started here (or was used already): sign in again"
+            )
+        if params.get("error") or not params.get("code"):
+            why = params.get("error_description") or params.get("error") or "no code"
+            return self.render(
+                request,
+                "message.html",
+                401,
+                title="Not signed in",
+                text=f"The provider said: {why}",
+            )
+        attempt = oidc.Attempt(pending["state"], pending["nonce"], pending["verifier"])
+        try:
+            claims = await run_in_threadpool(
+                oidc.finish,
+                self.console,
+                self._provider(),
+                attempt,
+                str(params["code"]),
+                self._redirect_uri(request),
+            )
+        except oidc.OidcError as exc:
+            return self.render(request, "message.html", 401, title="Not signed in", text=str(exc))
+        name, role = oidc.user_of(self.console, claims)
+        if role is None or not name:
+            return self.render(
+                request,
+                "message.html",
+                403,
+                title="Not allowed",
+                text=f"{name or 'This account'} may not use the console: ask for a viewer or operator group.",
+            )
+        request.session.clear()
+        request.session.update(
+            {"user": name, "role": role, "via": "oidc", "csrf": new_csrf_token()}
+        )
+        return RedirectResponse(nxt, 303)
 
     async def login(self, request: Request) -> Response:
         form = await self.checked_form(request)
@@ -213,6 +298,7 @@ class Console:
                 error="Wrong user name or password.",
                 name=name,
                 next=_safe_next(str(form.get("next") or "/")),
+                **self._login(),
             )
         request.session.clear()
         request.session.update(
@@ -560,6 +646,8 @@ def create_app(
         Route("/login", console.login_page, methods=["GET"]),
         Route("/login", console.login, methods=["POST"]),
         Route("/logout", console.logout, methods=["POST"]),
+        Route("/oidc/start", console.oidc_start),
+        Route("/oidc/callback", console.oidc_callback),
         Route("/", console.overview),
         Route("/overview/live", console.overview_live),
         Route("/entities", console.entities),
