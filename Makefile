@@ -37,11 +37,12 @@ test-integration: $(STAMP) ## integration tests through the real broker and Post
 test-scale: $(STAMP) ## the group scale test (kills a mutator and a dispatcher mid-stream)
 	$(BIN)/pytest -q tests/integration/test_scale.py
 
-lint: $(STAMP) ## ruff, mypy and every import contract
+lint: $(STAMP) ## ruff, mypy, every import contract and the Avro schemas' compatibility
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	HUB_LOG_LEVEL=ERROR $(BIN)/hub schemas check --local
 
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format .

@@ -21,6 +21,7 @@ from pim_hub.cli.entities import diff as diff_command
 from pim_hub.cli.entities import entities_app
 from pim_hub.cli.integrations import drivers_app, registry_app
 from pim_hub.cli.ops import offsets, replay, resync, trace
+from pim_hub.cli.schemas import schemas_app
 from pim_hub.ops.exporter import exporter as exporter_command
 from pim_hub.runtime.entry import fail as _fail
 from pim_hub.runtime.entry import load_settings as _settings
@@ -79,6 +80,7 @@ app.add_typer(dead_app, name="dead")
 app.add_typer(entities_app, name="entities")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(sync_app, name="sync")
+app.add_typer(schemas_app, name="schemas")
 app.command("replay")(replay)
 app.command("resync")(resync)
 app.command("trace")(trace)
@@ -226,7 +228,7 @@ def produce_snapshot(
     msg = produce_sync(
         make_producer(settings),
         topics.SNAPSHOTS,
-        Serde(settings.schema_registry_url).encode("Snapshot", record, topic=topics.SNAPSHOTS),
+        Serde(settings.registry_config()).encode("Snapshot", record, topic=topics.SNAPSHOTS),
         key=key,
     )
     typer.echo(f"published {key} to {topics.SNAPSHOTS}[{msg.partition()}]@{msg.offset()}")

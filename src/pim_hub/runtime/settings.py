@@ -188,6 +188,18 @@ class Settings(BaseSettings):
     dispatcher_max_buffered_bytes: int = 4 * 2**20
     log_level: str = "INFO"
     log_format: str = "json"
+    # Schema Registry: the Confluent client's auth, TLS and caching; register or look up only.
+    schema_registry_basic_auth: SecretStr | None = None  # "key:secret" (Confluent Cloud API key)
+    schema_registry_bearer_token: SecretStr | None = None  # a static OAuth bearer token
+    schema_registry_bearer_logical_cluster: str | None = None  # lsrc-... with a bearer token
+    schema_registry_ssl_ca_location: str | None = None
+    schema_registry_ssl_certificate_location: str | None = None
+    schema_registry_ssl_key_location: str | None = None
+    # false: the hub only looks its schemas up (read-only keys, auto.register.schemas=false);
+    # `hub schemas register` registers them at deployment.
+    schema_registry_auto_register: bool = True
+    # Any other SchemaRegistryClient property, e.g. _BEARER_AUTH_CREDENTIALS_SOURCE=OAUTHBEARER.
+    schema_registry_properties: dict[str, str] = Field(default_factory=dict)
 
     def kafka_config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """librdkafka config with the bootstrap from HUB_KAFKA_BOOTSTRAP or HUB_KAFKA__BOOTSTRAP."""
@@ -211,6 +223,40 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("HUB_KAFKA_BOOTSTRAP is not set")
         return value
+
+    def registry_config(self) -> dict[str, Any] | None:
+        """The Schema Registry client's config (None: no registry, single-object encoding).
+
+        From the HUB_SCHEMA_REGISTRY_* settings, over the registry keys of the Kafka
+        properties file (Confluent Cloud's client.properties carries `schema.registry.url`
+        and `basic.auth.user.info`). `auto.register.schemas` is the hub's, not the client's.
+        """
+        from_file = self.kafka.registry_properties()
+        url = self.schema_registry_url or from_file.get("schema.registry.url")
+        if not url:
+            return None
+        conf: dict[str, Any] = {"url": url}
+        user_info = from_file.get("basic.auth.user.info")
+        if self.schema_registry_basic_auth:
+            user_info = self.schema_registry_basic_auth.get_secret_value()
+        if user_info:
+            conf["basic.auth.user.info"] = user_info
+        if self.schema_registry_bearer_token:
+            conf["bearer.auth.credentials.source"] = "STATIC_TOKEN"
+            conf["bearer.auth.token"] = self.schema_registry_bearer_token.get_secret_value()
+            if self.schema_registry_bearer_logical_cluster:
+                conf["bearer.auth.logical.cluster"] = self.schema_registry_bearer_logical_cluster
+        for key, value in (
+            ("ssl.ca.location", self.schema_registry_ssl_ca_location),
+            ("ssl.certificate.location", self.schema_registry_ssl_certificate_location),
+            ("ssl.key.location", self.schema_registry_ssl_key_location),
+        ):
+            if value:
+                conf[key] = value
+        for name, value in self.schema_registry_properties.items():
+            conf[kafka_props.property_name(name)] = value
+        conf["auto.register.schemas"] = self.schema_registry_auto_register
+        return conf
 
     def require_database(self) -> str:
         """The database URL, or a clear error."""

@@ -300,7 +300,7 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     app = faust.App(app_id(settings, role), **faust_config(settings, tables=role != "fanout"))
     # Set before any topic is declared, so the consumer Faust creates is the patched one.
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
-    serde = Serde(settings.schema_registry_url)
+    serde = Serde(settings.registry_config())
     processor = SnapshotProcessor(serde)
     fanout = load_fanout(settings, serde)
     targets: list[IntegrationTarget] = []
