@@ -31,9 +31,6 @@ logger = logging.getLogger(__name__)
 
 Status = Literal["ok", "warn", "fail"]
 
-#: librdkafka's default message.max.bytes: the largest record a hub producer sends.
-LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
-
 #: What the hub does on every topic of its catalogue (each is written by one service and
 #: read by another, and the operator tools read them all) and on every consumer group.
 TOPIC_OPERATIONS = (AclOperation.DESCRIBE, AclOperation.READ, AclOperation.WRITE)
@@ -212,7 +209,7 @@ def _check_configs(
                 f"the topic takes records up to {limit.value} bytes, the hub's producers send "
                 f"up to {hub_max}: a larger record would be refused",
                 f"raise max.message.bytes on {spec.name} to {hub_max} or set "
-                f"HUB_KAFKA__PROPERTIES__MESSAGE_MAX_BYTES={limit.value}",
+                f"HUB_KAFKA__MESSAGE_MAX_BYTES={limit.value}",
             )
 
 
@@ -235,7 +232,7 @@ def _check_broker_size(report: DoctorReport, admin: AdminApi, metadata: Any, hub
             "warn",
             f"the broker's message.max.bytes is {entry.value}, the hub's producers send up "
             f"to {hub_max}",
-            f"set HUB_KAFKA__PROPERTIES__MESSAGE_MAX_BYTES={entry.value}",
+            f"set HUB_KAFKA__MESSAGE_MAX_BYTES={entry.value}",
         )
     else:
         report.add(
@@ -455,7 +452,7 @@ def diagnose(
             )
         else:
             report.add("topic", spec.name, "ok", f"{partitions} partitions")
-    hub_max = int(conf.get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
+    hub_max = settings.kafka.message_max_bytes
     _check_configs(report, admin, present, hub_max)
     _check_broker_size(report, admin, metadata, hub_max)
     _check_topic_acls(report, admin, settings, [s.name for s in present])

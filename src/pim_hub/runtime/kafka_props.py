@@ -24,6 +24,7 @@ PROTECTED = frozenset(
         "enable.auto.commit",
         "enable.auto.offset.store",
         "group.id",
+        "message.max.bytes",  # HUB_KAFKA__MESSAGE_MAX_BYTES: the stages' record budget too
         "partitioner",
         "transactional.id",
     }
@@ -131,7 +132,8 @@ def check_user_properties(props: Mapping[str, Any]) -> None:
     if clash:
         raise KafkaConfigError(
             f"Kafka properties {', '.join(clash)} are set by the hub itself (its delivery and "
-            "ordering guarantees rest on them); remove them from the properties"
+            "ordering guarantees rest on them); remove them from the properties "
+            "(message.max.bytes: set HUB_KAFKA__MESSAGE_MAX_BYTES)"
         )
 
 

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pim_hub.runtime import kafka_oauth, kafka_props
 from pim_hub.runtime.kafka_props import PROTECTED as PROTECTED_KEYS
 from pim_hub.schemas import topics
+from pim_hub.schemas.limits import DEFAULT_MESSAGE_MAX_BYTES, record_budget
 
 
 class KafkaSettings(BaseModel):
@@ -34,6 +35,13 @@ class KafkaSettings(BaseModel):
         "a waiting fetch only when this runs out, so it is a floor on each hop's latency",
     )
     client_id: str = "pim-hub"
+    # Poison records: the largest record the brokers take (their `message.max.bytes`); a
+    # stage sets aside, with its reason, an output that would not fit instead of failing.
+    message_max_bytes: int = Field(
+        DEFAULT_MESSAGE_MAX_BYTES,
+        ge=64 * 1024,
+        description="largest record the brokers accept (HUB_KAFKA__MESSAGE_MAX_BYTES)",
+    )
     # Production Kafka: any librdkafka property, from a properties file and the environment
     # (pim_hub.runtime.kafka_props), and OAUTHBEARER token providers (kafka_oauth).
     properties_file: str | None = Field(
@@ -223,6 +231,11 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("HUB_KAFKA_BOOTSTRAP is not set")
         return value
+
+    @property
+    def record_budget(self) -> int:
+        """Largest record a stage writes, leaving room for what the next stage wraps around it."""
+        return record_budget(self.kafka.message_max_bytes)
 
     def registry_config(self) -> dict[str, Any] | None:
         """The Schema Registry client's config (None: no registry, single-object encoding).
