@@ -11,6 +11,7 @@ from pim_hub.runtime import kafka_oauth, kafka_props
 from pim_hub.runtime.kafka_props import PROTECTED as PROTECTED_KEYS
 from pim_hub.schemas import topics
 from pim_hub.schemas.limits import DEFAULT_MESSAGE_MAX_BYTES, record_budget
+from pim_hub.schemas.ownership import DEFAULT_SOURCE, Ownership
 
 
 class KafkaSettings(BaseModel):
@@ -208,6 +209,12 @@ class Settings(BaseSettings):
     schema_registry_auto_register: bool = True
     # Any other SchemaRegistryClient property, e.g. _BEARER_AUTH_CREDENTIALS_SOURCE=OAUTHBEARER.
     schema_registry_properties: dict[str, str] = Field(default_factory=dict)
+    # Producers' patches and field ownership (pim_hub.schemas.ownership): HUB_SOURCES names
+    # each source and the fields it owns, e.g. {"erp": ["values.stock", "values.price"]};
+    # Akeneo owns the rest. A patch for an entity the hub has not seen waits up to
+    # patches_wait_s (0: refused at once) before it is set aside with that reason.
+    sources: dict[str, list[str]] = Field(default_factory=dict)
+    patches_wait_s: float = Field(30.0, ge=0)
 
     def kafka_config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """librdkafka config with the bootstrap from HUB_KAFKA_BOOTSTRAP or HUB_KAFKA__BOOTSTRAP."""
@@ -236,6 +243,21 @@ class Settings(BaseSettings):
     def record_budget(self) -> int:
         """Largest record a stage writes, leaving room for what the next stage wraps around it."""
         return record_budget(self.kafka.message_max_bytes)
+
+    @model_validator(mode="after")
+    def _sources_are_valid(self) -> Settings:
+        if DEFAULT_SOURCE in self.sources:
+            raise ValueError(
+                f"HUB_SOURCES may not name {DEFAULT_SOURCE}: it owns every field no source claims"
+            )
+        for name, patterns in self.sources.items():
+            if not patterns or not all(p.strip() for p in patterns):
+                raise ValueError(f"HUB_SOURCES: source {name} needs field patterns it owns")
+        return self
+
+    def ownership(self) -> Ownership:
+        """Who owns which field (HUB_SOURCES); Akeneo owns what no source claims."""
+        return Ownership.from_sources(self.sources)
 
     def registry_config(self) -> dict[str, Any] | None:
         """The Schema Registry client's config (None: no registry, single-object encoding).

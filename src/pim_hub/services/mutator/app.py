@@ -302,7 +302,7 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     # Set before any topic is declared, so the consumer Faust creates is the patched one.
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
     serde = Serde(settings.registry_config())
-    processor = SnapshotProcessor(serde)
+    processor = SnapshotProcessor(serde, ownership=settings.ownership())
     budget = settings.record_budget
     fanout = load_fanout(settings, serde)
     targets: list[IntegrationTarget] = []

@@ -17,9 +17,11 @@ from pim_hub.schemas import topics
 from pim_hub.schemas.entities import entity_key as payload_entity_key
 from pim_hub.schemas.errors import DeltaWithoutBase, InvalidSnapshot, PermanentError, SchemaError
 from pim_hub.schemas.limits import LimitExceeded, check_code, check_json_text
+from pim_hub.schemas.ownership import Ownership, PatchRefused
 from pim_hub.schemas.serde import Serde
-from pim_hub.services.mutator.core import apply, diffing
+from pim_hub.services.mutator.core import diffing
 from pim_hub.services.mutator.core.fanout import job_key, plan_jobs
+from pim_hub.services.mutator.sources import decide_with_sources
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class SnapshotProcessor:
 
     serde: Serde
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    ownership: Ownership = field(default_factory=Ownership)
 
     def process(
         self,
@@ -81,6 +84,8 @@ class SnapshotProcessor:
         except LimitExceeded as exc:
             return invalid(str(exc), exc.code)
         except InvalidSnapshot as exc:
+            return invalid(str(exc), exc.code)
+        except PatchRefused as exc:
             return invalid(str(exc), exc.code)
         except DeltaWithoutBase as exc:
             return invalid(str(exc), "delta_without_base")
@@ -110,12 +115,10 @@ class SnapshotProcessor:
                     code="key_mismatch",
                 )
         stored = stored_for(ekey)
-        if snap["delta"] is not None:
-            delta = orjson.loads(snap["delta"])
-            check_json_text("delta", snap["delta"], delta)
-            decision = apply.decide_delta(etype, ekey, stored, delta, snap["source_version"])
-        else:
-            decision = diffing.decide(etype, ekey, stored, payload, snap["source_version"])
+        # Sources, patches and field ownership: pim_hub.services.mutator.sources.
+        decision = decide_with_sources(
+            self.ownership, etype, ekey, stored, payload, snap["delta"], snap["source_version"]
+        )
         if decision.kind != "mutation":
             return Outcome(ekey, decision.kind, etype, new_state=decision.new_state)
         assert decision.mutation_id is not None and decision.operation is not None
