@@ -214,7 +214,7 @@ class Settings(BaseSettings):
     # Akeneo owns the rest. A patch for an entity the hub has not seen waits up to
     # patches_wait_s (0: refused at once) before it is set aside with that reason.
     sources: dict[str, list[str]] = Field(default_factory=dict)
-    patches_wait_s: float = Field(30.0, ge=0)
+    patches_wait_s: float = Field(default=30.0, ge=0)
 
     def kafka_config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """librdkafka config with the bootstrap from HUB_KAFKA_BOOTSTRAP or HUB_KAFKA__BOOTSTRAP."""
