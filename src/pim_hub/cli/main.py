@@ -31,6 +31,7 @@ from pim_hub.runtime.settings import Settings
 from pim_hub.services.dispatcher.cli import dispatcher as dispatcher_command
 from pim_hub.services.ingest.cli import ingest_app, sync_app
 from pim_hub.services.mutator.cli import mutator as mutator_command
+from pim_hub.services.patches.cli import patches as patches_command
 from pim_hub.services.projections.cli import deliveries as deliveries_projector
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ app.command("diff")(diff_command)
 app.command("mutator")(mutator_command)
 app.command("dispatcher")(dispatcher_command)
 app.command("projector")(deliveries_projector)
+app.command("patches")(patches_command)
 
 
 def _not_installed(target: typer.Typer, name: str, extras: list[str], error: ImportError) -> None:

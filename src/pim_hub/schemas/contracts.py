@@ -60,9 +60,22 @@ CONTRACTS: dict[str, TopicContract] = {
     topics.SNAPSHOTS_INVALID: TopicContract(
         "the key of the refused record, as it came",
         "bytes",
-        ("hub mutator",),
+        ("hub mutator", "hub patches"),
         ("operators (hub trace)",),
         "the refused record as it came, with headers error.type and error.message",
+    ),
+    topics.PATCHES: TopicContract(
+        "`<entity_type>:<identifier>`, UTF-8 (one entity's patches stay in order)",
+        "Patch",
+        ("outside producers: ERP, pricing (docs/producers.md)",),
+        ("hub patches",),
+    ),
+    topics.PATCHES_JSON: TopicContract(
+        "`<entity_type>:<identifier>`, UTF-8",
+        "json",
+        ("outside producers without Avro (docs/producers.md)",),
+        ("hub patches",),
+        PRODUCER_GUARANTEES + "; values are checked against schemas/avro/v1/patch.schema.json",
     ),
     topics.MUTATIONS: TopicContract(
         ENTITY_KEY,

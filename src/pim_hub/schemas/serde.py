@@ -29,6 +29,7 @@ EVENTS = {
     "Mutation": "mutation",
     "Job": "job",
     "DeliveryStatus": "delivery_status",
+    "Patch": "patch",
 }
 
 
