@@ -42,11 +42,12 @@ test-scale: $(STAMP) ## the group scale test (kills a mutator and a dispatcher m
 fuzz: $(STAMP) ## fuzz the webhook receiver at length (make test runs a short round)
 	HUB_FUZZ_EXAMPLES=$${HUB_FUZZ_EXAMPLES:-20000} $(BIN)/pytest -q -p no:logging tests/unit/ingest/test_web_fuzz.py
 
-lint: $(STAMP) ## ruff, mypy and every import contract
+lint: $(STAMP) ## ruff, mypy, every import contract and the Avro schemas' compatibility
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	HUB_LOG_LEVEL=ERROR $(BIN)/hub schemas check --local
 
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format .
