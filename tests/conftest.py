@@ -17,6 +17,7 @@ from pim_hub.devstack.supervisor import Supervisor
 from pim_hub.runtime import db
 from pim_hub.runtime.kafka import apply_topics
 from pim_hub.runtime.settings import Settings
+from tests import webhook_schema
 
 #: Short retry tiers so retry tests finish quickly; production defaults are 30s/5min/30min.
 TEST_RETRY_DELAYS = "[1,2,3]"
@@ -84,6 +85,16 @@ def http_sink() -> Iterator[HttpSink]:
     sink = HttpSink().start()
     yield sink
     sink.stop()
+    webhook_schema.record_sink(sink.requests)
+
+
+@pytest.fixture(autouse=True)
+def webhook_requests_match_schema() -> Iterator[None]:
+    """Every webhook request a test receiver got matches the shipped JSON Schema."""
+    seen = len(webhook_schema.VIOLATIONS)
+    yield
+    violations = webhook_schema.VIOLATIONS[seen:]
+    assert not violations, f"webhook requests break the payload schema: {violations[:5]}"
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 from pim_hub.devstack.sink import HttpSink
 from pim_hub.devstack.supervisor import Supervisor
 from pim_hub.runtime.settings import Settings
+from tests import webhook_schema
 from tests.integration.test_dispatcher_helpers import (
     EXTRA_DRIVERS,
     WebhookTestDriver,
@@ -34,6 +35,7 @@ def sink() -> Iterator[HttpSink]:
     s = HttpSink().start()
     yield s
     s.stop()
+    webhook_schema.record_sink(s.requests)
 
 
 def _start(supervisor: Supervisor, name: str, priority: str) -> Any:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 import yaml
 
+from pim_hub.cli.output import Output, OutputOpt, emit
 from pim_hub.runtime import logs
 from pim_hub.runtime.settings import Settings
 
@@ -57,6 +58,15 @@ def _registry(publish: bool = True) -> Any:
                 err=True,
             )
     return Registry(settings.database_url, discover(), publisher, queue_map.levels)
+
+
+def _queue_map() -> Any:
+    from pim_hub.registry.queue_map import QueueMapError, queue_map_from_settings
+
+    try:
+        return queue_map_from_settings(_settings())
+    except QueueMapError as exc:
+        _fail(str(exc))
 
 
 def _run(action: Any) -> Any:
@@ -156,26 +166,116 @@ def add(
 
 @registry_app.command("list")
 def list_(
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, secrets masked")] = False,
+    output: OutputOpt = Output.table,
+    as_json: Annotated[
+        bool, typer.Option("--json", hidden=True, help="the same as --output jsonl")
+    ] = False,
 ) -> None:
-    """List integrations (configs are only shown with --json, secrets masked)."""
+    """List integrations with the priorities their jobs can go to (configs only in json/jsonl,
+    secrets masked)."""
+    from pim_hub.ops.dispatchers import integration_priorities
+
     registry = _registry(publish=False)
+    queue_map = _queue_map()
+    rows = []
     for integ in registry.all():
-        if as_json:
-            typer.echo(json.dumps(_shown(registry, integ), sort_keys=True))
-            continue
-        types = ",".join(integ.entity_types) if integ.entity_types else "*"
-        state = "enabled " if integ.enabled else "disabled"
-        installed = "" if integ.driver in registry.catalogue.drivers else "  (driver not installed)"
-        typer.echo(f"{integ.id:24} {integ.driver:12} {state} types={types}{installed}")
+        row = _shown(registry, integ)
+        row["priorities"] = integration_priorities(integ, queue_map)
+        row["driver_installed"] = integ.driver in registry.catalogue.drivers
+        rows.append(row)
+
+    def line(r: Any) -> str:
+        types = ",".join(r["entity_types"]) if r.get("entity_types") else "*"
+        state = "enabled " if r["enabled"] else "disabled"
+        installed = "" if r["driver_installed"] else "  (driver not installed)"
+        return (
+            f"{r['id']:24} {r['driver']:12} {state} types={types} "
+            f"priorities={','.join(r['priorities'])}{installed}"
+        )
+
+    emit(rows, Output.jsonl if as_json else output, line)
 
 
 @registry_app.command("show")
 def show(integration_id: str) -> None:
-    """One integration as JSON; secret values are masked."""
+    """One integration as JSON (secrets masked), with the priorities its jobs can go to and
+    the dispatchers it needs; with HUB_KAFKA_BOOTSTRAP set, whether each is running."""
+    from pim_hub.ops.dispatchers import coverage, integration_priorities, needed_dispatchers
+
     registry = _registry(publish=False)
     integ = _run(lambda: registry.get(integration_id))
-    typer.echo(json.dumps(_shown(registry, integ), indent=2, sort_keys=True))
+    queue_map = _queue_map()
+    shown = _shown(registry, integ)
+    shown["priorities"] = integration_priorities(integ, queue_map)
+    needs = needed_dispatchers([integ], queue_map, include_disabled=True)
+    settings = _settings()
+    if settings.kafka.bootstrap or settings.kafka_bootstrap:
+        rows = [c.as_dict() for c in coverage(settings, needs)]
+    else:
+        rows = [{"group": n.group, "command": n.command, "state": "unknown"} for n in needs]
+    for row in rows:
+        row.pop("integrations", None)
+    shown["dispatchers"] = rows
+    typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+    for row in rows:
+        if row["state"] == "missing":
+            typer.secho(
+                f"warning: {row['uncovered_messages']} jobs wait on {row['topic']} and no "
+                f"dispatcher consumes them: run `{row['command']}`",
+                fg="yellow",
+                err=True,
+            )
+
+
+@registry_app.command("dispatchers")
+def dispatchers(
+    output: OutputOpt = Output.table,
+    check: Annotated[
+        bool, typer.Option("--check", help="exit 1 when a needed dispatcher is missing")
+    ] = False,
+) -> None:
+    """The dispatchers the enabled integrations need (one per driver and priority their jobs
+    can reach) and, with HUB_KAFKA_BOOTSTRAP set, whether each consumes its topic.
+
+    States: running (caught up), behind (lagging), not started (never consumed, nothing
+    waits), missing (never consumed while jobs wait on its topic), unknown (no broker).
+    """
+    from pim_hub.ops.dispatchers import coverage, needed_dispatchers
+
+    registry = _registry(publish=False)
+    needs = needed_dispatchers(registry.all(), _queue_map())
+    settings = _settings()
+    if settings.kafka.bootstrap or settings.kafka_bootstrap:
+        rows = [c.as_dict() for c in coverage(settings, needs)]
+    else:
+        rows = [
+            {
+                "driver": n.driver,
+                "priority": n.priority,
+                "topic": n.topic,
+                "group": n.group,
+                "command": n.command,
+                "integrations": list(n.integrations),
+                "state": "unknown",
+            }
+            for n in needs
+        ]
+
+    def line(r: Any) -> str:
+        waiting = f"  {r['uncovered_messages']} jobs waiting" if r["state"] == "missing" else ""
+        return f"{r['state']:12} {r['command']:56} for {', '.join(r['integrations'])}{waiting}"
+
+    emit(rows, output, line)
+    missing = [r for r in rows if r["state"] == "missing"]
+    for r in missing:
+        typer.secho(
+            f"warning: no dispatcher consumes {r['topic']} for driver {r['driver']}: "
+            f"run `{r['command']}`",
+            fg="yellow",
+            err=True,
+        )
+    if check and missing:
+        raise typer.Exit(1)
 
 
 @registry_app.command("update")

@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from pim_hub.ops.dispatchers import Coverage, coverage, needed_dispatchers
 from pim_hub.runtime import metrics
 from pim_hub.runtime.health import HEALTH
 from pim_hub.runtime.settings import Settings
@@ -222,15 +223,87 @@ class LagReader:
             self.consumer.unassign()
 
 
+@dataclass
+class CoverageReader:
+    """Which dispatchers the registered integrations need and what waits for missing ones."""
+
+    settings: Settings
+
+    def read(self) -> list[Coverage]:
+        """One reading (integrations from PostgreSQL, groups and offsets from the broker)."""
+        from pim_hub.registry.queue_map import queue_map_from_settings
+        from pim_hub.registry.store import list_integrations
+
+        assert self.settings.database_url
+        needs = needed_dispatchers(
+            list_integrations(self.settings.database_url), queue_map_from_settings(self.settings)
+        )
+        return coverage(self.settings, needs)
+
+
+def coverage_families(rows: Sequence[Coverage]) -> list[Metric]:
+    """Prometheus families of a dispatcher coverage reading."""
+    labels = ["group", "topic", "priority", "driver"]
+    uncovered = GaugeMetricFamily(
+        "pimhub_dispatcher_uncovered_messages",
+        "Records on a priority topic that a needed dispatcher group never consumed "
+        "(no committed offset on their partition): > 0 means jobs wait for a dispatcher "
+        "that is not running",
+        labels=labels,
+    )
+    needed = GaugeMetricFamily(
+        "pimhub_dispatcher_needed",
+        "1 for each dispatcher group an enabled integration needs",
+        labels=labels,
+    )
+    for row in rows:
+        if row.error is not None:
+            continue
+        values = [row.need.group, row.need.topic, row.need.priority, row.need.driver]
+        uncovered.add_metric(values, row.uncovered)
+        needed.add_metric(values, 1)
+    return [uncovered, needed]
+
+
 class LagCollector(Collector):
     """Serves the latest lag reading; a background thread refreshes it."""
 
-    def __init__(self, reader: LagReader, interval_s: float) -> None:
+    def __init__(
+        self, reader: LagReader, interval_s: float, coverage_reader: CoverageReader | None = None
+    ) -> None:
         self.reader = reader
+        self.coverage_reader = coverage_reader
         self.interval_s = interval_s
         self.lags: list[PartitionLag] = []
+        self.coverage: list[Coverage] = []
         self.read_at_ms = 0
         self._stop = threading.Event()
+        self._warned: set[str] = set()
+
+    def refresh_coverage(self) -> None:
+        """Read the dispatcher coverage once; log each newly missing dispatcher once."""
+        if self.coverage_reader is None:
+            return
+        try:
+            self.coverage = self.coverage_reader.read()
+        except Exception:
+            COLLECT_ERRORS.inc()
+            logger.exception("dispatcher coverage collection failed")
+            return
+        missing = {c.need.group: c for c in self.coverage if c.missing}
+        for group, row in missing.items():
+            if group not in self._warned:
+                logger.warning(
+                    "jobs wait on a topic no dispatcher of their driver consumes",
+                    extra={
+                        "group": group,
+                        "topic": row.need.topic,
+                        "messages": row.uncovered,
+                        "command": row.need.command,
+                        "integrations": ",".join(row.need.integrations),
+                    },
+                )
+        self._warned = set(missing)
 
     def refresh(self) -> None:
         """Read the lag once; a failure keeps the previous reading and is counted."""
@@ -243,6 +316,7 @@ class LagCollector(Collector):
             logger.exception("lag collection failed")
             return
         self.lags, self.read_at_ms = lags, int(time.time() * 1000)
+        self.refresh_coverage()
         COLLECT_SECONDS.observe(time.perf_counter() - started)
         LAST_SUCCESS.set(time.time())
         HEALTH.set("lag read", True, f"{len(lags)} partition(s)")
@@ -262,6 +336,8 @@ class LagCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """The families of the latest reading (partitions no longer committed disappear)."""
         yield from lag_families(self.lags, self.read_at_ms)
+        if self.coverage_reader is not None:
+            yield from coverage_families(self.coverage)
 
     def describe(self) -> Iterator[Metric]:
         """Nothing up front: the families depend on the reading."""
@@ -325,7 +401,10 @@ def exporter(
     except Exception:  # a broken driver plug-in must not hide the lag of the others
         drivers = []
     reader = LagReader(settings, groups, known=known_groups(drivers))
-    collector = LagCollector(reader, interval)
+    # Without the database the exporter cannot know which dispatchers are needed: it serves
+    # the lag only.
+    coverage_reader = CoverageReader(settings) if settings.database_url else None
+    collector = LagCollector(reader, interval, coverage_reader)
     REGISTRY.register(collector)
     metrics_settings = metrics.MetricsSettings()
     if port is not None:

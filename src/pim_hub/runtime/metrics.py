@@ -49,6 +49,15 @@ LATENCY_BUCKETS = (
 
 SERVICE_INFO = Gauge("pimhub_service_info", "1 for each running hub service process", ["service"])
 
+# Every stage counts what it sets aside (invalid or dead-letter topic, or a recorded row)
+# instead of processing: stage is the service, reason a short bounded code (too_large,
+# too_deep, control_character, bad_version, ...), never the free-text message.
+RECORDS_SET_ASIDE = Counter(
+    "pimhub_records_set_aside",
+    "Records a stage could not process and set aside with their reason, by stage and reason",
+    ["stage", "reason"],
+)
+
 # ---- ingest: webhook receiver ---------------------------------------------------------------
 # The receiver keeps its counters in a registry per app (src/pim_hub/services/ingest/web.py `Metrics`, so
 # tests can build many apps) and `expose()`s it here: pimhub_ingest_webhook_requests_total

@@ -160,6 +160,7 @@ def known_metrics() -> set[str]:
         elif kind == "histogram":
             names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     names |= {family.name for family in exporter.lag_families([], 0)}
+    names |= {family.name for family in exporter.coverage_families([])}
     return names
 
 

@@ -47,6 +47,9 @@ class Msg:
     def value(self) -> bytes | None:
         return self._value
 
+    def key(self) -> bytes | None:
+        return None
+
 
 class Journal:
     """What the fakes saw, in order."""

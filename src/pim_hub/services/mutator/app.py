@@ -32,8 +32,9 @@ from pim_hub.schemas.serde import Serde
 from pim_hub.services.mutator.faust_patches import ResumeSafeConsumer
 from pim_hub.services.mutator.processing import (
     SnapshotProcessor,
-    invalid_headers,
+    encode_mutation,
     load_fanout,
+    set_aside_record,
     summarise,
 )
 
@@ -72,7 +73,7 @@ class BatchOutput:
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         key: bytes | None = None,
         headers: Headers | None = None,
     ) -> None:
@@ -302,6 +303,7 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
     serde = Serde(settings.schema_registry_url)
     processor = SnapshotProcessor(serde)
+    budget = settings.record_budget
     fanout = load_fanout(settings, serde)
     targets: list[IntegrationTarget] = []
 
@@ -354,46 +356,48 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
 
         outcomes = []
         counts: dict[tuple[str, str], int] = {}
+        set_aside: dict[str, int] = {}
         for event in events:
             msg = event.message
             # A RocksDB table reads a key from the database of the current event's partition
             # (Faust leaves the batch's last event there): each event reads its own partition.
             _current_event.set(weakref.ref(event))
             outcome = processor.process(msg.key, msg.value, stored_for)
+            # A mutation the broker would refuse (or fan-out could not wrap in a job) turns
+            # the snapshot invalid: set aside, the entity keeps its previous state.
+            outcome, encoded = encode_mutation(serde, outcome, msg.key, msg.value, budget)
             outcomes.append((event, outcome))
             label = (outcome.entity_type, outcome.kind)
             counts[label] = counts.get(label, 0) + 1
             if outcome.kind == "invalid":
                 assert outcome.invalid is not None
                 logger.warning(
-                    "invalid snapshot",
+                    "invalid snapshot set aside",
                     extra={
                         "topic": msg.topic,
                         "partition": msg.partition,
                         "offset": msg.offset,
                         "reason": outcome.invalid.reason,
+                        "code": outcome.invalid.code,
                     },
                 )
+                set_aside[outcome.invalid.code] = set_aside.get(outcome.invalid.code, 0) + 1
                 mutate_out.send(
                     topics.SNAPSHOTS_INVALID,
-                    msg.value,
-                    msg.key,
-                    headers=invalid_headers(outcome.invalid),
+                    *set_aside_record(outcome.invalid, settings.kafka.message_max_bytes),
                 )
                 continue
             if outcome.new_state is not None:
                 overlay[outcome.entity_key] = outcome.new_state
-            if outcome.mutation is not None:
-                mutate_out.send(
-                    topics.MUTATIONS,
-                    serde.encode("Mutation", outcome.mutation, topic=topics.MUTATIONS),
-                    outcome.entity_key.encode(),
-                )
+            if encoded is not None:
+                mutate_out.send(topics.MUTATIONS, encoded, outcome.entity_key.encode())
         # The state moves only after the mutations are acknowledged: a crash in between
         # re-emits the same mutation (same id) rather than losing it.
         await mutate_out.acknowledged()
         for (entity_type, outcome_kind), count in counts.items():
             metrics.MUTATOR_SNAPSHOTS.labels(entity_type, outcome_kind).inc(count)
+        for code, count in set_aside.items():
+            metrics.RECORDS_SET_ASIDE.labels("mutator", code).inc(count)
         metrics.observe_mutations([o.mutation for _, o in outcomes if o.mutation])
         metrics.MUTATOR_BATCH_SECONDS.observe(time.perf_counter() - started)
         # One changelog record per entity and batch: the last state is the one recovery

@@ -15,6 +15,7 @@ from pim_hub.runtime.health import HEALTH
 from pim_hub.runtime.kafka import consumer_config
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.errors import SchemaError
+from pim_hub.schemas.limits import escape_controls
 from pim_hub.schemas.serde import Serde
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,14 @@ R = TypeVar("R")
 Write = Callable[[psycopg.Cursor[Any], list[dict[str, Any]]], R]
 #: (topic, partition) -> the next offset to read, i.e. what to commit.
 Offsets = dict[tuple[str, int], int]
+#: (topic, partition, offset, key) of one decoded record.
+Position = tuple[str, int, int, bytes | None]
+
+RECORD_SET_ASIDE = """
+INSERT INTO set_aside_records (stage, topic, partition, "offset", record_key, reason, message)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (stage, topic, partition, "offset") DO NOTHING
+"""
 
 
 def write_batch(conn: psycopg.Connection[Any], write: Write[R], records: list[dict[str, Any]]) -> R:
@@ -47,6 +56,8 @@ class BatchProjector(Generic[R]):
     schema: ClassVar[str]
     #: The service name to serve /metrics as (when HUB_METRICS_PORT is set); None: none.
     metrics_service: ClassVar[str | None] = None
+    #: The stage name of what this projector sets aside (metric label and row).
+    stage: ClassVar[str] = "projector"
     #: Where the loop logs (the projector's own module logger keeps its log records' name).
     log: ClassVar[logging.Logger] = logger
     #: The log message for a record passed over because it does not decode.
@@ -98,18 +109,72 @@ class BatchProjector(Generic[R]):
         self, consumer: Consumer, conn: psycopg.Connection[Any], msgs: list[Message]
     ) -> None:
         """Project one batch of messages, then commit past them."""
-        records, offsets = self.decode(msgs)
+        records, offsets, positions = self.decode_positions(msgs)
         if records:
-            self.written(records, write_batch(conn, self.write, records))
+            try:
+                result = write_batch(conn, self.write, records)
+            except psycopg.DataError:
+                self.write_one_by_one(conn, records, positions)
+            else:
+                self.written(records, result)
         if offsets:
             consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                 asynchronous=False,
             )
 
+    def write_one_by_one(
+        self,
+        conn: psycopg.Connection[Any],
+        records: list[dict[str, Any]],
+        positions: list[Position],
+    ) -> None:
+        """Write each record in its own transaction; set aside those refused for their data."""
+        for record, position in zip(records, positions, strict=True):
+            try:
+                result = write_batch(conn, self.write, [record])
+            except psycopg.DataError as exc:
+                self.set_aside(conn, position, exc)
+            else:
+                self.written([record], result)
+
+    def set_aside(
+        self, conn: psycopg.Connection[Any], position: Position, exc: psycopg.DataError
+    ) -> None:
+        """Record a record PostgreSQL refused, with its reason; the projector goes on."""
+        topic, partition, offset, key = position
+        stage = self.stage
+        # The key itself may hold what PostgreSQL refused (NUL): stored with controls escaped.
+        shown = escape_controls(key.decode(errors="backslashreplace")) if key else None
+        message = escape_controls(str(exc))[:2000]
+        reason = "data_error"
+        self.log.error(
+            "record refused by PostgreSQL set aside",
+            extra={
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "key": shown,
+                "error": message,
+            },
+        )
+        with conn.transaction():
+            conn.execute(
+                RECORD_SET_ASIDE, (stage, topic, partition, offset, shown, reason, message)
+            )
+        metrics.RECORDS_SET_ASIDE.labels(stage, reason).inc()
+
     def decode(self, msgs: list[Message]) -> tuple[list[dict[str, Any]], Offsets]:
         """The decoded records of a batch, in log order, and the offsets that pass it."""
+        records, offsets, _ = self.decode_positions(msgs)
+        return records, offsets
+
+    def decode_positions(
+        self, msgs: list[Message]
+    ) -> tuple[list[dict[str, Any]], Offsets, list[Position]]:
+        """decode, with the position of each decoded record (for what is set aside)."""
         records: list[dict[str, Any]] = []
+        positions: list[Position] = []
         offsets: Offsets = {}
         for msg in msgs:
             err = msg.error()
@@ -124,7 +189,9 @@ class BatchProjector(Generic[R]):
                 records.append(self.serde.decode(self.schema, msg.value(), topic=topic))
             except SchemaError as exc:
                 self.undecodable(topic, partition, offset, exc)
-        return records, offsets
+            else:
+                positions.append((topic, partition, offset, msg.key()))
+        return records, offsets, positions
 
     def write(self, cur: psycopg.Cursor[Any], records: list[dict[str, Any]]) -> R:
         """Write one batch of decoded records (inside the batch's transaction)."""
