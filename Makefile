@@ -54,7 +54,7 @@ up: $(STAMP) ## start an embedded broker and PostgreSQL, print their addresses (
 	$(BIN)/hub up
 
 lock: $(STAMP) ## re-resolve requirements/*.lock after a change to pyproject.toml (keeps pins)
-	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --universal --extra rocksdb --no-header --annotation-style line -q -o requirements/runtime.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --universal --extra rocksdb --extra otel --no-header --annotation-style line -q -o requirements/runtime.lock
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --universal --extra dev --no-header --annotation-style line -q -o requirements/dev.lock
 
 smoke-install: $(STAMP) ## build the wheel, install it without extras in a fresh venv, run every --help and `hub db migrate`

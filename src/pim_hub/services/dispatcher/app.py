@@ -38,7 +38,7 @@ from pim_hub.registry.limits import (
 from pim_hub.registry.mapping import PostgresMappingService, open_pool
 from pim_hub.registry.model import Integration
 from pim_hub.registry.store import list_integrations
-from pim_hub.runtime import health, metrics
+from pim_hub.runtime import health, metrics, tracing
 from pim_hub.runtime.http import async_client
 from pim_hub.runtime.kafka import (
     AsyncProducer,
@@ -92,7 +92,7 @@ class _Work:
     (the collector walks them all on each full collection).
     """
 
-    __slots__ = ("chain", "job", "key", "offset", "state", "tp")
+    __slots__ = ("chain", "job", "key", "offset", "state", "tp", "trace")
 
     def __init__(self, tp: TP, offset: int, key: bytes | None, job: Job) -> None:
         self.tp = tp
@@ -101,6 +101,9 @@ class _Work:
         self.job = job
         self.chain = job.mutation.entity_key  # the entity: one job of it at a time
         self.state = "queued"  # queued | ready | running | finished
+        #: The record's trace headers (`runtime.tracing`): passed on to its retry, dead
+        #: letter and status, and the parent of its delivery's span.
+        self.trace: tracing.TraceHeaders | None = None
 
 
 @dataclass
@@ -789,6 +792,7 @@ class Dispatcher:
             part.take(offset, size)
             total += size
             work = _Work(tp, offset, msg.key(), job)
+            work.trace = tracing.carrier(msg.headers()) or None
             lane = self._lanes.get(job.integration_id)
             if lane is None:
                 lane = self._lanes[job.integration_id] = _Lane(self, job.integration_id)
@@ -945,9 +949,15 @@ class Dispatcher:
                 jobs = [job for _, job, _ in send]
                 # Tokens are taken right before the target is called, so the pace holds at
                 # the target whatever the database's latency (one token per job).
+                traced = tracing.enabled()
                 if b.batching:
                     await lane.throttle(1)
-                    out = await self._call(b, b.driver.handle_batch(jobs, b.context), len(jobs))
+                    with tracing.batch_stage(
+                        "dispatcher.deliver_batch",
+                        [batch[i].trace for i, _, _ in send],
+                        {"integration": b.integration.id},
+                    ):
+                        out = await self._call(b, b.driver.handle_batch(jobs, b.context), len(jobs))
                 else:
                     driver, context = b.driver, b.context
                     done: list[DeliveryResult | None] = [None] * len(jobs)
@@ -965,7 +975,12 @@ class Dispatcher:
                                 if limited:
                                     await lane.throttle(1)
                                 try:
-                                    done[k] = await driver.handle(jobs[k], context)
+                                    if traced:
+                                        done[k] = await self._traced(
+                                            driver, jobs[k], context, batch[send[k][0]]
+                                        )
+                                    else:
+                                        done[k] = await driver.handle(jobs[k], context)
                                 except Exception as exc:
                                     done[k] = self._raised(b, exc)
 
@@ -995,6 +1010,24 @@ class Dispatcher:
                         )
                 # Recorded in the same transaction that holds the entity locks.
                 await txn.record(rows)
+
+    @staticmethod
+    async def _traced(
+        driver: Driver, job: Job, context: IntegrationContext, w: _Work
+    ) -> DeliveryResult:
+        """One delivery in its span (a child of the job record's trace); the driver's HTTP
+        request inside it carries the trace on."""
+        with tracing.stage(
+            "dispatcher.deliver",
+            w.trace,
+            {
+                "job_id": job.job_id,
+                "entity_key": job.mutation.entity_key,
+                "integration": job.integration_id,
+                "attempt": job.attempt,
+            },
+        ):
+            return await driver.handle(job, context)
 
     async def _call(
         self, b: _Bound, call: Coroutine[Any, Any, list[DeliveryResult]], n: int
@@ -1078,7 +1111,7 @@ class Dispatcher:
                 "last_error": result.reason,
             }
             topic = self.retry_topics[disposition.tier]
-            outputs.append((topic, self.serde.encode("Job", retry, topic=topic), None))
+            outputs.append((topic, self.serde.encode("Job", retry, topic=topic), w.trace))
         else:
             status = "dead"
             if result.retryable:
@@ -1093,6 +1126,7 @@ class Dispatcher:
                         ("error.message", (reason or "").encode()[:4000]),
                         ("error.attempts", str(job.attempt).encode()),
                         ("source.topic", w.tp[0].encode()),
+                        *(w.trace or []),
                     ],
                 )
             )
@@ -1124,6 +1158,7 @@ class Dispatcher:
             self.serde.encode("DeliveryStatus", status_record, topic=topics.DELIVERY_STATUS),
             job.mutation.entity_key,
             acks,
+            w.trace,
         )
         if status != "delivered":
             logger.info(

@@ -17,6 +17,7 @@ import orjson
 import psycopg
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from pim_hub.runtime import tracing
 from pim_hub.runtime.health import HEALTH, POLL_ALLOWANCE_S
 from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, consumer_config, make_producer
 from pim_hub.runtime.settings import Settings
@@ -438,7 +439,13 @@ class Enricher:
                 )
                 self.stats["tombstone"] += 1
             value = self.serde.encode("Snapshot", record, topic=self.output_topic)
-            outputs.append((self.output_topic, key, value, None))
+            # The snapshot continues the raw event's trace (`runtime.tracing`).
+            with tracing.stage(
+                "ingest.enrich",
+                item.msg.headers(),
+                {"event_id": plan.event_id, "entity_key": key, "action": plan.action},
+            ) as trace_headers:
+                outputs.append((self.output_topic, key, value, trace_headers or None))
         return outputs
 
 
