@@ -26,6 +26,12 @@ BENCHMARKS: list[tuple[str, str, dict[str, Any], str]] = [
         {},
         "≥ 20,000 diffs/s on one core and ≥ 500x DeepDiff",
     ),
+    (
+        "bench.bench_cli_startup",
+        "CLI start-up vs `python -c pass`",
+        {},
+        "`hub --help` under 0.5 s",
+    ),
     ("bench.bench_mutator", "Mutator vs passthrough ceiling", {}, "≥ 50% of the passthrough"),
     (
         "bench.bench_dispatcher",

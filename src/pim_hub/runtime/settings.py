@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pim_hub.schemas import topics
 from pim_hub.schemas.limits import DEFAULT_MESSAGE_MAX_BYTES, record_budget
+from pim_hub.schemas.versions import DEFAULT_MAX_FUTURE_S
 
 
 class KafkaSettings(BaseModel):
@@ -34,7 +35,7 @@ class KafkaSettings(BaseModel):
     # Poison records: the largest record the brokers take (their `message.max.bytes`); a
     # stage sets aside, with its reason, an output that would not fit instead of failing.
     message_max_bytes: int = Field(
-        DEFAULT_MESSAGE_MAX_BYTES,
+        default=DEFAULT_MESSAGE_MAX_BYTES,
         ge=64 * 1024,
         description="largest record the brokers accept (HUB_KAFKA__MESSAGE_MAX_BYTES)",
     )
@@ -121,6 +122,9 @@ class Settings(BaseSettings):
     # lose the last moments of guard records, see pim_hub.services.dispatcher.guard_store.GuardStore).
     dispatcher_guard_synchronous_commit: bool = True
     dispatcher_max_buffered_bytes: int = 4 * 2**20
+    # Versions: a source version further ahead of the clock than this is refused (invalid
+    # snapshot, `hub produce snapshot` error): it would make every later change stale.
+    version_max_future_s: float = Field(default=DEFAULT_MAX_FUTURE_S, gt=0)
     log_level: str = "INFO"
     log_format: str = "json"
 
