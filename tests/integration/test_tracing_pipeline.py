@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
+from pim_hub.console.app import create_app as console_app
 from pim_hub.devstack.sink import HttpSink
 from pim_hub.devstack.stack import wait_for
 from pim_hub.devstack.supervisor import Supervisor
@@ -39,6 +40,7 @@ from pim_hub.services.ingest.akeneo import AkeneoClient
 from pim_hub.services.ingest.enricher import Enricher
 from pim_hub.services.ingest.settings import IngestSettings
 from pim_hub.services.ingest.web import EVENTS_API_PATH, RawRecord, create_app
+from tests.integration.test_console import VIEWER_PASSWORD, console_settings, sign_in
 from tests.integration.test_dispatcher_helpers import add_integration, catalogue_with
 from tests.integration.test_ingest_support import new_topic
 
@@ -192,3 +194,10 @@ def test_one_webhook_makes_one_trace_down_to_the_target_request(
     stages = wait_for(every_stage, timeout=60, interval=1, what="trace ids on every record")
     assert stages is not None
     assert all(ids == {trace_id} for ids in stages.values()), stages
+    # ... and so does the console's entity page.
+    console = console_settings(unique)
+    with TestClient(console_app(hub_settings, console)) as client:
+        sign_in(client, f"view-{unique}", VIEWER_PASSWORD)
+        page = client.get("/entities", params={"q": key})
+    assert page.status_code == 200
+    assert f"trace {trace_id}" in page.text
