@@ -123,6 +123,10 @@ def check_commands(bin_dir: Path, env: dict[str, str]) -> None:
         if "pip install 'pim-hub[local]'" not in out or "Traceback" in out:
             raise SystemExit(f"`hub {' '.join(args)}` without the local extra said:\n{out}")
     step("the local stack's commands say how to install them")
+    out = run(hub, "console", env=env, ok=False)
+    if "pip install 'pim-hub[console]'" not in out or "Traceback" in out:
+        raise SystemExit(f"`hub console` without the console extra said:\n{out}")
+    step("`hub console` says which extra to install")
     probe = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in sys.argv[1:]))"
     run(bin_dir / "python", "-c", probe, *LOCAL_PACKAGES, env=env)
     step(f"none of {', '.join(LOCAL_PACKAGES)} is installed")

@@ -52,7 +52,6 @@ def _labels(component: str, **extra: str) -> dict[str, str]:
 def _container(
     name: str, args: list[str], size: str, ports: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    probe = {"httpGet": {"path": "/metrics", "port": "metrics"}}
     return {
         "name": name,
         "image": IMAGE,
@@ -63,13 +62,25 @@ def _container(
             {"secretRef": {"name": "hub-secrets"}},
         ],
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}, *ports],
-        # Every service serves /metrics: it answers once the process is up (readiness) and
-        # stops answering when the event loop is wedged (liveness).
-        "readinessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 3},
+        # /metrics is served from a thread of its own and answers while a service's loop is
+        # stuck: the probes ask /healthz (the loop makes progress) and /readyz (broker,
+        # database and group assignment). A slow start (the mutator recovering its table)
+        # is the start-up probe's: liveness counts only once it has passed.
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": 5,
+            "failureThreshold": 60,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "metrics"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
         "livenessProbe": {
-            **probe,
-            "initialDelaySeconds": 30,
+            "httpGet": {"path": "/healthz", "port": "metrics"},
             "periodSeconds": 20,
+            "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
         "resources": RESOURCES[size],
@@ -228,6 +239,7 @@ def services(partitions: int) -> dict[str, list[dict[str, Any]]]:
                     {
                         **_container("db-migrate", ["db", "migrate"], "small", []),
                         "ports": [],
+                        "startupProbe": None,
                         "readinessProbe": None,
                         "livenessProbe": None,
                     }
@@ -265,7 +277,7 @@ def services(partitions: int) -> dict[str, list[dict[str, Any]]]:
 def sync_cronjob() -> dict[str, Any]:
     """The scheduled delta sync: one run at a time; a run resumes from its watermark."""
     container = _container("sync", ["sync", "akeneo", "--delta"], "medium", [])
-    for key in ("readinessProbe", "livenessProbe"):
+    for key in ("startupProbe", "readinessProbe", "livenessProbe"):
         container.pop(key)
     container["ports"] = []
     return {

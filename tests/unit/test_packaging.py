@@ -56,10 +56,11 @@ def test_a_command_whose_extra_is_missing_says_how_to_install_it(
 
 def test_the_local_stack_registers_its_commands_through_entry_points() -> None:
     names = {ep.name: ep for ep in entry_points(group=cli_main.COMMANDS_GROUP)}
-    assert {"up", "demo", "sandbox"} <= set(names)
-    assert all(ep.extras == ["local"] for ep in names.values())
+    assert {"up", "demo", "sandbox", "console"} <= set(names)
+    assert all(names[n].extras == ["local"] for n in ("up", "demo", "sandbox"))
+    assert names["console"].extras == ["console"]
     help_text = runner.invoke(cli_main.app, ["--help"]).output
-    for command in ("up", "demo", "sandbox", "mutator", "dispatcher", "replay"):
+    for command in ("up", "demo", "sandbox", "console", "mutator", "dispatcher", "replay"):
         assert command in help_text
 
 

@@ -92,6 +92,7 @@ def produce_snapshot(
     from pim_hub.schemas import topics
     from pim_hub.schemas.entities import entity_key
     from pim_hub.schemas.errors import InvalidSnapshot
+    from pim_hub.schemas.limits import LimitExceeded, check_json_text, escape_controls
     from pim_hub.schemas.records import snapshot_record
     from pim_hub.schemas.serde import Serde
     from pim_hub.services.mutator.processing import snapshot_problem
@@ -99,16 +100,26 @@ def produce_snapshot(
     settings = _settings()
     _need_bootstrap(settings)
     try:
-        payload = orjson.loads(file.read_bytes())
+        text = file.read_bytes()
+        payload = orjson.loads(text)
+        # The mutator's own limits, checked here so a bad file is refused with its reason
+        # instead of published and set aside.
+        check_json_text("the payload", text.decode(), payload)
         key = entity_key(entity_type, payload)
-    except (OSError, orjson.JSONDecodeError, InvalidSnapshot) as exc:
-        raise _fail(f"{file}: {exc}") from exc
+    except (
+        OSError,
+        UnicodeDecodeError,
+        orjson.JSONDecodeError,
+        InvalidSnapshot,
+        LimitExceeded,
+    ) as exc:
+        raise _fail(f"{file}: {escape_controls(str(exc))}") from exc
     version = version or payload.get("updated")
     # The mutator's own checks (every field's and value's type, the version): what it would
     # set aside on pim.snapshots.invalid is refused here, before it is published.
     problem = snapshot_problem(entity_type, key, None if delete else payload, version)
     if problem is not None:
-        raise _fail(f"{file}: the mutator would refuse this snapshot: {problem}")
+        raise _fail(f"{file}: the mutator would refuse this snapshot: {escape_controls(problem)}")
     record = snapshot_record(entity_type, key, None if delete else payload, version, "external")
     msg = produce_sync(
         make_producer(settings),
@@ -116,7 +127,9 @@ def produce_snapshot(
         Serde(settings.schema_registry_url).encode("Snapshot", record, topic=topics.SNAPSHOTS),
         key=key,
     )
-    typer.echo(f"published {key} to {topics.SNAPSHOTS}[{msg.partition()}]@{msg.offset()}")
+    typer.echo(
+        f"published {escape_controls(key)} to {topics.SNAPSHOTS}[{msg.partition()}]@{msg.offset()}"
+    )
 
 
 def deliveries(

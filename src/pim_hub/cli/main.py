@@ -106,6 +106,12 @@ COMMANDS: list[Lazy] = [
         OPERATE,
         "Show a consumer group's offsets; preview or apply a reset.",
     ),
+    Lazy(
+        "health",
+        "pim_hub.cli.ops:health",
+        OPERATE,
+        "Ask services whether they are live (/healthz) and ready (/readyz).",
+    ),
     # Set up: the installation.
     Lazy(
         "integrations",

@@ -1,4 +1,4 @@
-"""Operator commands: `hub replay`, `hub resync`, `hub trace` and `hub offsets`."""
+"""Operator commands: `hub replay`, `hub resync`, `hub trace`, `hub offsets` and `hub health`."""
 
 from __future__ import annotations
 
@@ -389,3 +389,41 @@ def _show_group(view: Any) -> None:
             f"  {p.topic:28} [{p.partition:>3}] committed {committed:>10}  end {p.end:>10}"
             f"  lag {p.lag}"
         )
+
+
+def health(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="services' metrics ports: host:port or URL (default: HUB_METRICS_PORT)"
+        ),
+    ] = None,
+    prometheus: Annotated[
+        str | None,
+        typer.Option(
+            help="also every target this Prometheus scrapes (e.g. http://prometheus:9090)"
+        ),
+    ] = None,
+    job: Annotated[str | None, typer.Option(help="only Prometheus targets of this job")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable answers")] = False,
+) -> None:
+    """Liveness (/healthz) and readiness (/readyz) of hub services; exit 1 when one fails."""
+    import httpx
+
+    from pim_hub.ops.health import check_all, render
+    from pim_hub.runtime.metrics import MetricsSettings
+
+    chosen = list(targets or [])
+    if not chosen and not prometheus:
+        chosen = [f"127.0.0.1:{MetricsSettings().metrics_port or 9100}"]
+    try:
+        results = check_all(chosen, prometheus, job)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot read the targets of {prometheus}: {exc}") from exc
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+    else:
+        for line in render(results):
+            typer.echo(line)
+    if not results or not all(r.ok for r in results):
+        raise typer.Exit(1)

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from pim_hub.ops.dispatchers import Coverage, coverage, needed_dispatchers
 from pim_hub.runtime import metrics
+from pim_hub.runtime.health import HEALTH
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.topics import PRIORITIES
 
@@ -309,7 +310,8 @@ class LagCollector(Collector):
         started = time.perf_counter()
         try:
             lags = self.reader.read()
-        except Exception:
+        except Exception as exc:
+            HEALTH.set("lag read", False, f"{type(exc).__name__}: {exc}")
             COLLECT_ERRORS.inc()
             logger.exception("lag collection failed")
             return
@@ -317,10 +319,13 @@ class LagCollector(Collector):
         self.refresh_coverage()
         COLLECT_SECONDS.observe(time.perf_counter() - started)
         LAST_SUCCESS.set(time.time())
+        HEALTH.set("lag read", True, f"{len(lags)} partition(s)")
 
     def run(self) -> None:
         """Refresh until stopped."""
         while not self._stop.is_set():
+            # A reading that hangs (a broker that never answers) is a stuck exporter.
+            HEALTH.beat("lag", self.interval_s + 120)
             self.refresh()
             self._stop.wait(self.interval_s)
 
@@ -406,7 +411,7 @@ def exporter(
         metrics_settings = metrics_settings.model_copy(update={"metrics_port": port})
     elif metrics_settings.metrics_port is None:
         metrics_settings = metrics_settings.model_copy(update={"metrics_port": 9100})
-    bound = metrics.start_from_env("exporter", metrics_settings)
+    bound = metrics.start_from_env("exporter", metrics_settings, kafka=settings.kafka_config())
     typer.echo(f"lag exporter on :{bound}/metrics, every {interval:g}s")
 
     def on_signal(*_: Any) -> None:

@@ -9,6 +9,7 @@ import typer
 
 from pim_hub.runtime import logs
 from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.limits import escape_controls
 
 
 def load_settings() -> Settings:
@@ -19,8 +20,12 @@ def load_settings() -> Settings:
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print an error for people and return the exit to raise."""
-    typer.secho(f"error: {message}", fg="red", err=True)
+    """Print an error for people and return the exit to raise.
+
+    Messages quote untrusted text (keys, file contents, server answers): control characters
+    are shown escaped, so CR, LF or ESC cannot rewrite the terminal.
+    """
+    typer.secho(f"error: {escape_controls(message)}", fg="red", err=True)
     return typer.Exit(code)
 
 

@@ -52,6 +52,8 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
             # every producer of a topic must send one key to one partition, or an entity's
             # snapshots, mutations or jobs would be split over partitions and lose their order.
             "partitioner": "murmur2_random",
+            # The same limit the stages check their outputs against (HUB_KAFKA__MESSAGE_MAX_BYTES).
+            "message.max.bytes": settings.kafka.message_max_bytes,
             **extra,
         }
     )

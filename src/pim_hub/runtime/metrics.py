@@ -1,4 +1,5 @@
-"""Prometheus metrics of every hub service, and the `/metrics` server each one runs."""
+"""Prometheus metrics of every hub service, and the server each one runs: /metrics, and
+/healthz and /readyz from `runtime.health`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pim_hub.runtime.health import HEALTH, Health, broker_check, database_check
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,15 @@ LATENCY_BUCKETS = (
 # ---- every service ------------------------------------------------------------------------
 
 SERVICE_INFO = Gauge("pimhub_service_info", "1 for each running hub service process", ["service"])
+
+# Every stage counts what it sets aside (invalid or dead-letter topic, or a recorded row)
+# instead of processing: stage is the service, reason a short bounded code (too_large,
+# too_deep, control_character, bad_version, ...), never the free-text message.
+RECORDS_SET_ASIDE = Counter(
+    "pimhub_records_set_aside",
+    "Records a stage could not process and set aside with their reason, by stage and reason",
+    ["stage", "reason"],
+)
 
 # ---- ingest: webhook receiver ---------------------------------------------------------------
 # The receiver keeps its counters in a registry per app (src/pim_hub/services/ingest/web.py `Metrics`, so
@@ -311,23 +323,82 @@ def expose(registry: CollectorRegistry) -> None:
     SERVED.extra.add(registry)
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> int:  # noqa: S104 - scraped from outside
-    """Serve /metrics on a port in a daemon thread (once per port); returns the bound port."""
-    from prometheus_client import start_http_server
+def _app(metrics_app: Any, health: Health) -> Any:
+    """/healthz and /readyz from `health`; everything else is /metrics."""
+    import json
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in ("/healthz", "/readyz"):
+            answer = health.liveness() if path == "/healthz" else health.readiness()
+            status = "200 OK" if answer["status"] == "ok" else "503 Service Unavailable"
+            body = json.dumps(answer).encode()
+            start_response(
+                status,
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
+            )
+            return [body]
+        return list(metrics_app(environ, start_response))
+
+    return app
+
+
+def serve_metrics(
+    port: int,
+    host: str = "0.0.0.0",  # noqa: S104 - scraped from outside
+    health: Health = HEALTH,
+) -> int:
+    """Serve /metrics, /healthz and /readyz on a port in a daemon thread (once per port);
+    returns the bound port."""
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import (
+        ThreadingWSGIServer,
+        _SilentHandler,
+    )
 
     with _lock:
         if port in _servers and port != 0:
             return port
-        server, _thread = start_http_server(port, addr=host, registry=SERVED)
+        server = make_server(
+            host,
+            port,
+            _app(make_wsgi_app(SERVED), health),
+            ThreadingWSGIServer,
+            handler_class=_SilentHandler,
+        )
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         bound = int(server.server_port)
         _servers[bound] = server
         return bound
 
 
-def start_from_env(service: str, settings: MetricsSettings | None = None) -> int | None:
-    """Mark this process as `service` and serve /metrics when HUB_METRICS_PORT is set."""
+def start_from_env(
+    service: str,
+    settings: MetricsSettings | None = None,
+    *,
+    kafka: dict[str, Any] | None = None,
+    database_url: str | None = None,
+    group: str | None = None,
+) -> int | None:
+    """Mark this process as `service` and serve /metrics, /healthz and /readyz when
+    HUB_METRICS_PORT is set.
+
+    `kafka` (a client configuration) and `database_url` make /readyz check that the broker
+    and PostgreSQL answer; with `group`, /readyz waits until that consumer group assigns
+    this process (the service reports it: `HEALTH.set("assigned", ...)`). The service's loops
+    report their own progress (`runtime.health`).
+    """
     settings = settings or MetricsSettings()
     SERVICE_INFO.labels(service).set(1)
+    HEALTH.service = service
+    if kafka is not None:
+        HEALTH.check("broker", broker_check(kafka))
+    if database_url is not None:
+        HEALTH.check("database", database_check(database_url))
+    if group is not None:
+        HEALTH.set("assigned", False, f"waiting for consumer group {group}")
     if settings.metrics_port is None:
         return None
     port = serve_metrics(settings.metrics_port, settings.metrics_host)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pim_hub.schemas import topics
+from pim_hub.schemas.limits import DEFAULT_MESSAGE_MAX_BYTES, record_budget
 
 
 class KafkaSettings(BaseModel):
@@ -30,6 +31,13 @@ class KafkaSettings(BaseModel):
         "a waiting fetch only when this runs out, so it is a floor on each hop's latency",
     )
     client_id: str = "pim-hub"
+    # Poison records: the largest record the brokers take (their `message.max.bytes`); a
+    # stage sets aside, with its reason, an output that would not fit instead of failing.
+    message_max_bytes: int = Field(
+        DEFAULT_MESSAGE_MAX_BYTES,
+        ge=64 * 1024,
+        description="largest record the brokers accept (HUB_KAFKA__MESSAGE_MAX_BYTES)",
+    )
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> KafkaSettings:
@@ -130,6 +138,11 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("HUB_KAFKA_BOOTSTRAP is not set")
         return value
+
+    @property
+    def record_budget(self) -> int:
+        """Largest record a stage writes, leaving room for what the next stage wraps around it."""
+        return record_budget(self.kafka.message_max_bytes)
 
     def require_database(self) -> str:
         """The database URL, or a clear error."""

@@ -7,6 +7,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pim_hub.schemas.errors import InvalidSnapshot
+from pim_hub.schemas.limits import has_control
 
 
 class _Entity(BaseModel):
@@ -221,6 +222,13 @@ def _identity(entity_type: str, payload: dict[str, Any], field: str) -> str:
     if not value or "|" in value or value != value.strip():
         # An empty or padded code would produce a key that no later snapshot matches.
         raise InvalidSnapshot(f"'{field}' is not a valid code: {value!r}", entity_type=entity_type)
+    if has_control(value):
+        # NUL breaks every PostgreSQL write of the key; CR/LF/ESC forge logs and terminals.
+        raise InvalidSnapshot(
+            f"'{field}' contains a control character: {value[:80]!r}",
+            entity_type=entity_type,
+            code="control_character",
+        )
     return value
 
 

@@ -48,11 +48,16 @@ class InvalidSnapshot(PermanentError):
     Attributes:
         reason: human-readable explanation, suitable for a Kafka header.
         entity_type: the entity type the snapshot claimed, when known.
+        code: a short, bounded kind of reason (`invalid`, `too_deep`, `bad_version`...), fit
+            for a metric label.
     """
 
-    def __init__(self, reason: str, *, entity_type: str | None = None) -> None:
+    def __init__(
+        self, reason: str, *, entity_type: str | None = None, code: str = "invalid"
+    ) -> None:
         self.reason = reason
         self.entity_type = entity_type
+        self.code = code
         super().__init__(reason)
 
     def __str__(self) -> str:

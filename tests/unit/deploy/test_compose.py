@@ -114,3 +114,18 @@ def test_no_password_is_written_in_the_compose_file() -> None:
     text = COMPOSE.read_text()
     for match in re.finditer(r"^\s*[A-Z_]*(PASSWORD|SECRET)[A-Z_]*:\s*(\S+)", text, re.M):
         assert match.group(2).startswith("${"), f"literal secret in {match.group(0)}"
+
+
+def test_every_long_running_hub_service_has_a_healthcheck_asking_hub_health() -> None:
+    one_shot = {"topics", "migrate", "sync-delta"}
+    for name in _hub_services():
+        check = _compose()["services"][name].get("healthcheck", {})
+        if name in one_shot:
+            assert check.get("disable") is True, name
+            continue
+        assert check["test"] == ["CMD", "hub", "health", "127.0.0.1:9100"], name
+        resolve(check["test"][2:])  # a real hub command
+        assert (
+            _compose()["services"][name].get("environment", {}).get("HUB_METRICS_PORT", "9100")
+            == "9100"
+        ), name

@@ -141,7 +141,13 @@ def test_every_deployment_has_probes_resources_security_and_a_pdb(which: str) ->
         pod = deploy["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         for c in pod["containers"]:
-            assert c["readinessProbe"] and c["livenessProbe"], deploy["metadata"]["name"]
+            name = deploy["metadata"]["name"]
+            # The loop's own liveness and the service's readiness, never /metrics (served by
+            # a thread of its own, it answers while the loop is stuck).
+            assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}, name
+            assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}, name
+            assert c["startupProbe"]["httpGet"]["path"] == "/healthz", name
+            assert {"name": "metrics", "containerPort": 9100} in c["ports"], name
             assert {"cpu", "memory"} <= set(c["resources"]["requests"])
             assert c["securityContext"]["readOnlyRootFilesystem"] is True
         labels = deploy["spec"]["template"]["metadata"]["labels"]

@@ -47,6 +47,9 @@ class Msg:
     def value(self) -> bytes | None:
         return self._value
 
+    def key(self) -> bytes | None:
+        return None
+
 
 class Journal:
     """What the fakes saw, in order."""
@@ -94,7 +97,7 @@ class Consumer:
         self.journal = journal
         self.batches = batches
 
-    def subscribe(self, topics: list[str], on_assign: Any = None) -> None:
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.journal.events.append(("subscribe", topics))
 
     def consume(self, n: int, timeout: float) -> list[Msg]:

@@ -38,7 +38,7 @@ from pim_hub.registry.limits import (
 from pim_hub.registry.mapping import PostgresMappingService, open_pool
 from pim_hub.registry.model import Integration
 from pim_hub.registry.store import list_integrations
-from pim_hub.runtime import metrics
+from pim_hub.runtime import health, metrics
 from pim_hub.runtime.http import async_client
 from pim_hub.runtime.kafka import (
     AsyncProducer,
@@ -471,11 +471,18 @@ class Dispatcher:
         self._guard = GuardStore(self._pool, self.options.guard_synchronous_commit)
         self._http = async_client(timeout=30, max_connections=200)
         loop = self._loop
-        metrics.start_from_env("dispatcher")
+        metrics.start_from_env(
+            "dispatcher",
+            kafka=self.settings.kafka_config(),
+            database_url=self.settings.require_database(),
+            group=self.group,
+        )
+        health.watch_event_loop(loop)
         logger.info("dispatcher started", extra={"group": self.group})
         streaming = False
         try:
             while not self._stop.is_set():
+                health.HEALTH.beat("poll", health.POLL_ALLOWANCE_S)
                 await self._integrations()
                 self._resume(consumer)
                 size = self._poll_size()
@@ -595,6 +602,8 @@ class Dispatcher:
 
     def _count_partitions(self) -> None:
         metrics.DISPATCH_PARTITIONS.labels(self.driver_key, self.priority).set(len(self._parts))
+        # Ready once the group has given this process an assignment (even an empty one).
+        health.HEALTH.set("assigned", True, f"{len(self._parts)} partition(s)")
 
     def _hand_back(self, tps: set[TP]) -> None:
         for lane in self._lanes.values():

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pim_hub.runtime import logs, metrics
+from pim_hub.runtime import health, logs, metrics
 from pim_hub.runtime.settings import Settings
 from pim_hub.services.ingest.settings import IngestSettings
 
@@ -36,7 +36,7 @@ def web(
     from pim_hub.services.ingest.web import EVENT_PLATFORM_PATH, EVENTS_API_PATH, kafka_app
 
     settings, ingest = _settings()
-    metrics.start_from_env("ingest-web")
+    metrics.start_from_env("ingest-web", kafka=settings.kafka_config())
     typer.echo(f"webhooks on http://{host}:{port}{EVENTS_API_PATH} and {EVENT_PLATFORM_PATH}")
     uvicorn.run(
         kafka_app(settings, ingest),
@@ -55,7 +55,12 @@ def enrich() -> None:
     from pim_hub.services.ingest.enricher import Enricher
 
     settings, ingest = _settings()
-    metrics.start_from_env("enricher")
+    metrics.start_from_env(
+        "enricher",
+        kafka=settings.kafka_config(),
+        database_url=settings.database_url,
+        group="hub.ingest.enricher",
+    )
 
     async def main() -> None:
         async with AkeneoClient.from_settings(ingest) as client:
@@ -63,6 +68,7 @@ def enrich() -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, enricher.stop)
+            health.watch_event_loop(loop)
             await enricher.run()
 
     asyncio.run(main())

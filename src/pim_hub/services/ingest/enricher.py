@@ -17,6 +17,7 @@ import orjson
 import psycopg
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from pim_hub.runtime.health import HEALTH, POLL_ALLOWANCE_S
 from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, consumer_config, make_producer
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.errors import InvalidSnapshot
@@ -148,7 +149,7 @@ class Enricher:
         consumer = Consumer(consumer_config(self.settings, self.group_id))
         producer = AsyncProducer(make_producer(self.settings))
         await producer.start()
-        consumer.subscribe([self.topic])
+        consumer.subscribe([self.topic], on_assign=_assigned)
         logger.info("enricher started", extra={"group": self.group_id, "topic": self.topic})
         if self.handled is None:
             logger.warning(
@@ -157,6 +158,7 @@ class Enricher:
             )
         try:
             while not self._stop.is_set():
+                HEALTH.beat("poll", POLL_ALLOWANCE_S)
                 await self._maybe_prune()
                 msgs = await loop.run_in_executor(
                     None, consumer.consume, self.ingest.enrich_batch, 0.5
@@ -438,3 +440,8 @@ class Enricher:
             value = self.serde.encode("Snapshot", record, topic=self.output_topic)
             outputs.append((self.output_topic, key, value, None))
         return outputs
+
+
+def _assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    """Ready once the group has given this process an assignment (even an empty one)."""
+    HEALTH.set("assigned", True, f"{len(partitions)} partition(s)")

@@ -7,6 +7,7 @@ from typing import Any, Final, Literal
 
 from pim_hub.schemas.entities import entity_key
 from pim_hub.schemas.errors import InvalidSnapshot, PermanentError
+from pim_hub.schemas.limits import has_control
 from pim_hub.schemas.versions import delta_version
 
 Json = dict[str, Any]
@@ -78,6 +79,10 @@ def _str(parent: Json, name: str, where: str) -> str:
     value = parent.get(name)
     if not isinstance(value, str) or not value:
         raise InvalidEvent(f"{where}.{name} must be a non-empty string")
+    if has_control(value):
+        # Ids, types and codes become keys, headers and database rows: NUL is refused by
+        # PostgreSQL (the enricher's dedupe), CR/LF/ESC forge logs and terminal output.
+        raise InvalidEvent(f"{where}.{name} contains a control character: {value[:80]!r}")
     return value
 
 
@@ -191,10 +196,10 @@ _EP_ENTITIES: Final[dict[str, tuple[str, str]]] = {
 
 
 def _code_of(value: Any) -> str | None:
-    if isinstance(value, str) and value:
+    if isinstance(value, dict):
+        value = value.get("code")
+    if isinstance(value, str) and value and not has_control(value):
         return value
-    if isinstance(value, dict) and isinstance(value.get("code"), str) and value["code"]:
-        return str(value["code"])
     return None
 
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pim_hub.runtime import health
 from pim_hub.runtime import metrics as hub_metrics
 from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, make_producer
 from pim_hub.runtime.settings import Settings
@@ -368,6 +369,7 @@ def kafka_app(settings: Settings, ingest: IngestSettings) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await producer.start()
         quiet_gc()  # collector pauses show up in the latency tail
+        health.watch_event_loop()  # /healthz fails when a request blocks the loop
         try:
             yield
         finally:

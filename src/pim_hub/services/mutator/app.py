@@ -22,7 +22,7 @@ from faust.types import TP
 
 from pim_hub.registry.model import IntegrationTarget
 from pim_hub.registry.store import load_targets_async
-from pim_hub.runtime import metrics
+from pim_hub.runtime import health, metrics
 from pim_hub.runtime.kafka import DeliveryFailed, Headers, faust_broker_options, make_producer
 from pim_hub.runtime.logread import ephemeral_consumer, log_bounds
 from pim_hub.runtime.settings import Settings
@@ -32,8 +32,9 @@ from pim_hub.schemas.serde import Serde
 from pim_hub.services.mutator.faust_patches import ResumeSafeConsumer
 from pim_hub.services.mutator.processing import (
     SnapshotProcessor,
-    invalid_headers,
+    encode_mutation,
     load_fanout,
+    set_aside_record,
     summarise,
 )
 
@@ -72,7 +73,7 @@ class BatchOutput:
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         key: bytes | None = None,
         headers: Headers | None = None,
     ) -> None:
@@ -302,6 +303,7 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
     serde = Serde(settings.schema_registry_url)
     processor = SnapshotProcessor(serde)
+    budget = settings.record_budget
     fanout = load_fanout(settings, serde)
     targets: list[IntegrationTarget] = []
 
@@ -354,12 +356,16 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
 
         outcomes = []
         counts: dict[tuple[str, str], int] = {}
+        set_aside: dict[str, int] = {}
         for event in events:
             msg = event.message
             # A RocksDB table reads a key from the database of the current event's partition
             # (Faust leaves the batch's last event there): each event reads its own partition.
             _current_event.set(weakref.ref(event))
             outcome = processor.process(msg.key, msg.value, stored_for)
+            # A mutation the broker would refuse (or fan-out could not wrap in a job) turns
+            # the snapshot invalid: set aside, the entity keeps its previous state.
+            outcome, encoded = encode_mutation(serde, outcome, msg.key, msg.value, budget)
             outcomes.append((event, outcome))
             label = (outcome.entity_type, outcome.kind)
             counts[label] = counts.get(label, 0) + 1
@@ -374,29 +380,27 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
                         "partition": msg.partition,
                         "offset": msg.offset,
                         "reason": outcome.invalid.reason,
+                        "code": outcome.invalid.code,
                         "set_aside_to": topics.SNAPSHOTS_INVALID,
                     },
                 )
+                set_aside[outcome.invalid.code] = set_aside.get(outcome.invalid.code, 0) + 1
                 mutate_out.send(
                     topics.SNAPSHOTS_INVALID,
-                    msg.value,
-                    msg.key,
-                    headers=invalid_headers(outcome.invalid),
+                    *set_aside_record(outcome.invalid, settings.kafka.message_max_bytes),
                 )
                 continue
             if outcome.new_state is not None:
                 overlay[outcome.entity_key] = outcome.new_state
-            if outcome.mutation is not None:
-                mutate_out.send(
-                    topics.MUTATIONS,
-                    serde.encode("Mutation", outcome.mutation, topic=topics.MUTATIONS),
-                    outcome.entity_key.encode(),
-                )
+            if encoded is not None:
+                mutate_out.send(topics.MUTATIONS, encoded, outcome.entity_key.encode())
         # The state moves only after the mutations are acknowledged: a crash in between
         # re-emits the same mutation (same id) rather than losing it.
         await mutate_out.acknowledged()
         for (entity_type, outcome_kind), count in counts.items():
             metrics.MUTATOR_SNAPSHOTS.labels(entity_type, outcome_kind).inc(count)
+        for code, count in set_aside.items():
+            metrics.RECORDS_SET_ASIDE.labels("mutator", code).inc(count)
         metrics.observe_mutations([o.mutation for _, o in outcomes if o.mutation])
         metrics.MUTATOR_BATCH_SECONDS.observe(time.perf_counter() - started)
         # One changelog record per entity and batch: the last state is the one recovery
@@ -498,6 +502,24 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     return app
 
 
+def watch_health(app: faust.App) -> None:
+    """/healthz watches the worker's event loop; /readyz waits for its first assignment."""
+
+    # A Faust timer runs on the worker's event loop: it stops beating when the loop is
+    # blocked. It starts once the worker has started (a long table recovery is not a stuck
+    # loop); the probes' start-up allowance covers the time before.
+
+    async def beat() -> None:
+        health.HEALTH.beat("event-loop", health.DEFAULT_ALLOWANCE_S)
+
+    async def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", ())
+        health.HEALTH.set("assigned", True, f"{len(assigned)} partition(s)")
+
+    app.timer(interval=health.TICK_S)(beat)
+    app.on_partitions_assigned.connect(assigned)
+
+
 def ensure_data_dir(settings: Settings) -> Path:
     """Create the mutator's data directory with its parents; its path.
 
@@ -536,7 +558,8 @@ def run(settings: Settings, role: Role = "all", loglevel: str = "warn") -> None:
             "store": settings.mutator_store,
         },
     )
-    metrics.start_from_env(service)
+    metrics.start_from_env(service, kafka=settings.kafka_config(), group=app.conf.id)
+    watch_health(app)
     # override_logging=False keeps the hub's handler (JSON by default, HUB_LOG_FORMAT): Faust
     # would replace it with its own coloured text handler. No spinner: it writes terminal
     # escape codes into the log.

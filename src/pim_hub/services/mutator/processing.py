@@ -13,8 +13,10 @@ import orjson
 from pim_hub.registry.model import IntegrationTarget
 from pim_hub.registry.priority import DEFAULT_LEVELS, PriorityRules
 from pim_hub.registry.queue_map import QueueMap, queue_map_from_settings
+from pim_hub.schemas import topics
 from pim_hub.schemas.entities import entity_key as payload_entity_key
-from pim_hub.schemas.errors import PermanentError, SchemaError
+from pim_hub.schemas.errors import DeltaWithoutBase, InvalidSnapshot, PermanentError, SchemaError
+from pim_hub.schemas.limits import LimitExceeded, check_code, check_json_text
 from pim_hub.schemas.serde import Serde
 from pim_hub.services.mutator.core import apply, diffing
 from pim_hub.services.mutator.core.fanout import job_key, plan_jobs
@@ -24,12 +26,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Invalid:
-    """A snapshot that cannot be processed, with the reason for the invalid topic."""
+    """A snapshot that cannot be processed, with the reason for the invalid topic.
+
+    `code` is the short kind of reason (a metric label, bounded); `reason` the full text.
+    """
 
     reason: str
     key: bytes | None
     value: bytes | None
     entity_type: str = "unknown"
+    code: str = "invalid"
 
 
 @dataclass
@@ -61,26 +67,52 @@ class SnapshotProcessor:
         try:
             snap = self.serde.decode("Snapshot", value)
         except SchemaError as exc:
-            return Outcome("?", "invalid", invalid=Invalid(str(exc), key, value))
+            return Outcome(
+                "?", "invalid", invalid=Invalid(str(exc), key, value, code="undecodable")
+            )
         ekey = snap["entity_key"]
         etype = snap["entity_type"]
+
+        def invalid(reason: str, code: str) -> Outcome:
+            return Outcome(ekey, "invalid", etype, invalid=Invalid(reason, key, value, etype, code))
+
         try:
-            payload = orjson.loads(snap["payload"]) if snap["payload"] is not None else None
-            if payload is not None:
-                mismatch = key_mismatch(etype, ekey, payload)
-                if mismatch is not None:
-                    return Outcome(
-                        ekey, "invalid", etype, invalid=Invalid(mismatch, key, value, etype)
-                    )
-            stored = stored_for(ekey)
-            if snap["delta"] is not None:
-                decision = apply.decide_delta(
-                    etype, ekey, stored, orjson.loads(snap["delta"]), snap["source_version"]
-                )
-            else:
-                decision = diffing.decide(etype, ekey, stored, payload, snap["source_version"])
-        except (PermanentError, orjson.JSONDecodeError) as exc:
-            return Outcome(ekey, "invalid", etype, invalid=Invalid(str(exc), key, value, etype))
+            return self._decide(snap, stored_for)
+        except LimitExceeded as exc:
+            return invalid(str(exc), exc.code)
+        except InvalidSnapshot as exc:
+            return invalid(str(exc), exc.code)
+        except DeltaWithoutBase as exc:
+            return invalid(str(exc), "delta_without_base")
+        except PermanentError as exc:
+            return invalid(str(exc), "invalid")
+        except orjson.JSONDecodeError as exc:
+            return invalid(f"payload is not JSON: {exc}", "bad_json")
+        except orjson.JSONEncodeError as exc:
+            # What the limits above let through and orjson still cannot write is data, not a
+            # bug: set aside rather than stop the stage.
+            return invalid(f"payload cannot be serialised: {exc}", "unserialisable")
+
+    def _decide(
+        self, snap: dict[str, Any], stored_for: Callable[[str], dict[str, Any] | None]
+    ) -> Outcome:
+        ekey = snap["entity_key"]
+        etype = snap["entity_type"]
+        check_code("entity_key", ekey)
+        payload_text = snap["payload"]
+        payload = orjson.loads(payload_text) if payload_text is not None else None
+        if payload is not None:
+            check_json_text("payload", payload_text, payload)
+            mismatch = key_mismatch(etype, ekey, payload)
+            if mismatch is not None:
+                raise InvalidSnapshot(mismatch, code="key_mismatch")
+        stored = stored_for(ekey)
+        if snap["delta"] is not None:
+            delta = orjson.loads(snap["delta"])
+            check_json_text("delta", snap["delta"], delta)
+            decision = apply.decide_delta(etype, ekey, stored, delta, snap["source_version"])
+        else:
+            decision = diffing.decide(etype, ekey, stored, payload, snap["source_version"])
         if decision.kind != "mutation":
             return Outcome(ekey, decision.kind, etype, new_state=decision.new_state)
         assert decision.mutation_id is not None and decision.operation is not None
@@ -122,12 +154,13 @@ def snapshot_problem(
     redrive` refuse what the mutator would refuse, before it is published.
     """
     try:
+        check_code("entity_key", entity_key)
         if payload is not None:
             mismatch = key_mismatch(entity_type, entity_key, payload)
             if mismatch is not None:
                 return mismatch
         diffing.decide(entity_type, entity_key, None, payload, version)
-    except PermanentError as exc:
+    except (PermanentError, LimitExceeded) as exc:
         return str(exc)
     return None
 
@@ -181,9 +214,58 @@ def invalid_headers(invalid: Invalid) -> list[tuple[str, str | bytes | None]]:
     """Headers that say why a snapshot was set aside."""
     return [
         ("error.type", b"invalid_snapshot"),
-        ("error.message", invalid.reason.encode()[:4000]),
-        ("entity_type", invalid.entity_type.encode()),
+        ("error.reason", invalid.code.encode()),
+        ("error.message", invalid.reason.encode(errors="backslashreplace")[:4000]),
+        ("entity_type", invalid.entity_type.encode(errors="backslashreplace")[:200]),
     ]
+
+
+def encode_mutation(
+    serde: Serde, outcome: Outcome, key: bytes | None, value: bytes | None, budget: int
+) -> tuple[Outcome, bytes | None]:
+    """The outcome and its encoded mutation, or an invalid outcome when it cannot be written.
+
+    A mutation carries a value twice (its change and the state): a snapshot that fits the
+    broker can give a mutation that does not. `budget` is the largest record the stage may
+    write (Settings.record_budget), so that fan-out can still wrap the mutation in a job.
+    """
+    mutation = outcome.mutation
+    if mutation is None:
+        return outcome, None
+    try:
+        encoded = serde.encode("Mutation", mutation, topic=topics.MUTATIONS)
+    except SchemaError as exc:
+        reason, code = f"its mutation cannot be encoded: {exc}", "unencodable"
+    else:
+        size = len(encoded) + len(outcome.entity_key)
+        if size <= budget:
+            return outcome, encoded
+        reason = (
+            f"its {mutation['operation']} mutation is {size} bytes; records above {budget} "
+            "bytes cannot be written (HUB_KAFKA__MESSAGE_MAX_BYTES less room for the job "
+            "around it)"
+        )
+        code = "too_large"
+    invalid = Invalid(reason, key, value, outcome.entity_type, code)
+    return Outcome(outcome.entity_key, "invalid", outcome.entity_type, invalid=invalid), None
+
+
+def set_aside_record(
+    invalid: Invalid, message_max_bytes: int
+) -> tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]:
+    """(value, key, headers) of the invalid-topic record for a snapshot set aside.
+
+    The snapshot came from the broker, so it fits; with the headers around it, one at the very
+    limit would not, and then it is kept without its value (the headers say why) rather than
+    stopping the stage.
+    """
+    headers = invalid_headers(invalid)
+    size = sum(len(k) + len(v or b"") for k, v in headers) + len(invalid.key or b"")
+    value = invalid.value
+    if value is not None and size + len(value) + 1024 > message_max_bytes:
+        headers.append(("error.value_dropped", f"{len(value)} bytes".encode()))
+        value = None
+    return value, invalid.key, headers
 
 
 def summarise(outcomes: Sequence[Outcome]) -> dict[str, int]:

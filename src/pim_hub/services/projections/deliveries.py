@@ -49,6 +49,7 @@ class Projector(BatchProjector[None]):
     topic = topics.DELIVERY_STATUS
     schema = "DeliveryStatus"
     metrics_service = "projector"
+    stage = "projector.deliveries"
     log = logger
     undecodable_message = "undecodable delivery status skipped"
 

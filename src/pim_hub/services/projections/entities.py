@@ -267,6 +267,9 @@ class EntityProjector(BatchProjector[dict[str, int]]):
 
     topic = topics.MUTATIONS
     schema = "Mutation"
+    stage = "projector.entities"
+    # Serves /metrics, /healthz and /readyz like every service (its probes need them).
+    metrics_service = "entity-projector"
     log = logger
     undecodable_message = "undecodable mutation not projected"
 

@@ -11,6 +11,7 @@ import orjson
 
 from pim_hub.schemas.entities import ENTITY_TYPES, entity_key
 from pim_hub.schemas.errors import InvalidSnapshot
+from pim_hub.schemas.limits import MAX_VALUE_CHARS
 
 # Indexed state layout (JSON-serialisable as-is, so the Faust table stores it without a codec):
 #
@@ -288,8 +289,17 @@ def _code_list(entity_type: str, where: str, raw: Any) -> list[str]:
     return sorted(set(raw))
 
 
+def _too_large(slot: str, size: int) -> InvalidSnapshot:
+    return InvalidSnapshot(
+        f"value {slot!r} is {size} characters of JSON; at most {MAX_VALUE_CHARS} are accepted",
+        code="value_too_large",
+    )
+
+
 def _put(c: dict[str, str], s: dict[str, Any], slot: str, canon: Any, src: Any) -> None:
     cmp = dumps(canon)
+    if len(cmp) > MAX_VALUE_CHARS:
+        raise _too_large(slot, len(cmp))
     c[slot] = cmp
     # Store the source only when the comparison text cannot give it back, which keeps
     # plain text, booleans and code lists stored once.
@@ -380,7 +390,10 @@ def _index_values(
                 slot = _value_slot(attribute, locale, scope)
             if type(data) is str and data and attribute_type not in _STRING_SPECIAL_TYPES:
                 # Hot path (text, selects, media, identifiers): source == comparison form.
-                c[slot] = _dumps_str(data)
+                text = _dumps_str(data)
+                if len(text) > MAX_VALUE_CHARS:
+                    raise _too_large(slot, len(text))
+                c[slot] = text
                 s.pop(slot, None)
                 continue
             canon = normalise_value(data, attribute_type)

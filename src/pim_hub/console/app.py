@@ -1,0 +1,569 @@
+"""The console's web application (Starlette, Jinja2 templates, a little vanilla JavaScript).
+
+Every page needs a signed-in user (unless no users are configured, which `hub console` allows
+on a loopback address only); every POST needs the session's CSRF token; every action is
+refused to viewers and written to the audit log. All data is escaped by the templates
+(autoescape) and no inline script runs (Content-Security-Policy): product data is untrusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import jinja2
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pim_hub.console import actions, data
+from pim_hub.console.auth import Identity, authenticate, csrf_matches, new_csrf_token
+from pim_hub.console.settings import ConsoleSettings
+from pim_hub.drivers.discovery import DriverCatalogue, discover
+from pim_hub.ops.replay import ReplayError
+from pim_hub.ops.trace import TraceError, collect, describe_change
+from pim_hub.registry.model import IntegrationError
+from pim_hub.runtime.logread import OffsetsError
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.entities import ENTITY_TYPES
+
+logger = logging.getLogger(__name__)
+
+#: The identity everyone has when no users are configured (loopback only).
+LOCAL = Identity("local", "operator")
+
+#: No inline script or style, nothing from elsewhere, no framing.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+NAV = [
+    ("/", "Overview"),
+    ("/entities", "Entities"),
+    ("/dead", "Dead letters"),
+    ("/integrations", "Integrations"),
+    ("/replay", "Replay & resync"),
+    ("/invalid", "Invalid snapshots"),
+    ("/audit", "Audit log"),
+]
+
+
+class NeedLogin(Exception):
+    """The request has no signed-in user: send it to the sign-in page."""
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if value is None else str(value)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pim_hub.console", "templates"),
+        autoescape=True,  # every value is escaped unless a template says otherwise (none does)
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["when"] = _when
+    env.filters["json"] = _json
+    env.filters["change"] = describe_change
+    return env
+
+
+class SecurityHeaders:
+    """Adds the Content-Security-Policy and friends to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"cache-control", b"no-store"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+class Console:
+    """The pages and actions, over one hub's settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        console: ConsoleSettings,
+        catalogue: DriverCatalogue | None = None,
+    ) -> None:
+        self.settings = settings
+        self.console = console
+        self.catalogue = catalogue or discover()
+        self.env = _environment()
+        self.runs = actions.Runs()
+
+    # identity, CSRF, rendering
+
+    def identity(self, request: Request) -> Identity:
+        """The signed-in user; raises NeedLogin without one."""
+        if self.console.open_access:
+            return LOCAL
+        user = request.session.get("user")
+        role = request.session.get("role")
+        if not user or role not in ("viewer", "operator"):
+            raise NeedLogin()
+        # A user removed from the configuration loses access at once.
+        known = {u.name: u.role for u in self.console.users}
+        if known.get(user) != role:
+            request.session.clear()
+            raise NeedLogin()
+        return Identity(user, role)
+
+    def csrf(self, request: Request) -> str:
+        """The session's CSRF token (made on first use)."""
+        token = request.session.get("csrf")
+        if not token:
+            token = new_csrf_token()
+            request.session["csrf"] = token
+        return str(token)
+
+    async def checked_form(self, request: Request) -> FormData:
+        """The POSTed form, after the CSRF check (403 when the token is missing or wrong)."""
+        form = await request.form()
+        given = form.get("csrf_token") or request.headers.get("x-csrf-token")
+        if not csrf_matches(request.session.get("csrf"), given if isinstance(given, str) else None):
+            raise HTTPException(403, "CSRF token missing or wrong: reload the page and try again")
+        return form
+
+    def allowed(self, who: Identity, action: str, target: str) -> None:
+        """403 (audited) when the role may not do the action."""
+        if not who.may(action):
+            actions.audit(self.settings.require_database(), who, action, target, "refused")
+            raise HTTPException(403, f"{who.name} ({who.role}) may not {action}")
+
+    def render(
+        self, request: Request, template: str, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        """A page with the layout's context (user, CSRF token, navigation)."""
+        try:
+            who: Identity | None = self.identity(request)
+        except NeedLogin:
+            who = None
+        html = self.env.get_template(template).render(
+            request_path=request.url.path,
+            who=who,
+            csrf=self.csrf(request),
+            open_access=self.console.open_access,
+            nav=NAV,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    # sign-in
+
+    async def login_page(self, request: Request) -> Response:
+        if self.console.open_access:
+            return RedirectResponse("/", 303)
+        return self.render(request, "login.html", error=None, name="")
+
+    async def login(self, request: Request) -> Response:
+        form = await self.checked_form(request)
+        name = str(form.get("name") or "")
+        password = str(form.get("password") or "")
+        who = await run_in_threadpool(authenticate, self.console, name, password)
+        if who is None:
+            return self.render(
+                request, "login.html", 401, error="Wrong user name or password.", name=name
+            )
+        request.session.clear()
+        request.session.update(
+            {
+                "user": who.name,
+                "role": who.role,
+                "csrf": new_csrf_token(),
+                "sid": secrets.token_hex(8),
+            }
+        )
+        return RedirectResponse(str(request.query_params.get("next") or "/"), 303)
+
+    async def logout(self, request: Request) -> Response:
+        await self.checked_form(request)
+        request.session.clear()
+        return RedirectResponse("/login", 303)
+
+    # pages
+
+    async def overview(self, request: Request) -> Response:
+        self.identity(request)
+        view = await run_in_threadpool(data.overview, self.settings, self.catalogue)
+        return self.render(request, "overview.html", view=view)
+
+    async def overview_live(self, request: Request) -> Response:
+        self.identity(request)
+        view = await run_in_threadpool(data.overview, self.settings, self.catalogue)
+        html = self.env.get_template("overview_live.html").render(view=view)
+        return HTMLResponse(html)
+
+    async def entities(self, request: Request) -> Response:
+        self.identity(request)
+        query = (request.query_params.get("q") or "").strip()
+        if not query:
+            return self.render(
+                request, "entities.html", query="", trace=None, error=None, states={}
+            )
+        try:
+            trace = await run_in_threadpool(collect, self.settings, query)
+        except (TraceError, OffsetsError) as exc:
+            return self.render(
+                request, "entities.html", 404, query=query, trace=None, error=str(exc), states={}
+            )
+        states = await run_in_threadpool(data.entity_states, self.settings.database_url, trace.keys)
+        return self.render(
+            request, "entities.html", query=query, trace=trace, error=None, states=states
+        )
+
+    async def dead(self, request: Request) -> Response:
+        who = self.identity(request)
+        integration = (request.query_params.get("integration") or "").strip()
+        reason = (request.query_params.get("reason") or "").strip()
+        groups = await run_in_threadpool(data.dead_groups, self.settings, integration, reason)
+        return self.render(
+            request,
+            "dead.html",
+            groups=groups,
+            integration=integration,
+            reason=reason,
+            limit=self.console.dead_letter_limit,
+            entity_of=data.entity_of,
+            may_redrive=who.may("redrive"),
+        )
+
+    async def dead_confirm(self, request: Request) -> Response:
+        """What a redrive would send, and the button that sends it."""
+        who = self.identity(request)
+        form = await self.checked_form(request)
+        self.allowed(who, "redrive", "dead letters")
+        job_ids = [str(j) for j in form.getlist("job_id") if j]
+        target = str(form.get("target") or "selection")
+        if not job_ids:
+            return self.render(
+                request,
+                "message.html",
+                400,
+                title="Nothing chosen",
+                text="Choose dead letters first.",
+            )
+        # Count against the topic now: only dead letters not yet redriven are sent.
+        live = await run_in_threadpool(data.dead_groups, self.settings, None, None)
+        pending = {j for g in live for j in g.job_ids}
+        sendable = [j for j in dict.fromkeys(job_ids) if j in pending]
+        return self.render(
+            request, "dead_confirm.html", job_ids=sendable, asked=len(job_ids), target=target
+        )
+
+    async def dead_redrive(self, request: Request) -> Response:
+        who = self.identity(request)
+        form = await self.checked_form(request)
+        target = str(form.get("target") or "selection")
+        self.allowed(who, "redrive", target)
+        job_ids = [str(j) for j in form.getlist("job_id") if j]
+        if not job_ids:
+            return self.render(
+                request,
+                "message.html",
+                400,
+                title="Nothing chosen",
+                text="Choose dead letters first.",
+            )
+        report = await run_in_threadpool(actions.redrive_jobs, self.settings, who, job_ids, target)
+        return self.render(request, "dead_done.html", report=report, target=target)
+
+    async def integrations(self, request: Request) -> Response:
+        who = self.identity(request)
+
+        def load() -> tuple[list[data.IntegrationView], list[str]]:
+            errors: list[str] = []
+            try:
+                groups = data.group_rows(self.settings, sorted(self.catalogue.drivers))
+            except Exception as exc:  # the registry is still worth showing
+                groups, errors = [], [f"consumer groups: {exc}"]
+            return data.integration_views(self.settings, self.catalogue, groups), errors
+
+        views, errors = await run_in_threadpool(load)
+        return self.render(
+            request,
+            "integrations.html",
+            views=views,
+            errors=errors,
+            may_toggle=who.may("enable"),
+            broken=sorted(self.catalogue.broken.items()),
+        )
+
+    async def integration_toggle(self, request: Request) -> Response:
+        who = self.identity(request)
+        await self.checked_form(request)
+        iid = request.path_params["iid"]
+        if request.path_params["action"] not in ("enable", "disable"):
+            raise HTTPException(404, "use /integrations/ID/enable or /integrations/ID/disable")
+        enabled = request.path_params["action"] == "enable"
+        self.allowed(who, request.path_params["action"], iid)
+        try:
+            await run_in_threadpool(
+                actions.set_enabled, self.settings, self.catalogue, who, iid, enabled
+            )
+        except IntegrationError as exc:
+            return self.render(request, "message.html", 400, title="Refused", text=str(exc))
+        return RedirectResponse("/integrations", 303)
+
+    async def replay_page(self, request: Request) -> Response:
+        who = self.identity(request)
+        from pim_hub.registry.store import list_integrations
+
+        integrations = await run_in_threadpool(list_integrations, self.settings.require_database())
+        return self.render(
+            request,
+            "replay.html",
+            integrations=integrations,
+            entity_types=sorted(ENTITY_TYPES),
+            may_send=who.may("replay"),
+            form={},
+            error=None,
+        )
+
+    def _replay_request(self, form: FormData) -> tuple[str, dict[str, Any]]:
+        """The kind (replay or resync) and the validated fields of the replay form."""
+        from pim_hub.console.forms import parse_run_form
+
+        return parse_run_form(form, ENTITY_TYPES)
+
+    async def replay_preview(self, request: Request) -> Response:
+        """The dry run: how many jobs would be sent, per integration and priority."""
+        who = self.identity(request)
+        form = await self.checked_form(request)
+        try:
+            kind, fields = self._replay_request(form)
+        except ValueError as exc:
+            return await self._replay_error(request, who, str(exc), form)
+        self.allowed(who, kind, fields.get("target", ""))
+        try:
+            report = await run_in_threadpool(self._run, kind, fields, True, None)
+        except (ReplayError, OffsetsError, ValueError) as exc:
+            return await self._replay_error(request, who, str(exc), form)
+        return self.render(
+            request, "replay_preview.html", kind=kind, report=report, fields=form.multi_items()
+        )
+
+    async def replay_run(self, request: Request) -> Response:
+        who = self.identity(request)
+        form = await self.checked_form(request)
+        try:
+            kind, fields = self._replay_request(form)
+        except ValueError as exc:
+            return await self._replay_error(request, who, str(exc), form)
+        self.allowed(who, kind, fields.get("target", ""))
+        detail = {k: v for k, v in fields.items() if k != "filter"}
+        run = self.runs.start(
+            self.settings,
+            kind,
+            who,
+            fields["target"],
+            lambda r: self._run(kind, fields, False, r),
+            _jsonable(detail),
+        )
+        return RedirectResponse(f"/runs/{run.run_id}", 303)
+
+    def _run(
+        self, kind: str, fields: dict[str, Any], dry_run: bool, run: actions.Run | None
+    ) -> Any:
+        if kind == "resync":
+            return actions.run_resync(
+                self.settings, fields["integration"], fields["filter"], dry_run, fields["rate"], run
+            )
+        options = actions.replay_options(
+            fields["integrations"],
+            fields["mode"],
+            fields["since"],
+            fields["until"],
+            fields["entity_types"],
+            fields["key"],
+            dry_run,
+            fields["rate"],
+        )
+        return actions.run_replay(self.settings, options, run)
+
+    async def _replay_error(
+        self, request: Request, who: Identity, error: str, form: FormData
+    ) -> Response:
+        from pim_hub.registry.store import list_integrations
+
+        integrations = await run_in_threadpool(list_integrations, self.settings.require_database())
+        return self.render(
+            request,
+            "replay.html",
+            400,
+            integrations=integrations,
+            entity_types=sorted(ENTITY_TYPES),
+            may_send=who.may("replay"),
+            form=dict(form.multi_items()),
+            error=error,
+        )
+
+    async def run_page(self, request: Request) -> Response:
+        self.identity(request)
+        run = self.runs.get(request.path_params["run_id"])
+        if run is None:
+            return self.render(
+                request,
+                "message.html",
+                404,
+                title="No such run",
+                text="This console has no run of that id (it may have restarted).",
+            )
+        return self.render(request, "run.html", run=run)
+
+    async def run_json(self, request: Request) -> Response:
+        self.identity(request)
+        run = self.runs.get(request.path_params["run_id"])
+        if run is None:
+            return JSONResponse({"error": "no such run"}, 404)
+        return JSONResponse(run.as_json())
+
+    async def invalid(self, request: Request) -> Response:
+        self.identity(request)
+        rows = await run_in_threadpool(
+            data.invalid_snapshots, self.settings, self.console.invalid_snapshot_limit
+        )
+        return self.render(request, "invalid.html", rows=rows)
+
+    async def audit(self, request: Request) -> Response:
+        self.identity(request)
+        rows = await run_in_threadpool(data.audit_log, self.settings.require_database())
+        return self.render(request, "audit.html", rows=rows)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+
+def _jsonable(value: Any) -> Any:
+    return orjson.loads(orjson.dumps(value, default=str))
+
+
+def _handlers(console: Console) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+    async def need_login(request: Request, exc: Exception) -> Response:
+        if request.method == "GET" and not request.url.path.endswith(".json"):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={_safe_next(target)}", 303)
+        return JSONResponse({"error": "sign in first"}, 401)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return console.render(
+            request,
+            "message.html",
+            exc.status_code,
+            title=f"Error {exc.status_code}",
+            text=exc.detail,
+        )
+
+    async def failure(request: Request, exc: Exception) -> Response:
+        # A fault (the broker or the database down) is shown as such; the console goes on.
+        logger.exception("console request failed", extra={"path": request.url.path})
+        return console.render(
+            request,
+            "message.html",
+            503,
+            title="Not available",
+            text=f"The hub could not answer: {type(exc).__name__}: {exc}",
+        )
+
+    return {NeedLogin: need_login, HTTPException: http_error, Exception: failure}
+
+
+def _safe_next(path: str) -> str:
+    """Only local paths: a sign-in never redirects to another site."""
+    from urllib.parse import quote
+
+    if not path.startswith("/") or path.startswith("//"):
+        return "/"
+    return quote(path, safe="/?=&")
+
+
+def create_app(
+    settings: Settings,
+    console_settings: ConsoleSettings,
+    catalogue: DriverCatalogue | None = None,
+) -> Starlette:
+    """The console as an ASGI application."""
+    console = Console(settings, console_settings, catalogue)
+    secret = (
+        console_settings.secret_key.get_secret_value()
+        if console_settings.secret_key
+        else secrets.token_urlsafe(32)
+    )
+    routes = [
+        Route("/healthz", console.healthz),
+        Route("/login", console.login_page, methods=["GET"]),
+        Route("/login", console.login, methods=["POST"]),
+        Route("/logout", console.logout, methods=["POST"]),
+        Route("/", console.overview),
+        Route("/overview/live", console.overview_live),
+        Route("/entities", console.entities),
+        Route("/dead", console.dead),
+        Route("/dead/confirm", console.dead_confirm, methods=["POST"]),
+        Route("/dead/redrive", console.dead_redrive, methods=["POST"]),
+        Route("/integrations", console.integrations),
+        Route(
+            "/integrations/{iid}/{action:str}",
+            console.integration_toggle,
+            methods=["POST"],
+        ),
+        Route("/replay", console.replay_page),
+        Route("/replay/preview", console.replay_preview, methods=["POST"]),
+        Route("/replay/run", console.replay_run, methods=["POST"]),
+        Route("/runs/{run_id}.json", console.run_json),
+        Route("/runs/{run_id}", console.run_page),
+        Route("/invalid", console.invalid),
+        Route("/audit", console.audit),
+        Mount("/static", StaticFiles(packages=[("pim_hub.console", "static")]), name="static"),
+    ]
+    middleware = [
+        Middleware(SecurityHeaders),
+        Middleware(
+            SessionMiddleware,
+            secret_key=secret,
+            session_cookie="hub_console",
+            max_age=console_settings.session_max_age_s,
+            same_site="strict",
+            https_only=console_settings.cookies_secure(),
+        ),
+    ]
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=_handlers(console))
+    app.state.console = console
+    return app

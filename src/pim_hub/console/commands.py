@@ -1,0 +1,98 @@
+"""`hub console` (serve the operations console) and `hub console hash-password`.
+
+Registered through the `pim_hub.commands` entry point; importing this module needs the
+`console` extra, which is what tells the CLI to show `hub console` as not installed (and
+which extra to install) when it is missing.
+"""
+
+from __future__ import annotations
+
+import getpass
+from importlib.util import find_spec
+from typing import Annotated
+
+import typer
+
+#: The packages of the `console` extra, looked up rather than imported (`hub --help` stays quick).
+CONSOLE_PACKAGES = ("jinja2", "multipart", "itsdangerous")
+_missing = [name for name in CONSOLE_PACKAGES if find_spec(name) is None]
+if _missing:
+    raise ImportError(f"missing {', '.join(_missing)}")
+
+console_app = typer.Typer(
+    help="The operations console: a web application over the hub (pages, redrive, replay).",
+    invoke_without_command=True,
+)
+
+
+@console_app.callback()
+def console(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="address to listen on (HUB_CONSOLE_HOST, 127.0.0.1)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port to listen on (HUB_CONSOLE_PORT, 8095)")
+    ] = None,
+) -> None:
+    """Serve the console. Users come from HUB_CONSOLE_USERS; without any, only on loopback."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    from pim_hub.console.app import create_app
+    from pim_hub.console.settings import ConsoleSettings, is_loopback
+    from pim_hub.runtime.entry import fail, load_settings, need_bootstrap, need_db
+
+    settings = load_settings()
+    need_bootstrap(settings)
+    need_db(settings)
+    try:
+        base = ConsoleSettings()
+    except ValueError as exc:  # pydantic's ValidationError: a bad HUB_CONSOLE_USERS entry
+        raise fail(f"console settings: {exc}") from exc
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    cfg = base.model_copy(update=overrides)
+    if cfg.open_access and not is_loopback(cfg.host):
+        raise fail(
+            f"refusing to serve the console on {cfg.host} without sign-in: set HUB_CONSOLE_USERS "
+            "(hashes from `hub console hash-password`) or listen on 127.0.0.1"
+        )
+    if not cfg.open_access and cfg.secret_key is None:
+        typer.secho(
+            "warning: HUB_CONSOLE_SECRET_KEY is not set: sessions end when the console restarts",
+            fg="yellow",
+            err=True,
+        )
+    app = create_app(settings, cfg)
+    who = "no sign-in (loopback only)" if cfg.open_access else f"{len(cfg.users)} user(s)"
+    typer.echo(f"console on http://{cfg.host}:{cfg.port} ({who})")
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", proxy_headers=True)
+
+
+@console_app.command("hash-password")
+def hash_password_command(
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from standard input")
+    ] = False,
+) -> None:
+    """Print the hash of a password for HUB_CONSOLE_USERS (the password is never stored)."""
+    import sys
+
+    from pim_hub.console.auth import hash_password
+    from pim_hub.runtime.entry import fail
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise fail("the passwords differ")
+    if not password:
+        raise fail("the password is empty")
+    typer.echo(hash_password(password))
+
+
+def register(app: typer.Typer) -> None:
+    """Mount `hub console` (the entry point's target)."""
+    app.add_typer(console_app, name="console")

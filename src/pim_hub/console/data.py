@@ -1,0 +1,355 @@
+"""What the console's pages show, read from the same PostgreSQL read models and Kafka topics
+as the CLI (the deliveries and entity projections, the registry, hub.jobs.dead, the consumer
+groups' offsets). Nothing here writes: actions are in `pim_hub.console.actions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import psycopg
+from confluent_kafka import KafkaException
+from psycopg.rows import dict_row
+
+from pim_hub.drivers.discovery import DriverCatalogue
+from pim_hub.ops.dead import DeadLetter, list_dead
+from pim_hub.ops.exporter import LagReader, known_groups
+from pim_hub.registry.limits import InvalidRateLimit, RateLimit
+from pim_hub.registry.model import Integration
+from pim_hub.registry.secrets import mask_config
+from pim_hub.registry.store import list_integrations
+from pim_hub.runtime.kafka import admin_client
+from pim_hub.runtime.logread import ephemeral_consumer, log_bounds, partitions_of, scan
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+
+logger = logging.getLogger(__name__)
+
+#: Every group the hub runs (the exporter's pattern, plus the fan-out's own group).
+GROUP_PATTERN = r"^(hub\.dispatch\..+|hub-mutator(-fanout)?|hub\.projector\..+|hub\.ingest\..+)$"
+_DISPATCH = re.compile(r"^hub\.dispatch\.(?P<driver>[^.]+)\.(?P<priority>[^.]+)$")
+
+
+def stage_of(group: str) -> str:
+    """The pipeline stage a consumer group belongs to."""
+    m = _DISPATCH.match(group)
+    if m:
+        return f"dispatch {m['driver']} / {m['priority']}"
+    if group == "hub-mutator":
+        return "mutator"
+    if group == "hub-mutator-fanout":
+        return "fan-out"
+    if group.startswith("hub.ingest."):
+        return "ingest"
+    if group.startswith("hub.projector."):
+        return "projector " + group.removeprefix("hub.projector.")
+    return group
+
+
+@dataclass
+class GroupRow:
+    """One consumer group on the overview."""
+
+    group: str
+    stage: str
+    state: str
+    members: int
+    lag: int
+    lag_seconds: float
+
+    @property
+    def stuck(self) -> bool:
+        """Work waits and nobody consumes it."""
+        return self.lag > 0 and self.members == 0
+
+
+@dataclass
+class IntegrationCounts:
+    """Latest status counts of one integration's jobs, overall and over the last hour."""
+
+    integration_id: str
+    total: dict[str, int] = field(default_factory=dict)
+    last_hour: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Overview:
+    """The overview page."""
+
+    groups: list[GroupRow]
+    integrations: list[IntegrationCounts]
+    per_minute: list[dict[str, Any]]  # the last hour's delivered/failed per minute
+    problems: list[str]
+    errors: list[str]  # what could not be read (the page still shows the rest)
+
+
+def _describe_groups(settings: Settings, groups: list[str]) -> dict[str, tuple[str, int]]:
+    if not groups:
+        return {}
+    admin = admin_client(settings)
+    out: dict[str, tuple[str, int]] = {}
+    for group, fut in admin.describe_consumer_groups(groups, request_timeout=10).items():
+        try:
+            described = fut.result()
+        except KafkaException:
+            out[group] = ("UNKNOWN", 0)
+            continue
+        state = getattr(described.state, "name", str(described.state)).upper()
+        out[group] = (state, len(described.members or []))
+    return out
+
+
+def group_rows(settings: Settings, drivers: Iterable[str]) -> list[GroupRow]:
+    """Every hub consumer group with its members and lag (messages and seconds)."""
+    reader = LagReader(settings, group_pattern=GROUP_PATTERN, known=known_groups(drivers))
+    try:
+        lags = reader.read()
+    finally:
+        reader.close()
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    by_group: dict[str, tuple[int, float]] = {}
+    for lag in lags:
+        messages, seconds = by_group.get(lag.group, (0, 0.0))
+        by_group[lag.group] = (messages + lag.messages, max(seconds, lag.seconds(now_ms)))
+    states = _describe_groups(settings, sorted(by_group))
+    rows = [
+        GroupRow(g, stage_of(g), *states.get(g, ("UNKNOWN", 0)), messages, seconds)
+        for g, (messages, seconds) in by_group.items()
+    ]
+    return sorted(rows, key=lambda r: (not r.stuck, r.stage, r.group))
+
+
+def integration_counts(url: str) -> list[IntegrationCounts]:
+    """Latest status per job, counted per integration (all time and the last hour)."""
+    with psycopg.connect(url) as conn:
+        total = conn.execute(
+            "SELECT integration_id, status, count(*) FROM deliveries GROUP BY 1, 2"
+        ).fetchall()
+        recent = conn.execute(
+            "SELECT integration_id, status, count(*) FROM deliveries"
+            " WHERE occurred_at > now() - interval '1 hour' GROUP BY 1, 2"
+        ).fetchall()
+    out: dict[str, IntegrationCounts] = {}
+    for iid, status, n in total:
+        out.setdefault(iid, IntegrationCounts(iid)).total[status] = int(n)
+    for iid, status, n in recent:
+        out.setdefault(iid, IntegrationCounts(iid)).last_hour[status] = int(n)
+    return [out[k] for k in sorted(out)]
+
+
+def per_minute(url: str) -> list[dict[str, Any]]:
+    """Jobs that reached a final or failing status in each minute of the last hour."""
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT date_trunc('minute', occurred_at) AS minute,"
+            " count(*) FILTER (WHERE status = 'delivered') AS delivered,"
+            " count(*) FILTER (WHERE status IN ('retrying', 'failed')) AS retrying,"
+            " count(*) FILTER (WHERE status = 'dead') AS dead"
+            " FROM deliveries WHERE occurred_at > now() - interval '1 hour'"
+            " GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+
+
+def overview(settings: Settings, catalogue: DriverCatalogue) -> Overview:
+    """Stages, integrations and whatever is stuck."""
+    errors: list[str] = []
+    url = settings.require_database()
+    integrations = list_integrations(url)
+    drivers = sorted({i.driver for i in integrations} | set(catalogue.drivers))
+    try:
+        groups = group_rows(settings, drivers)
+    except Exception as exc:  # the broker may be down: the database part still helps
+        logger.warning("cannot read consumer groups", extra={"error": str(exc)})
+        groups, errors = [], [f"consumer groups: {exc}"]
+    counts = integration_counts(url)
+    problems = [
+        f"{g.stage}: {g.lag} message(s) waiting in group {g.group} and no consumer"
+        for g in groups
+        if g.stuck
+    ]
+    served = {(m["driver"], m["priority"]) for g in groups if (m := _DISPATCH.match(g.group))}
+    served_live = {
+        (m["driver"], m["priority"])
+        for g in groups
+        if (m := _DISPATCH.match(g.group)) and g.members > 0
+    }
+    for c in counts:
+        waiting = c.total.get("retrying", 0) + c.total.get("pending", 0)
+        if not waiting:
+            continue
+        integ = next((i for i in integrations if i.id == c.integration_id), None)
+        if integ is None or not integ.enabled:
+            continue
+        if not any(d == integ.driver for d, _ in served_live) and any(
+            d == integ.driver for d, _ in served
+        ):
+            problems.append(
+                f"integration {integ.id}: {waiting} job(s) retrying and no {integ.driver} "
+                "dispatcher running"
+            )
+    return Overview(groups, counts, per_minute(url), problems, errors)
+
+
+@dataclass
+class DeadGroup:
+    """Dead letters of one integration with one error kind."""
+
+    integration_id: str
+    kind: str
+    letters: list[DeadLetter]
+
+    @property
+    def job_ids(self) -> list[str]:
+        """The distinct job ids of the group, in topic order."""
+        return list(dict.fromkeys(d.job_id for d in self.letters if d.job_id))
+
+    @property
+    def last(self) -> DeadLetter:
+        """The newest dead letter (its error is shown)."""
+        return self.letters[-1]
+
+
+def dead_groups(
+    settings: Settings, integration: str | None = None, reason: str | None = None
+) -> list[DeadGroup]:
+    """Dead letters not yet redriven, grouped by integration and error kind."""
+    groups: dict[tuple[str, str], list[DeadLetter]] = {}
+    for d in list_dead(settings, integration or None, reason or None):
+        groups.setdefault((d.integration_id or "(undecodable)", d.kind), []).append(d)
+    return [DeadGroup(i, k, v) for (i, k), v in sorted(groups.items())]
+
+
+def entity_of(letter: DeadLetter) -> str:
+    """The entity key of a dead letter's job."""
+    job = letter.job or {}
+    return str((job.get("mutation") or {}).get("entity_key", "?"))
+
+
+@dataclass
+class IntegrationView:
+    """One integration as the console shows it: secrets masked."""
+
+    integration: Integration
+    masked_config: Any
+    rate_limit: str
+    dispatchers: list[GroupRow]
+
+    @property
+    def config_json(self) -> str:
+        """The masked config, indented."""
+        return orjson.dumps(self.masked_config, option=orjson.OPT_INDENT_2, default=str).decode()
+
+
+def describe_rate_limit(config: dict[str, Any]) -> str:
+    """`20/s, 4 concurrent, burst 20`, or why the entry is unusable."""
+    try:
+        limit = RateLimit.from_config(config, default_concurrent=0)
+    except InvalidRateLimit as exc:
+        return f"invalid: {exc}"
+    if limit.requests_per_s is None and "rate_limit" not in config:
+        return "none"
+    rate = "unlimited" if limit.requests_per_s is None else f"{limit.requests_per_s:g}/s"
+    concurrent = "default" if not limit.concurrent else str(limit.concurrent)
+    return f"{rate}, {concurrent} concurrent, burst {limit.burst}"
+
+
+def integration_views(
+    settings: Settings, catalogue: DriverCatalogue, groups: list[GroupRow] | None
+) -> list[IntegrationView]:
+    """Every integration with masked config, rate limit and its driver's dispatcher groups."""
+    out = []
+    for integ in list_integrations(settings.require_database()):
+        cls = catalogue.drivers.get(integ.driver)
+        masked = mask_config(integ.config, cls.config_model if cls else None)
+        serving = [
+            g
+            for g in groups or []
+            if (m := _DISPATCH.match(g.group)) and m["driver"] == integ.driver
+        ]
+        out.append(IntegrationView(integ, masked, describe_rate_limit(integ.config), serving))
+    return out
+
+
+@dataclass
+class InvalidSnapshot:
+    """One rejected snapshot of pim.snapshots.invalid (its reason, never its payload)."""
+
+    at: datetime
+    partition: int
+    offset: int
+    key: str
+    entity_type: str
+    kind: str
+    reason: str
+
+
+def invalid_snapshots(settings: Settings, limit: int) -> list[InvalidSnapshot]:
+    """The latest rejected snapshots, newest first."""
+    consumer = ephemeral_consumer(settings, "console")
+    try:
+        tps = [
+            (topics.SNAPSHOTS_INVALID, p) for p in partitions_of(consumer, topics.SNAPSHOTS_INVALID)
+        ]
+        bounds = log_bounds(consumer, tps)
+        ranges = {tp: (max(lo, hi - limit), hi) for tp, (lo, hi) in bounds.items()}
+        out = []
+        for msg in scan(consumer, ranges):
+            raw = msg.headers() or []
+            items = raw.items() if isinstance(raw, dict) else raw
+            headers = {
+                k: v.decode(errors="replace") if isinstance(v, bytes) else str(v or "")
+                for k, v in items
+            }
+            _kind, ts = msg.timestamp()
+            at = datetime.fromtimestamp(max(ts, 0) / 1000, UTC)
+            key = (msg.key() or b"").decode(errors="replace")
+            partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None
+            out.append(
+                InvalidSnapshot(
+                    at,
+                    partition,
+                    offset,
+                    key,
+                    headers.get("entity_type", key.partition(":")[0]),
+                    headers.get("error.type", "invalid"),
+                    headers.get("error.message", ""),
+                )
+            )
+    finally:
+        consumer.close()
+    out.sort(key=lambda s: s.at, reverse=True)
+    return out[:limit]
+
+
+def entity_states(url: str | None, keys: list[str]) -> dict[str, Any]:
+    """The local model's current state of some entities (JSON text, indented)."""
+    if not url or not keys:
+        return {}
+    try:
+        with psycopg.connect(url) as conn:
+            rows = conn.execute(
+                "SELECT entity_key, state FROM entities WHERE entity_key = ANY(%s)", (keys,)
+            ).fetchall()
+    except psycopg.errors.UndefinedTable:
+        return {}
+    return {
+        k: orjson.dumps(s, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+        for k, s in rows
+    }
+
+
+def audit_log(url: str, limit: int = 200) -> list[dict[str, Any]]:
+    """The newest audit entries."""
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT at, actor, role, action, target, jobs, outcome, detail FROM console_audit"
+            " ORDER BY at DESC, id DESC LIMIT %s",
+            (limit,),
+        ).fetchall()

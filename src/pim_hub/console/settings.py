@@ -1,0 +1,79 @@
+"""Settings of the console, read from HUB_CONSOLE_* environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["viewer", "operator"]
+
+
+class ConsoleUser(BaseModel):
+    """One person who may sign in; `password_hash` comes from `hub console hash-password`."""
+
+    name: str = Field(min_length=1, max_length=100)
+    role: Role = "viewer"
+    password_hash: SecretStr
+
+    @field_validator("password_hash")
+    @classmethod
+    def _known_scheme(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("scrypt$"):
+            raise ValueError("password_hash must come from `hub console hash-password`")
+        return value
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ConsoleSettings(BaseSettings):
+    """Where the console listens, who may sign in, and how sessions are kept."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_CONSOLE_", extra="ignore", frozen=True)
+
+    # Operations console (`hub console`)
+    host: str = Field(default="127.0.0.1", description="address to listen on")
+    port: int = Field(default=8095, ge=0, le=65535, description="port to listen on")
+    users: list[ConsoleUser] = Field(
+        default_factory=list,
+        description='JSON list of {"name", "role": viewer|operator, "password_hash"}; empty: '
+        "no sign-in, allowed only when listening on a loopback address",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="signs session cookies; set it so sessions survive a restart and are "
+        "shared by replicas (unset: a random key per process)",
+    )
+    session_max_age_s: int = Field(default=8 * 3600, ge=60, description="sign-in lifetime")
+    secure_cookies: bool | None = Field(
+        default=None,
+        description="send the session cookie over HTTPS only; unset: on unless listening on "
+        "a loopback address (put TLS in front of a console reachable from elsewhere)",
+    )
+    dead_letter_limit: int = Field(
+        default=500, ge=1, description="dead letters listed per group on the dead-letter page"
+    )
+    invalid_snapshot_limit: int = Field(
+        default=200, ge=1, description="latest rejected snapshots shown"
+    )
+
+    @property
+    def open_access(self) -> bool:
+        """No users configured: everyone reaching the console is an operator (loopback only)."""
+        return not self.users
+
+    def cookies_secure(self) -> bool:
+        """Whether the session cookie carries the Secure flag."""
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        return not is_loopback(self.host)

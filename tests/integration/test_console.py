@@ -1,0 +1,352 @@
+"""The console's endpoints against the real broker, PostgreSQL and running pipeline: sign-in,
+CSRF, roles, escaping, dead-letter redrive, enable/disable, replay with a dry run, the audit
+log. (The browser tests drive the same flows in Chromium: test_console_browser.py.)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from pim_hub.cli.main import app as cli_app
+from pim_hub.console.app import create_app
+from pim_hub.console.auth import hash_password
+from pim_hub.console.settings import ConsoleSettings, ConsoleUser
+from pim_hub.devstack.sink import HttpSink
+from pim_hub.devstack.stack import query, wait_for
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.runtime.settings import Settings
+from tests.integration.test_replay_ops import REFRESH_S, Feed, add_webhook, version
+
+pytestmark = pytest.mark.integration
+
+OPERATOR_PASSWORD = "operator-pass-1"
+VIEWER_PASSWORD = "viewer-pass-1"
+_HASHES: dict[str, str] = {}
+
+
+def console_settings(unique: str, **overrides: Any) -> ConsoleSettings:
+    """Two users of this test (an operator and a viewer) with scrypt hashes."""
+    if not _HASHES:
+        _HASHES["operator"] = hash_password(OPERATOR_PASSWORD)
+        _HASHES["viewer"] = hash_password(VIEWER_PASSWORD)
+    users = [
+        ConsoleUser(
+            name=f"op-{unique}", role="operator", password_hash=SecretStr(_HASHES["operator"])
+        ),
+        ConsoleUser(
+            name=f"view-{unique}", role="viewer", password_hash=SecretStr(_HASHES["viewer"])
+        ),
+    ]
+    return ConsoleSettings(users=users, secret_key=SecretStr(f"key-{unique}"), **overrides)
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a page carries."""
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)">', html)
+    assert match, "the page carries no CSRF token"
+    return match.group(1)
+
+
+def sign_in(client: TestClient, name: str, password: str) -> str:
+    """Sign in; return the session's CSRF token."""
+    token = csrf_of(client.get("/login").text)
+    r = client.post(
+        "/login",
+        data={"name": name, "password": password, "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    return csrf_of(client.get("/").text)
+
+
+def audit_rows(database_url: str, actor: str) -> list[dict[str, Any]]:
+    """Audit entries of one user, oldest first."""
+    return query(
+        database_url,
+        "SELECT action, target, jobs, outcome, detail FROM console_audit WHERE actor = %s"
+        " ORDER BY id",
+        actor,
+    )
+
+
+@pytest.fixture
+def console_client(
+    hub_settings: Settings, unique: str
+) -> Iterator[tuple[TestClient, ConsoleSettings]]:
+    cfg = console_settings(unique)
+    with TestClient(create_app(hub_settings, cfg), raise_server_exceptions=False) as client:
+        yield client, cfg
+
+
+def test_nothing_is_served_without_sign_in_and_every_post_needs_the_csrf_token(
+    console_client: tuple[TestClient, ConsoleSettings], unique: str
+) -> None:
+    client, _cfg = console_client
+    for path in ("/", "/entities?q=x", "/dead", "/integrations", "/replay", "/invalid", "/audit"):
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
+    assert client.get("/runs/abc.json").status_code == 401
+
+    # A sign-in without the token is refused before the password is even looked at.
+    r = client.post("/login", data={"name": f"op-{unique}", "password": OPERATOR_PASSWORD})
+    assert r.status_code == 403 and "CSRF" in r.text
+    token = csrf_of(client.get("/login").text)
+    bad = client.post(
+        "/login", data={"name": f"op-{unique}", "password": "wrong", "csrf_token": token}
+    )
+    assert bad.status_code == 401 and "Wrong user name or password" in bad.text
+
+    token = sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+    for path in ("/", "/dead", "/integrations", "/replay", "/invalid", "/audit", "/entities"):
+        r = client.get(path)
+        assert r.status_code == 200, (path, r.text[:500])
+        assert "content-security-policy" in r.headers
+        assert f"op-{unique}" in r.text
+    # An action with a wrong token is refused and changes nothing.
+    r = client.post("/integrations/whatever/disable", data={"csrf_token": token + "x"})
+    assert r.status_code == 403 and "CSRF" in r.text
+    r = client.post("/integrations/whatever/disable", data={})
+    assert r.status_code == 403
+    # The session ends with sign-out (which needs the token too).
+    assert (
+        client.post("/logout", data={"csrf_token": token}, follow_redirects=False).status_code
+        == 303
+    )
+    assert client.get("/", follow_redirects=False).status_code == 303
+
+
+def test_a_viewer_sees_pages_but_is_refused_every_action_and_the_refusal_is_audited(
+    console_client: tuple[TestClient, ConsoleSettings],
+    hub_settings: Settings,
+    database_url: str,
+    http_sink: HttpSink,
+    unique: str,
+) -> None:
+    client, _cfg = console_client
+    iid = f"con-view-{unique}"
+    add_webhook(database_url, iid, f"{http_sink.url}/{iid}")
+    token = sign_in(client, f"view-{unique}", VIEWER_PASSWORD)
+    page = client.get("/integrations").text
+    assert iid in page and f"/integrations/{iid}/disable" not in page  # no button for a viewer
+    r = client.post(f"/integrations/{iid}/disable", data={"csrf_token": token})
+    assert r.status_code == 403 and "may not disable" in r.text
+    r = client.post("/dead/redrive", data={"csrf_token": token, "job_id": "x", "target": "t"})
+    assert r.status_code == 403
+    r = client.post("/replay/run", data={"csrf_token": token, "kind": "replay", "since": "1h"})
+    assert r.status_code == 403
+    assert query(database_url, "SELECT enabled FROM integrations WHERE id = %s", iid) == [
+        {"enabled": True}
+    ]
+    rows = audit_rows(database_url, f"view-{unique}")
+    assert [(r["action"], r["outcome"]) for r in rows] == [
+        ("disable", "refused"),
+        ("redrive", "refused"),
+        ("replay", "refused"),
+    ]
+    assert "refused" in client.get("/audit").text
+
+
+def test_the_console_will_not_serve_without_sign_in_beyond_loopback(
+    hub_env: dict[str, str],
+) -> None:
+    env = {**hub_env, "HUB_CONSOLE_USERS": "[]", "HUB_CONSOLE_HOST": "0.0.0.0"}  # noqa: S104
+    out = CliRunner().invoke(cli_app, ["console"], env=env)
+    assert out.exit_code == 2
+    assert "without sign-in" in out.output and "HUB_CONSOLE_USERS" in out.output
+    bad = CliRunner().invoke(
+        cli_app,
+        ["console"],
+        env={**hub_env, "HUB_CONSOLE_USERS": '[{"name": "a", "password_hash": "plain"}]'},
+    )
+    assert bad.exit_code == 2 and "hash-password" in bad.output
+
+
+def test_open_access_on_loopback_is_an_operator_still_bound_by_csrf(
+    hub_settings: Settings, database_url: str
+) -> None:
+    cfg = ConsoleSettings(users=[], host="127.0.0.1")
+    with TestClient(create_app(hub_settings, cfg), raise_server_exceptions=False) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "No users are configured" in page.text
+        assert client.post("/integrations/none/disable", data={}).status_code == 403
+        r = client.post("/integrations/none/disable", data={"csrf_token": csrf_of(page.text)})
+        assert r.status_code == 400 and "no integration" in r.text
+
+
+def test_find_a_product_see_its_diff_escaped_redrive_its_dead_job_and_disable_the_target(
+    pipeline: Supervisor,
+    console_client: tuple[TestClient, ConsoleSettings],
+    hub_settings: Settings,
+    database_url: str,
+    unique: str,
+) -> None:
+    client, _cfg = console_client
+    sink = HttpSink(script=[(400, {})]).start()  # the first delivery is refused for good
+    try:
+        iid = f"con-{unique}"
+        add_webhook(database_url, iid, f"{sink.url}/{iid}")
+        time.sleep(REFRESH_S)
+        feed = Feed(hub_settings, unique)
+        key = feed.key(1)
+        hostile = '<script>alert("x")</script>&<b>'
+        feed.publish(1, hostile, version(10))
+
+        def status() -> str | None:
+            rows = query(
+                database_url, "SELECT status FROM deliveries WHERE integration_id = %s", iid
+            )
+            return rows[0]["status"] if rows else None
+
+        wait_for(lambda: status() == "dead", timeout=90, what="a dead job", supervisor=pipeline)
+        token = sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+
+        # Entity search by SKU: the trace, the field diff, the untrusted name escaped.
+        page = client.get("/entities", params={"q": f"SKU-{feed.uuid(1)}"})
+        assert page.status_code == 200, page.text[:500]
+        assert key in page.text and 'class="stage">mutation' in page.text
+        assert "dead-letter" in page.text and "http_400" in page.text
+        assert "<script>alert" not in page.text
+        assert "&lt;script&gt;alert(\\&#34;x\\&#34;)&lt;/script&gt;&amp;&lt;b&gt;" in page.text
+        assert "<td>name</td><td>en_US</td>" in page.text.replace("<td>values</td>", "")
+        missing = client.get("/entities", params={"q": f"SKU-none-{unique}"})
+        assert missing.status_code == 404 and "no entity matches" in missing.text
+
+        # Dead letters: grouped by integration and reason, with the error.
+        dead = client.get("/dead", params={"integration": iid})
+        assert f"{iid} · http_400" in dead.text and "1 job(s)" in dead.text
+        job_ids = re.findall(r'name="job_id" value="([^"]+)"', dead.text)
+        assert len(set(job_ids)) == 1
+        confirm = client.post(
+            "/dead/confirm", data={"csrf_token": token, "job_id": job_ids[0], "target": iid}
+        )
+        assert confirm.status_code == 200
+        assert "<strong>1 job(s)</strong> will be sent" in confirm.text
+        done = client.post(
+            "/dead/redrive", data={"csrf_token": token, "job_id": job_ids[0], "target": iid}
+        )
+        assert done.status_code == 200 and "1 job(s) redriven" in done.text
+        wait_for(
+            lambda: status() == "delivered", timeout=90, what="redelivery", supervisor=pipeline
+        )
+        assert len(sink.bodies(key)) == 1
+        # Asking again sends nothing: the dead letter is redriven already.
+        again = client.post(
+            "/dead/confirm", data={"csrf_token": token, "job_id": job_ids[0], "target": iid}
+        )
+        assert "redriven already" in again.text
+        assert 'id="no-dead"' in client.get("/dead", params={"integration": iid}).text
+
+        # Disable: through the registry (published), fan-out stops making jobs for it.
+        r = client.post(
+            f"/integrations/{iid}/disable", data={"csrf_token": token}, follow_redirects=False
+        )
+        assert r.status_code == 303
+        assert query(database_url, "SELECT enabled FROM integrations WHERE id = %s", iid) == [
+            {"enabled": False}
+        ]
+        time.sleep(REFRESH_S)
+        feed.publish(2, "After disable", version(11))
+        other = f"con-other-{unique}"
+        add_webhook(database_url, other, f"{sink.url}/{other}")
+        time.sleep(REFRESH_S)
+        feed.publish(3, "Watermark", version(12))
+        wait_for(
+            lambda: query(
+                database_url,
+                "SELECT 1 FROM deliveries WHERE integration_id = %s AND status = 'delivered'",
+                other,
+            ),
+            timeout=90,
+            what="the other integration's delivery",
+            supervisor=pipeline,
+        )
+        rows = query(
+            database_url, "SELECT entity_key FROM deliveries WHERE integration_id = %s", iid
+        )
+        assert [r["entity_key"] for r in rows] == [key], "fan-out went on after disable"
+        assert "disabled" in client.get("/integrations").text
+
+        actions = [
+            (r["action"], r["target"], r["jobs"], r["outcome"])
+            for r in audit_rows(database_url, f"op-{unique}")
+        ]
+        assert actions == [("redrive", iid, 1, "ok"), ("disable", iid, None, "ok")], actions
+    finally:
+        sink.stop()
+
+
+def test_replay_counts_before_it_sends_and_reports_progress(
+    pipeline: Supervisor,
+    console_client: tuple[TestClient, ConsoleSettings],
+    hub_settings: Settings,
+    database_url: str,
+    http_sink: HttpSink,
+    unique: str,
+) -> None:
+    client, _cfg = console_client
+    iid = f"con-rp-{unique}"
+    add_webhook(database_url, iid, f"{http_sink.url}/{iid}")
+    time.sleep(REFRESH_S)
+    feed = Feed(hub_settings, unique)
+    for i in range(3):
+        feed.publish(i, f"Replayed {i}", version(9, i))
+    wait_for(
+        lambda: (
+            len(
+                query(
+                    database_url,
+                    "SELECT 1 FROM deliveries WHERE integration_id = %s AND status = 'delivered'",
+                    iid,
+                )
+            )
+            == 3
+        ),
+        timeout=90,
+        what="three deliveries",
+        supervisor=pipeline,
+    )
+    token = sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+    form = {
+        "csrf_token": token,
+        "kind": "replay",
+        "since": "1h",
+        "mode": "force",
+        "integration": iid,
+        "key": feed.pattern,
+    }
+    bad = client.post("/replay/preview", data={**form, "since": "yesterday"})
+    assert bad.status_code == 400 and "expected an ISO 8601 time" in bad.text
+    preview = client.post("/replay/preview", data=form)
+    assert preview.status_code == 200, preview.text[:800]
+    assert "<strong>3 job(s)</strong> would be sent" in preview.text
+    assert len(query(database_url, "SELECT 1 FROM deliveries WHERE integration_id = %s", iid)) == 3
+    started = client.post("/replay/run", data=form, follow_redirects=False)
+    assert started.status_code == 303
+    run_url = started.headers["location"]
+    assert client.get(run_url).status_code == 200
+
+    def finished() -> dict[str, Any]:
+        run: dict[str, Any] = client.get(run_url + ".json").json()
+        return run if run["state"] != "running" else {}
+
+    run: dict[str, Any] = wait_for(finished, timeout=90, what="the replay run", supervisor=pipeline)
+    assert run["state"] == "done" and run["jobs"] == 3 and run["done"] >= run["total"] > 0
+    wait_for(
+        lambda: (
+            len(query(database_url, "SELECT 1 FROM deliveries WHERE integration_id = %s", iid)) == 6
+        ),
+        timeout=90,
+        what="three replay jobs",
+        supervisor=pipeline,
+    )
+    rows = audit_rows(database_url, f"op-{unique}")
+    assert [(r["action"], r["jobs"], r["outcome"]) for r in rows] == [("replay", 3, "ok")]
+    assert rows[0]["detail"]["mode"] == "force"

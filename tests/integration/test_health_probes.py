@@ -1,0 +1,113 @@
+"""/healthz and /readyz of real services: ready on the real broker and database, and a service
+whose loop freezes fails liveness while its /metrics still answers."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Message
+
+from pim_hub.devstack.embedded import free_port
+from pim_hub.devstack.stack import wait_for
+from pim_hub.devstack.supervisor import Supervisor
+from pim_hub.ops.health import check_all
+from pim_hub.runtime.health import HEALTH
+from pim_hub.runtime.kafka import make_producer
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas import topics
+from pim_hub.schemas.serde import Serde
+from pim_hub.services.projections.deliveries import Projector
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "avro" / "v1"
+
+
+def test_the_running_services_are_live_and_ready(pipeline: Supervisor) -> None:
+    targets = [f"127.0.0.1:{port}" for port in pipeline.metrics_ports.values()]
+    assert len(targets) >= 2
+    found: list[Any] = []
+
+    def all_ready() -> bool:
+        found[:] = check_all(targets)
+        return all(r.ok for r in found)
+
+    wait_for(all_ready, timeout=120, interval=1, what="mutator and projector ready")
+    by_service = {r.service: r for r in found}
+    assert set(by_service) == set(pipeline.metrics_ports)
+    projector = by_service["projector"].checks
+    # Readiness really asked the broker and PostgreSQL, and the group assigned partitions.
+    assert projector["broker"][0] and "broker(s)" in projector["broker"][1]
+    assert projector["database"] == (True, "answers")
+    assert projector["assigned"][0]
+    assert by_service["mutator"].checks["assigned"][0]
+    assert by_service["mutator"].checks["loop:event-loop"][0]
+
+
+class FrozenProjector(Projector):
+    """The deliveries projector whose batch hangs (a write stuck on a lock, say)."""
+
+    liveness_allowance_s = 2.0
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        super().__init__(settings, group)
+        self.release = threading.Event()
+        self.frozen = threading.Event()
+
+    def handle(
+        self, consumer: Consumer, conn: psycopg.Connection[Any], msgs: list[Message]
+    ) -> None:
+        self.frozen.set()
+        self.release.wait(120)
+        super().handle(consumer, conn, msgs)
+
+
+def test_a_projector_whose_loop_freezes_fails_liveness_not_metrics(
+    hub_settings: Settings, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("HUB_METRICS_PORT", str(port))
+    monkeypatch.setenv("HUB_METRICS_HOST", "127.0.0.1")
+    projector = FrozenProjector(hub_settings, f"hub.projector.health-{unique}")
+    worker = threading.Thread(target=projector.run, daemon=True)
+    base = f"http://127.0.0.1:{port}"
+    worker.start()
+    try:
+
+        def status(path: str) -> int:
+            try:
+                return httpx.get(base + path, timeout=5).status_code
+            except httpx.HTTPError:
+                return 0
+
+        wait_for(lambda: status("/healthz") == 200, timeout=120, what="projector live")
+        wait_for(lambda: status("/readyz") == 200, timeout=120, what="projector ready")
+
+        # One delivery status for the loop to take: its batch hangs.
+        status_bytes = (FIXTURES / "DeliveryStatus.bin").read_bytes()
+        record = Serde().decode("DeliveryStatus", status_bytes)
+        record["job_id"] = f"health-{unique}"
+        producer = make_producer(hub_settings)
+        producer.produce(
+            topics.DELIVERY_STATUS, Serde().encode("DeliveryStatus", record), key=record["job_id"]
+        )
+        assert producer.flush(30) == 0
+        assert projector.frozen.wait(120), "the projector never took a batch"
+
+        wait_for(lambda: status("/healthz") == 503, timeout=60, what="liveness failing")
+        body = httpx.get(base + "/healthz", timeout=5).json()
+        assert body["service"] == "projector"
+        assert body["checks"][f"loop:{projector.group}"]["ok"] is False
+        assert status("/readyz") == 503
+        assert status("/metrics") == 200  # what the probes used to ask: no help here
+
+        projector.release.set()
+        wait_for(lambda: status("/healthz") == 200, timeout=60, what="live again")
+    finally:
+        projector.release.set()
+        projector.stop()
+        worker.join(30)
+        HEALTH.reset()
