@@ -74,7 +74,11 @@ def dead_redrive(
     if not (job or integration or all_):
         typer.secho("error: give --job ID..., --integration X or --all", fg="red", err=True)
         raise typer.Exit(2)
-    report = redrive(_settings(), job_ids=job, integration=integration, everything=all_)
+    try:
+        report = redrive(_settings(), job_ids=job, integration=integration, everything=all_)
+    except RuntimeError as exc:  # the broker did not take the jobs: nothing was redriven
+        typer.secho(f"error: {exc} (nothing was redriven)", fg="red", err=True)
+        raise typer.Exit(1) from exc
     for job_id in report.redriven:
         typer.echo(f"redriven {job_id}")
     typer.echo(
