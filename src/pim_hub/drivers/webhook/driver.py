@@ -21,6 +21,7 @@ from pim_hub.drivers.base import (
     decoded_changes,
     retry_after_seconds,
 )
+from pim_hub.runtime.http import trace_configs
 from pim_hub.schemas.events import Job
 
 ALL_ENTITY_TYPES = frozenset(
@@ -110,6 +111,8 @@ class WebhookDriver(Driver):
                 connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
                 skip_auto_headers=("User-Agent",),
                 headers={"User-Agent": "pim-hub-webhook"},
+                # The job's trace context goes with the request (W3C traceparent).
+                trace_configs=trace_configs(),
             )
 
     async def close(self) -> None:
