@@ -406,7 +406,10 @@ def _field_summary(schema: dict[str, Any]) -> list[str]:
 @drivers_app.command("list")
 def drivers_list(
     schema: Annotated[bool, typer.Option("--schema", help="print each config JSON Schema")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one document {drivers, broken}", hidden=True)
+    ] = False,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Installed drivers: key, version, entity types, config schema; broken packages by name.
 
@@ -419,6 +422,11 @@ def drivers_list(
     if as_json:
         doc = {"drivers": described, "broken": dict(sorted(cat.broken.items()))}
         typer.echo(json.dumps(doc, indent=2))
+    elif output is not Output.table:
+        # One row per driver; a package that failed to load is a row with its error.
+        rows = [{**d, "error": None} for d in described]
+        rows += [{"key": name, "error": error} for name, error in sorted(cat.broken.items())]
+        emit(rows, output, str)
     else:
         for d in described:
             typer.echo(f"{d['key']:12} {d['version']:8} {d['description']}")
