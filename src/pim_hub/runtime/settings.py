@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     # Versions: a source version further ahead of the clock than this is refused (invalid
     # snapshot, `hub produce snapshot` error): it would make every later change stale.
     version_max_future_s: float = Field(default=DEFAULT_MAX_FUTURE_S, gt=0)
+    # Secrets at rest: Fernet keys (comma-separated, the first seals) for the secrets of
+    # integration configs in PostgreSQL; unset, they are stored as written.
+    secrets_key: SecretStr | None = None
     log_level: str = "INFO"
     log_format: str = "json"
 
