@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from pim_hub.runtime import logs, sealing
+from pim_hub.runtime import logs, outbound, sealing
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.limits import escape_controls
 
@@ -17,6 +17,10 @@ def load_settings() -> Settings:
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format)
     configure_sealing(settings)
+    try:
+        outbound.configure(settings.outbound_allow)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
     return settings
 
 

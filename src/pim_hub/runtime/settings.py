@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pim_hub.runtime.outbound import DEFAULT_ALLOW
 from pim_hub.schemas import topics
 from pim_hub.schemas.limits import DEFAULT_MESSAGE_MAX_BYTES, record_budget
 from pim_hub.schemas.versions import DEFAULT_MAX_FUTURE_S
@@ -128,6 +129,9 @@ class Settings(BaseSettings):
     # Secrets at rest: Fernet keys (comma-separated, the first seals) for the secrets of
     # integration configs in PostgreSQL; unset, they are stored as written.
     secrets_key: SecretStr | None = None
+    # Outgoing URL policy: what drivers may reach besides public addresses (loopback,
+    # private, CIDRs); link-local (cloud metadata) only when a network names it.
+    outbound_allow: str = DEFAULT_ALLOW
     log_level: str = "INFO"
     log_format: str = "json"
 
