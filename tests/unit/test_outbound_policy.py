@@ -158,3 +158,55 @@ def test_requests_carry_a_standard_webhooks_signature_with_a_timestamp() -> None
     expected = hmac.new(b"whsec-test", f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256)
     assert version == "v1" and signature == base64.b64encode(expected.digest()).decode()
     assert msg_id == "j-1" and stamp.isdigit()
+
+
+def test_the_drivers_http_client_applies_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pim_hub.runtime.http import async_client
+
+    async def go(url: str, **kw: Any) -> Any:
+        async with async_client(timeout=5, max_connections=2, **kw) as client:
+            try:
+                return (await client.get(url)).status_code
+            except RefusedAddress as exc:
+                return exc
+
+    # Text: an IP literal never reaches a resolver.
+    assert isinstance(asyncio.run(go("http://[::ffff:169.254.169.254]/")), RefusedAddress)
+
+    async def serve_and_get(url_of: Any, **kw: Any) -> Any:
+        async def ok(request: web.Request) -> web.StreamResponse:
+            return web.Response(status=200)
+
+        runner, url = await serve_hook(ok)
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        try:
+            return await go(url_of(port), **kw)
+        finally:
+            await runner.cleanup()
+
+    monkeypatch.setattr(outbound, "_policy", OutboundPolicy.parse(""))
+    # Connect time: `localhost` resolves to loopback, which the strict policy refuses.
+    refused = asyncio.run(serve_and_get(lambda p: f"http://localhost:{p}/hook"))
+    assert isinstance(refused, RefusedAddress)
+    # A client of an operator-configured service (the Akeneo API) is not bound by it.
+    assert (
+        asyncio.run(serve_and_get(lambda p: f"http://localhost:{p}/hook", outbound_policy=False))
+        == 405
+    )
+
+
+def test_the_magento_driver_dead_letters_a_refused_base_url() -> None:
+    from pim_hub.drivers.magento2.client import MagentoClient
+    from pim_hub.drivers.magento2.errors import PermanentError
+    from pim_hub.runtime.http import async_client
+    from tests.unit.test_http import Counted, _magento
+
+    async def main() -> PermanentError:
+        async with async_client(timeout=5, max_connections=2) as http:
+            client = MagentoClient(_magento("http://169.254.169.254", 5), http, Counted())
+            with pytest.raises(PermanentError) as info:
+                await client.call("GET", "/V1/store/storeViews")
+        return info.value
+
+    error = asyncio.run(main())
+    assert error.kind == "refused_address" and not error.retryable

@@ -12,6 +12,8 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from starlette.testclient import TestClient
 
+from pim_hub.runtime import health
+from pim_hub.runtime.health import Health
 from pim_hub.sandbox.akeneo.webhooks import sign_event_platform, sign_legacy
 from pim_hub.services.ingest.web import (
     EVENT_PLATFORM_PATH,
@@ -295,7 +297,15 @@ class _FakeProducer:
         return fut
 
 
-def test_a_fatal_producer_error_is_503_then_the_producer_is_rebuilt() -> None:
+@pytest.fixture
+def own_health(monkeypatch: pytest.MonkeyPatch) -> Health:
+    # The process-wide readiness must not keep this test's conditions.
+    fresh = Health()
+    monkeypatch.setattr(health, "HEALTH", fresh)
+    return fresh
+
+
+def test_a_fatal_producer_error_is_503_then_the_producer_is_rebuilt(own_health: Health) -> None:
     broken, fresh = _FakeProducer(fatal=True), _FakeProducer(fatal=False)
     built: list[_FakeProducer] = []
 
@@ -315,12 +325,14 @@ def test_a_fatal_producer_error_is_503_then_the_producer_is_rebuilt() -> None:
         client.get("/healthz")
     assert built == [fresh] and fresh.started and broken.closed
     assert client.get("/healthz").status_code == 200
+    # The metrics port's /readyz condition is back too.
+    assert own_health.readiness()["checks"]["producer"]["ok"] is True
     again = client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body))
     assert again.status_code == 200
     assert len(fresh.sent) == 1
 
 
-def test_health_is_503_while_the_producer_cannot_be_rebuilt() -> None:
+def test_health_is_503_while_the_producer_cannot_be_rebuilt(own_health: Health) -> None:
     def rebuild() -> Any:
         raise RuntimeError("broker unreachable")
 

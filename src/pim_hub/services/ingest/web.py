@@ -154,6 +154,8 @@ class KafkaPublisher:
         if isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL):
             logger.error("producer fatal error; rebuilding it", extra={"error": str(error)})
             self.healthy = False
+            # /readyz on the metrics port (not the public webhook port) reports it too.
+            health.HEALTH.set("producer", False, "rebuilding after a fatal error")
             self._recover()
 
     def _recover(self) -> None:
@@ -172,6 +174,7 @@ class KafkaPublisher:
             return
         self.producer = fresh
         self.healthy = True
+        health.HEALTH.set("producer", True, "rebuilt")
         logger.info("producer rebuilt")
         try:
             # Its records can no longer be delivered: their requests were already answered 503.
