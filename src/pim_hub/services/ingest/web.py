@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -284,6 +284,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     lifespan: Callable[[Starlette], Any] | None = None,
     message_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES,
+    handled: Callable[[Sequence[str]], Awaitable[set[str]]] | None = None,
 ) -> Starlette:
     """The receiver app. State for tests: `app.state.metrics`, `app.state.seen`.
 
@@ -294,6 +295,8 @@ def create_app(
         lifespan: starts and stops the publisher when served by uvicorn.
         message_max_bytes: the brokers' record limit (HUB_KAFKA__MESSAGE_MAX_BYTES); an event
             whose mutation could not be written is refused at the door.
+        handled: which of some event ids were handled before (the enricher's record in
+            PostgreSQL): a request replayed after a restart is answered as duplicates.
     """
     # A mutation carries each value twice (its change and the state): half the budget.
     max_event = ingest.max_event_bytes or record_budget(message_max_bytes) // 2
@@ -364,6 +367,12 @@ def create_app(
             records: list[RawRecord] = []
             ids: list[str] = []
             duplicates = ignored = 0
+            # Replays across restarts: ids the enricher already handled (PostgreSQL), asked
+            # only for those this process has not seen.
+            handled_before: set[str] = set()
+            if handled is not None:
+                fresh = [i for i in (event_id_of(kind, e) for e, _ in planned) if i not in seen]
+                handled_before = await handled(fresh) if fresh else set()
             for index, (event, plan) in enumerate(planned):
                 metrics.event_types.labels(kind, event_type_label(event)).inc()
                 value = orjson.dumps(event)
@@ -374,7 +383,7 @@ def create_app(
                         f"event {index} is {len(value)} bytes; at most {max_event} are accepted",
                     )
                 event_id = event_id_of(kind, event)
-                if event_id in seen or event_id in ids:
+                if event_id in seen or event_id in ids or event_id in handled_before:
                     duplicates += 1
                     continue
                 headers: list[tuple[str, str | bytes | None]] = [
