@@ -345,3 +345,29 @@ def test_health_is_503_while_the_producer_cannot_be_rebuilt(own_health: Health) 
     assert (
         client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body)).status_code == 503
     )
+
+
+class _StalledPublisher(FakePublisher):
+    """A broker that does not answer (down or frozen)."""
+
+    async def publish(self, records: Any) -> None:
+        await asyncio.sleep(3)
+
+
+def test_the_events_api_is_answered_within_its_budget_and_the_loss_is_traced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = TestClient(create_app(settings(), _StalledPublisher()), raise_server_exceptions=False)
+    body = orjson.dumps({"events": [_legacy_event("0c6a5a1e-0000-4000-8000-000000000012", "e-12")]})
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger="pim_hub.services.ingest.web"):
+        resp = client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body))
+    assert time.monotonic() - started < 0.5  # Akeneo gives up after 0.5 s
+    assert resp.status_code == 503
+    lost = [r for r in caplog.records if r.getMessage() == "webhook events not stored"]
+    assert lost and lost[0].event_ids == ["e-12"]  # type: ignore[attr-defined]
+    metrics = _metrics(client)
+    assert (
+        metrics.value("pimhub_ingest_webhook_events", endpoint="events-api", outcome="not_stored")
+        == 1
+    )

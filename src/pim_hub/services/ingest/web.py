@@ -335,6 +335,20 @@ def create_app(
                 ep_secrets, (headers.get(EP_PRIMARY), headers.get(EP_SECONDARY)), body
             )
 
+    def not_stored(kind: str, records: Sequence[RawRecord], error: str) -> None:
+        # The trace of events Akeneo may not send again (the Events API never retries):
+        # their ids and keys in the log, their number in the metrics; no payloads.
+        metrics.events.labels(kind, "not_stored").inc(len(records))
+        logger.error(
+            "webhook events not stored",
+            extra={
+                "endpoint": kind,
+                "error": error,
+                "event_ids": [dict(r.headers).get(H_EVENT_ID) for r in records],
+                "keys": [r.key for r in records],
+            },
+        )
+
     def plan_all(kind: str, parsed: Any) -> list[tuple[Json, Plan]]:
         if kind == EVENTS_API:
             events = check_legacy_body(parsed)
@@ -398,13 +412,17 @@ def create_app(
                 ids.append(event_id)
                 records.append(RawRecord(plan.entity_key, value, headers))
             if records:
+                # The legacy Events API gives up after 0.5 s and never retries: answer within
+                # its budget, so the failure is at least ours to see and count.
+                budget = ingest.events_api_budget_s if kind == EVENTS_API else None
                 try:
-                    await publisher.publish(records)
+                    await asyncio.wait_for(publisher.publish(records), budget)
                 except Backpressure as exc:
+                    not_stored(kind, records, "backpressure")
                     raise _Reject(429, "backpressure", str(exc)) from exc
-                except PublishFailed as exc:
+                except (PublishFailed, TimeoutError) as exc:
                     # The broker's own error text stays in the log, not in the answer.
-                    logger.warning("webhook not stored", extra={"error": str(exc)})
+                    not_stored(kind, records, str(exc) or "no acknowledgement within the budget")
                     raise _Reject(503, "broker_error", "not stored; try again") from exc
             # Remember ids only once acknowledged: a failed write must not hide the retry.
             for event_id in ids:
