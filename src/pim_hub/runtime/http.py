@@ -1,11 +1,16 @@
-"""httpx clients that send through aiohttp's connection pool, and their error classes."""
+"""httpx clients that send through aiohttp's connection pool, and their error classes; the
+trace context on every outgoing request (`runtime.tracing`), for httpx and aiohttp clients."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from pim_hub.runtime import tracing
 from pim_hub.runtime.outbound import PolicyResolver, policy
 
 
@@ -53,9 +58,66 @@ def async_client(
         base_url=base_url,
         timeout=timeout,
         limits=limits,
-        transport=transport,
+        transport=TracingTransport(transport),
         event_hooks={"request": [_check_outbound]} if outbound_policy else None,
     )
+
+
+class TracingTransport(httpx.AsyncBaseTransport):
+    """Sends the current trace context (`traceparent`) with each request, in a client span.
+
+    Without tracing, or outside a record's work, the request goes as it is.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = tracing.outgoing(request.method, str(request.url))
+        if started is None:
+            return await self.inner.handle_async_request(request)
+        span, headers = started
+        for key, value in headers:
+            request.headers[key] = tracing.text(value)
+        try:
+            response = await self.inner.handle_async_request(request)
+        except BaseException as exc:
+            tracing.finish(span, error=exc)
+            raise
+        tracing.finish(span, status=response.status_code)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def trace_configs() -> list[aiohttp.TraceConfig]:
+    """For an aiohttp session (`ClientSession(trace_configs=...)`): each request carries the
+    current trace context, in a client span, like `async_client`'s."""
+    config = aiohttp.TraceConfig()
+
+    async def start(_: Any, ctx: SimpleNamespace, params: aiohttp.TraceRequestStartParams) -> None:
+        started = tracing.outgoing(params.method, str(params.url))
+        ctx.span = None
+        if started is not None:
+            ctx.span, headers = started
+            for key, value in headers:
+                params.headers[key] = tracing.text(value)
+
+    async def end(_: Any, ctx: SimpleNamespace, params: aiohttp.TraceRequestEndParams) -> None:
+        if ctx.span is not None:
+            tracing.finish(ctx.span, status=params.response.status)
+
+    async def failed(
+        _: Any, ctx: SimpleNamespace, params: aiohttp.TraceRequestExceptionParams
+    ) -> None:
+        if ctx.span is not None:
+            tracing.finish(ctx.span, error=params.exception)
+
+    config.on_request_start.append(start)
+    config.on_request_end.append(end)
+    config.on_request_exception.append(failed)
+    return [config]
 
 
 def timed_out(exc: httpx.TransportError) -> bool:

@@ -23,6 +23,7 @@ from pim_hub.drivers.base import (
     decoded_changes,
     retry_after_seconds,
 )
+from pim_hub.runtime.http import trace_configs
 from pim_hub.runtime.outbound import PolicyResolver, RefusedAddress, policy
 from pim_hub.schemas.events import Job
 
@@ -139,6 +140,8 @@ class WebhookDriver(Driver):
                 ),
                 skip_auto_headers=("User-Agent",),
                 headers={"User-Agent": "pim-hub-webhook"},
+                # The job's trace context goes with the request (W3C traceparent).
+                trace_configs=trace_configs(),
             )
 
     async def close(self) -> None:

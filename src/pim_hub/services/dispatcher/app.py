@@ -40,7 +40,7 @@ from pim_hub.registry.limits import (
 from pim_hub.registry.mapping import PostgresMappingService, open_pool
 from pim_hub.registry.model import Integration
 from pim_hub.registry.store import list_integrations
-from pim_hub.runtime import health, metrics
+from pim_hub.runtime import health, metrics, tracing
 from pim_hub.runtime.http import async_client
 from pim_hub.runtime.kafka import (
     AsyncProducer,
@@ -103,7 +103,7 @@ class _Work:
     (the collector walks them all on each full collection).
     """
 
-    __slots__ = ("chain", "job", "key", "offset", "state", "tp")
+    __slots__ = ("chain", "job", "key", "offset", "state", "tp", "trace")
 
     def __init__(self, tp: TP, offset: int, key: bytes | None, job: Job) -> None:
         self.tp = tp
@@ -112,6 +112,9 @@ class _Work:
         self.job = job
         self.chain = job.mutation.entity_key  # the entity: one job of it at a time
         self.state = "queued"  # queued | ready | running | finished
+        #: The record's trace headers (`runtime.tracing`): passed on to its retry, dead
+        #: letter and status, and the parent of its delivery's span.
+        self.trace: tracing.TraceHeaders | None = None
 
 
 @dataclass
@@ -879,7 +882,9 @@ class Dispatcher:
                 await self._integrations(force=True)
             part.take(offset, size)
             total += size
-            routed.append(_Work(tp, offset, msg.key(), job))
+            work = _Work(tp, offset, msg.key(), job)
+            work.trace = tracing.carrier(msg.headers()) or None
+            routed.append(work)
         if total > self.stats.peak_buffered_bytes:
             self.stats.peak_buffered_bytes = total
         if routed and self.options.order_hold_s > 0:
@@ -1139,9 +1144,15 @@ class Dispatcher:
                 jobs = [job for _, job, _ in send]
                 # Tokens are taken right before the target is called, so the pace holds at
                 # the target whatever the database's latency (one token per job).
+                traced = tracing.enabled()
                 if b.batching:
                     await lane.throttle(1)
-                    out = await self._call(b, b.driver.handle_batch(jobs, b.context), len(jobs))
+                    with tracing.batch_stage(
+                        "dispatcher.deliver_batch",
+                        [batch[i].trace for i, _, _ in send],
+                        {"integration": b.integration.id},
+                    ):
+                        out = await self._call(b, b.driver.handle_batch(jobs, b.context), len(jobs))
                 else:
                     driver, context = b.driver, b.context
                     done: list[DeliveryResult | None] = [None] * len(jobs)
@@ -1159,7 +1170,12 @@ class Dispatcher:
                                 if limited:
                                     await lane.throttle(1)
                                 try:
-                                    done[k] = await driver.handle(jobs[k], context)
+                                    if traced:
+                                        done[k] = await self._traced(
+                                            driver, jobs[k], context, batch[send[k][0]]
+                                        )
+                                    else:
+                                        done[k] = await driver.handle(jobs[k], context)
                                 except Exception as exc:
                                     done[k] = self._raised(b, exc)
 
@@ -1251,6 +1267,24 @@ class Dispatcher:
             async with self._guard_free, self._guard.locked(integration_id, []) as txn:
                 txn.settle([(w.job.mutation.entity_key, w.job.job_id) for w in batch])
 
+    @staticmethod
+    async def _traced(
+        driver: Driver, job: Job, context: IntegrationContext, w: _Work
+    ) -> DeliveryResult:
+        """One delivery in its span (a child of the job record's trace); the driver's HTTP
+        request inside it carries the trace on."""
+        with tracing.stage(
+            "dispatcher.deliver",
+            w.trace,
+            {
+                "job_id": job.job_id,
+                "entity_key": job.mutation.entity_key,
+                "integration": job.integration_id,
+                "attempt": job.attempt,
+            },
+        ):
+            return await driver.handle(job, context)
+
     async def _call(
         self, b: _Bound, call: Coroutine[Any, Any, list[DeliveryResult]], n: int
     ) -> list[DeliveryResult]:
@@ -1333,7 +1367,7 @@ class Dispatcher:
                 "last_error": result.reason,
             }
             topic = self.retry_topics[disposition.tier]
-            outputs.append((topic, self.serde.encode("Job", retry, topic=topic), None))
+            outputs.append((topic, self.serde.encode("Job", retry, topic=topic), w.trace))
         else:
             status = "dead"
             if result.retryable:
@@ -1348,6 +1382,7 @@ class Dispatcher:
                         ("error.message", (reason or "").encode()[:4000]),
                         ("error.attempts", str(job.attempt).encode()),
                         ("source.topic", w.tp[0].encode()),
+                        *(w.trace or []),
                     ],
                 )
             )
@@ -1379,6 +1414,7 @@ class Dispatcher:
             self.serde.encode("DeliveryStatus", status_record, topic=topics.DELIVERY_STATUS),
             job.mutation.entity_key,
             acks,
+            w.trace,
         )
         if status != "delivered":
             logger.info(

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import orjson
 import psycopg
 
-from pim_hub.runtime import metrics
+from pim_hub.runtime import metrics, tracing
 from pim_hub.runtime.kafka import AsyncProducer
 from pim_hub.schemas.errors import InvalidSnapshot, SchemaError
 from pim_hub.schemas.limits import (
@@ -565,7 +565,13 @@ class SyncRunner:
                     )
                 )
                 continue
-            futures.append(self.producer.send_nowait(self.topic, value, key))
+            # Each synced entity starts a trace (`runtime.tracing`; nothing when not exporting).
+            with tracing.stage(
+                "ingest.sync", None, {"entity_key": key}, kind=tracing.SpanKind.PRODUCER
+            ) as trace_headers:
+                futures.append(
+                    self.producer.send_nowait(self.topic, value, key, trace_headers or None)
+                )
         return asyncio.gather(*futures), len(items) - invalid, invalid
 
     def _set_aside_value(self, item: Json) -> bytes | None:

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pim_hub.runtime import health
+from pim_hub.runtime import health, tracing
 from pim_hub.runtime import metrics as hub_metrics
 from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, make_producer
 from pim_hub.runtime.settings import Settings
@@ -410,6 +410,14 @@ def create_app(
                     headers.append((H_IGNORED, plan.reason))
                     ignored += 1
                 ids.append(event_id)
+                # Each event starts its trace here (or continues the request's traceparent).
+                with tracing.stage(
+                    "ingest.webhook",
+                    {k: request.headers.get(k) for k in tracing.TRACE_HEADERS},
+                    {"event_id": event_id, "entity_key": plan.entity_key, "endpoint": kind},
+                    kind=tracing.SpanKind.SERVER,
+                ) as trace_headers:
+                    headers += trace_headers
                 records.append(RawRecord(plan.entity_key, value, headers))
             if records:
                 # The legacy Events API gives up after 0.5 s and never retries: answer within
