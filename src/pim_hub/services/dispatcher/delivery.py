@@ -170,9 +170,10 @@ class DeliveryMixin(DispatcherBase):
                 jobs = [job for _, job, _ in send]
                 # Tokens are taken right before the target is called, so the pace holds at
                 # the target whatever the database's latency (one token per job).
+                out: list[DeliveryResult | None]
                 if b.batching:
                     await lane.throttle(1)
-                    out = await self._call(b, b.driver.handle_batch(jobs, b.context), len(jobs))
+                    out = [*await self._call(b, b.driver.handle_batch(jobs, b.context), len(jobs))]
                 else:
                     driver, context = b.driver, b.context
                     done: list[DeliveryResult | None] = [None] * len(jobs)
@@ -187,12 +188,18 @@ class DeliveryMixin(DispatcherBase):
                         # coroutine per job cost more too.
                         async with sem:
                             for k in todo:
+                                if lane.breaker.state == "open":
+                                    continue  # opened meanwhile: the rest are not sent
                                 if limited:
                                     await lane.throttle(1)
                                 try:
-                                    done[k] = await driver.handle(jobs[k], context)
+                                    r = await driver.handle(jobs[k], context)
                                 except Exception as exc:
-                                    done[k] = self._raised(b, exc)
+                                    r = self._raised(b, exc)
+                                done[k] = r
+                                # Each answer counts at once, so a target that went down
+                                # stops this batch's other calls too.
+                                lane.account([r])
 
                     workers = min(len(jobs), max(1, lane.sem_size))
                     began = time.perf_counter()
@@ -203,11 +210,15 @@ class DeliveryMixin(DispatcherBase):
                     # What one call takes (waits for the lane's slots and tokens included).
                     took = (time.perf_counter() - began) * workers / len(jobs)
                     lane.call_s = took if lane.call_s is None else 0.7 * lane.call_s + 0.3 * took
-                    out = [r for r in done if r is not None]
-                lane.account(out)
+                    out = done
+                if b.batching:
+                    lane.account([r for r in out if r is not None])
                 circuit_open = lane.breaker.state != "closed"
                 rows = []
                 for (i, job, dec), result in zip(send, out, strict=True):
+                    if result is None:
+                        held[i] = "circuit"  # not called: the circuit opened before its turn
+                        continue
                     if circuit_open and is_outage(
                         result.outcome, result.retryable, result.target_status, result.error_kind
                     ):
