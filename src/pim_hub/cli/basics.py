@@ -14,6 +14,7 @@ from pim_hub.runtime.entry import load_settings as _settings
 from pim_hub.runtime.entry import need_bootstrap as _need_bootstrap
 from pim_hub.runtime.entry import need_db as _need_db
 from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.limits import escape_controls, has_control
 
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the hub.")
 db_app = typer.Typer(no_args_is_help=True, help="PostgreSQL schema.")
@@ -114,17 +115,20 @@ def produce_snapshot(
         LimitExceeded,
     ) as exc:
         raise _fail(f"{file}: {escape_controls(str(exc))}") from exc
-    version = version or payload.get("updated")
+    updated = payload.get("updated") if isinstance(payload, dict) else None
+    version = version or (updated if isinstance(updated, str) else None)
     # The mutator's own checks (every field's and value's type, the version): what it would
     # set aside on pim.snapshots.invalid is refused here, before it is published.
-    problem = snapshot_problem(entity_type, key, None if delete else payload, version)
+    problem = snapshot_problem(
+        entity_type, key, None if delete else payload, version, settings.version_max_future_s
+    )
     if problem is not None:
         raise _fail(f"{file}: the mutator would refuse this snapshot: {escape_controls(problem)}")
     record = snapshot_record(entity_type, key, None if delete else payload, version, "external")
     msg = produce_sync(
         make_producer(settings),
         topics.SNAPSHOTS,
-        Serde(settings.schema_registry_url).encode("Snapshot", record, topic=topics.SNAPSHOTS),
+        Serde(settings.registry_config()).encode("Snapshot", record, topic=topics.SNAPSHOTS),
         key=key,
     )
     typer.echo(
@@ -156,6 +160,8 @@ def deliveries(
         ("d.entity_key", entity),
         ("d.job_id", job),
     ):
+        if val and has_control(val):
+            raise _fail(f"{col.removeprefix('d.')} {val!r} contains a control character")
         if val:
             where.append(f"{col} = %s")
             params.append(val)
@@ -177,10 +183,40 @@ def deliveries(
 
     def line(r: Any) -> str:
         err = f"  {r['error_kind']}: {r['error_message']}" if r["error_message"] else ""
-        return (
+        # Keys and error messages come from outside: control characters shown escaped.
+        return escape_controls(
             f"{r['occurred_at']:%Y-%m-%d %H:%M:%S} {r['status']:9} {r['integration_id']:16} "
             f"{r['job_id']:40} {r['operation'] or '-':6} {r['entity_key']:40} "
             f"attempt {r['attempt']}{err}"
         )
 
     emit(rows, output, line)
+
+
+def doctor(
+    profile: Annotated[
+        str, typer.Option(help="the topic profile the cluster should match (hub topics apply)")
+    ] = "default",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the brokers")] = 15.0,
+) -> None:
+    """Check the Kafka cluster for the hub: connection, auth, topics, ACLs, size limits.
+
+    Prints one line per check with a fix for each problem; exits 1 when a check failed.
+    """
+    from pydantic import ValidationError
+
+    from pim_hub.drivers.discovery import discover
+    from pim_hub.ops.doctor import diagnose
+
+    try:
+        settings = _settings()
+    except ValidationError as exc:
+        raise _fail(f"the settings are invalid: {exc}") from exc
+    _need_bootstrap(settings)
+    report = diagnose(
+        settings, drivers=sorted(discover().drivers), profile=profile, timeout_s=timeout
+    )
+    for line in report.lines():
+        typer.echo(line)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -9,6 +9,7 @@ import typer
 from pim_hub.cli.output import Output, OutputOpt, emit
 from pim_hub.runtime.entry import load_settings, need_bootstrap, need_db
 from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.limits import escape_controls
 
 dead_app = typer.Typer(no_args_is_help=True, help="Dead letters (hub.jobs.dead): list, redrive.")
 
@@ -51,7 +52,8 @@ def dead_list(
         )
 
     def line(r: Any) -> str:
-        return (
+        # Keys and reasons come from outside: control characters are shown escaped.
+        return escape_controls(
             f"{r['id']:10} {r['job_id'] or '(undecodable)':36} {r['integration_id'] or '?':16} "
             f"{r['priority'] or '?':9} {r['operation'] or '?':6} {r['entity_key'] or '?':40} "
             f"{r['kind']}: {r['reason']}"
@@ -76,7 +78,7 @@ def dead_redrive(
         raise typer.Exit(2)
     report = redrive(_settings(), job_ids=job, integration=integration, everything=all_)
     for job_id in report.redriven:
-        typer.echo(f"redriven {job_id}")
+        typer.echo(f"redriven {escape_controls(job_id)}")
     typer.echo(
         f"{len(report.redriven)} redriven, {report.already} redriven before, "
         f"{report.duplicates} duplicate dead letters, {report.undecodable} undecodable"

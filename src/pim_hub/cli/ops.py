@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
@@ -17,12 +16,10 @@ from pim_hub.runtime.entry import fail as _fail
 from pim_hub.runtime.entry import load_settings as _settings
 from pim_hub.runtime.entry import need_bootstrap as _need_bootstrap
 from pim_hub.runtime.entry import need_db as _need_db
+from pim_hub.schemas.limits import escape_controls
 
 if TYPE_CHECKING:
     from pim_hub.runtime.settings import Settings
-
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_when(text: str, now: datetime | None = None) -> datetime:
@@ -31,17 +28,12 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     Raises:
         typer.BadParameter: neither form.
     """
-    match = _RELATIVE.match(text.strip())
-    if match:
-        amount, unit = float(match.group(1)), match.group(2)
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    from pim_hub.ops.when import parse_when as parse
+
     try:
-        when = datetime.fromisoformat(text.strip())
+        return parse(text, now)
     except ValueError as exc:
-        raise typer.BadParameter(
-            f"{text!r}: expected an ISO 8601 time (2026-01-31T10:00:00Z) or an age (90m, 2h, 7d)"
-        ) from exc
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _ready(need_db: bool = True) -> Settings:
@@ -191,7 +183,7 @@ def _report(report: Any, as_json: bool) -> None:
         _print_json(report.as_json())
     else:
         for line in report.lines():
-            typer.echo(line)
+            typer.echo(escape_controls(line))
     if report.invalid:
         raise typer.Exit(1)
 
@@ -271,7 +263,8 @@ def trace(
         _print_json(result.as_json())
         return
     for line in render(result, changes):
-        typer.echo(line)
+        # Keys, values and errors come from outside: CR, LF and ESC are shown escaped.
+        typer.echo(escape_controls(line))
 
 
 def offsets(

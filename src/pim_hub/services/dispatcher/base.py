@@ -64,7 +64,7 @@ class DispatcherBase:
         # driver whose batching depends on its config says so per integration (_bind).
         self.batching = self.driver_cls.handle_batch is not Driver.handle_batch
         topics.job_topic(priority)  # raises early on an unknown priority
-        self.serde = Serde(settings.schema_registry_url)
+        self.serde = Serde(settings.registry_config())
         self.group = group_id(driver_key, priority)
         self.retry_topics = [topics.retry_topic(d) for d in self.options.retry_delays_s]
         self.stats = Stats()

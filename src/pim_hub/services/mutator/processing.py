@@ -17,9 +17,12 @@ from pim_hub.schemas import topics
 from pim_hub.schemas.entities import entity_key as payload_entity_key
 from pim_hub.schemas.errors import DeltaWithoutBase, InvalidSnapshot, PermanentError, SchemaError
 from pim_hub.schemas.limits import LimitExceeded, check_code, check_json_text
+from pim_hub.schemas.ownership import Ownership, PatchRefused
 from pim_hub.schemas.serde import Serde
-from pim_hub.services.mutator.core import apply, diffing
+from pim_hub.schemas.versions import DEFAULT_MAX_FUTURE_S, check_version
+from pim_hub.services.mutator.core import diffing
 from pim_hub.services.mutator.core.fanout import job_key, plan_jobs
+from pim_hub.services.mutator.sources import decide_with_sources
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,9 @@ class SnapshotProcessor:
 
     serde: Serde
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: how far ahead of the clock a source version may be (HUB_VERSION_MAX_FUTURE_S)
+    max_future_s: float = DEFAULT_MAX_FUTURE_S
+    ownership: Ownership = field(default_factory=Ownership)
 
     def process(
         self,
@@ -82,6 +88,8 @@ class SnapshotProcessor:
             return invalid(str(exc), exc.code)
         except InvalidSnapshot as exc:
             return invalid(str(exc), exc.code)
+        except PatchRefused as exc:
+            return invalid(str(exc), exc.code)
         except DeltaWithoutBase as exc:
             return invalid(str(exc), "delta_without_base")
         except PermanentError as exc:
@@ -106,13 +114,22 @@ class SnapshotProcessor:
             mismatch = key_mismatch(etype, ekey, payload)
             if mismatch is not None:
                 raise InvalidSnapshot(mismatch, code="key_mismatch")
+        # The version orders every later snapshot of the entity: one that is no date, or far
+        # in the future, would make each later one invalid or stale. Refused here, at the door.
+        version = snap["source_version"]
+        if (
+            version is None
+            and isinstance(payload, dict)
+            and isinstance(payload.get("updated"), str)
+        ):
+            version = payload["updated"]
+        if version is not None:
+            check_version(version, self.now(), self.max_future_s)
         stored = stored_for(ekey)
-        if snap["delta"] is not None:
-            delta = orjson.loads(snap["delta"])
-            check_json_text("delta", snap["delta"], delta)
-            decision = apply.decide_delta(etype, ekey, stored, delta, snap["source_version"])
-        else:
-            decision = diffing.decide(etype, ekey, stored, payload, snap["source_version"])
+        # Sources, patches and field ownership: pim_hub.services.mutator.sources.
+        decision = decide_with_sources(
+            self.ownership, etype, ekey, stored, payload, snap["delta"], snap["source_version"]
+        )
         if decision.kind != "mutation":
             return Outcome(ekey, decision.kind, etype, new_state=decision.new_state)
         assert decision.mutation_id is not None and decision.operation is not None
@@ -145,7 +162,11 @@ def key_mismatch(entity_type: str, entity_key: str, payload: Any) -> str | None:
 
 
 def snapshot_problem(
-    entity_type: str, entity_key: str, payload: Any, version: str | None
+    entity_type: str,
+    entity_key: str,
+    payload: Any,
+    version: str | None,
+    max_future_s: float = DEFAULT_MAX_FUTURE_S,
 ) -> str | None:
     """Why the mutator would set this full snapshot aside (None when it would take it).
 
@@ -155,6 +176,8 @@ def snapshot_problem(
     """
     try:
         check_code("entity_key", entity_key)
+        if version is not None:
+            check_version(version, datetime.now(UTC), max_future_s)
         if payload is not None:
             mismatch = key_mismatch(entity_type, entity_key, payload)
             if mismatch is not None:
