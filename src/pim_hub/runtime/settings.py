@@ -214,7 +214,7 @@ class Settings(BaseSettings):
     # first and longest waits between probes of its target.
     dispatcher_breaker_threshold: int = 5
     dispatcher_breaker_probe_min_s: float = 1.0
-    dispatcher_breaker_probe_max_s: float = 30.0
+    dispatcher_breaker_probe_max_s: float = 5.0
     log_level: str = "INFO"
     log_format: str = "json"
     # Schema Registry: the Confluent client's auth, TLS and caching; register or look up only.
