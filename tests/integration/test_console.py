@@ -237,6 +237,15 @@ def test_find_a_product_see_its_diff_escaped_redrive_its_dead_job_and_disable_th
         assert f"{iid} · http_400" in dead.text and "1 job(s)" in dead.text
         job_ids = re.findall(r'name="job_id" value="([^"]+)"', dead.text)
         assert len(set(job_ids)) == 1
+        group = {"csrf_token": token, "integration": iid, "kind": "http_400"}
+        confirm_group = client.post("/dead/confirm", data=group)
+        assert "<strong>1 job(s)</strong> will be sent" in confirm_group.text
+        assert 'name="expected" value="1"' in confirm_group.text
+        # Confirmed for another count (the group changed meanwhile): nothing is sent, the new
+        # count is asked for.
+        stale = client.post("/dead/redrive", data={**group, "expected": "5"})
+        assert stale.status_code == 409 and "The group changed" in stale.text
+        assert "<strong>1 job(s)</strong> will be sent" in stale.text
         confirm = client.post(
             "/dead/confirm", data={"csrf_token": token, "job_id": job_ids[0], "target": iid}
         )
