@@ -480,3 +480,42 @@ def test_the_overview_names_a_priority_whose_jobs_have_no_dispatcher(
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("UPDATE integrations SET enabled = false WHERE id = %s", (iid,))
+
+
+def test_hub_console_serves_with_users_from_the_environment(
+    supervisor: Supervisor, unique: str
+) -> None:
+    import httpx
+
+    from pim_hub.devstack.embedded import free_port
+
+    port = free_port()
+    users = (
+        f'[{{"name": "op-{unique}", "role": "operator", '
+        f'"password_hash": "{hash_password(OPERATOR_PASSWORD)}"}}]'
+    )
+    supervisor.env.update(
+        {"HUB_CONSOLE_USERS": users, "HUB_CONSOLE_SECRET_KEY": f"console-key-{unique}"}
+    )
+    svc = supervisor.start("console", "console", "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=120, what="hub console", supervisor=supervisor)
+    with httpx.Client(base_url=base, timeout=30) as client:
+        assert client.get("/").status_code == 303  # sign in first
+        token = csrf_of(client.get("/login").text)
+        signed = client.post(
+            "/login",
+            data={"name": f"op-{unique}", "password": OPERATOR_PASSWORD, "csrf_token": token},
+        )
+        assert signed.status_code == 303 and signed.headers["location"] == "/"
+        page = client.get("/integrations")
+        assert page.status_code == 200 and f"op-{unique}" in page.text
+        assert client.get("/static/console.js").status_code == 200
+    assert svc.alive()
