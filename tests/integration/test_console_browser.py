@@ -67,8 +67,10 @@ def chromium_path() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Browser]:
+    """One browser for this module, stopped before the next module's tests run (Playwright's
+    sync API keeps an event loop of its own while it runs)."""
     # A loaded machine (the whole suite on two cores) makes pages slower than Playwright's
     # 5 s default: every wait gets a generous deadline.
     expect.set_options(timeout=WAIT_MS)
