@@ -369,8 +369,29 @@ def test_replay_counts_before_it_sends_and_reports_progress(
         what="three replay jobs",
         supervisor=pipeline,
     )
+
+    # Resync: the full current state of the three products, counted first, then sent.
+    resync = {"csrf_token": token, "kind": "resync", "integration": iid, "key": feed.pattern}
+    preview = client.post("/replay/preview", data=resync)
+    assert preview.status_code == 200, preview.text[:800]
+    assert "<strong>3 job(s)</strong> would be sent" in preview.text
+    started = client.post("/replay/run", data=resync, follow_redirects=False)
+    run_url = started.headers["location"]
+    run = wait_for(finished, timeout=90, what="the resync run", supervisor=pipeline)
+    assert run["state"] == "done" and run["jobs"] == 3, run
+    wait_for(
+        lambda: (
+            len(query(database_url, "SELECT 1 FROM deliveries WHERE integration_id = %s", iid)) == 9
+        ),
+        timeout=90,
+        what="three resync jobs",
+        supervisor=pipeline,
+    )
     rows = audit_rows(database_url, f"op-{unique}")
-    assert [(r["action"], r["jobs"], r["outcome"]) for r in rows] == [("replay", 3, "ok")]
+    assert [(r["action"], r["target"], r["jobs"], r["outcome"]) for r in rows] == [
+        ("replay", iid, 3, "ok"),
+        ("resync", iid, 3, "ok"),
+    ]
     assert rows[0]["detail"]["mode"] == "force"
 
 
