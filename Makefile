@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/dev.lock
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration test-scale lint fmt bench up lock smoke-install screenshots clean
+.PHONY: help install demo test test-unit test-integration test-scale fuzz lint fmt bench up lock smoke-install screenshots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -39,11 +39,15 @@ test-integration: $(STAMP) ## integration tests through the real broker and Post
 test-scale: $(STAMP) ## the group scale test (kills a mutator and a dispatcher mid-stream)
 	$(BIN)/pytest -q tests/integration/test_scale.py
 
-lint: $(STAMP) ## ruff, mypy and every import contract
+fuzz: $(STAMP) ## fuzz the webhook receiver at length (make test runs a short round)
+	HUB_FUZZ_EXAMPLES=$${HUB_FUZZ_EXAMPLES:-20000} $(BIN)/pytest -q -p no:logging tests/unit/ingest/test_web_fuzz.py
+
+lint: $(STAMP) ## ruff, mypy, every import contract and the Avro schemas' compatibility
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	HUB_LOG_LEVEL=ERROR $(BIN)/hub schemas check --local
 
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format .

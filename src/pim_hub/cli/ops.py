@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,6 +16,7 @@ from pim_hub.runtime.entry import fail as _fail
 from pim_hub.runtime.entry import load_settings as _settings
 from pim_hub.runtime.entry import need_bootstrap as _need_bootstrap
 from pim_hub.runtime.entry import need_db as _need_db
+from pim_hub.schemas.limits import escape_controls
 
 if TYPE_CHECKING:
     from pim_hub.runtime.settings import Settings
@@ -78,7 +81,17 @@ def _progress(label: str, enabled: bool) -> Iterator[_Bar | None]:
         console=Console(stderr=True),
         transient=True,
     ) as progress:
-        yield _Bar(label, progress)
+        # Rich redirects sys.stderr while the bar shows, so that lines print above it; the
+        # log handlers hold the stderr of before and would write into the bar's line (and
+        # leave their text on the report's line): point them at the redirected stream.
+        handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+        streams = [h.setStream(sys.stderr) for h in handlers]
+        try:
+            yield _Bar(label, progress)
+        finally:
+            for handler, stream in zip(handlers, streams, strict=True):
+                if stream is not None:
+                    handler.setStream(stream)
 
 
 def _filter(entity_type: list[str] | None, key: str | None) -> Any:
@@ -136,7 +149,7 @@ def replay(
     """Read hub.mutations again (by time or offsets) and fan it out as replay jobs."""
     from pim_hub.ops.replay import ReplayError, ReplayOptions
     from pim_hub.ops.replay import replay as run_replay
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     if mode not in ("guarded", "force"):
         raise _fail(f"--mode {mode!r}: use guarded or force")
@@ -158,6 +171,8 @@ def replay(
     try:
         with _progress("reading hub.mutations", progress and not as_json) as bar:
             report = run_replay(settings, options, bar)
+    except ReadStalled as exc:  # the broker stopped answering: a runtime failure
+        raise _fail(str(exc), 1) from exc
     except (ReplayError, OffsetsError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     _report(report, as_json)
@@ -168,7 +183,7 @@ def _report(report: Any, as_json: bool) -> None:
         _print_json(report.as_json())
     else:
         for line in report.lines():
-            typer.echo(line)
+            typer.echo(escape_controls(line))
     if report.invalid:
         raise typer.Exit(1)
 
@@ -196,7 +211,7 @@ def resync(
     """Push the current full state of every entity (or some types) to one integration."""
     from pim_hub.ops.replay import ReplayError
     from pim_hub.ops.resync import resync as run_resync
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     if source not in ("auto", "model", "log"):
         raise _fail(f"--source {source!r}: use auto, model or log")
@@ -216,6 +231,8 @@ def resync(
                 run_id=run_id,
                 progress=bar,
             )
+    except ReadStalled as exc:  # the broker stopped answering: a runtime failure
+        raise _fail(str(exc), 1) from exc
     except (ReplayError, OffsetsError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     _report(report, as_json)
@@ -233,18 +250,21 @@ def trace(
 ) -> None:
     """The timeline of one entity: raw event, snapshot, mutation, jobs, delivery statuses."""
     from pim_hub.ops.trace import TraceError, collect, render
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     settings = _ready(need_db=False)
     try:
         result = collect(settings, entity, parse_when(since) if since else None)
+    except ReadStalled as exc:
+        raise _fail(str(exc), 1) from exc
     except (TraceError, OffsetsError) as exc:
         raise _fail(str(exc)) from exc
     if as_json:
         _print_json(result.as_json())
         return
     for line in render(result, changes):
-        typer.echo(line)
+        # Keys, values and errors come from outside: CR, LF and ESC are shown escaped.
+        typer.echo(escape_controls(line))
 
 
 def offsets(
@@ -278,7 +298,7 @@ def offsets(
         execute_reset,
         plan_reset,
     )
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     chosen = [x for x in (reset, to_datetime, to_offset) if x is not None]
     if len(chosen) > 1:
@@ -328,6 +348,8 @@ def offsets(
         execute_reset(settings, group, rows)
     except GroupActive as exc:
         raise _fail(f"refused: {exc}") from exc
+    except ReadStalled as exc:
+        raise _fail(str(exc), 1) from exc
     except OffsetsError as exc:
         raise _fail(str(exc)) from exc
     if as_json:

@@ -130,15 +130,15 @@ def _client(provider: FakeProvider) -> TestClient:
     return TestClient(create_app(Settings(), cfg))
 
 
-def _sign_in(client: TestClient, next_path: str = "/") -> httpx.Response:
+def _sign_in(client: TestClient, next_path: str = "/") -> Any:
     """Browser steps: console → provider → console callback."""
     to_provider = client.get("/oidc/start", params={"next": next_path}, follow_redirects=False)
     assert to_provider.status_code == 303
     back = httpx.get(to_provider.headers["location"], follow_redirects=False)
     assert back.status_code == 302
     callback = urlparse(back.headers["location"])
-    answer: httpx.Response = client.get(f"{callback.path}?{callback.query}", follow_redirects=False)
-    return answer
+    # The test client's response class (httpx's or httpx2's, whichever Starlette uses).
+    return client.get(f"{callback.path}?{callback.query}", follow_redirects=False)
 
 
 def _who(client: TestClient) -> str:

@@ -45,6 +45,10 @@ def web(
         log_level="warning",
         access_log=False,
         log_config=None,
+        # Bounded connections: beyond the cap uvicorn answers 503 at once; idle keep-alive
+        # connections are closed (bodies have their own read timeout in the app).
+        limit_concurrency=ingest.max_connections,
+        timeout_keep_alive=ingest.keep_alive_s,
     )
 
 
@@ -124,7 +128,7 @@ def sync_akeneo(
                 runner = SyncRunner(
                     client,
                     producer,
-                    Serde(settings.schema_registry_url),
+                    Serde(settings.registry_config()),
                     store,
                     page_size=ingest.sync_page_size,
                     overlap_s=ingest.sync_overlap_s,
