@@ -352,3 +352,42 @@ def test_an_operator_and_a_viewer_use_the_console_in_chromium(
         viewer.close()
         sink.stop()
         server.stop()
+
+
+def test_oidc_sign_in_in_chromium_across_sites(
+    browser: Browser, hub_settings: Settings, screenshots: Path
+) -> None:
+    """The provider (127.0.0.1) and the console (localhost) are different sites, as in
+    production: the session must survive the provider's redirect back."""
+    from pydantic import SecretStr
+
+    from pim_hub.console.settings import ConsoleSettings
+    from tests.unit.console.test_oidc import CLIENT_ID, CLIENT_SECRET, FakeProvider
+
+    provider = FakeProvider().start()
+    cfg = ConsoleSettings(
+        oidc_issuer=provider.issuer,
+        oidc_client_id=CLIENT_ID,
+        oidc_client_secret=SecretStr(CLIENT_SECRET),
+        oidc_operator_values=["hub-operators"],
+    )
+    server = ConsoleServer(create_app(hub_settings, cfg)).start()
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    try:
+        provider.next_user = {"sub": "7", "email": "ana@example.com", "groups": ["hub-operators"]}
+        page = context.new_page()
+        base = f"http://localhost:{server.port}"
+        page.goto(f"{base}/audit")
+        expect(page.locator("#oidc-sign-in")).to_be_visible()
+        page.screenshot(path=screenshots / "login-oidc.png")
+        page.click("#oidc-sign-in")
+        # The provider's page (another site) sends the browser back: a cross-site navigation.
+        page.click("#approve")
+        expect(page.locator("h1")).to_have_text("Audit log")
+        expect(page.locator("header .user")).to_contain_text("ana@example.com")
+        expect(page.locator("header .role")).to_have_text("operator")
+    finally:
+        context.close()
+        server.stop()
+        provider.stop()

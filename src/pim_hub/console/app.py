@@ -715,7 +715,10 @@ def create_app(
             secret_key=secret,
             session_cookie="hub_console",
             max_age=console_settings.session_max_age_s,
-            same_site="strict",
+            # Lax, not Strict: the OIDC provider's redirect back and links to a trace from
+            # elsewhere are top-level navigations that must carry the session; every change is
+            # a POST, which Lax keeps to the console's own pages, and carries the CSRF token.
+            same_site="lax",
             https_only=console_settings.cookies_secure(),
         ),
     ]
