@@ -540,3 +540,35 @@ def test_hub_console_serves_with_users_from_the_environment(
         assert page.status_code == 200 and f"op-{unique}" in page.text
         assert client.get("/static/console.js").status_code == 200
     assert svc.alive()
+
+
+def test_bad_input_gets_a_clear_answer_never_a_server_error(
+    console_client: tuple[TestClient, ConsoleSettings],
+    database_url: str,
+    http_sink: HttpSink,
+    unique: str,
+) -> None:
+    client, _cfg = console_client
+    token = sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+    off = f"con-off-{unique}"
+    add_webhook(database_url, off, f"{http_sink.url}/{off}")
+    r = client.post(f"/integrations/{off}/disable", data={"csrf_token": token})
+    assert r.status_code == 200  # followed to the integrations page
+    cases: list[tuple[str, dict[str, Any], int, str]] = [
+        ("/replay/preview", {"since": "1h", "integration": f"nope-{unique}"}, 400, "nope-"),
+        ("/replay/preview", {"kind": "resync", "integration": off}, 400, off),
+        ("/replay/preview", {"since": "1h", "until": "2h"}, 400, "after since"),
+        ("/replay/preview", {"since": "1h", "entity_type": "planet"}, 400, "planet"),
+        ("/replay/run", {"kind": "eject"}, 400, "unknown kind"),
+        ("/dead/confirm", {}, 400, "Choose dead letters"),
+        ("/dead/redrive", {"integration": "x", "kind": "y", "expected": "0"}, 400, "Choose"),
+        (f"/integrations/nope-{unique}/enable", {}, 400, "no integration"),
+        (f"/integrations/{off}/explode", {}, 404, "enable or"),
+    ]
+    for path, form, status, text in cases:
+        r = client.post(path, data={"csrf_token": token, **form})
+        assert (r.status_code, text in r.text) == (status, True), (path, form, r.text[-600:])
+    assert client.get("/runs/nope").status_code == 404
+    assert client.get("/entities", params={"q": "<>" * 500}).status_code == 404
+    long_query = client.get("/dead", params={"integration": "x" * 5000, "reason": "%"})
+    assert long_query.status_code == 200 and 'id="no-dead"' in long_query.text
