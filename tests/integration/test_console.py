@@ -113,7 +113,7 @@ def test_nothing_is_served_without_sign_in_and_every_post_needs_the_csrf_token(
         follow_redirects=False,
     )
     cookie = signed.headers["set-cookie"].lower()
-    assert "hub_console=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert "hub_console=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
     assert "secure" not in cookie  # loopback; off it the cookie is Secure (unit test)
     new_token = csrf_of(client.get("/").text)
     assert new_token != token  # signing in replaces the session and its token
@@ -237,6 +237,15 @@ def test_find_a_product_see_its_diff_escaped_redrive_its_dead_job_and_disable_th
         assert f"{iid} · http_400" in dead.text and "1 job(s)" in dead.text
         job_ids = re.findall(r'name="job_id" value="([^"]+)"', dead.text)
         assert len(set(job_ids)) == 1
+        group = {"csrf_token": token, "integration": iid, "kind": "http_400"}
+        confirm_group = client.post("/dead/confirm", data=group)
+        assert "<strong>1 job(s)</strong> will be sent" in confirm_group.text
+        assert 'name="expected" value="1"' in confirm_group.text
+        # Confirmed for another count (the group changed meanwhile): nothing is sent, the new
+        # count is asked for.
+        stale = client.post("/dead/redrive", data={**group, "expected": "5"})
+        assert stale.status_code == 409 and "The group changed" in stale.text
+        assert "<strong>1 job(s)</strong> will be sent" in stale.text
         confirm = client.post(
             "/dead/confirm", data={"csrf_token": token, "job_id": job_ids[0], "target": iid}
         )
@@ -360,8 +369,29 @@ def test_replay_counts_before_it_sends_and_reports_progress(
         what="three replay jobs",
         supervisor=pipeline,
     )
+
+    # Resync: the full current state of the three products, counted first, then sent.
+    resync = {"csrf_token": token, "kind": "resync", "integration": iid, "key": feed.pattern}
+    preview = client.post("/replay/preview", data=resync)
+    assert preview.status_code == 200, preview.text[:800]
+    assert "<strong>3 job(s)</strong> would be sent" in preview.text
+    started = client.post("/replay/run", data=resync, follow_redirects=False)
+    run_url = started.headers["location"]
+    run = wait_for(finished, timeout=90, what="the resync run", supervisor=pipeline)
+    assert run["state"] == "done" and run["jobs"] == 3, run
+    wait_for(
+        lambda: (
+            len(query(database_url, "SELECT 1 FROM deliveries WHERE integration_id = %s", iid)) == 9
+        ),
+        timeout=90,
+        what="three resync jobs",
+        supervisor=pipeline,
+    )
     rows = audit_rows(database_url, f"op-{unique}")
-    assert [(r["action"], r["jobs"], r["outcome"]) for r in rows] == [("replay", 3, "ok")]
+    assert [(r["action"], r["target"], r["jobs"], r["outcome"]) for r in rows] == [
+        ("replay", iid, 3, "ok"),
+        ("resync", iid, 3, "ok"),
+    ]
     assert rows[0]["detail"]["mode"] == "force"
 
 
@@ -471,3 +501,74 @@ def test_the_overview_names_a_priority_whose_jobs_have_no_dispatcher(
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("UPDATE integrations SET enabled = false WHERE id = %s", (iid,))
+
+
+def test_hub_console_serves_with_users_from_the_environment(
+    supervisor: Supervisor, unique: str
+) -> None:
+    import httpx
+
+    from pim_hub.devstack.embedded import free_port
+
+    port = free_port()
+    users = (
+        f'[{{"name": "op-{unique}", "role": "operator", '
+        f'"password_hash": "{hash_password(OPERATOR_PASSWORD)}"}}]'
+    )
+    supervisor.env.update(
+        {"HUB_CONSOLE_USERS": users, "HUB_CONSOLE_SECRET_KEY": f"console-key-{unique}"}
+    )
+    svc = supervisor.start("console", "console", "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout=120, what="hub console", supervisor=supervisor)
+    with httpx.Client(base_url=base, timeout=30) as client:
+        assert client.get("/").status_code == 303  # sign in first
+        token = csrf_of(client.get("/login").text)
+        signed = client.post(
+            "/login",
+            data={"name": f"op-{unique}", "password": OPERATOR_PASSWORD, "csrf_token": token},
+        )
+        assert signed.status_code == 303 and signed.headers["location"] == "/"
+        page = client.get("/integrations")
+        assert page.status_code == 200 and f"op-{unique}" in page.text
+        assert client.get("/static/console.js").status_code == 200
+    assert svc.alive()
+
+
+def test_bad_input_gets_a_clear_answer_never_a_server_error(
+    console_client: tuple[TestClient, ConsoleSettings],
+    database_url: str,
+    http_sink: HttpSink,
+    unique: str,
+) -> None:
+    client, _cfg = console_client
+    token = sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+    off = f"con-off-{unique}"
+    add_webhook(database_url, off, f"{http_sink.url}/{off}")
+    r = client.post(f"/integrations/{off}/disable", data={"csrf_token": token})
+    assert r.status_code == 200  # followed to the integrations page
+    cases: list[tuple[str, dict[str, Any], int, str]] = [
+        ("/replay/preview", {"since": "1h", "integration": f"nope-{unique}"}, 400, "nope-"),
+        ("/replay/preview", {"kind": "resync", "integration": off}, 400, off),
+        ("/replay/preview", {"since": "1h", "until": "2h"}, 400, "after since"),
+        ("/replay/preview", {"since": "1h", "entity_type": "planet"}, 400, "planet"),
+        ("/replay/run", {"kind": "eject"}, 400, "unknown kind"),
+        ("/dead/confirm", {}, 400, "Choose dead letters"),
+        ("/dead/redrive", {"integration": "x", "kind": "y", "expected": "0"}, 400, "Choose"),
+        (f"/integrations/nope-{unique}/enable", {}, 400, "no integration"),
+        (f"/integrations/{off}/explode", {}, 404, "enable or"),
+    ]
+    for path, form, status, text in cases:
+        r = client.post(path, data={"csrf_token": token, **form})
+        assert (r.status_code, text in r.text) == (status, True), (path, form, r.text[-600:])
+    assert client.get("/runs/nope").status_code == 404
+    assert client.get("/entities", params={"q": "<>" * 500}).status_code == 404
+    long_query = client.get("/dead", params={"integration": "x" * 5000, "reason": "%"})
+    assert long_query.status_code == 200 and 'id="no-dead"' in long_query.text

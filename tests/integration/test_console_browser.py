@@ -67,8 +67,13 @@ def chromium_path() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Browser]:
+    """One browser for this module, stopped before the next module's tests run (Playwright's
+    sync API keeps an event loop of its own while it runs)."""
+    # A loaded machine (the whole suite on two cores) makes pages slower than Playwright's
+    # 5 s default: every wait gets a generous deadline.
+    expect.set_options(timeout=WAIT_MS)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
         yield b
@@ -154,6 +159,8 @@ def test_an_operator_and_a_viewer_use_the_console_in_chromium(
     sink = HttpSink(script=[(422, {})]).start()  # the first delivery is refused for good
     operator = browser.new_context(viewport={"width": 1366, "height": 900})
     viewer = browser.new_context(viewport={"width": 1366, "height": 900})
+    for context in (operator, viewer):
+        context.set_default_timeout(WAIT_MS)
     base = server.url
     try:
         iid = f"web-{unique}"
@@ -281,17 +288,35 @@ def test_an_operator_and_a_viewer_use_the_console_in_chromium(
         form.locator('input[name="key"]').fill(feed.pattern)
         form.locator('select[name="mode"]').select_option("force")
         page.screenshot(path=screenshots / "replay.png", full_page=True)
+
+        def delivered_to_other() -> list[dict[str, Any]]:
+            return query(
+                database_url,
+                "SELECT job_id FROM deliveries WHERE integration_id = %s AND status = 'delivered'",
+                other,
+            )
+
+        before = {r["job_id"] for r in delivered_to_other()}
         form.locator('button[type="submit"]').click()
         # Four mutations of this test's products: create and update of 1, creates of 2 and 3.
         expect(page.locator("#dry-run-count")).to_contain_text("4 job(s) would be sent")
         page.screenshot(path=screenshots / "replay-dry-run.png")
-        before = len(
-            query(database_url, "SELECT 1 FROM deliveries WHERE integration_id = %s", other)
-        )
-        assert before == 1  # the dry run sent nothing
         page.click("#send-run")
         expect(page.locator("#run .run-state")).to_have_text("done", timeout=WAIT_MS)
         expect(page.locator("#run .run-lines")).to_contain_text("published 4 job(s)")
+        # Exactly the run's four jobs are delivered: the dry run before it sent nothing.
+        replayed = wait_for(
+            lambda: (
+                [r for r in delivered_to_other() if r["job_id"] not in before]
+                if len(delivered_to_other()) >= len(before) + 4
+                else []
+            ),
+            timeout=90,
+            what="the replay's deliveries",
+            supervisor=pipeline,
+        )
+        time.sleep(REFRESH_S)
+        assert len(replayed) == 4 and len(delivered_to_other()) == len(before) + 4
         page.screenshot(path=screenshots / "replay-run.png")
 
         page.goto(f"{base}/invalid")
@@ -327,3 +352,42 @@ def test_an_operator_and_a_viewer_use_the_console_in_chromium(
         viewer.close()
         sink.stop()
         server.stop()
+
+
+def test_oidc_sign_in_in_chromium_across_sites(
+    browser: Browser, hub_settings: Settings, screenshots: Path
+) -> None:
+    """The provider (127.0.0.1) and the console (localhost) are different sites, as in
+    production: the session must survive the provider's redirect back."""
+    from pydantic import SecretStr
+
+    from pim_hub.console.settings import ConsoleSettings
+    from tests.unit.console.test_oidc import CLIENT_ID, CLIENT_SECRET, FakeProvider
+
+    provider = FakeProvider().start()
+    cfg = ConsoleSettings(
+        oidc_issuer=provider.issuer,
+        oidc_client_id=CLIENT_ID,
+        oidc_client_secret=SecretStr(CLIENT_SECRET),
+        oidc_operator_values=["hub-operators"],
+    )
+    server = ConsoleServer(create_app(hub_settings, cfg)).start()
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    try:
+        provider.next_user = {"sub": "7", "email": "ana@example.com", "groups": ["hub-operators"]}
+        page = context.new_page()
+        base = f"http://localhost:{server.port}"
+        page.goto(f"{base}/audit")
+        expect(page.locator("#oidc-sign-in")).to_be_visible()
+        page.screenshot(path=screenshots / "login-oidc.png")
+        page.click("#oidc-sign-in")
+        # The provider's page (another site) sends the browser back: a cross-site navigation.
+        page.click("#approve")
+        expect(page.locator("h1")).to_have_text("Audit log")
+        expect(page.locator("header .user")).to_contain_text("ana@example.com")
+        expect(page.locator("header .role")).to_have_text("operator")
+    finally:
+        context.close()
+        server.stop()
+        provider.stop()

@@ -379,44 +379,83 @@ class Console:
             may_redrive=who.may("redrive"),
         )
 
+    def _group_jobs(self, integration: str, kind: str) -> list[str]:
+        """The job ids of one dead-letter group as the topic holds it now."""
+        groups = data.dead_groups(self.settings, integration, None)
+        return next((g.job_ids for g in groups if g.kind == kind), [])
+
+    def _nothing_chosen(self, request: Request) -> Response:
+        return self.render(
+            request, "message.html", 400, title="Nothing chosen", text="Choose dead letters first."
+        )
+
     async def dead_confirm(self, request: Request) -> Response:
         """What a redrive would send, and the button that sends it."""
         who = self.identity(request)
         form = await self.checked_form(request)
         self.allowed(who, "redrive", "dead letters")
+        group_integration, kind = str(form.get("integration") or ""), str(form.get("kind") or "")
+        if group_integration and kind:
+            # A whole group: counted now, and counted again when sent (it may grow meanwhile).
+            job_ids = await run_in_threadpool(self._group_jobs, group_integration, kind)
+            return self.render(
+                request,
+                "dead_confirm.html",
+                job_ids=job_ids,
+                asked=len(job_ids),
+                target=f"{group_integration} / {kind}",
+                group=(group_integration, kind),
+                changed=None,
+            )
         job_ids = [str(j) for j in form.getlist("job_id") if j]
         target = str(form.get("target") or "selection")
         if not job_ids:
-            return self.render(
-                request,
-                "message.html",
-                400,
-                title="Nothing chosen",
-                text="Choose dead letters first.",
-            )
+            return self._nothing_chosen(request)
         # Count against the topic now: only dead letters not yet redriven are sent.
         live = await run_in_threadpool(data.dead_groups, self.settings, None, None)
         pending = {j for g in live for j in g.job_ids}
         sendable = [j for j in dict.fromkeys(job_ids) if j in pending]
         return self.render(
-            request, "dead_confirm.html", job_ids=sendable, asked=len(job_ids), target=target
+            request,
+            "dead_confirm.html",
+            job_ids=sendable,
+            asked=len(job_ids),
+            target=target,
+            group=None,
+            changed=None,
         )
 
     async def dead_redrive(self, request: Request) -> Response:
         who = self.identity(request)
         form = await self.checked_form(request)
-        target = str(form.get("target") or "selection")
+        group_integration, kind = str(form.get("integration") or ""), str(form.get("kind") or "")
+        target = (
+            f"{group_integration} / {kind}"
+            if group_integration and kind
+            else str(form.get("target") or "selection")
+        )
         self.allowed(who, "redrive", target)
-        job_ids = [str(j) for j in form.getlist("job_id") if j]
+        if group_integration and kind:
+            job_ids = await run_in_threadpool(self._group_jobs, group_integration, kind)
+            expected = str(form.get("expected") or "")
+            if str(len(job_ids)) != expected:
+                # The group changed since the count was confirmed: confirm the new count.
+                return self.render(
+                    request,
+                    "dead_confirm.html",
+                    409,
+                    job_ids=job_ids,
+                    asked=len(job_ids),
+                    target=target,
+                    group=(group_integration, kind),
+                    changed=expected,
+                )
+        else:
+            job_ids = [str(j) for j in form.getlist("job_id") if j]
         if not job_ids:
-            return self.render(
-                request,
-                "message.html",
-                400,
-                title="Nothing chosen",
-                text="Choose dead letters first.",
-            )
+            return self._nothing_chosen(request)
         report = await run_in_threadpool(actions.redrive_jobs, self.settings, who, job_ids, target)
+        self.overview_figures.invalidate()
         return self.render(request, "dead_done.html", report=report, target=target)
 
     async def integrations(self, request: Request) -> Response:
@@ -676,7 +715,10 @@ def create_app(
             secret_key=secret,
             session_cookie="hub_console",
             max_age=console_settings.session_max_age_s,
-            same_site="strict",
+            # Lax, not Strict: the OIDC provider's redirect back and links to a trace from
+            # elsewhere are top-level navigations that must carry the session; every change is
+            # a POST, which Lax keeps to the console's own pages, and carries the CSRF token.
+            same_site="lax",
             https_only=console_settings.cookies_secure(),
         ),
     ]

@@ -20,7 +20,7 @@ import uvicorn
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -50,6 +50,7 @@ class FakeProvider:
             routes=[
                 Route("/.well-known/openid-configuration", self.discovery),
                 Route("/authorize", self.authorize),
+                Route("/approve", self.approve, methods=["POST"]),
                 Route("/token", self.token, methods=["POST"]),
             ]
         )
@@ -68,6 +69,7 @@ class FakeProvider:
         )
 
     async def authorize(self, request: Request) -> Response:
+        """The provider's own sign-in page: the person approves there (a form of this site)."""
         q = request.query_params
         assert q["client_id"] == CLIENT_ID and q["code_challenge_method"] == "S256"
         code = secrets.token_urlsafe(8)
@@ -75,8 +77,18 @@ class FakeProvider:
             "nonce": q["nonce"],
             "challenge": q["code_challenge"],
             "redirect_uri": q["redirect_uri"],
+            "state": q["state"],
         }
-        target = q["redirect_uri"] + "?" + urlencode({"code": code, "state": q["state"]})
+        return HTMLResponse(
+            f'<form method="post" action="/approve"><input type="hidden" name="code" '
+            f'value="{code}"><button id="approve">Approve</button></form>'
+        )
+
+    async def approve(self, request: Request) -> Response:
+        form = await request.form()
+        code = str(form["code"])
+        grant = self.codes[code]
+        target = grant["redirect_uri"] + "?" + urlencode({"code": code, "state": grant["state"]})
         return RedirectResponse(target, 302)
 
     async def token(self, request: Request) -> Response:
@@ -130,12 +142,25 @@ def _client(provider: FakeProvider) -> TestClient:
     return TestClient(create_app(Settings(), cfg))
 
 
+def _approve(authorize_url: str) -> httpx.Response:
+    """The person approves on the provider's page; the provider redirects back."""
+    page = httpx.get(authorize_url)
+    code = re.search(r'name="code" value="([^"]+)"', page.text)
+    assert page.status_code == 200 and code is not None
+    back = httpx.post(
+        f"{urlparse(authorize_url)._replace(path='/approve', query='').geturl()}",
+        data={"code": code.group(1)},
+        follow_redirects=False,
+    )
+    assert back.status_code == 302
+    return back
+
+
 def _sign_in(client: TestClient, next_path: str = "/") -> Any:
     """Browser steps: console → provider → console callback."""
     to_provider = client.get("/oidc/start", params={"next": next_path}, follow_redirects=False)
     assert to_provider.status_code == 303
-    back = httpx.get(to_provider.headers["location"], follow_redirects=False)
-    assert back.status_code == 302
+    back = _approve(to_provider.headers["location"])
     callback = urlparse(back.headers["location"])
     # The test client's response class (httpx's or httpx2's, whichever Starlette uses).
     return client.get(f"{callback.path}?{callback.query}", follow_redirects=False)
@@ -178,7 +203,7 @@ def test_sign_in_is_refused_without_a_group_a_matching_state_or_a_valid_token(
         assert forged.status_code == 403
         provider.next_user = {"sub": "1", "email": "ana@example.com", "groups": ["hub-operators"]}
         start = client.get("/oidc/start", follow_redirects=False)
-        back = httpx.get(start.headers["location"], follow_redirects=False)
+        back = _approve(start.headers["location"])
         query = parse_qs(urlparse(back.headers["location"]).query)
         wrong = client.get("/oidc/callback", params={"code": query["code"][0], "state": "other"})
         assert wrong.status_code == 403 and _who(client) == ""
