@@ -51,6 +51,7 @@ from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
 from pim_hub.schemas.errors import SchemaError
 from pim_hub.schemas.events import Job
+from pim_hub.schemas.ownership import Ownership
 from pim_hub.schemas.serde import Serde
 from pim_hub.services.dispatcher.core.guard import FORCE_MODES, GuardDecision, decide
 from pim_hub.services.dispatcher.core.offsets import PartitionOffsets
@@ -346,6 +347,19 @@ class _Lane:
                 self.advance(w)
 
 
+def foreign_fields(ownership: Ownership) -> Callable[[str], bool] | None:
+    """The guard's predicate: is the field of a guard key owned by another source than Akeneo?"""
+    if not ownership.active:
+        return None
+
+    def foreign(key: str) -> bool:
+        field, attribute, *_ = key.split("|")
+        name = f"values.{attribute}" if field == "values" else field
+        return ownership.owner(name) != ownership.default
+
+    return foreign
+
+
 class Dispatcher:
     """Consumes one priority's jobs (and due retries) for one driver; delivers; reports status."""
 
@@ -358,6 +372,8 @@ class Dispatcher:
         options: DispatcherOptions | None = None,
     ) -> None:
         self.settings = settings
+        # Sources' clocks (HUB_SOURCES): fields another source owns are guarded on their own.
+        self._foreign = foreign_fields(settings.ownership())
         self.options = options or DispatcherOptions.from_settings(settings)
         self.driver_key = driver_key
         self.priority = priority
@@ -926,6 +942,7 @@ class Dispatcher:
                     m.version,
                     stored.get(m.entity_key, {}),
                     w.job.mode,
+                    foreign=self._foreign,
                 )
                 if dec.verdict == "stale":
                     results[i] = (DeliveryResult.skipped(dec.reason or "stale"), dec)

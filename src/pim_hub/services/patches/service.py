@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 import psycopg
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from pim_hub.runtime.kafka import Headers, consumer_config, make_producer
 from pim_hub.runtime.settings import Settings
@@ -300,7 +300,14 @@ class PatchService:
                 if failures or len(producer) > 0:
                     # Not acknowledged: leave without committing, the batch is read again.
                     raise RuntimeError(f"outputs not acknowledged: {failures[:1]}")
-                consumer.commit(asynchronous=False)
+                ends: dict[tuple[str, int], int] = {}
+                for msg in messages:
+                    tp = (msg.topic() or "", msg.partition() or 0)
+                    ends[tp] = max(ends.get(tp, 0), (msg.offset() or 0) + 1)
+                consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
+                    asynchronous=False,
+                )
                 logger.info("patches handled", extra={"count": len(messages)})
         finally:
             consumer.close()

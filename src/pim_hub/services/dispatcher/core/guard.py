@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple, Protocol
@@ -88,6 +88,7 @@ def decide(
     version: str | None,
     stored: Mapping[str, Delivered],
     mode: str = "live",
+    foreign: Callable[[str], bool] | None = None,
 ) -> GuardDecision:
     """Compare a job's changes with the versions already delivered for its entity.
 
@@ -98,6 +99,9 @@ def decide(
         version: the mutation's source version.
         stored: field key -> last delivered version, for this integration and entity.
         mode: the job mode; replay-force bypasses the guard.
+        foreign: field key -> True when another source than Akeneo owns the field
+            (HUB_SOURCES): its versions are that source's clock, compared only with each
+            other, never with the entity's create or delete (Akeneo's clock).
 
     Returns:
         The decision; `keep` preserves the order of `changes`.
@@ -116,7 +120,8 @@ def decide(
         return GuardDecision("deliver", everything, record)  # nothing delivered before
     entity = stored.get(ENTITY_FIELD)
     if operation == "delete":
-        newest = max(stored.values(), key=lambda d: d.version, default=None)
+        ours = [d for k, d in stored.items() if foreign is None or not foreign(k)]
+        newest = max(ours, key=lambda d: d.version, default=None)
         if entity is not None and entity.job_id == job_id and entity.version == instant:
             return GuardDecision("already", everything, record, reason="already delivered")
         if newest is not None and newest.version > instant:
@@ -124,7 +129,8 @@ def decide(
                 "stale", (), {}, reason=f"delete older than delivered version {_iso(newest)}"
             )
         return GuardDecision("deliver", everything, record)
-    if entity is not None and entity.version > instant:
+    other_clock = foreign is not None and bool(keys) and all(foreign(k) for k in keys)
+    if entity is not None and entity.version > instant and not other_clock:
         what = "deleted" if entity.job_id != job_id else "created"
         return GuardDecision(
             "stale", (), {}, reason=f"{operation} older than the entity {what} at {_iso(entity)}"
