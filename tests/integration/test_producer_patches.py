@@ -76,7 +76,8 @@ def _refusals(settings: Settings, start: int, key: str) -> list[dict[str, str]]:
             if msg is None or msg.error() is not None:
                 continue
             if msg.key() == key.encode():
-                found.append({k: (v or b"").decode() for k, v in msg.headers() or []})
+                headers: list[tuple[str, bytes | None]] = msg.headers() or []  # type: ignore[assignment]
+                found.append({k: (v or b"").decode() for k, v in headers})
     finally:
         consumer.close()
     return found
