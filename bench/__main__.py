@@ -26,12 +26,26 @@ BENCHMARKS: list[tuple[str, str, dict[str, Any], str]] = [
         {},
         "≥ 20,000 diffs/s on one core and ≥ 500x DeepDiff",
     ),
+    (
+        "bench.bench_cli_startup",
+        "CLI start-up vs `python -c pass`",
+        {},
+        "`hub --help` under 0.5 s",
+    ),
     ("bench.bench_mutator", "Mutator vs passthrough ceiling", {}, "≥ 50% of the passthrough"),
     (
         "bench.bench_dispatcher",
         "Dispatcher vs passthrough ceiling",
         {},
         "no-op driver ≥ 50% of the passthrough",
+    ),
+    (
+        "bench.bench_fault_drill",
+        "Fault drill: a webhook target down 3 minutes, then back",
+        {},
+        "200 jobs, target refusing connections 60 s, then 503 for 60 s, then 429 for 60 s: "
+        "nothing lost, nothing dead, everything delivered within 10 s of its return, at most "
+        "one probe per few seconds during the outage",
     ),
     (
         "bench.bench_webhook",
@@ -44,6 +58,12 @@ BENCHMARKS: list[tuple[str, str, dict[str, Any], str]] = [
         "Full REST sync into pim.snapshots",
         {},
         "≥ 2,000 products/s, peak RSS < 300 MB",
+    ),
+    (
+        "bench.bench_console",
+        "Console pages at 1 million deliveries and 100,000 entities",
+        {},
+        "every page < 300 ms at the 95th percentile",
     ),
     (
         "bench.bench_e2e",

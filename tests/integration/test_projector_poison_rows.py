@@ -136,3 +136,34 @@ def test_the_deliveries_projector_survives_a_status_postgresql_refuses(
     assert not query(database_url, "SELECT 1 FROM deliveries WHERE job_id = %s", bad_job)
     time.sleep(0.2)
     pipeline.check()
+
+
+def test_hub_deliveries_shows_hostile_keys_escaped(
+    database_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from pim_hub.cli.main import app
+
+    integration = f"esc-{unique}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO deliveries (job_id, mutation_id, integration_id, driver, entity_key,"
+            " priority, status, attempt, error_kind, error_message, occurred_at)"
+            " VALUES (%s, 'm', %s, 'webhook', %s, 'normal', 'dead', 1, 'http_400', %s, now())",
+            (
+                f"job-{unique}",
+                integration,
+                "product:x\r\n\x1b[2Kforged",
+                "bad\x1b]0;title\x07",
+            ),
+        )
+    monkeypatch.setenv("HUB_DATABASE_URL", database_url)
+    result = CliRunner().invoke(app, ["deliveries", "--integration", integration])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout and "\x07" not in result.stdout
+    assert "product:x\\r\\n\\x1b[2Kforged" in result.stdout
+    assert len(result.stdout.splitlines()) == 1
+    refused = CliRunner().invoke(app, ["deliveries", "--entity", "product:\x00"])
+    assert refused.exit_code == 2
+    assert "control character" in refused.stderr

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from pim_hub.cli.output import Output, OutputOpt, emit
 from pim_hub.runtime.entry import load_settings, need_bootstrap, need_db
 from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.limits import escape_controls
 
 dead_app = typer.Typer(no_args_is_help=True, help="Dead letters (hub.jobs.dead): list, redrive.")
 
@@ -25,20 +27,41 @@ def dead_list(
     reason: Annotated[
         str | None, typer.Option(help="error kind (e.g. http_422) or text in the reason")
     ] = None,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Dead letters not yet redriven, with their reason."""
     from pim_hub.ops.dead import list_dead
 
     letters = list_dead(_settings(), integration, reason)
+    rows = []
     for d in letters:
         job = d.job or {}
-        entity = (job.get("mutation") or {}).get("entity_key", "?")
-        typer.echo(
-            f"{d.partition}:{d.offset:<8} {d.job_id or '(undecodable)':36} "
-            f"{d.integration_id or '?':16} {job.get('priority', '?'):9} {entity:40} "
-            f"{d.kind}: {d.reason}"
+        mutation = job.get("mutation") or {}
+        rows.append(
+            {
+                "id": f"{d.partition}:{d.offset}",
+                "job_id": d.job_id,
+                "integration_id": d.integration_id,
+                "priority": job.get("priority"),
+                "entity_key": mutation.get("entity_key"),
+                "operation": mutation.get("operation"),
+                "attempt": job.get("attempt"),
+                "kind": d.kind,
+                "reason": d.reason,
+            }
         )
-    typer.echo(f"{len(letters)} dead letter(s)")
+
+    def line(r: Any) -> str:
+        # Keys and reasons come from outside: control characters are shown escaped.
+        return escape_controls(
+            f"{r['id']:10} {r['job_id'] or '(undecodable)':36} {r['integration_id'] or '?':16} "
+            f"{r['priority'] or '?':9} {r['operation'] or '?':6} {r['entity_key'] or '?':40} "
+            f"{r['kind']}: {r['reason']}"
+        )
+
+    emit(rows, output, line)
+    if output is Output.table:
+        typer.echo(f"{len(letters)} dead letter(s)", err=True)
 
 
 @dead_app.command("redrive")
@@ -55,7 +78,7 @@ def dead_redrive(
         raise typer.Exit(2)
     report = redrive(_settings(), job_ids=job, integration=integration, everything=all_)
     for job_id in report.redriven:
-        typer.echo(f"redriven {job_id}")
+        typer.echo(f"redriven {escape_controls(job_id)}")
     typer.echo(
         f"{len(report.redriven)} redriven, {report.already} redriven before, "
         f"{report.duplicates} duplicate dead letters, {report.undecodable} undecodable"

@@ -78,8 +78,8 @@ def _run(action: Any) -> Any:
         return action()
     except IntegrationError as exc:
         _fail(str(exc))
-    except DeliveryFailed as exc:
-        _fail(f"{exc} (nothing was changed)")
+    except DeliveryFailed as exc:  # the broker did not take it: a runtime failure
+        _fail(f"{exc} (nothing was changed)", 1)
 
 
 def _json_arg(value: str | None, what: str) -> Any:

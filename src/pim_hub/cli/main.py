@@ -1,43 +1,155 @@
 """The `hub` command line: one tool for everything a person does with the hub.
 
-Command groups of other packages (the local development stack) are mounted from the entry
-point group `pim_hub.commands`, so the product never imports them; a group whose package or
-extra is missing is shown with the command that installs it.
+Commands are listed here by name, section and help line, and their modules are imported only
+when one runs (`pim_hub.cli.lazy`), so `hub --help` and every command start quickly. Command
+groups of other packages (the local development stack) come from the entry point group
+`pim_hub.commands`, so the product never imports them; a group whose package or extra is
+missing is shown with the command that installs it.
+
+Exit codes, for every command: 0 success; 1 a runtime failure (broker or database errors,
+a check that found problems, records not found for a redrive); 2 a usage error or bad input
+(unknown option, missing setting, a file or payload that is not valid).
 """
 
 from __future__ import annotations
 
-import logging
-from importlib.metadata import PackageNotFoundError, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points
 from importlib.metadata import version as dist_version
-from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
+from typer._click.core import Command, Context
+from typer.core import TyperCommand
 
-from pim_hub.cli.dead import dead_app
-from pim_hub.cli.entities import diff as diff_command
-from pim_hub.cli.entities import entities_app
-from pim_hub.cli.integrations import drivers_app, registry_app
-from pim_hub.cli.ops import health, offsets, replay, resync, trace
-from pim_hub.cli.schemas import schemas_app
-from pim_hub.ops.exporter import exporter as exporter_command
-from pim_hub.runtime.entry import fail as _fail
-from pim_hub.runtime.entry import load_settings as _settings
-from pim_hub.runtime.entry import need_bootstrap as _need_bootstrap
-from pim_hub.runtime.entry import need_db as _need_db
-from pim_hub.runtime.settings import Settings
-from pim_hub.services.dispatcher.cli import dispatcher as dispatcher_command
-from pim_hub.services.ingest.cli import ingest_app, sync_app
-from pim_hub.services.mutator.cli import mutator as mutator_command
-from pim_hub.services.patches.cli import patches as patches_command
-from pim_hub.services.projections.cli import deliveries as deliveries_projector
-
-logger = logging.getLogger(__name__)
+from pim_hub.cli.lazy import Lazy, LazyGroup
 
 #: The entry point group of command groups from other packages.
 COMMANDS_GROUP = "pim_hub.commands"
+
+#: Sections of `hub --help`.
+RUN, OPERATE, SET_UP, DEVELOP = "Run", "Operate", "Set up", "Develop"
+
+COMMANDS: list[Lazy] = [
+    # Run: the services, each its own process and consumer group.
+    Lazy(
+        "ingest", "pim_hub.services.ingest.cli:ingest_app", RUN, "Akeneo webhooks and the enricher."
+    ),
+    Lazy("sync", "pim_hub.services.ingest.cli:sync_app", RUN, "REST sync from a source system."),
+    Lazy(
+        "mutator",
+        "pim_hub.services.mutator.cli:mutator",
+        RUN,
+        "Run the mutator (snapshots → mutations → jobs); scale by starting more.",
+    ),
+    Lazy(
+        "dispatcher",
+        "pim_hub.services.dispatcher.cli:dispatcher",
+        RUN,
+        "Run the consumer group hub.dispatch.<driver>.<priority>.",
+    ),
+    Lazy(
+        "projector",
+        "pim_hub.services.projections.cli:deliveries",
+        RUN,
+        "Project delivery statuses into PostgreSQL (the `hub deliveries` view).",
+    ),
+    Lazy(
+        "patches",
+        "pim_hub.services.patches.cli:patches",
+        RUN,
+        "Run the patch service: producers' partial updates by SKU or code.",
+    ),
+    Lazy(
+        "exporter",
+        "pim_hub.ops.exporter:exporter",
+        RUN,
+        "Serve consumer lag and missing dispatchers on /metrics.",
+    ),
+    # Operate: look at what happened, repair, replay.
+    Lazy(
+        "deliveries",
+        "pim_hub.cli.basics:deliveries",
+        OPERATE,
+        "Latest status per job, from the PostgreSQL projection.",
+    ),
+    Lazy(
+        "dead", "pim_hub.cli.dead:dead_app", OPERATE, "Dead letters (hub.jobs.dead): list, redrive."
+    ),
+    Lazy(
+        "invalid",
+        "pim_hub.cli.invalid:invalid_app",
+        OPERATE,
+        "Refused snapshots and events (pim.snapshots.invalid): list, show, redrive.",
+    ),
+    Lazy(
+        "trace",
+        "pim_hub.cli.ops:trace",
+        OPERATE,
+        "One entity's history: raw event → snapshot → mutation → jobs → statuses.",
+    ),
+    Lazy(
+        "entities",
+        "pim_hub.cli.entities:entities_app",
+        OPERATE,
+        "The local model: latest state of every entity (PostgreSQL).",
+    ),
+    Lazy(
+        "replay",
+        "pim_hub.cli.ops:replay",
+        OPERATE,
+        "Fan the mutation log out again as replay jobs (a time or offset range).",
+    ),
+    Lazy("resync", "pim_hub.cli.ops:resync", OPERATE, "Send the full state to an integration."),
+    Lazy(
+        "offsets",
+        "pim_hub.cli.ops:offsets",
+        OPERATE,
+        "Show a consumer group's offsets; preview or apply a reset.",
+    ),
+    Lazy(
+        "health",
+        "pim_hub.cli.ops:health",
+        OPERATE,
+        "Ask services whether they are live (/healthz) and ready (/readyz).",
+    ),
+    # Set up: the installation.
+    Lazy(
+        "integrations",
+        "pim_hub.cli.integrations:registry_app",
+        SET_UP,
+        "Integrations (targets): add, list, show, apply; the dispatchers they need.",
+    ),
+    Lazy("drivers", "pim_hub.cli.integrations:drivers_app", SET_UP, "Installed drivers."),
+    Lazy("topics", "pim_hub.cli.basics:topics_app", SET_UP, "Kafka topics of the hub."),
+    Lazy("db", "pim_hub.cli.basics:db_app", SET_UP, "PostgreSQL schema."),
+    Lazy(
+        "doctor",
+        "pim_hub.cli.basics:doctor",
+        SET_UP,
+        "Check the Kafka cluster for the hub: connection, auth, topics, ACLs, size limits.",
+    ),
+    Lazy(
+        "schemas",
+        "pim_hub.cli.schemas:schemas_app",
+        SET_UP,
+        "Avro schemas: compatibility check; register with a Schema Registry.",
+    ),
+    # Develop: by hand and locally.
+    Lazy("produce", "pim_hub.cli.basics:produce_app", DEVELOP, "Publish records by hand."),
+    Lazy(
+        "diff",
+        "pim_hub.cli.entities:diff",
+        DEVELOP,
+        "Print the mutation the hub would emit for two payloads.",
+    ),
+]
+
+#: Help lines of the local stack's commands (their module is slow to import).
+PLUGIN_HELP = {
+    "up": "Start an embedded broker and PostgreSQL; print the exports.",
+    "demo": "Run the main job on embedded defaults and show each stage.",
+    "sandbox": "Akeneo and Magento API simulators.",
+}
 
 
 def package_version() -> str:
@@ -54,7 +166,54 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
-app = typer.Typer(no_args_is_help=True, help="pim-hub: Akeneo PIM to commerce targets over Kafka.")
+def _explain_command(name: str, extras: list[str], error: str) -> Command:
+    """A stand-in command that says what to install instead of crashing the whole CLI."""
+    what = f"pim-hub[{','.join(extras)}]" if extras else "pim-hub"
+
+    def explain() -> None:
+        typer.secho(
+            f"error: `hub {name}` is not installed ({error}); install it with: pip install "
+            f"'{what}'",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+    return TyperCommand(
+        name,
+        callback=explain,
+        help=f"(not installed: pip install '{what}')",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+
+
+class HubGroup(LazyGroup):
+    """The root group of `hub`."""
+
+    lazy = {entry.name: entry for entry in COMMANDS}
+    explain = staticmethod(lambda ep, why: _explain_command(ep.name, list(ep.extras), why))
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        """The table's commands, then the plugins found now (entry points are cheap to list)."""
+        type(self).plugins = {
+            ep.name: (ep, DEVELOP, PLUGIN_HELP.get(ep.name, f"(from {ep.value})"))
+            for ep in entry_points(group=COMMANDS_GROUP)
+        }
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        """Plugins are looked up on first use too (list_commands may not have run)."""
+        if cmd_name not in self.lazy and cmd_name not in self.plugins:
+            self.list_commands(ctx)
+        return super().get_command(ctx, cmd_name)
+
+
+app = typer.Typer(
+    cls=HubGroup,
+    no_args_is_help=True,
+    help="pim-hub: Akeneo PIM to commerce targets over Kafka. Exit codes: 0 ok, 1 runtime "
+    "failure, 2 usage error or bad input. Listing commands take --output table|json|jsonl.",
+)
 
 
 @app.callback()
@@ -69,213 +228,40 @@ def _main(
     """pim-hub: Akeneo PIM to commerce targets over Kafka."""
 
 
-topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the hub.")
-db_app = typer.Typer(no_args_is_help=True, help="PostgreSQL schema.")
-produce_app = typer.Typer(no_args_is_help=True, help="Publish records by hand.")
-app.add_typer(topics_app, name="topics")
-app.add_typer(db_app, name="db")
-app.add_typer(registry_app, name="integrations")
-app.add_typer(drivers_app, name="drivers")
-app.add_typer(produce_app, name="produce")
-app.add_typer(dead_app, name="dead")
-app.add_typer(entities_app, name="entities")
-app.add_typer(ingest_app, name="ingest")
-app.add_typer(sync_app, name="sync")
-app.add_typer(schemas_app, name="schemas")
-app.command("replay")(replay)
-app.command("resync")(resync)
-app.command("trace")(trace)
-app.command("offsets")(offsets)
-app.command("health")(health)
-app.command("exporter")(exporter_command)
-app.command("diff")(diff_command)
-app.command("mutator")(mutator_command)
-app.command("dispatcher")(dispatcher_command)
-app.command("projector")(deliveries_projector)
-app.command("patches")(patches_command)
-
-
-def _not_installed(target: typer.Typer, name: str, extras: list[str], error: ImportError) -> None:
-    """A stand-in command that says what to install instead of crashing the whole CLI."""
-    what = f"pim-hub[{','.join(extras)}]" if extras else "pim-hub"
-
-    @target.command(
-        name,
-        help=f"(not installed: pip install '{what}')",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )
-    def _explain() -> None:
-        raise _fail(
-            f"`hub {name}` is not installed ({error}); install it with: pip install '{what}'"
-        )
+@app.command(rich_help_panel=DEVELOP)
+def version() -> None:
+    """Print the version (the same as `hub --version`)."""
+    typer.echo(f"pim-hub {package_version()}")
 
 
 def mount_plugins(target: typer.Typer) -> None:
-    """Mount every command registered under `pim_hub.commands` (entry point name: command)."""
+    """Mount every command registered under `pim_hub.commands` on a Typer app, eagerly
+    (the `hub` group itself loads them on use)."""
     for ep in entry_points(group=COMMANDS_GROUP):
         try:
             register = ep.load()
         except ImportError as exc:
-            _not_installed(target, ep.name, list(ep.extras), exc)
+            _not_installed(target, ep, exc)
             continue
         register(target)
 
 
-@app.command()
-def version() -> None:
-    """Print the version."""
-    typer.echo(f"pim-hub {package_version()}")
+def _not_installed(target: typer.Typer, ep: EntryPoint, error: ImportError) -> None:
+    what = f"pim-hub[{','.join(ep.extras)}]" if ep.extras else "pim-hub"
 
-
-@topics_app.command("apply")
-def topics_apply(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="report only")] = False,
-    profile: Annotated[
-        str, typer.Option(help="default, or production: replication 3, min.insync.replicas 2")
-    ] = "default",
-) -> None:
-    """Create missing topics and report (and fix) config drift; safe to run again."""
-    from pim_hub.runtime.kafka import TOPIC_PROFILES, apply_topics
-
-    settings = _settings()
-    _need_bootstrap(settings)
-    if profile not in TOPIC_PROFILES:
-        raise _fail(f"unknown profile {profile!r}; known: {', '.join(TOPIC_PROFILES)}")
-    report = apply_topics(settings, dry_run=dry_run, profile=profile)
-    for line in report.lines():
-        typer.echo(line)
-    if dry_run and (report.created or report.drift):
-        typer.echo("(dry run: nothing changed)")
-
-
-@app.command("doctor")
-def doctor(
-    profile: Annotated[
-        str, typer.Option(help="the topic profile the cluster should match (hub topics apply)")
-    ] = "default",
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the brokers")] = 15.0,
-) -> None:
-    """Check the Kafka cluster for the hub: connection, auth, topics, ACLs, size limits.
-
-    Prints one line per check with a fix for each problem; exits 1 when a check failed.
-    """
-    from pydantic import ValidationError
-
-    from pim_hub.drivers.discovery import discover
-    from pim_hub.ops.doctor import diagnose
-
-    try:
-        settings = _settings()
-    except ValidationError as exc:
-        raise _fail(f"the settings are invalid: {exc}") from exc
-    _need_bootstrap(settings)
-    report = diagnose(
-        settings, drivers=sorted(discover().drivers), profile=profile, timeout_s=timeout
+    @target.command(
+        ep.name,
+        help=f"(not installed: pip install '{what}')",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )
-    for line in report.lines():
-        typer.echo(line)
-    if not report.ok:
-        raise typer.Exit(1)
-
-
-@topics_app.command("list")
-def topics_list() -> None:
-    """Show the topic catalogue."""
-    from pim_hub.runtime.kafka import settings_catalogue
-
-    for spec in settings_catalogue(Settings()):
-        retention = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms / 86400000:g}d"
-        typer.echo(
-            f"{spec.name:28} partitions={spec.partitions:<3} retention={retention:<8} "
-            f"cleanup={spec.cleanup_policy:<8} {spec.doc}"
+    def _explain() -> None:
+        typer.secho(
+            f"error: `hub {ep.name}` is not installed ({error}); install it with: pip install "
+            f"'{what}'",
+            fg="red",
+            err=True,
         )
-
-
-@db_app.command("migrate")
-def db_migrate() -> None:
-    """Apply pending database migrations (idempotent)."""
-    from pim_hub.runtime import db
-
-    settings = _settings()
-    url = _need_db(settings)
-    typer.echo(f"database {db.describe_url(url)}")
-    applied = db.migrate(url)
-    typer.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
-
-
-@produce_app.command("snapshot")
-def produce_snapshot(
-    file: Annotated[Path, typer.Argument(help="an Akeneo-shaped JSON entity")],
-    entity_type: Annotated[str, typer.Option(help="product, category, family, ...")] = "product",
-    delete: Annotated[bool, typer.Option(help="publish a deletion tombstone")] = False,
-    version: Annotated[str | None, typer.Option(help="source version; default: `updated`")] = None,
-) -> None:
-    """Publish one snapshot to pim.snapshots from a JSON file."""
-    from pim_hub.runtime.kafka import make_producer, produce_sync
-    from pim_hub.schemas import topics
-    from pim_hub.schemas.entities import entity_key
-    from pim_hub.schemas.errors import InvalidSnapshot
-    from pim_hub.schemas.limits import LimitExceeded, check_json_text, escape_controls
-    from pim_hub.schemas.records import snapshot_record
-    from pim_hub.schemas.serde import Serde
-
-    settings = _settings()
-    _need_bootstrap(settings)
-    try:
-        text = file.read_bytes()
-        payload = orjson.loads(text)
-        # The mutator's own limits, checked here so a bad file is refused with its reason
-        # instead of published and set aside.
-        check_json_text("the payload", text.decode(), payload)
-        key = entity_key(entity_type, payload)
-    except (OSError, orjson.JSONDecodeError, InvalidSnapshot, LimitExceeded) as exc:
-        raise _fail(f"{file}: {exc}") from exc
-    record = snapshot_record(
-        entity_type, key, None if delete else payload, version or payload.get("updated"), "external"
-    )
-    msg = produce_sync(
-        make_producer(settings),
-        topics.SNAPSHOTS,
-        Serde(settings.registry_config()).encode("Snapshot", record, topic=topics.SNAPSHOTS),
-        key=key,
-    )
-    typer.echo(
-        f"published {escape_controls(key)} to {topics.SNAPSHOTS}[{msg.partition()}]@{msg.offset()}"
-    )
-
-
-@app.command()
-def deliveries(
-    status: Annotated[str | None, typer.Option()] = None,
-    integration: Annotated[str | None, typer.Option()] = None,
-    entity: Annotated[str | None, typer.Option(help="entity key")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
-) -> None:
-    """Latest status per job, from the PostgreSQL projection."""
-    import psycopg
-    from psycopg.rows import dict_row
-
-    settings = _settings()
-    where, params = [], []
-    for col, val in (("status", status), ("integration_id", integration), ("entity_key", entity)):
-        if val:
-            where.append(f"{col} = %s")
-            params.append(val)
-    sql = "SELECT * FROM deliveries"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY occurred_at DESC LIMIT %s"
-    with psycopg.connect(_need_db(settings), row_factory=dict_row) as conn:
-        rows = conn.execute(sql, [*params, limit]).fetchall()
-    for r in rows:
-        err = f"  {r['error_kind']}: {r['error_message']}" if r["error_message"] else ""
-        typer.echo(
-            f"{r['occurred_at']:%Y-%m-%d %H:%M:%S} {r['status']:9} {r['integration_id']:16} "
-            f"{r['entity_key']:40} attempt {r['attempt']}{err}"
-        )
-
-
-mount_plugins(app)
+        raise typer.Exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

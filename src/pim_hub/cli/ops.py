@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
+import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
@@ -15,12 +16,10 @@ from pim_hub.runtime.entry import fail as _fail
 from pim_hub.runtime.entry import load_settings as _settings
 from pim_hub.runtime.entry import need_bootstrap as _need_bootstrap
 from pim_hub.runtime.entry import need_db as _need_db
+from pim_hub.schemas.limits import escape_controls
 
 if TYPE_CHECKING:
     from pim_hub.runtime.settings import Settings
-
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_when(text: str, now: datetime | None = None) -> datetime:
@@ -29,17 +28,12 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     Raises:
         typer.BadParameter: neither form.
     """
-    match = _RELATIVE.match(text.strip())
-    if match:
-        amount, unit = float(match.group(1)), match.group(2)
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    from pim_hub.ops.when import parse_when as parse
+
     try:
-        when = datetime.fromisoformat(text.strip())
+        return parse(text, now)
     except ValueError as exc:
-        raise typer.BadParameter(
-            f"{text!r}: expected an ISO 8601 time (2026-01-31T10:00:00Z) or an age (90m, 2h, 7d)"
-        ) from exc
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _ready(need_db: bool = True) -> Settings:
@@ -87,7 +81,17 @@ def _progress(label: str, enabled: bool) -> Iterator[_Bar | None]:
         console=Console(stderr=True),
         transient=True,
     ) as progress:
-        yield _Bar(label, progress)
+        # Rich redirects sys.stderr while the bar shows, so that lines print above it; the
+        # log handlers hold the stderr of before and would write into the bar's line (and
+        # leave their text on the report's line): point them at the redirected stream.
+        handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+        streams = [h.setStream(sys.stderr) for h in handlers]
+        try:
+            yield _Bar(label, progress)
+        finally:
+            for handler, stream in zip(handlers, streams, strict=True):
+                if stream is not None:
+                    handler.setStream(stream)
 
 
 def _filter(entity_type: list[str] | None, key: str | None) -> Any:
@@ -145,7 +149,7 @@ def replay(
     """Read hub.mutations again (by time or offsets) and fan it out as replay jobs."""
     from pim_hub.ops.replay import ReplayError, ReplayOptions
     from pim_hub.ops.replay import replay as run_replay
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     if mode not in ("guarded", "force"):
         raise _fail(f"--mode {mode!r}: use guarded or force")
@@ -167,6 +171,8 @@ def replay(
     try:
         with _progress("reading hub.mutations", progress and not as_json) as bar:
             report = run_replay(settings, options, bar)
+    except ReadStalled as exc:  # the broker stopped answering: a runtime failure
+        raise _fail(str(exc), 1) from exc
     except (ReplayError, OffsetsError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     _report(report, as_json)
@@ -177,7 +183,7 @@ def _report(report: Any, as_json: bool) -> None:
         _print_json(report.as_json())
     else:
         for line in report.lines():
-            typer.echo(line)
+            typer.echo(escape_controls(line))
     if report.invalid:
         raise typer.Exit(1)
 
@@ -205,7 +211,7 @@ def resync(
     """Push the current full state of every entity (or some types) to one integration."""
     from pim_hub.ops.replay import ReplayError
     from pim_hub.ops.resync import resync as run_resync
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     if source not in ("auto", "model", "log"):
         raise _fail(f"--source {source!r}: use auto, model or log")
@@ -225,6 +231,8 @@ def resync(
                 run_id=run_id,
                 progress=bar,
             )
+    except ReadStalled as exc:  # the broker stopped answering: a runtime failure
+        raise _fail(str(exc), 1) from exc
     except (ReplayError, OffsetsError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     _report(report, as_json)
@@ -242,18 +250,21 @@ def trace(
 ) -> None:
     """The timeline of one entity: raw event, snapshot, mutation, jobs, delivery statuses."""
     from pim_hub.ops.trace import TraceError, collect, render
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     settings = _ready(need_db=False)
     try:
         result = collect(settings, entity, parse_when(since) if since else None)
+    except ReadStalled as exc:
+        raise _fail(str(exc), 1) from exc
     except (TraceError, OffsetsError) as exc:
         raise _fail(str(exc)) from exc
     if as_json:
         _print_json(result.as_json())
         return
     for line in render(result, changes):
-        typer.echo(line)
+        # Keys, values and errors come from outside: CR, LF and ESC are shown escaped.
+        typer.echo(escape_controls(line))
 
 
 def offsets(
@@ -287,7 +298,7 @@ def offsets(
         execute_reset,
         plan_reset,
     )
-    from pim_hub.runtime.logread import OffsetsError
+    from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
     chosen = [x for x in (reset, to_datetime, to_offset) if x is not None]
     if len(chosen) > 1:
@@ -337,6 +348,8 @@ def offsets(
         execute_reset(settings, group, rows)
     except GroupActive as exc:
         raise _fail(f"refused: {exc}") from exc
+    except ReadStalled as exc:
+        raise _fail(str(exc), 1) from exc
     except OffsetsError as exc:
         raise _fail(str(exc)) from exc
     if as_json:

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pim_hub.schemas.limits import escape_controls
+
 
 class Output(StrEnum):
     """The formats of a listing."""
@@ -54,6 +56,7 @@ def emit(
         if output is Output.jsonl:
             typer.echo(json.dumps(dict(row), sort_keys=True, default=_default))
         else:
-            typer.echo(table(row))
+            # Rows quote keys and errors from outside: control characters shown escaped.
+            typer.echo(escape_controls(table(row)))
         count += 1
     return count

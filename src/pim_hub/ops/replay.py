@@ -361,14 +361,11 @@ def replay(
         if since_ms is not None:
             # The broker's answer is only a lower bound here (see pim_hub.runtime.logread); records before
             # --since are dropped below by their timestamp.
-            asked = consumer.offsets_for_times(
-                [
-                    TopicPartition(tp[0], tp[1], since_ms)
-                    for tp, (lo, hi) in bounds.items()
-                    if hi > lo
-                ],
-                timeout=10,
-            )
+            wanted = [
+                TopicPartition(tp[0], tp[1], since_ms) for tp, (lo, hi) in bounds.items() if hi > lo
+            ]
+            # librdkafka refuses an empty list (an empty log): nothing to look up then.
+            asked = consumer.offsets_for_times(wanted, timeout=10) if wanted else []
             time_starts = {
                 (t.topic, t.partition): (
                     bounds[(t.topic, t.partition)][1] if t.offset < 0 else t.offset
@@ -422,11 +419,12 @@ def replay(
                 continue
             report.matched += 1
             for priority, job_key, job in fanout.jobs_for(mutation, chosen, mode=job_mode):
-                job["job_id"] = rerun_job_id(
-                    mutation["mutation_id"], job["integration_id"], report.run_id
-                )
                 report.jobs[(job["integration_id"], priority)] += 1
                 if publisher is not None:
+                    # Only published jobs need their run's id (a dry run counts them).
+                    job["job_id"] = rerun_job_id(
+                        mutation["mutation_id"], job["integration_id"], report.run_id
+                    )
                     pacer.wait()
                     publisher.publish(priority, job_key, job, msg.value())
         if publisher is not None:

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 STAGE_ORDER = {
     "raw-event": 0,
     "snapshot": 1,
+    "invalid": 2,
     "mutation": 2,
     "job": 3,
     "dead-letter": 4,
@@ -178,6 +179,21 @@ def snapshot_event(msg: Message, record: dict[str, Any]) -> TraceEvent:
     return TraceEvent(_ms(msg), "snapshot", *_where(msg), summary, data)
 
 
+def invalid_event(msg: Message, serde: Serde) -> TraceEvent:
+    """A pim.snapshots.invalid record: what was refused and why."""
+    from pim_hub.ops.invalid import decode
+
+    rec = decode(msg, serde)
+    data = {
+        "error_type": rec.error_type,
+        "reason": rec.reason,
+        "kind": rec.kind,
+        "record_id": rec.id,
+    }
+    summary = f"refused ({rec.error_type}): {rec.reason} [hub invalid show {rec.id}]"
+    return TraceEvent(_ms(msg), "invalid", *_where(msg), summary, data)
+
+
 def _change(c: dict[str, Any]) -> dict[str, Any]:
     out = {k: c.get(k) for k in ("field", "attribute", "locale", "scope")}
     out["old"], out["new"] = _json_text(c.get("old")), _json_text(c.get("new"))
@@ -267,6 +283,8 @@ def job_topics(settings: Settings) -> list[str]:
 
 
 def _keys_from_db(url: str | None, query: str) -> tuple[list[str], list[dict[str, Any]]]:
+    from pim_hub.services.projections.entities import KEYS_BY_IDENTIFIER_SQL
+
     if not url:
         return [], []
     try:
@@ -274,8 +292,10 @@ def _keys_from_db(url: str | None, query: str) -> tuple[list[str], list[dict[str
             rows = conn.execute(
                 "SELECT entity_key, entity_type, code, deleted, version, mutation_id, operation,"
                 " mutated_at FROM entities WHERE entity_key = %s OR code = %s"
-                " OR entity_key = 'product:' || %s ORDER BY entity_key",
-                (query, query, query),
+                " OR entity_key = 'product:' || %s"
+                f" OR entity_key IN ({KEYS_BY_IDENTIFIER_SQL})"
+                " ORDER BY entity_key",
+                (query, query, query, query),
             ).fetchall()
     except psycopg.errors.UndefinedTable:
         return [], []
@@ -291,20 +311,62 @@ def _keys_from_log(settings: Settings, query: str, serde: Serde) -> list[str]:
             consumer, [(topics.MUTATIONS, p) for p in partitions_of(consumer, topics.MUTATIONS)]
         )
         needle = query.encode()
+        # Which attributes are identifiers (their latest state), and the product states
+        # holding the needle: a products-uuid payload names its SKU only as a value.
+        identifier_attrs: dict[str, bool] = {}
+        candidates: dict[str, dict[str, Any]] = {}
         for msg in scan(consumer, bounds):
             value = msg.value() or b""
-            if needle not in value:
+            is_attribute = (msg.key() or b"").startswith(b"attribute:")
+            if needle not in value and not is_attribute:
                 continue  # cheap test before decoding: the SKU must be in the bytes
             try:
                 m = serde.decode("Mutation", value, topic=topics.MUTATIONS)
             except SchemaError:
                 continue
             state = _json_text(m["state"]) or {}
-            if isinstance(state, dict) and query in (state.get("identifier"), state.get("code")):
+            if not isinstance(state, dict):
+                continue
+            if m["entity_type"] == "attribute":
+                identifier_attrs[str(state.get("code"))] = (
+                    m["operation"] != "delete" and state.get("type") == IDENTIFIER_TYPE
+                )
+                if needle not in value:
+                    continue
+            if query in (state.get("identifier"), state.get("code")):
                 found.add(m["entity_key"])
+            elif m["entity_type"] == "product":
+                candidates[m["entity_key"]] = state
     finally:
         consumer.close()
+    identifiers = {code for code, yes in identifier_attrs.items() if yes}
+    for key, state in candidates.items():
+        if query in identifier_values(state, identifiers):
+            found.add(key)
     return sorted(found)
+
+
+#: Akeneo's attribute type of the product identifier (SKU).
+IDENTIFIER_TYPE = "pim_catalog_identifier"
+
+
+def identifier_values(state: dict[str, Any], identifier_attributes: set[str]) -> set[str]:
+    """The identifier values of a product state: its non-localised, non-scoped values of an
+    identifier attribute (known from attribute snapshots or marked by `attribute_type`)."""
+    out: set[str] = set()
+    values = state.get("values")
+    if not isinstance(values, dict):
+        return out
+    for attribute, items in values.items():
+        if not isinstance(items, list):
+            continue
+        for item in items:
+            if not isinstance(item, dict) or item.get("locale") or item.get("scope"):
+                continue
+            marked = item.get("attribute_type") == IDENTIFIER_TYPE
+            if (attribute in identifier_attributes or marked) and isinstance(item.get("data"), str):
+                out.add(item["data"])
+    return out
 
 
 def resolve(settings: Settings, query: str, serde: Serde) -> tuple[list[str], list[dict[str, Any]]]:
@@ -345,7 +407,13 @@ def collect(
     trace = Trace(query, keys, entities=rows)
     keyset = {k.encode() for k in keys}
     suffixes = tuple(b"|" + k for k in keyset)
-    entity_topics = [topics.RAW_EVENTS, topics.SNAPSHOTS, topics.MUTATIONS, topics.DELIVERY_STATUS]
+    entity_topics = [
+        topics.RAW_EVENTS,
+        topics.SNAPSHOTS,
+        topics.SNAPSHOTS_INVALID,
+        topics.MUTATIONS,
+        topics.DELIVERY_STATUS,
+    ]
     consumer = ephemeral_consumer(settings, "trace")
     try:
         tps: list[TP] = []
@@ -381,6 +449,8 @@ def _decode(msg: Message, topic: str, serde: Serde, trace: Trace) -> TraceEvent 
     try:
         if topic == topics.RAW_EVENTS:
             return raw_event(msg)
+        if topic == topics.SNAPSHOTS_INVALID:
+            return invalid_event(msg, serde)
         if topic == topics.SNAPSHOTS:
             return snapshot_event(msg, serde.decode("Snapshot", msg.value(), topic=topic))
         if topic == topics.MUTATIONS:
@@ -405,7 +475,15 @@ def render(trace: Trace, changes: bool = True) -> list[str]:
         )
     if not trace.events:
         out.append("  (nothing found in the topics: retention may have removed it)")
-    indent = {"raw-event": 0, "snapshot": 0, "mutation": 1, "job": 2, "dead-letter": 2, "status": 3}
+    indent = {
+        "raw-event": 0,
+        "snapshot": 0,
+        "invalid": 1,
+        "mutation": 1,
+        "job": 2,
+        "dead-letter": 2,
+        "status": 3,
+    }
     for e in trace.events:
         pad = "  " * (indent.get(e.stage, 0) + 1)
         out.append(f"{e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f" {pad}{e.stage:11} {e.summary}")

@@ -6,14 +6,51 @@ import re
 import typing
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
 #: Config keys whose values are never shown or published, whatever the driver's model says.
 SECRET_KEY_RE = re.compile(
-    r"secret|passw|token|api[_-]?key|credential|private[_-]?key|authorization|dsn", re.I
+    r"secret|passw|token|api[_-]?key|credential|private[_-]?key|authorization|dsn"
+    # OAuth 1.0a consumer keys sign requests like the secret beside them; cookies and
+    # custom auth headers (X-Auth, X-Shop-Key) carry sessions and keys.
+    r"|consumer[_-]?key|cookie|^x-auth|[-_]key$|signature",
+    re.I,
 )
 MASK = "********"
+#: Header names whose values are not secret; any other header value is masked (a webhook's
+#: `headers` carry keys and sessions under names nobody can list in advance).
+PLAIN_HEADERS: frozenset[str] = frozenset(
+    {"accept", "accept-language", "content-type", "user-agent", "x-request-source", "x-source"}
+)
+#: Query parameters of a URL that carry credentials.
+SECRET_QUERY_RE = re.compile(r"token|key|secret|sig|passw|auth|code|session", re.I)
+
+
+def mask_url(value: str) -> str:
+    """A URL with its credentials masked: user info and credential-like query values.
+
+    Other text is returned as it is.
+    """
+    if "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return value
+    netloc = parts.netloc
+    if parts.username is not None or parts.password is not None:
+        netloc = f"{MASK}@{host or ''}" + (f":{port}" if port else "")
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, MASK if SECRET_QUERY_RE.search(k) else v) for k, v in pairs], safe="*"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _is_secret_type(annotation: Any) -> bool:
@@ -48,11 +85,16 @@ def secret_fields(model: type[BaseModel] | None) -> set[str]:
 def mask_config(config: Any, model: type[BaseModel] | None = None) -> Any:
     """The config with every secret value replaced by a mask (null values stay null).
 
-    Secret are the model's SecretStr/SecretBytes fields (nested models included) and any key
-    whose name looks like a secret (password, token, api_key, authorization, dsn, ...).
+    Secret are the model's SecretStr/SecretBytes fields (nested models included), any key
+    whose name looks like a secret (password, token, api_key, authorization, dsn, consumer
+    key, cookie, ...), every header value of a `headers` mapping but a few plain ones
+    (Content-Type, Accept, ...), and the credentials inside URLs (user info, token query
+    parameters).
     """
     if isinstance(config, list):
         return [mask_config(v, model) for v in config]
+    if isinstance(config, str):
+        return mask_url(config)
     if not isinstance(config, Mapping):
         return config
     secrets = secret_fields(model)
@@ -61,6 +103,12 @@ def mask_config(config: Any, model: type[BaseModel] | None = None) -> Any:
     for key, value in config.items():
         if value is not None and (key in secrets or SECRET_KEY_RE.search(str(key))):
             out[key] = MASK
+            continue
+        if str(key).lower() == "headers" and isinstance(value, Mapping):
+            out[key] = {
+                name: v if v is None or str(name).lower() in PLAIN_HEADERS else MASK
+                for name, v in value.items()
+            }
             continue
         info = fields.get(key)
         out[key] = mask_config(value, _nested_model(info.annotation) if info else None)

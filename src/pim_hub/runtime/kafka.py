@@ -134,7 +134,14 @@ class AsyncProducer:
 
     def _poll_loop(self) -> None:
         while not self._closed.is_set():
-            self.producer.poll(self._poll_interval)
+            try:
+                self.producer.poll(self._poll_interval)
+            except Exception as exc:
+                # A fatal producer error must not end this thread silently: acknowledgements
+                # already queued still reach their waiters, and the owner sees the error on
+                # its next write and can replace the producer.
+                logger.error("producer poll failed", extra={"error": str(exc)})
+                self._closed.wait(self._poll_interval)
             self._hand_over()
 
     def _hand_over(self) -> None:

@@ -15,6 +15,43 @@ REDACTED_KEYS = frozenset(
 )
 
 
+#: Attributes every LogRecord has: anything else on a record came from `extra`.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class TextFormatter(logging.Formatter):
+    """One line for people that keeps the structured fields: `message key=value ...`.
+
+    The stable keys come first, in their order, then any other `extra` field by name, so
+    `HUB_LOG_FORMAT=text` says as much as the JSON lines (job id, entity key, reason, ...).
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The base line, the extra fields, then the traceback if any."""
+        line = super().format(record)
+        extras = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS}
+        if not extras:
+            return line
+        ordered = [k for k in STABLE_KEYS if k in extras]
+        ordered += sorted(k for k in extras if k not in STABLE_KEYS)
+        fields = " ".join(f"{k}={_text(extras[k])}" for k in ordered)
+        head, sep, tail = line.partition("\n")  # a traceback stays below the fields
+        return f"{head} {fields}{sep}{tail}"
+
+
+def _text(value: object) -> str:
+    text = str(value)
+    # Quote what would not read back as one token.
+    return repr(text) if (not text or any(c.isspace() or c in "\"'=" for c in text)) else text
+
+
 class Redact(logging.Filter):
     """Replaces payload and secret fields a caller passed in `extra` by a marker."""
 
@@ -35,7 +72,7 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
             )
         )
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     handler.addFilter(Redact())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -12,6 +12,7 @@ from pim_hub.runtime.kafka_props import PROTECTED as PROTECTED_KEYS
 from pim_hub.schemas import topics
 from pim_hub.schemas.limits import DEFAULT_MESSAGE_MAX_BYTES, record_budget
 from pim_hub.schemas.ownership import DEFAULT_SOURCE, Ownership
+from pim_hub.schemas.versions import DEFAULT_MAX_FUTURE_S
 
 
 class KafkaSettings(BaseModel):
@@ -39,7 +40,7 @@ class KafkaSettings(BaseModel):
     # Poison records: the largest record the brokers take (their `message.max.bytes`); a
     # stage sets aside, with its reason, an output that would not fit instead of failing.
     message_max_bytes: int = Field(
-        DEFAULT_MESSAGE_MAX_BYTES,
+        default=DEFAULT_MESSAGE_MAX_BYTES,
         ge=64 * 1024,
         description="largest record the brokers accept (HUB_KAFKA__MESSAGE_MAX_BYTES)",
     )
@@ -195,6 +196,18 @@ class Settings(BaseSettings):
     # lose the last moments of guard records, see pim_hub.services.dispatcher.guard_store.GuardStore).
     dispatcher_guard_synchronous_commit: bool = True
     dispatcher_max_buffered_bytes: int = 4 * 2**20
+    # Versions: a source version further ahead of the clock than this is refused (invalid
+    # snapshot, `hub produce snapshot` error): it would make every later change stale.
+    version_max_future_s: float = Field(default=DEFAULT_MAX_FUTURE_S, gt=0)
+    # Per-entity order across priority lanes (docs/delivery-semantics.md): how long a job
+    # waits at most for an older job of its entity pending in another lane; 0: off.
+    dispatcher_order_hold_s: float = 60.0
+    # Circuit breaker per integration (docs/delivery-semantics.md): consecutive outage failures
+    # (unreachable, timeouts, 5xx, 429) that pause an integration's jobs (0: never), and the
+    # first and longest waits between probes of its target.
+    dispatcher_breaker_threshold: int = 5
+    dispatcher_breaker_probe_min_s: float = 1.0
+    dispatcher_breaker_probe_max_s: float = 30.0
     log_level: str = "INFO"
     log_format: str = "json"
     # Schema Registry: the Confluent client's auth, TLS and caching; register or look up only.

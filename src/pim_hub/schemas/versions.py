@@ -23,6 +23,38 @@ def parse_version(version: str) -> datetime:
     return instant
 
 
+#: How far ahead of the clock a source version may be (HUB_VERSION_MAX_FUTURE_S): one day
+#: covers any clock skew and time zone mistake; a version in year 9999 would make every later
+#: snapshot of the entity stale, freezing it.
+DEFAULT_MAX_FUTURE_S = 24 * 3600
+
+
+def check_version(
+    version: str, now: datetime, max_future_s: float = DEFAULT_MAX_FUTURE_S
+) -> datetime:
+    """A source version as an instant, refused when it is no date or too far in the future.
+
+    Raises:
+        InvalidSnapshot: code `bad_version` (not ISO 8601) or `version_in_future`.
+    """
+    try:
+        instant = parse_version(version)
+    except InvalidSnapshot as exc:
+        raise InvalidSnapshot(exc.reason, code="bad_version") from exc
+    try:
+        limit = now + timedelta(seconds=max_future_s)
+    except OverflowError:
+        return instant  # a limit beyond year 9999 lets everything through
+    if instant > limit:
+        raise InvalidSnapshot(
+            f"source version {version!r} is more than {max_future_s:g} s ahead of the clock "
+            f"({now.isoformat()}); it would make every later change of the entity stale "
+            "(HUB_VERSION_MAX_FUTURE_S)",
+            code="version_in_future",
+        )
+    return instant
+
+
 def compare_versions(incoming: str | None, stored: str | None) -> int | None:
     """-1 if incoming is older than stored, 0 same instant, 1 newer, None if either is unknown."""
     if incoming is None or stored is None:

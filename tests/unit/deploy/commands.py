@@ -12,6 +12,8 @@ from typing import Any
 
 import typer
 import typer.main
+from typer._click.core import Context
+from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from pim_hub.cli.main import app
@@ -36,17 +38,19 @@ def resolve(args: list[str]) -> tuple[str, ...]:
 
     The leaf command also parses its options, so a misspelt or missing option fails too.
     """
-    # Typer ships its own click: walk groups by their `commands` mapping.
+    # Typer ships its own click: walk groups through list_commands/get_command (the root
+    # group imports its commands on use).
     group: Any = typer.main.get_command(app)
     path: list[str] = []
     rest = list(args)
-    while hasattr(group, "commands"):
+    while isinstance(group, TyperGroup):
         if not rest:
             raise ValueError(f"`hub {' '.join(path)}` needs a sub-command")
         name = rest.pop(0)
-        sub = group.commands.get(name)
+        ctx = Context(group)
+        sub = group.get_command(ctx, name)
         if sub is None:
-            known = ", ".join(sorted(group.commands))
+            known = ", ".join(sorted(group.list_commands(ctx)))
             raise ValueError(f"`hub {' '.join([*path, name])}` is not a command (known: {known})")
         path.append(name)
         group = sub

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 
+from pim_hub.schemas.errors import InvalidSnapshot
 from pim_hub.schemas.limits import (
     MAX_JSON_DEPTH,
     MAX_VALUE_CHARS,
@@ -16,6 +18,7 @@ from pim_hub.schemas.limits import (
 )
 from pim_hub.schemas.records import snapshot_record
 from pim_hub.schemas.serde import Serde
+from pim_hub.schemas.versions import check_version
 from pim_hub.services.mutator.processing import (
     Invalid,
     Outcome,
@@ -149,3 +152,41 @@ def test_the_set_aside_record_carries_reason_and_code_and_fits() -> None:
     assert dict(with_drop)["error.value_dropped"] == b"999000 bytes"
     small = Invalid("bad", b"key", b"abc", "product", "invalid")
     assert set_aside_record(small, 1_000_000)[0] == b"abc"
+
+
+# ------------------------------------------------------------------------- versions
+def _versioned(updated: object, source_version: str | None, now: datetime) -> Outcome:
+    serde = Serde()
+    payload = {"uuid": UID, "identifier": "SKU-23", "values": {}, "updated": updated}
+    record = snapshot_record("product", f"product:{UID}", payload, source_version, "external")
+    processor = SnapshotProcessor(serde, now=lambda: now, max_future_s=86_400)
+    return processor.process(b"k", serde.encode("Snapshot", record), lambda _k: None)
+
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_a_create_whose_updated_is_not_a_date_is_invalid() -> None:
+    # Accepted before, after which every update of the entity was invalid.
+    outcome = _versioned("not-a-date", None, NOW)
+    assert outcome.kind == "invalid"
+    assert outcome.invalid is not None and outcome.invalid.code == "bad_version"
+    assert "not-a-date" in outcome.invalid.reason
+    assert _versioned(V1, "yesterday", NOW).kind == "invalid"
+
+
+def test_a_version_far_in_the_future_is_invalid_not_a_frozen_entity() -> None:
+    outcome = _versioned("9999-12-31T23:59:59+00:00", None, NOW)
+    assert outcome.kind == "invalid"
+    assert outcome.invalid is not None and outcome.invalid.code == "version_in_future"
+    assert "HUB_VERSION_MAX_FUTURE_S" in outcome.invalid.reason
+    # Inside the window (clock skew): accepted.
+    assert _versioned("2026-01-01T23:00:00+00:00", None, NOW).kind == "mutation"
+    assert _versioned(V1, "2026-01-02T00:00:01+00:00", NOW).kind == "invalid"
+
+
+def test_check_version_window_is_configurable() -> None:
+    assert check_version("2026-01-03T00:00:00Z", NOW, 3 * 86_400) > NOW
+    with pytest.raises(InvalidSnapshot) as info:
+        check_version("2026-01-03T00:00:00Z", NOW, 86_400)
+    assert info.value.code == "version_in_future"

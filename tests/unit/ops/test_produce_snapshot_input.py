@@ -52,3 +52,16 @@ def test_a_payload_nested_300_deep_is_exit_2_not_a_traceback(
     code, err = _run(tmp_path, text, monkeypatch)
     assert code == 2
     assert "nested deeper than 64" in err
+
+
+@pytest.mark.parametrize(
+    ("updated", "reason"),
+    [("not-a-date", "not an ISO 8601"), ("9999-12-31T00:00:00+00:00", "ahead of the clock")],
+)
+def test_a_version_that_is_no_date_or_far_ahead_is_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, updated: str, reason: str
+) -> None:
+    payload = {"uuid": "0c6a5a1e-0000-4000-8000-000000000001", "updated": updated}
+    code, err = _run(tmp_path, orjson.dumps(payload).decode(), monkeypatch)
+    assert code == 2
+    assert reason in err

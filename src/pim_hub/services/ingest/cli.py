@@ -45,6 +45,10 @@ def web(
         log_level="warning",
         access_log=False,
         log_config=None,
+        # Bounded connections: beyond the cap uvicorn answers 503 at once; idle keep-alive
+        # connections are closed (bodies have their own read timeout in the app).
+        limit_concurrency=ingest.max_connections,
+        timeout_keep_alive=ingest.keep_alive_s,
     )
 
 

@@ -17,10 +17,12 @@ import orjson
 import psycopg
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from pim_hub.runtime import metrics
 from pim_hub.runtime.health import HEALTH, POLL_ALLOWANCE_S
 from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, consumer_config, make_producer
 from pim_hub.runtime.settings import Settings
-from pim_hub.schemas.errors import InvalidSnapshot
+from pim_hub.schemas.errors import InvalidSnapshot, SchemaError
+from pim_hub.schemas.limits import LimitExceeded, check_depth
 from pim_hub.schemas.records import snapshot_record
 from pim_hub.schemas.serde import Serde
 from pim_hub.schemas.topics import RAW_EVENTS, SNAPSHOTS, SNAPSHOTS_INVALID
@@ -55,13 +57,33 @@ class _Item:
     received_at: datetime | None = None
 
 
+#: One record to write: (topic, key, value, headers).
+Output = tuple[str, Any, bytes | None, Any]
+
+
+class SetAside(Exception):
+    """A raw record the enricher cannot turn into a snapshot: `code` is the short reason."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
 def _headers(msg: Message) -> dict[str, str]:
+    """The record's headers as text.
+
+    Raises:
+        SetAside: a header value is not UTF-8 (anyone may write to pim.raw-events).
+    """
     out: dict[str, str] = {}
     raw = msg.headers() or []
     pairs = list(raw.items()) if isinstance(raw, dict) else list(raw)
     for name, value in pairs:
         if value is not None:
-            out[name] = value.decode() if isinstance(value, bytes) else str(value)
+            try:
+                out[name] = value.decode() if isinstance(value, bytes) else str(value)
+            except UnicodeDecodeError as exc:
+                raise SetAside("bad_header", f"header {name!r} is not UTF-8: {exc}") from exc
     return out
 
 
@@ -297,42 +319,61 @@ class Enricher:
         if pruned:
             logger.info("handled event ids pruned", extra={"rows": pruned})
 
-    def _plan(self, batch: list[Message]) -> tuple[list[_Item], list[tuple[str, Any, bytes, Any]]]:
+    def _set_aside(self, msg: Message, code: str, reason: str) -> Output:
+        """The invalid-topic record for a raw record set aside (counted and logged)."""
+        self.stats["invalid"] += 1
+        metrics.RECORDS_SET_ASIDE.labels("enricher", code).inc()
+        logger.error(
+            "raw event set aside",
+            extra={
+                "topic": msg.topic(),
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+                "reason": reason,
+                "code": code,
+            },
+        )
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("error.type", "InvalidEvent"),
+            ("error.reason", code),
+            ("error.message", reason.encode(errors="backslashreplace")[:4000]),
+            ("source.topic", msg.topic()),
+            ("source.offset", f"{msg.partition()}:{msg.offset()}"),
+        ]
+        value = msg.value()
+        # The raw record came from the broker; with the headers around it, one at the limit
+        # would not fit again: it is then kept without its value (the headers say why).
+        if value is not None and len(value) + 8192 > self.settings.kafka.message_max_bytes:
+            headers.append(("error.value_dropped", f"{len(value)} bytes"))
+            value = None
+        return (SNAPSHOTS_INVALID, msg.key(), value, headers)
+
+    def _plan(self, batch: list[Message]) -> tuple[list[_Item], list[Output]]:
         items: list[_Item] = []
-        invalid: list[tuple[str, Any, bytes, Any]] = []
+        invalid: list[Output] = []
         in_batch: set[str] = set()
         for msg in batch:
-            headers = _headers(msg)
-            if H_IGNORED in headers:
-                self.stats["ignored"] += 1
-                continue
             try:
+                headers = _headers(msg)
+                if H_IGNORED in headers:
+                    self.stats["ignored"] += 1
+                    continue
                 event = orjson.loads(msg.value() or b"")
+                # What the mutator could not write back (orjson writes 254 levels) is set
+                # aside here, with the record that carried it.
+                check_depth("event", event)
                 plan = plan_raw(headers.get(H_SOURCE), event, self.own)
-            except (orjson.JSONDecodeError, InvalidEvent) as exc:
-                self.stats["invalid"] += 1
-                logger.error(
-                    "raw event rejected",
-                    extra={
-                        "topic": msg.topic(),
-                        "partition": msg.partition(),
-                        "offset": msg.offset(),
-                        "reason": str(exc),
-                    },
-                )
-                invalid.append(
-                    (
-                        SNAPSHOTS_INVALID,
-                        msg.key(),
-                        msg.value() or b"",
-                        [
-                            ("error.type", "InvalidEvent"),
-                            ("error.message", str(exc)),
-                            ("source.topic", msg.topic()),
-                            ("source.offset", f"{msg.partition()}:{msg.offset()}"),
-                        ],
-                    )
-                )
+            except SetAside as exc:
+                invalid.append(self._set_aside(msg, exc.code, str(exc)))
+                continue
+            except orjson.JSONDecodeError as exc:
+                invalid.append(self._set_aside(msg, "bad_json", f"not JSON: {exc}"))
+                continue
+            except LimitExceeded as exc:
+                invalid.append(self._set_aside(msg, exc.code, str(exc)))
+                continue
+            except InvalidEvent as exc:
+                invalid.append(self._set_aside(msg, "invalid_event", str(exc)))
                 continue
             if plan.action == "ignore":
                 self.stats["ignored"] += 1
@@ -386,60 +427,71 @@ class Enricher:
         await asyncio.gather(*(one(k, p) for k, p in others.items()))
         return out
 
-    def _build(
-        self, items: list[_Item], fetched: dict[str, Json | None]
-    ) -> list[tuple[str, Any, bytes, Any]]:
-        outputs: list[tuple[str, Any, bytes, Any]] = []
+    def _build(self, items: list[_Item], fetched: dict[str, Json | None]) -> list[Output]:
+        outputs: list[Output] = []
+        budget = self.settings.record_budget
         for item in items:
-            plan = item.plan
-            assert plan is not None and plan.entity_type is not None and plan.entity_key
-            common: dict[str, Any] = {
-                "event_id": plan.event_id,
-                "received_at": item.received_at,
-                "correlation_id": plan.event_id,
-            }
-            resource = plan.payload if plan.action == "snapshot" else None
-            if plan.action == "fetch":
-                resource = fetched.get(plan.entity_key)
-                if resource is None:
-                    self.stats["gone"] += 1  # deleted since the event: a tombstone
-            key = plan.entity_key
-            if resource is not None:
-                try:
-                    key, record = resource_snapshot(
-                        plan.entity_type, resource, item.origin, **common
-                    )
-                except InvalidSnapshot as exc:
-                    self.stats["invalid"] += 1
-                    outputs.append(
-                        (
-                            SNAPSHOTS_INVALID,
-                            key,
-                            orjson.dumps(resource),
-                            [("error.type", "InvalidSnapshot"), ("error.message", str(exc))],
-                        )
-                    )
-                    continue
-                self.stats["snapshot"] += 1
-            elif plan.action == "delta":
-                record = snapshot_record(
-                    plan.entity_type,
-                    key,
-                    None,
-                    plan.version,
-                    item.origin,
-                    delta=[plan.delta],
-                    **common,
+            try:
+                key, value = self._snapshot(item, fetched)
+            except (InvalidSnapshot, LimitExceeded) as exc:
+                code = exc.code if isinstance(exc, LimitExceeded) else "invalid_snapshot"
+                outputs.append(self._set_aside(item.msg, code, str(exc)))
+                continue
+            except (SchemaError, orjson.JSONEncodeError) as exc:
+                outputs.append(self._set_aside(item.msg, "unencodable", str(exc)))
+                continue
+            if len(value) + len(key or "") > budget:
+                reason = (
+                    f"its snapshot is {len(value)} bytes; records above {budget} bytes cannot "
+                    "be written (HUB_KAFKA__MESSAGE_MAX_BYTES less room for later stages)"
                 )
-                self.stats["delta"] += 1
-            else:
-                record = snapshot_record(
-                    plan.entity_type, key, None, plan.version, item.origin, **common
-                )
-                self.stats["tombstone"] += 1
-            value = self.serde.encode("Snapshot", record, topic=self.output_topic)
+                outputs.append(self._set_aside(item.msg, "too_large", reason))
+                continue
             outputs.append((self.output_topic, key, value, None))
         return outputs
+
+    def _snapshot(self, item: _Item, fetched: dict[str, Json | None]) -> tuple[str, bytes]:
+        """(key, encoded Snapshot) of one planned event.
+
+        Raises:
+            InvalidSnapshot, LimitExceeded: the resource cannot be a snapshot.
+            SchemaError, orjson.JSONEncodeError: it cannot be encoded.
+        """
+        plan = item.plan
+        assert plan is not None and plan.entity_type is not None and plan.entity_key
+        common: dict[str, Any] = {
+            "event_id": plan.event_id,
+            "received_at": item.received_at,
+            "correlation_id": plan.event_id,
+        }
+        resource = plan.payload if plan.action == "snapshot" else None
+        if plan.action == "fetch":
+            resource = fetched.get(plan.entity_key)
+            if resource is None:
+                self.stats["gone"] += 1  # deleted since the event: a tombstone
+        key = plan.entity_key
+        if resource is not None:
+            # A resource read from the REST API passes the same limits as an event.
+            check_depth("resource", resource)
+            key, record = resource_snapshot(plan.entity_type, resource, item.origin, **common)
+            self.stats["snapshot"] += 1
+        elif plan.action == "delta":
+            record = snapshot_record(
+                plan.entity_type,
+                key,
+                None,
+                plan.version,
+                item.origin,
+                delta=[plan.delta],
+                **common,
+            )
+            self.stats["delta"] += 1
+        else:
+            record = snapshot_record(
+                plan.entity_type, key, None, plan.version, item.origin, **common
+            )
+            self.stats["tombstone"] += 1
+        return key, self.serde.encode("Snapshot", record, topic=self.output_topic)
 
 
 def _assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:

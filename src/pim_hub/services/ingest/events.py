@@ -119,6 +119,8 @@ def check_legacy_body(body: Any) -> list[Json]:
 
 
 _LEGACY_ENTITY = {"product": "product", "product_model": "product_model"}
+#: Events API nouns the hub handles (`<noun>.created|updated|removed`).
+LEGACY_NOUNS: Final = tuple(_LEGACY_ENTITY)
 
 
 def plan_legacy(event: Json, own_authors: frozenset[str] = frozenset()) -> Plan:
@@ -126,7 +128,10 @@ def plan_legacy(event: Json, own_authors: frozenset[str] = frozenset()) -> Plan:
     where = "event"
     event_id = _str(event, "event_id", where)
     action = _str(event, "action", where)
-    if event.get("author") in own_authors:
+    # `author` is the connection's user name; anything else (an object, a list) is no author
+    # of ours, and must not be hashed (a TypeError answered 500).
+    author = event.get("author")
+    if isinstance(author, str) and author in own_authors:
         return _ignore(event_id, "own connection")
     noun, _, verb = action.rpartition(".")
     entity_type = _LEGACY_ENTITY.get(noun)
@@ -195,6 +200,11 @@ _EP_ENTITIES: Final[dict[str, tuple[str, str]]] = {
 }
 
 
+#: Event Platform nouns the hub handles (`com.akeneo.pim.v1.<noun>.<verb>`).
+EP_NOUNS: Final = tuple(_EP_ENTITIES)
+EP_PREFIX: Final = _EP_PREFIX
+
+
 def _code_of(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("code")
@@ -209,7 +219,8 @@ def plan_cloud_event(event: Json, own_authors: frozenset[str] = frozenset()) -> 
     event_type: str = event["type"]
     data: Json = event.get("data") or {}
     author = data.get("author")
-    if isinstance(author, dict) and author.get("identifier") in own_authors:
+    identifier = author.get("identifier") if isinstance(author, dict) else None
+    if isinstance(identifier, str) and identifier in own_authors:
         return _ignore(event_id, "own connection")
     if not event_type.startswith(_EP_PREFIX):
         return _ignore(event_id, f"unsupported event type {event_type}")

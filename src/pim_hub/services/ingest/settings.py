@@ -24,6 +24,21 @@ class IngestSettings(BaseSettings):
         default=300, description="reject legacy requests older than this"
     )
     max_body_bytes: int = Field(default=1_048_576, description="larger bodies get 413")
+    # Receiver hardening: one event must fit a record downstream; a slow or idle client must
+    # not hold a connection; the number of connections is capped.
+    max_event_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description="larger events get 413; default: half the record budget "
+        "(HUB_KAFKA__MESSAGE_MAX_BYTES less 64 KiB), as a mutation carries each value twice",
+    )
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, description="a request body not read within this gets 408"
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="connections served at once; more get 503"
+    )
+    keep_alive_s: int = Field(default=5, ge=1, description="idle keep-alive connections close")
     own_connection: str = Field(
         default="",
         description="comma-separated authors to ignore: the hub's own Akeneo connection "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable
 
 from pim_hub.schemas.errors import PermanentError
@@ -13,8 +14,19 @@ class BadSignature(PermanentError):
     """The request is not signed by a secret we know (answered 401)."""
 
 
-def _hmac_hex(secret: str, message: bytes) -> str:
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+#: Unix seconds as Akeneo sends them: ASCII digits only, and few enough that the number fits
+#: a float (a 400-digit stamp raised OverflowError, answered 500).
+_STAMP = re.compile(r"[0-9]{1,12}")
+
+
+def _hmac_hex(secret: str, message: bytes) -> bytes:
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest().encode()
+
+
+def _given(signature: str) -> bytes:
+    # compare_digest takes str of ASCII only (TypeError otherwise, answered 500); bytes of
+    # anything. A header of other characters simply does not match.
+    return signature.strip().lower().encode("utf-8", errors="replace")
 
 
 def verify_legacy(
@@ -32,15 +44,14 @@ def verify_legacy(
     """
     if not signature or not timestamp:
         raise BadSignature("missing signature or timestamp header")
-    try:
-        stamp = int(timestamp)
-    except ValueError as exc:
-        raise BadSignature("timestamp is not unix seconds") from exc
+    if not _STAMP.fullmatch(timestamp):
+        raise BadSignature("timestamp is not unix seconds")
+    stamp = int(timestamp)
     # A replayed request keeps its old timestamp: refuse it (small allowance for clock skew).
     if abs(now - stamp) > tolerance_s:
         raise BadSignature("timestamp outside the accepted window")
     message = f"{timestamp}.".encode() + body
-    given = signature.strip().lower()
+    given = _given(signature)
     matched = False
     for secret in secrets:
         # Check every secret, so the time taken does not reveal which one matched.
@@ -59,7 +70,7 @@ def verify_event_platform(
     Raises:
         BadSignature: no signature header, or none matches.
     """
-    given = [s.strip().lower() for s in signatures if s]
+    given = [_given(s) for s in signatures if s]
     if not given:
         raise BadSignature("missing signature header")
     expected = [_hmac_hex(secret, body) for secret in secrets]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -24,15 +25,24 @@ from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, make_producer
 from pim_hub.runtime.settings import Settings
 from pim_hub.runtime.tuning import quiet_gc
 from pim_hub.schemas.errors import RetryableError
+from pim_hub.schemas.limits import (
+    DEFAULT_MESSAGE_MAX_BYTES,
+    LimitExceeded,
+    check_depth,
+    record_budget,
+)
 from pim_hub.schemas.topics import RAW_EVENTS
 from pim_hub.services.ingest.dedupe import SeenIds
 from pim_hub.services.ingest.events import (
+    EP_NOUNS,
+    EP_PREFIX,
     EVENT_PLATFORM,
     EVENTS_API,
     H_EVENT_ID,
     H_IGNORED,
     H_RECEIVED,
     H_SOURCE,
+    LEGACY_NOUNS,
     InvalidEvent,
     Json,
     Plan,
@@ -81,7 +91,13 @@ class Publisher(Protocol):
 
 
 class KafkaPublisher:
-    """Publisher over the idempotent acks=all producer."""
+    """Publisher over the idempotent acks=all producer, rebuilt after a fatal error.
+
+    An idempotent producer's fatal errors (`UNKNOWN_PRODUCER_ID` after a broker lost its
+    state, `PRODUCER_FENCED` after a long freeze) are final for that producer: every later
+    write fails. With `rebuild`, the publisher replaces it, answering 503 meanwhile (Akeneo
+    retries); `healthy` is False until a new producer runs, for the health endpoint.
+    """
 
     def __init__(
         self,
@@ -90,14 +106,31 @@ class KafkaPublisher:
         topic: str = RAW_EVENTS,
         max_queued: int = 20_000,
         timeout_s: float = 4.0,
+        rebuild: Callable[[], AsyncProducer] | None = None,
     ) -> None:
         self.producer = producer
         self.topic = topic
         self.max_queued = max_queued
         self.timeout_s = timeout_s
+        self._rebuild = rebuild
+        self.healthy = True
+        self._recovering: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the producer's delivery thread."""
+        await self.producer.start()
+
+    async def close(self) -> None:
+        """Deliver what is queued and stop."""
+        if self._recovering is not None:
+            await asyncio.gather(self._recovering, return_exceptions=True)
+        await self.producer.close()
 
     async def publish(self, records: Sequence[RawRecord]) -> None:
         """Queue every record, then wait until the broker acknowledged each one."""
+        if not self.healthy:
+            self._recover()  # a rebuild that failed before is tried again
+            raise PublishFailed("producer being rebuilt after a fatal error")
         if len(self.producer.producer) + len(records) > self.max_queued:
             raise Backpressure("producer queue full")
         futures = []
@@ -106,12 +139,45 @@ class KafkaPublisher:
                 futures.append(self.producer.send_nowait(self.topic, r.value, r.key, r.headers))
         except BufferError as exc:
             raise Backpressure("producer queue full") from exc
+        except KafkaException as exc:
+            self._check_fatal(exc.args[0] if exc.args else None)
+            raise PublishFailed(str(exc)) from exc
         try:
             await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
         except TimeoutError as exc:
             raise PublishFailed("broker did not acknowledge in time") from exc
         except DeliveryFailed as exc:
+            self._check_fatal(exc.error)
             raise PublishFailed(str(exc)) from exc
+
+    def _check_fatal(self, error: object) -> None:
+        if isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL):
+            logger.error("producer fatal error; rebuilding it", extra={"error": str(error)})
+            self.healthy = False
+            self._recover()
+
+    def _recover(self) -> None:
+        if self._rebuild is None or (self._recovering is not None and not self._recovering.done()):
+            return
+        self._recovering = asyncio.get_running_loop().create_task(self._replace())
+
+    async def _replace(self) -> None:
+        assert self._rebuild is not None
+        old = self.producer
+        try:
+            fresh = self._rebuild()
+            await fresh.start()
+        except Exception as exc:
+            logger.error("cannot rebuild the producer", extra={"error": str(exc)})
+            return
+        self.producer = fresh
+        self.healthy = True
+        logger.info("producer rebuilt")
+        try:
+            # Its records can no longer be delivered: their requests were already answered 503.
+            await old.close(timeout=0)
+        except Exception as exc:
+            logger.warning("closing the failed producer", extra={"error": str(exc)})
 
 
 @dataclass
@@ -171,18 +237,41 @@ def _json(status: int, body: Json) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _Reject(413, "too_large", f"body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Reject(413, "too_large", f"body over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        # A client that trickles its body must not hold the connection (and a worker slot).
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _Reject(413, "too_large", f"body over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise _Reject(408, "timeout", f"body not received within {timeout_s:g} s") from exc
     return b"".join(chunks)
+
+
+#: The event types counted by name in pimhub_ingest_events_total; any other is `other`, so a
+#: sender cannot add label series at will.
+KNOWN_EVENT_TYPES: frozenset[str] = frozenset(
+    [f"{noun}.{verb}" for noun in LEGACY_NOUNS for verb in ("created", "updated", "removed")]
+    + [
+        f"{EP_PREFIX}{noun}.{verb}"
+        for noun in EP_NOUNS
+        for verb in ("created", "updated", "deleted", "updated.delta")
+    ]
+)
+
+
+def event_type_label(event: Json) -> str:
+    """The bounded metric label of an event's type."""
+    name = event.get("action") or event.get("type")
+    return name if isinstance(name, str) and name in KNOWN_EVENT_TYPES else "other"
 
 
 def create_app(
@@ -191,6 +280,7 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     lifespan: Callable[[Starlette], Any] | None = None,
+    message_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES,
 ) -> Starlette:
     """The receiver app. State for tests: `app.state.metrics`, `app.state.seen`.
 
@@ -199,7 +289,11 @@ def create_app(
         publisher: where raw records go; a request is answered 2xx only after it returned.
         clock: seconds clock for the timestamp window.
         lifespan: starts and stops the publisher when served by uvicorn.
+        message_max_bytes: the brokers' record limit (HUB_KAFKA__MESSAGE_MAX_BYTES); an event
+            whose mutation could not be written is refused at the door.
     """
+    # A mutation carries each value twice (its change and the state): half the budget.
+    max_event = ingest.max_event_bytes or record_budget(message_max_bytes) // 2
     metrics = Metrics()
     hub_metrics.expose(metrics.registry)  # also on HUB_METRICS_PORT
     seen = SeenIds(ingest.dedupe_size)
@@ -244,7 +338,7 @@ def create_app(
     async def handle(kind: str, request: Request) -> Response:
         started = time.perf_counter()
         try:
-            body = await _read_body(request, ingest.max_body_bytes)
+            body = await _read_body(request, ingest.max_body_bytes, ingest.body_timeout_s)
             try:
                 authenticate(kind, request, body)
             except BadSignature as exc:
@@ -255,6 +349,11 @@ def create_app(
             except orjson.JSONDecodeError as exc:
                 raise _Reject(400, "not_json", "body is not JSON") from exc
             try:
+                # orjson reads 1,024 levels but writes 254: each event is written again below.
+                check_depth("body", parsed)
+            except LimitExceeded as exc:
+                raise _Reject(400, "too_deep", str(exc)) from exc
+            try:
                 planned = plan_all(kind, parsed)
             except InvalidEvent as exc:
                 raise _Reject(422, "invalid", str(exc)) from exc
@@ -262,10 +361,15 @@ def create_app(
             records: list[RawRecord] = []
             ids: list[str] = []
             duplicates = ignored = 0
-            for event, plan in planned:
-                metrics.event_types.labels(
-                    kind, str(event.get("action") or event.get("type"))
-                ).inc()
+            for index, (event, plan) in enumerate(planned):
+                metrics.event_types.labels(kind, event_type_label(event)).inc()
+                value = orjson.dumps(event)
+                if len(value) > max_event:
+                    raise _Reject(
+                        413,
+                        "event_too_large",
+                        f"event {index} is {len(value)} bytes; at most {max_event} are accepted",
+                    )
                 event_id = event_id_of(kind, event)
                 if event_id in seen or event_id in ids:
                     duplicates += 1
@@ -280,14 +384,16 @@ def create_app(
                     headers.append((H_IGNORED, plan.reason))
                     ignored += 1
                 ids.append(event_id)
-                records.append(RawRecord(plan.entity_key, orjson.dumps(event), headers))
+                records.append(RawRecord(plan.entity_key, value, headers))
             if records:
                 try:
                     await publisher.publish(records)
                 except Backpressure as exc:
                     raise _Reject(429, "backpressure", str(exc)) from exc
                 except PublishFailed as exc:
-                    raise _Reject(503, "broker_error", str(exc)) from exc
+                    # The broker's own error text stays in the log, not in the answer.
+                    logger.warning("webhook not stored", extra={"error": str(exc)})
+                    raise _Reject(503, "broker_error", "not stored; try again") from exc
             # Remember ids only once acknowledged: a failed write must not hide the retry.
             for event_id in ids:
                 seen.add(event_id)
@@ -298,9 +404,14 @@ def create_app(
                 extra={"endpoint": kind, "status": rej.status, "reason": rej.reason},
             )
             response = _json(rej.status, {"error": rej.reason})
-            if rej.status == 429:
+            if rej.status in (429, 503):
                 response.headers["Retry-After"] = "1"
             return response
+        except Exception:
+            # A bug, not the sender's fault: answered and counted, never a silent 500.
+            metrics.requests.labels(kind, "internal_error").inc()
+            logger.exception("webhook failed", extra={"endpoint": kind})
+            return _json(500, {"error": "internal error"})
         finally:
             metrics.latency.labels(kind).observe(time.perf_counter() - started)
         metrics.requests.labels(kind, "accepted").inc()
@@ -320,6 +431,10 @@ def create_app(
         # Akeneo suspends a subscription on any 404 or 3xx: a signed request on a path we do
         # not expect (a stray slash, an old URL) is served by the endpoint its headers name.
         headers = request.headers
+        if request.url.path in (EVENTS_API_PATH, EVENT_PLATFORM_PATH):
+            response = _json(405, {"error": "method not allowed; webhooks are POSTed"})
+            response.headers["Allow"] = "POST"
+            return response
         if request.method == "POST" and LEGACY_SIGNATURE in headers:
             return await handle(EVENTS_API, request)
         if request.method == "POST" and (EP_PRIMARY in headers or EP_SECONDARY in headers):
@@ -327,6 +442,9 @@ def create_app(
         return _json(404, {"error": "not found"})
 
     async def health(_: Request) -> Response:
+        # Unhealthy while the producer is rebuilt after a fatal error (see KafkaPublisher).
+        if not getattr(publisher, "healthy", True):
+            return _json(503, {"status": "producer unavailable"})
         return _json(200, {"status": "ok"})
 
     async def metrics_endpoint(_: Request) -> Response:
@@ -348,31 +466,39 @@ def create_app(
 
 def kafka_app(settings: Settings, ingest: IngestSettings) -> Starlette:
     """The receiver writing to pim.raw-events with the idempotent acks=all producer."""
+
     # A request waits for its own acknowledgement, so nothing is gained by lingering: its
     # records leave at once (librdkafka still batches what queued up while a request was in
     # flight), and the poll thread hands the acknowledgement over as soon as it arrives.
-    producer = AsyncProducer(
-        make_producer(
-            settings,
-            **{
-                "linger.ms": 0,
-                "queue.buffering.max.messages": max(ingest.max_queued * 2, 1000),
-                "message.timeout.ms": int(ingest.publish_timeout_s * 1000) + 1000,
-            },
+    def new_producer() -> AsyncProducer:
+        return AsyncProducer(
+            make_producer(
+                settings,
+                **{
+                    "linger.ms": 0,
+                    "queue.buffering.max.messages": max(ingest.max_queued * 2, 1000),
+                    "message.timeout.ms": int(ingest.publish_timeout_s * 1000) + 1000,
+                },
+            )
         )
-    )
+
     publisher = KafkaPublisher(
-        producer, max_queued=ingest.max_queued, timeout_s=ingest.publish_timeout_s
+        new_producer(),
+        max_queued=ingest.max_queued,
+        timeout_s=ingest.publish_timeout_s,
+        rebuild=new_producer,
     )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await producer.start()
+        await publisher.start()
         quiet_gc()  # collector pauses show up in the latency tail
         health.watch_event_loop()  # /healthz fails when a request blocks the loop
         try:
             yield
         finally:
-            await producer.close()
+            await publisher.close()
 
-    return create_app(ingest, publisher, lifespan=lifespan)
+    return create_app(
+        ingest, publisher, lifespan=lifespan, message_max_bytes=settings.kafka.message_max_bytes
+    )

@@ -302,7 +302,9 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     # Set before any topic is declared, so the consumer Faust creates is the patched one.
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
     serde = Serde(settings.registry_config())
-    processor = SnapshotProcessor(serde, ownership=settings.ownership())
+    processor = SnapshotProcessor(
+        serde, max_future_s=settings.version_max_future_s, ownership=settings.ownership()
+    )
     budget = settings.record_budget
     fanout = load_fanout(settings, serde)
     targets: list[IntegrationTarget] = []
@@ -374,11 +376,14 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
                 logger.warning(
                     "invalid snapshot set aside",
                     extra={
+                        "entity_key": outcome.entity_key,
+                        "entity_type": outcome.entity_type,
                         "topic": msg.topic,
                         "partition": msg.partition,
                         "offset": msg.offset,
                         "reason": outcome.invalid.reason,
                         "code": outcome.invalid.code,
+                        "set_aside_to": topics.SNAPSHOTS_INVALID,
                     },
                 )
                 set_aside[outcome.invalid.code] = set_aside.get(outcome.invalid.code, 0) + 1
@@ -532,13 +537,34 @@ def run(settings: Settings, role: Role = "all", loglevel: str = "warn") -> None:
     """Run a mutator worker of a role until it is stopped (SIGTERM/SIGINT)."""
     from faust import Worker
 
+    service = "fanout" if role == "fanout" else "mutator"
+
+    class HubWorker(Worker):
+        """Faust's worker, logging through the hub's handler and saying when it is ready."""
+
+        async def on_startup_finished(self) -> None:
+            await super().on_startup_finished()
+            logger.info(
+                "service ready",
+                extra={"service": service, "role": role, "group": app.conf.id},
+            )
+
     ensure_data_dir(settings)
     app = make_app(settings, role)
-    metrics.start_from_env(
-        "fanout" if role == "fanout" else "mutator",
-        kafka=settings.kafka_config(),
-        group=app.conf.id,
+    logger.info(
+        "service starting",
+        extra={
+            "service": service,
+            "role": role,
+            "group": app.conf.id,
+            "store": settings.mutator_store,
+        },
     )
+    metrics.start_from_env(service, kafka=settings.kafka_config(), group=app.conf.id)
     watch_health(app)
-    worker = Worker(app, loglevel=loglevel, quiet=True)
+    # override_logging=False keeps the hub's handler (JSON by default, HUB_LOG_FORMAT): Faust
+    # would replace it with its own coloured text handler. No spinner: it writes terminal
+    # escape codes into the log.
+    worker = HubWorker(app, loglevel=loglevel, quiet=True, override_logging=False)
+    worker.spinner = None
     worker.execute_from_commandline()

@@ -19,6 +19,7 @@ from pim_hub.schemas.errors import DeltaWithoutBase, InvalidSnapshot, PermanentE
 from pim_hub.schemas.limits import LimitExceeded, check_code, check_json_text
 from pim_hub.schemas.ownership import Ownership, PatchRefused
 from pim_hub.schemas.serde import Serde
+from pim_hub.schemas.versions import DEFAULT_MAX_FUTURE_S, check_version
 from pim_hub.services.mutator.core import diffing
 from pim_hub.services.mutator.core.fanout import job_key, plan_jobs
 from pim_hub.services.mutator.sources import decide_with_sources
@@ -58,6 +59,8 @@ class SnapshotProcessor:
 
     serde: Serde
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: how far ahead of the clock a source version may be (HUB_VERSION_MAX_FUTURE_S)
+    max_future_s: float = DEFAULT_MAX_FUTURE_S
     ownership: Ownership = field(default_factory=Ownership)
 
     def process(
@@ -108,12 +111,20 @@ class SnapshotProcessor:
         payload = orjson.loads(payload_text) if payload_text is not None else None
         if payload is not None:
             check_json_text("payload", payload_text, payload)
-            derived = payload_entity_key(etype, payload)
-            if derived != ekey:
-                raise InvalidSnapshot(
-                    f"entity_key {ekey!r} does not match the payload ({derived!r})",
-                    code="key_mismatch",
-                )
+            mismatch = key_mismatch(etype, ekey, payload)
+            if mismatch is not None:
+                raise InvalidSnapshot(mismatch, code="key_mismatch")
+        # The version orders every later snapshot of the entity: one that is no date, or far
+        # in the future, would make each later one invalid or stale. Refused here, at the door.
+        version = snap["source_version"]
+        if (
+            version is None
+            and isinstance(payload, dict)
+            and isinstance(payload.get("updated"), str)
+        ):
+            version = payload["updated"]
+        if version is not None:
+            check_version(version, self.now(), self.max_future_s)
         stored = stored_for(ekey)
         # Sources, patches and field ownership: pim_hub.services.mutator.sources.
         decision = decide_with_sources(
@@ -139,6 +150,42 @@ class SnapshotProcessor:
             "created_at": self.now(),
         }
         return Outcome(ekey, "mutation", etype, mutation=mutation, new_state=decision.new_state)
+
+
+def key_mismatch(entity_type: str, entity_key: str, payload: Any) -> str | None:
+    """Why entity_key is not the key of payload (None when it is); raises InvalidSnapshot
+    when the payload has no identity at all."""
+    derived = payload_entity_key(entity_type, payload)
+    if derived != entity_key:
+        return f"entity_key {entity_key!r} does not match the payload ({derived!r})"
+    return None
+
+
+def snapshot_problem(
+    entity_type: str,
+    entity_key: str,
+    payload: Any,
+    version: str | None,
+    max_future_s: float = DEFAULT_MAX_FUTURE_S,
+) -> str | None:
+    """Why the mutator would set this full snapshot aside (None when it would take it).
+
+    The same checks as SnapshotProcessor.process for a full snapshot or a tombstone (identity,
+    types of every field and value, version), so `hub produce snapshot` and `hub invalid
+    redrive` refuse what the mutator would refuse, before it is published.
+    """
+    try:
+        check_code("entity_key", entity_key)
+        if version is not None:
+            check_version(version, datetime.now(UTC), max_future_s)
+        if payload is not None:
+            mismatch = key_mismatch(entity_type, entity_key, payload)
+            if mismatch is not None:
+                return mismatch
+        diffing.decide(entity_type, entity_key, None, payload, version)
+    except (PermanentError, LimitExceeded) as exc:
+        return str(exc)
+    return None
 
 
 @dataclass

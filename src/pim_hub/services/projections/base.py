@@ -88,8 +88,29 @@ class BatchProjector(Generic[R]):
                 group=self.group,
             )
         consumer = Consumer(consumer_config(self.settings, self.group))
-        consumer.subscribe([self.topic], on_assign=self._assigned)
+        service = self.metrics_service or self.group
+        ready = threading.Event()
+
+        def on_assign(assigned: Consumer, partitions: list[TopicPartition]) -> None:
+            self._assigned(assigned, partitions)
+            # One line when the group first hands this process its partitions.
+            if not ready.is_set():
+                ready.set()
+                self.log.info(
+                    "service ready",
+                    extra={
+                        "service": service,
+                        "group": self.group,
+                        "topic": self.topic,
+                        "partitions": len(partitions),
+                    },
+                )
+
+        consumer.subscribe([self.topic], on_assign=on_assign)
         conn = psycopg.connect(self.settings.require_database(), autocommit=True)
+        self.log.info(
+            "service starting", extra={"service": service, "group": self.group, "topic": self.topic}
+        )
         try:
             while not self._stop.is_set():
                 HEALTH.beat(self.group, self.liveness_allowance_s)

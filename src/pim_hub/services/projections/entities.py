@@ -295,6 +295,25 @@ class EntityProjector(BatchProjector[dict[str, int]]):
         self.counts[kind] = self.counts.get(kind, 0) + n
 
 
+#: Products whose identifier value (SKU) is the parameter, through the attributes whose type
+#: is the identifier type: a products-uuid payload carries neither a top-level `identifier`
+#: nor `attribute_type` on its values, the attribute snapshots say which attribute it is.
+KEYS_BY_IDENTIFIER_SQL = f"""
+SELECT v.entity_key FROM entity_values v
+JOIN entities a ON a.entity_type = 'attribute' AND NOT a.deleted
+    AND a.state ->> 'type' = '{IDENTIFIER_TYPE}' AND a.code = v.attribute
+JOIN entities p ON p.entity_key = v.entity_key AND p.entity_type = 'product'
+WHERE v.locale IS NULL AND v.channel IS NULL AND v.data = to_jsonb(%s::text)
+"""
+
+
+def keys_by_identifier(conn: psycopg.Connection[Any], identifier: str) -> list[str]:
+    """Product keys whose identifier attribute's value is identifier (newest live first)."""
+    sql = KEYS_BY_IDENTIFIER_SQL + " ORDER BY p.deleted, p.mutated_at DESC"
+    rows = conn.execute(sql, (identifier,)).fetchall()
+    return list(dict.fromkeys(row[0] for row in rows))
+
+
 def fetch_entity(conn: psycopg.Connection[Any], key: str) -> dict[str, Any] | None:
     """One projected entity with its values, by entity key, product identifier/SKU or code.
 
@@ -318,6 +337,11 @@ def fetch_entity(conn: psycopg.Connection[Any], key: str) -> dict[str, Any] | No
                 (key,),
             )
             rows = cur.fetchall()
+            if not rows:
+                by_identifier = keys_by_identifier(conn, key)
+                if by_identifier:
+                    cur.execute("SELECT * FROM entities WHERE entity_key = %s", (by_identifier[0],))
+                    rows = cur.fetchall()
             if not rows or (len(rows) > 1 and rows[0]["entity_type"] != "product"):
                 return None
             row = rows[0]
