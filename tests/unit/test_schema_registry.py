@@ -95,7 +95,11 @@ def test_register_then_check_against_the_registry(
     assert ("hub.mutations-value", "Mutation") in subjects
     assert ("pim.snapshots-value", "Snapshot") in subjects
     assert ("hub.jobs.retry.30s-value", "Job") in subjects
-    assert not any(s.startswith(("pim.raw-events", "hub.integrations")) for s, _ in subjects)
+    assert ("pim.patches-value", "Patch") in subjects
+    assert not any(
+        s.startswith(("pim.raw-events", "hub.integrations", "pim.patches.json"))
+        for s, _ in subjects
+    )
     registry = Registry(settings.registry_config() or {})
 
     before = check_registry(registry, subjects)
@@ -106,7 +110,7 @@ def test_register_then_check_against_the_registry(
     assert set(fake.state.subjects) == {s for s, _ in subjects}
     assert fake.state.levels["hub.mutations-value"] == "FULL_TRANSITIVE"
     assert register(registry, subjects).ok  # idempotent: the same ids again
-    assert len(fake.state.schemas) == 4  # one id per event schema, shared by its topics
+    assert len(fake.state.schemas) == 5  # one id per event schema, shared by its topics
 
     after = check_registry(registry, subjects)
     assert after.ok and all("is registered (id" in line for line in after.lines)
