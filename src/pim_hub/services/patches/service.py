@@ -16,7 +16,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -326,8 +325,3 @@ class PatchService:
         finally:
             consumer.close()
             HEALTH.forget(self.conf.group)
-
-
-def new_event_id() -> str:
-    """A fresh patch id (for tools that build patches)."""
-    return str(uuid.uuid4())
