@@ -318,6 +318,9 @@ def services(partitions: int) -> dict[str, list[dict[str, Any]]]:
         "entity-projector.yaml": deployment(
             "hub-entity-projector", "entity-projector", ["entities", "project"]
         ),
+        # Producers' patches by identifier (docs/producers.md); resolves SKUs through the
+        # entity projector's model.
+        "patches.yaml": deployment("hub-patches", "patches", ["patches"]),
         "exporter.yaml": [
             *deployment("hub-exporter", "exporter", ["exporter"]),
             service("hub-exporter", "exporter", [("metrics", METRICS_PORT)]),

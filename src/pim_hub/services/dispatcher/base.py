@@ -27,6 +27,7 @@ from pim_hub.services.dispatcher.core.offsets import PartitionOffsets
 from pim_hub.services.dispatcher.guard_store import GuardStore
 from pim_hub.services.dispatcher.lane import _Lane
 from pim_hub.services.dispatcher.settings import DispatcherOptions
+from pim_hub.services.dispatcher.sources import foreign_fields
 from pim_hub.services.dispatcher.work import TP, Stats, _Bound, _Work, group_id, logger
 
 
@@ -54,6 +55,8 @@ class DispatcherBase:
         options: DispatcherOptions | None = None,
     ) -> None:
         self.settings = settings
+        # Sources' clocks (HUB_SOURCES): fields another source owns are guarded on their own.
+        self._foreign = foreign_fields(settings.ownership())
         self.options = options or DispatcherOptions.from_settings(settings)
         self.driver_key = driver_key
         self.priority = priority

@@ -151,6 +151,7 @@ class DeliveryMixin(DispatcherBase):
                     m.version,
                     stored.get(m.entity_key, {}),
                     w.job.mode,
+                    foreign=self._foreign,
                 )
                 if dec.verdict == "stale":
                     results[i] = (DeliveryResult.skipped(dec.reason or "stale"), dec)
