@@ -3,9 +3,9 @@
 # Build from the repository root: docker build -t pim-hub .
 #
 # The image holds the product only: the wheel is built from a context without the local
-# development stack and the sandboxes (see .dockerignore), and installed without extras, from
-# the lock file the tests ran with. `hub up`, `hub demo` and `hub sandbox` say they are not
-# installed.
+# development stack and the sandboxes (see .dockerignore), and installed from the lock file
+# the tests ran with, which holds the `console` extra (`hub console`) besides the services.
+# `hub up`, `hub demo` and `hub sandbox` say they are not installed.
 
 FROM python:3.11.14-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

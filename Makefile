@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/dev.lock
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration test-scale fuzz lint fmt bench up lock smoke-install clean
+.PHONY: help install demo test test-unit test-integration test-scale fuzz lint fmt bench up lock smoke-install screenshots clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,6 +25,7 @@ demo: $(STAMP) ## run the main job on embedded defaults (broker, PostgreSQL, san
 
 test: $(STAMP) ## run every test (starts its own broker; uses or starts PostgreSQL)
 	sh infra/prometheus/ensure-prometheus.sh
+	sh infra/chromium/ensure-chromium.sh >/dev/null
 	$(BIN)/pytest -q --durations=15
 
 test-unit: $(STAMP) ## unit tests only (no broker, no database)
@@ -32,6 +33,7 @@ test-unit: $(STAMP) ## unit tests only (no broker, no database)
 
 test-integration: $(STAMP) ## integration tests through the real broker and PostgreSQL
 	sh infra/prometheus/ensure-prometheus.sh
+	sh infra/chromium/ensure-chromium.sh >/dev/null
 	$(BIN)/pytest -q tests/integration
 
 test-scale: $(STAMP) ## the group scale test (kills a mutator and a dispatcher mid-stream)
@@ -40,11 +42,12 @@ test-scale: $(STAMP) ## the group scale test (kills a mutator and a dispatcher m
 fuzz: $(STAMP) ## fuzz the webhook receiver at length (make test runs a short round)
 	HUB_FUZZ_EXAMPLES=$${HUB_FUZZ_EXAMPLES:-20000} $(BIN)/pytest -q -p no:logging tests/unit/ingest/test_web_fuzz.py
 
-lint: $(STAMP) ## ruff, mypy and every import contract
+lint: $(STAMP) ## ruff, mypy, every import contract and the Avro schemas' compatibility
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	HUB_LOG_LEVEL=ERROR $(BIN)/hub schemas check --local
 
 fmt: $(STAMP) ## format the code
 	$(BIN)/ruff format .
@@ -57,8 +60,12 @@ up: $(STAMP) ## start an embedded broker and PostgreSQL, print their addresses (
 	$(BIN)/hub up
 
 lock: $(STAMP) ## re-resolve requirements/*.lock after a change to pyproject.toml (keeps pins)
-	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --universal --extra rocksdb --extra otel --no-header --annotation-style line -q -o requirements/runtime.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --universal --extra console --extra rocksdb --extra otel --no-header --annotation-style line -q -o requirements/runtime.lock
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --universal --extra dev --no-header --annotation-style line -q -o requirements/dev.lock
+
+screenshots: $(STAMP) ## run the console's browser test and keep its screenshots in docs/console
+	sh infra/chromium/ensure-chromium.sh >/dev/null
+	CONSOLE_SCREENSHOTS_DIR=docs/console $(BIN)/pytest -q tests/integration/test_console_browser.py
 
 smoke-install: $(STAMP) ## build the wheel, install it without extras in a fresh venv, run every --help and `hub db migrate`
 	$(BIN)/python -m infra.smoke_install

@@ -40,6 +40,14 @@ BENCHMARKS: list[tuple[str, str, dict[str, Any], str]] = [
         "no-op driver ≥ 50% of the passthrough",
     ),
     (
+        "bench.bench_fault_drill",
+        "Fault drill: a webhook target down 3 minutes, then back",
+        {},
+        "200 jobs, target refusing connections 60 s, then 503 for 60 s, then 429 for 60 s: "
+        "nothing lost, nothing dead, everything delivered within 10 s of its return, at most "
+        "one probe per few seconds during the outage",
+    ),
+    (
         "bench.bench_webhook",
         "Webhook receiver latency",
         {},
@@ -50,6 +58,12 @@ BENCHMARKS: list[tuple[str, str, dict[str, Any], str]] = [
         "Full REST sync into pim.snapshots",
         {},
         "≥ 2,000 products/s, peak RSS < 300 MB",
+    ),
+    (
+        "bench.bench_console",
+        "Console pages at 1 million deliveries and 100,000 entities",
+        {},
+        "every page < 300 ms at the 95th percentile",
     ),
     (
         "bench.bench_e2e",

@@ -86,8 +86,13 @@ class NoopDriver(Driver):
 
 
 class _NoTransaction:
+    pending_older: ClassVar[dict[str, Any]] = {}  # nothing pending in other lanes
+
     async def record(self, rows: Sequence[Recording]) -> None:
         """Nothing is kept."""
+
+    def settle(self, jobs: Sequence[tuple[str, str]]) -> None:
+        """Nothing is pending."""
 
 
 class NoDatabaseGuard:
@@ -98,10 +103,17 @@ class NoDatabaseGuard:
 
     @asynccontextmanager
     async def reading(
-        self, integration_id: str, entity_keys: list[str], job_ids: list[str]
+        self,
+        integration_id: str,
+        entity_keys: list[str],
+        job_ids: list[str],
+        lane: tuple[str, float] | None = None,
     ) -> AsyncIterator[tuple[_NoTransaction, dict[str, dict[str, Delivered]], set[str]]]:
         """No locks, nothing read."""
         yield _NoTransaction(), {}, set()
+
+    async def register(self, jobs: Sequence[Any]) -> None:
+        """Nothing is kept."""
 
 
 def _postgres_cpu() -> float:

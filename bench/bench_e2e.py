@@ -295,7 +295,7 @@ def _stage_done(
 
 def _retry_reasons(stack: Stack, starts: dict[tuple[str, int], int], n: int = 12) -> list[str]:
     """Why jobs were retried: the most common (entity type, error) of `retrying` statuses."""
-    serde = Serde(stack.settings.schema_registry_url)
+    serde = Serde(stack.settings.registry_config())
     reasons: Counter[str] = Counter()
     for msg in _since(stack, starts):
         status = serde.decode("DeliveryStatus", msg.value(), topic=topics.DELIVERY_STATUS)

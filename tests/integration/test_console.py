@@ -45,7 +45,9 @@ def console_settings(unique: str, **overrides: Any) -> ConsoleSettings:
             name=f"view-{unique}", role="viewer", password_hash=SecretStr(_HASHES["viewer"])
         ),
     ]
-    return ConsoleSettings(users=users, secret_key=SecretStr(f"key-{unique}"), **overrides)
+    return ConsoleSettings(
+        users=users, secret_key=SecretStr(f"console-test-key-{unique}"), **overrides
+    )
 
 
 def csrf_of(html: str) -> str:
@@ -104,7 +106,18 @@ def test_nothing_is_served_without_sign_in_and_every_post_needs_the_csrf_token(
     )
     assert bad.status_code == 401 and "Wrong user name or password" in bad.text
 
-    token = sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+    token = csrf_of(client.get("/login").text)
+    signed = client.post(
+        "/login",
+        data={"name": f"op-{unique}", "password": OPERATOR_PASSWORD, "csrf_token": token},
+        follow_redirects=False,
+    )
+    cookie = signed.headers["set-cookie"].lower()
+    assert "hub_console=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert "secure" not in cookie  # loopback; off it the cookie is Secure (unit test)
+    new_token = csrf_of(client.get("/").text)
+    assert new_token != token  # signing in replaces the session and its token
+    token = new_token
     for path in ("/", "/dead", "/integrations", "/replay", "/invalid", "/audit", "/entities"):
         r = client.get(path)
         assert r.status_code == 200, (path, r.text[:500])
@@ -350,3 +363,111 @@ def test_replay_counts_before_it_sends_and_reports_progress(
     rows = audit_rows(database_url, f"op-{unique}")
     assert [(r["action"], r["jobs"], r["outcome"]) for r in rows] == [("replay", 3, "ok")]
     assert rows[0]["detail"]["mode"] == "force"
+
+
+def test_the_overview_shows_lag_members_and_a_group_that_is_stuck(
+    console_client: tuple[TestClient, ConsoleSettings],
+    hub_settings: Settings,
+    unique: str,
+) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from pim_hub.console.data import group_rows
+    from pim_hub.runtime.kafka import consumer_config
+    from tests.integration.test_offsets_ops import _topic
+
+    client, _cfg = console_client
+    topic, driver = f"console-lag-{unique}", f"con{unique}"
+    group = f"hub.dispatch.{driver}.normal"
+    _topic(hub_settings, topic, 5, int(time.time() * 1000) - 60_000)
+    member = Consumer(consumer_config(hub_settings, group))
+    member.subscribe([topic])
+    read: list[Any] = []
+
+    def two_read() -> bool:
+        msg = member.poll(0.5)
+        if msg is not None and msg.error() is None:
+            read.append(msg)
+        return len(read) >= 2
+
+    wait_for(two_read, timeout=60, interval=0, what="2 records read by the member")
+    member.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+
+    live = next(g for g in group_rows(hub_settings, [driver]) if g.group == group)
+    assert (live.stage, live.lag, live.active) == (f"dispatch {driver} / normal", 3, True)
+    assert live.lag_seconds > 30 and not live.stuck
+    member.close()
+
+    def stuck() -> bool:
+        return any(g.group == group and g.stuck for g in group_rows(hub_settings, [driver]))
+
+    wait_for(stuck, timeout=60, what="the group without members")
+    sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+    page = client.get("/").text
+    assert f"3 message(s) waiting in group {group} and no consumer" in page
+    assert f"<code>{group}</code>" in client.get("/overview/live").text
+
+
+def test_rejected_snapshots_are_listed_with_their_reason_escaped(
+    pipeline: Supervisor,
+    console_client: tuple[TestClient, ConsoleSettings],
+    hub_settings: Settings,
+    unique: str,
+) -> None:
+    from pim_hub.runtime.kafka import make_producer, produce_sync
+    from pim_hub.schemas import topics
+
+    client, _cfg = console_client
+    key = f"product:{unique}-<b>bold</b>"
+    produce_sync(make_producer(hub_settings), topics.SNAPSHOTS, b"{not avro at all", key=key)
+    sign_in(client, f"view-{unique}", VIEWER_PASSWORD)
+
+    def listed() -> str:
+        page = client.get("/invalid").text
+        return page if f"product:{unique}-&lt;b&gt;bold&lt;/b&gt;" in page else ""
+
+    page = wait_for(listed, timeout=90, what="the rejected snapshot listed", supervisor=pipeline)
+    assert "<b>bold</b>" not in page
+    row = next(r for r in page.split("<tr>") if f"product:{unique}-" in r)
+    assert "invalid_snapshot" in row and ("Avro" in row or "header" in row)
+
+
+def test_the_overview_names_a_priority_whose_jobs_have_no_dispatcher(
+    pipeline: Supervisor,
+    console_client: tuple[TestClient, ConsoleSettings],
+    hub_settings: Settings,
+    database_url: str,
+    unique: str,
+) -> None:
+    import psycopg
+
+    client, _cfg = console_client
+    # An integration of a driver no dispatcher runs for (written as an older hub or another
+    # tool would: the registry row alone); fan-out makes its jobs, nobody delivers them.
+    iid, driver = f"con-ghost-{unique}", f"ghost{unique}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO integrations (id, name, driver, enabled, config, entity_types)"
+            " VALUES (%s, 'ghost', %s, true, '{}', ARRAY['product'])",
+            (iid, driver),
+        )
+    try:
+        time.sleep(REFRESH_S)
+        Feed(hub_settings, unique).publish(1, "Nobody delivers me", version(10))
+        sign_in(client, f"view-{unique}", VIEWER_PASSWORD)
+        group = f"hub.dispatch.{driver}.normal"
+
+        def flagged() -> str:
+            page = client.get("/overview/live").text
+            return page if f"hub dispatcher --driver {driver} --priority normal" in page else ""
+
+        page = wait_for(flagged, timeout=90, what="the missing dispatcher", supervisor=pipeline)
+        problem = next(line for line in page.splitlines() if f"driver {driver}:" in line)
+        assert "no dispatcher has ever run for it" in problem and iid in problem
+        row = next(r for r in page.split("<tr") if f"<code>{group}</code>" in r)
+        assert "missing" in row and 'class="stuck"' in row
+        integrations = client.get("/integrations").text
+        assert f"{group}: missing" in integrations
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE integrations SET enabled = false WHERE id = %s", (iid,))

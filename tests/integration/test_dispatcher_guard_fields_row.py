@@ -122,7 +122,7 @@ async def _listing(url: str, integ: str) -> None:
         seen = (await _versions(store, integ, ["product:p"]))["product:p"]
         at40 = Delivered(BASE + timedelta(seconds=40), "c2")
         assert seen[keys[0]] == at40 and seen[keys[2]] == at40
-        assert seen[keys[3]] == at10 and seen[keys[1]].job_id == "u0"
+        assert seen[keys[3]] == at10 and seen[keys[1]].by == "u0"
         async with pool.connection() as conn:
             rows = await _rows(conn, integ)
         assert ("product:p", FIELDS_FIELD, [keys[2]]) in rows  # keys[0] has its own row

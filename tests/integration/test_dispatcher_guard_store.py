@@ -40,7 +40,7 @@ async def _scenario(url: str, integ: str) -> None:
         async with store.locked(integ, keys) as txn:
             stored, delivered = await txn.read(keys, ["job-a", "job-b", "job-x", "job-old"])
         assert stored["product:a"]["values|name||"].version == T2
-        assert stored["product:a"]["values|name||"].job_id == "job-a"
+        assert stored["product:a"]["values|name||"].by == "job-a"
         assert stored['product:it\'s "quoted"']["values|name|en_US|"].version == T3
         assert "product:b" not in stored
         # job-old was delivered (the target got it) though its version was not recorded.

@@ -69,7 +69,7 @@ class Publisher:
 
     def __init__(self, settings: Settings) -> None:
         self.producer = make_producer(settings)
-        self.serde = Serde(settings.schema_registry_url)
+        self.serde = Serde(settings.registry_config())
 
     def publish(self, items: list[tuple[str, str, dict[str, Any] | None, str | None]]) -> None:
         from pim_hub.schemas.records import snapshot_record

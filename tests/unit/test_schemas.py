@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import struct
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from pim_hub.schemas import serde as serde_mod
 from pim_hub.schemas.errors import SchemaError, UnknownSchemaVersion
 from pim_hub.schemas.events import MODELS
 from pim_hub.schemas.serde import SINGLE_OBJECT_MAGIC, Serde, all_versions, current
+from tests.registry_double import FakeSchemaRegistry
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "avro"
 
@@ -121,50 +122,23 @@ def test_encoding_a_bad_record_raises_schema_error() -> None:
         Serde().encode("Snapshot", {"event_id": 1})
 
 
-class _FakeRegistry:
-    """Confluent Schema Registry endpoints over httpx.MockTransport."""
-
-    def __init__(self) -> None:
-        self.schemas: dict[int, str] = {}
-        self.subjects: dict[str, int] = {}
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST" and request.url.path.startswith("/subjects/"):
-            schema = json.loads(request.content)["schema"]
-            subject = request.url.path.split("/")[2]
-            for sid, s in self.schemas.items():
-                if s == schema:
-                    return httpx.Response(200, json={"id": sid})
-            sid = len(self.schemas) + 1
-            self.schemas[sid] = schema
-            self.subjects[subject] = sid
-            return httpx.Response(200, json={"id": sid})
-        if request.method == "GET" and request.url.path.startswith("/schemas/ids/"):
-            sid = int(request.url.path.rsplit("/", 1)[1])
-            if sid not in self.schemas:
-                return httpx.Response(404, json={"error_code": 40403})
-            return httpx.Response(200, json={"schema": self.schemas[sid]})
-        return httpx.Response(404)
+@pytest.fixture
+def fake_registry() -> Iterator[FakeSchemaRegistry]:
+    """A Schema Registry test double over HTTP (tests/registry_double.py)."""
+    fake = FakeSchemaRegistry()
+    yield fake
+    fake.stop()
 
 
-def _registry_serde(fake: _FakeRegistry) -> Serde:
-    """A Serde with Schema Registry framing against the fake registry."""
-    client = httpx.Client(transport=httpx.MockTransport(fake.handler), base_url="http://registry")
-    serde = Serde()
-    serde.registry = serde_mod.Registry("http://registry", http=client)
-    return serde
-
-
-def test_schema_registry_framing_round_trip() -> None:
-    fake = _FakeRegistry()
-    writer = _registry_serde(fake)
+def test_schema_registry_framing_round_trip(fake_registry: FakeSchemaRegistry) -> None:
+    writer = Serde(fake_registry.url)
     record = _sample("Mutation")
     data = writer.encode("Mutation", record, topic="hub.mutations")
     assert data[0:1] == b"\x00"
     (schema_id,) = struct.unpack(">I", data[1:5])
-    assert fake.subjects["hub.mutations-value"] == schema_id
+    assert fake_registry.state.subjects["hub.mutations-value"] == [schema_id]
     # A fresh reader knows nothing but the registry URL.
-    reader = _registry_serde(fake)
+    reader = Serde(fake_registry.url)
     assert reader.decode("Mutation", data) == record
     with pytest.raises(UnknownSchemaVersion):
         reader.decode("Mutation", b"\x00" + struct.pack(">I", 999) + data[5:])
@@ -218,8 +192,8 @@ def test_job_embedding_falls_back_to_the_decoded_mutation(encoded: bytes | None)
     assert Serde().encode_embedding("Job", job, "mutation", encoded) == Serde().encode("Job", job)
 
 
-def test_job_embedding_with_registry_framing() -> None:
-    serde = _registry_serde(_FakeRegistry())
+def test_job_embedding_with_registry_framing(fake_registry: FakeSchemaRegistry) -> None:
+    serde = Serde(fake_registry.url)
     mutation = _sample("Mutation")
     encoded = serde.encode("Mutation", mutation, topic="hub.mutations")
     job = _job_of(mutation)

@@ -128,7 +128,7 @@ def produce_snapshot(
     msg = produce_sync(
         make_producer(settings),
         topics.SNAPSHOTS,
-        Serde(settings.schema_registry_url).encode("Snapshot", record, topic=topics.SNAPSHOTS),
+        Serde(settings.registry_config()).encode("Snapshot", record, topic=topics.SNAPSHOTS),
         key=key,
     )
     typer.echo(
@@ -191,3 +191,32 @@ def deliveries(
         )
 
     emit(rows, output, line)
+
+
+def doctor(
+    profile: Annotated[
+        str, typer.Option(help="the topic profile the cluster should match (hub topics apply)")
+    ] = "default",
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the brokers")] = 15.0,
+) -> None:
+    """Check the Kafka cluster for the hub: connection, auth, topics, ACLs, size limits.
+
+    Prints one line per check with a fix for each problem; exits 1 when a check failed.
+    """
+    from pydantic import ValidationError
+
+    from pim_hub.drivers.discovery import discover
+    from pim_hub.ops.doctor import diagnose
+
+    try:
+        settings = _settings()
+    except ValidationError as exc:
+        raise _fail(f"the settings are invalid: {exc}") from exc
+    _need_bootstrap(settings)
+    report = diagnose(
+        settings, drivers=sorted(discover().drivers), profile=profile, timeout_s=timeout
+    )
+    for line in report.lines():
+        typer.echo(line)
+    if not report.ok:
+        raise typer.Exit(1)

@@ -54,6 +54,12 @@ COMMANDS: list[Lazy] = [
         "Project delivery statuses into PostgreSQL (the `hub deliveries` view).",
     ),
     Lazy(
+        "patches",
+        "pim_hub.services.patches.cli:patches",
+        RUN,
+        "Run the patch service: producers' partial updates by SKU or code.",
+    ),
+    Lazy(
         "exporter",
         "pim_hub.ops.exporter:exporter",
         RUN,
@@ -116,6 +122,18 @@ COMMANDS: list[Lazy] = [
     Lazy("drivers", "pim_hub.cli.integrations:drivers_app", SET_UP, "Installed drivers."),
     Lazy("topics", "pim_hub.cli.basics:topics_app", SET_UP, "Kafka topics of the hub."),
     Lazy("db", "pim_hub.cli.basics:db_app", SET_UP, "PostgreSQL schema."),
+    Lazy(
+        "doctor",
+        "pim_hub.cli.basics:doctor",
+        SET_UP,
+        "Check the Kafka cluster for the hub: connection, auth, topics, ACLs, size limits.",
+    ),
+    Lazy(
+        "schemas",
+        "pim_hub.cli.schemas:schemas_app",
+        SET_UP,
+        "Avro schemas: compatibility check; register with a Schema Registry.",
+    ),
     # Develop: by hand and locally.
     Lazy("produce", "pim_hub.cli.basics:produce_app", DEVELOP, "Publish records by hand."),
     Lazy(

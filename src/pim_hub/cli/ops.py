@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
@@ -22,9 +21,6 @@ from pim_hub.schemas.limits import escape_controls
 if TYPE_CHECKING:
     from pim_hub.runtime.settings import Settings
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
 
 def parse_when(text: str, now: datetime | None = None) -> datetime:
     """ISO 8601 (UTC when no offset) or a relative age like `90m`, `2h`, `7d` before now.
@@ -32,17 +28,12 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     Raises:
         typer.BadParameter: neither form.
     """
-    match = _RELATIVE.match(text.strip())
-    if match:
-        amount, unit = float(match.group(1)), match.group(2)
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+    from pim_hub.ops.when import parse_when as parse
+
     try:
-        when = datetime.fromisoformat(text.strip())
+        return parse(text, now)
     except ValueError as exc:
-        raise typer.BadParameter(
-            f"{text!r}: expected an ISO 8601 time (2026-01-31T10:00:00Z) or an age (90m, 2h, 7d)"
-        ) from exc
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def _ready(need_db: bool = True) -> Settings:

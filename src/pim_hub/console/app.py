@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 import orjson
@@ -28,8 +29,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pim_hub.console import actions, data
+from pim_hub.console import actions, data, oidc
 from pim_hub.console.auth import Identity, authenticate, csrf_matches, new_csrf_token
+from pim_hub.console.cache import Refreshing
 from pim_hub.console.settings import ConsoleSettings
 from pim_hub.drivers.discovery import DriverCatalogue, discover
 from pim_hub.ops.replay import ReplayError
@@ -128,6 +130,11 @@ class Console:
         self.catalogue = catalogue or discover()
         self.env = _environment()
         self.runs = actions.Runs()
+        self.overview_figures = Refreshing(
+            lambda: data.overview(self.settings, self.catalogue), console.refresh_s, "overview"
+        )
+        self.dispatch_figures = Refreshing(self._dispatch_figures, console.refresh_s, "dispatch")
+        self.provider: oidc.Provider | None = None  # the OIDC discovery document, once read
 
     # identity, CSRF, rendering
 
@@ -139,6 +146,11 @@ class Console:
         role = request.session.get("role")
         if not user or role not in ("viewer", "operator"):
             raise NeedLogin()
+        if request.session.get("via") == "oidc":
+            if not self.console.oidc_enabled:  # OIDC turned off: its sessions end
+                request.session.clear()
+                raise NeedLogin()
+            return Identity(user, role)  # the role was decided from the claims at sign-in
         # A user removed from the configuration loses access at once.
         known = {u.name: u.role for u in self.console.users}
         if known.get(user) != role:
@@ -191,7 +203,87 @@ class Console:
     async def login_page(self, request: Request) -> Response:
         if self.console.open_access:
             return RedirectResponse("/", 303)
-        return self.render(request, "login.html", error=None, name="")
+        nxt = _safe_next(request.query_params.get("next") or "/")
+        return self.render(request, "login.html", error=None, name="", next=nxt, **self._login())
+
+    def _login(self) -> dict[str, Any]:
+        """How the sign-in page offers to sign in."""
+        return {"passwords": bool(self.console.users), "oidc": self.console.oidc_enabled}
+
+    def _provider(self) -> oidc.Provider:
+        if self.provider is None:
+            assert self.console.oidc_issuer is not None
+            self.provider = oidc.discover(self.console.oidc_issuer)
+        return self.provider
+
+    def _redirect_uri(self, request: Request) -> str:
+        return (
+            self.console.oidc_redirect_url or f"{str(request.base_url).rstrip('/')}/oidc/callback"
+        )
+
+    async def oidc_start(self, request: Request) -> Response:
+        """Send the browser to the provider."""
+        if not self.console.oidc_enabled:
+            raise HTTPException(404, "OIDC sign-in is not configured")
+        try:
+            provider = await run_in_threadpool(self._provider)
+        except oidc.OidcError as exc:
+            return self.render(
+                request, "message.html", 502, title="Sign-in unavailable", text=str(exc)
+            )
+        url, attempt = oidc.start(self.console, provider, self._redirect_uri(request))
+        request.session["oidc"] = attempt.as_session()
+        request.session["oidc_next"] = _safe_next(request.query_params.get("next") or "/")
+        return RedirectResponse(url, 303)
+
+    async def oidc_callback(self, request: Request) -> Response:
+        """The provider sends the browser back here with a code."""
+        if not self.console.oidc_enabled:
+            raise HTTPException(404, "OIDC sign-in is not configured")
+        pending = request.session.pop("oidc", None)
+        nxt = _safe_next(str(request.session.pop("oidc_next", "/")))
+        params = request.query_params
+        if not isinstance(pending, dict) or not csrf_matches(
+            pending.get("state"), params.get("state")
+        ):
+            raise HTTPException(
+                403, "this sign-in was not started here (or was used already): sign in again"
+            )
+        if params.get("error") or not params.get("code"):
+            why = params.get("error_description") or params.get("error") or "no code"
+            return self.render(
+                request,
+                "message.html",
+                401,
+                title="Not signed in",
+                text=f"The provider said: {why}",
+            )
+        attempt = oidc.Attempt(pending["state"], pending["nonce"], pending["verifier"])
+        try:
+            claims = await run_in_threadpool(
+                oidc.finish,
+                self.console,
+                self._provider(),
+                attempt,
+                str(params["code"]),
+                self._redirect_uri(request),
+            )
+        except oidc.OidcError as exc:
+            return self.render(request, "message.html", 401, title="Not signed in", text=str(exc))
+        name, role = oidc.user_of(self.console, claims)
+        if role is None or not name:
+            return self.render(
+                request,
+                "message.html",
+                403,
+                title="Not allowed",
+                text=f"{name or 'This account'} may not use the console: ask for a viewer or operator group.",
+            )
+        request.session.clear()
+        request.session.update(
+            {"user": name, "role": role, "via": "oidc", "csrf": new_csrf_token()}
+        )
+        return RedirectResponse(nxt, 303)
 
     async def login(self, request: Request) -> Response:
         form = await self.checked_form(request)
@@ -200,7 +292,13 @@ class Console:
         who = await run_in_threadpool(authenticate, self.console, name, password)
         if who is None:
             return self.render(
-                request, "login.html", 401, error="Wrong user name or password.", name=name
+                request,
+                "login.html",
+                401,
+                error="Wrong user name or password.",
+                name=name,
+                next=_safe_next(str(form.get("next") or "/")),
+                **self._login(),
             )
         request.session.clear()
         request.session.update(
@@ -211,7 +309,7 @@ class Console:
                 "sid": secrets.token_hex(8),
             }
         )
-        return RedirectResponse(str(request.query_params.get("next") or "/"), 303)
+        return RedirectResponse(_safe_next(str(form.get("next") or "/")), 303)
 
     async def logout(self, request: Request) -> Response:
         await self.checked_form(request)
@@ -222,14 +320,30 @@ class Console:
 
     async def overview(self, request: Request) -> Response:
         self.identity(request)
-        view = await run_in_threadpool(data.overview, self.settings, self.catalogue)
-        return self.render(request, "overview.html", view=view)
+        view, age = await run_in_threadpool(self.overview_figures.get)
+        return self.render(
+            request, "overview.html", view=view, age=age, stale=self.overview_figures.last_error
+        )
 
     async def overview_live(self, request: Request) -> Response:
         self.identity(request)
-        view = await run_in_threadpool(data.overview, self.settings, self.catalogue)
-        html = self.env.get_template("overview_live.html").render(view=view)
+        view, age = await run_in_threadpool(self.overview_figures.get)
+        html = self.env.get_template("overview_live.html").render(
+            view=view, age=age, stale=self.overview_figures.last_error
+        )
         return HTMLResponse(html)
+
+    def _dispatch_figures(self) -> tuple[list[data.GroupRow], list[Any], list[str]]:
+        """Consumer groups and dispatcher coverage (broker figures of the integrations page)."""
+        from pim_hub.registry.store import list_integrations
+
+        errors: list[str] = []
+        try:
+            groups = data.group_rows(self.settings, sorted(self.catalogue.drivers))
+        except Exception as exc:  # the registry is still worth showing
+            groups, errors = [], [f"consumer groups: {exc}"]
+        integrations = list_integrations(self.settings.require_database())
+        return groups, data.dispatcher_coverage(self.settings, integrations), errors
 
     async def entities(self, request: Request) -> Response:
         self.identity(request)
@@ -309,12 +423,11 @@ class Console:
         who = self.identity(request)
 
         def load() -> tuple[list[data.IntegrationView], list[str]]:
-            errors: list[str] = []
-            try:
-                groups = data.group_rows(self.settings, sorted(self.catalogue.drivers))
-            except Exception as exc:  # the registry is still worth showing
-                groups, errors = [], [f"consumer groups: {exc}"]
-            return data.integration_views(self.settings, self.catalogue, groups), errors
+            # The registry is read now (an enable shows at once); broker figures may be a
+            # few seconds old.
+            (groups, needs, errors), _age = self.dispatch_figures.get()
+            views = data.integration_views(self.settings, self.catalogue, groups, needs)
+            return views, errors
 
         views, errors = await run_in_threadpool(load)
         return self.render(
@@ -340,6 +453,9 @@ class Console:
             )
         except IntegrationError as exc:
             return self.render(request, "message.html", 400, title="Refused", text=str(exc))
+        # What the integration needs changed: collect it again on the next page.
+        self.dispatch_figures.invalidate()
+        self.overview_figures.invalidate()
         return RedirectResponse("/integrations", 303)
 
     async def replay_page(self, request: Request) -> Response:
@@ -479,7 +595,7 @@ def _handlers(console: Console) -> dict[Any, Callable[[Request, Exception], Awai
     async def need_login(request: Request, exc: Exception) -> Response:
         if request.method == "GET" and not request.url.path.endswith(".json"):
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(f"/login?next={_safe_next(target)}", 303)
+            return RedirectResponse(f"/login?{urlencode({'next': _safe_next(target)})}", 303)
         return JSONResponse({"error": "sign in first"}, 401)
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -508,11 +624,9 @@ def _handlers(console: Console) -> dict[Any, Callable[[Request, Exception], Awai
 
 def _safe_next(path: str) -> str:
     """Only local paths: a sign-in never redirects to another site."""
-    from urllib.parse import quote
-
-    if not path.startswith("/") or path.startswith("//"):
+    if not path.startswith("/") or path.startswith(("//", "/\\")):
         return "/"
-    return quote(path, safe="/?=&")
+    return path
 
 
 def create_app(
@@ -532,6 +646,8 @@ def create_app(
         Route("/login", console.login_page, methods=["GET"]),
         Route("/login", console.login, methods=["POST"]),
         Route("/logout", console.logout, methods=["POST"]),
+        Route("/oidc/start", console.oidc_start),
+        Route("/oidc/callback", console.oidc_callback),
         Route("/", console.overview),
         Route("/overview/live", console.overview_live),
         Route("/entities", console.entities),

@@ -16,6 +16,8 @@ from pim_hub.console.settings import ConsoleSettings, ConsoleUser, Role
 
 #: scrypt cost: 2**14 x 8 x 1 uses 16 MiB and ~50 ms per check, the usual interactive setting.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+#: Length of the derived key: a hash of any other length is refused (a truncated one too).
+DKLEN = 64
 _MAXMEM = 64 * 2**20
 
 #: What each role may do.
@@ -50,7 +52,9 @@ def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int
     if not password:
         raise ValueError("the password is empty")
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=_MAXMEM)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=n, r=r, p=p, maxmem=_MAXMEM, dklen=DKLEN
+    )
     return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
 
 
@@ -61,6 +65,8 @@ def verify_password(password: str, encoded: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = _unb64(digest)
+        if len(expected) != DKLEN:
+            return False
         got = hashlib.scrypt(
             password.encode(),
             salt=_unb64(salt),
@@ -68,7 +74,7 @@ def verify_password(password: str, encoded: str) -> bool:
             r=int(r),
             p=int(p),
             maxmem=_MAXMEM,
-            dklen=len(expected),
+            dklen=DKLEN,
         )
     except (ValueError, TypeError):
         return False

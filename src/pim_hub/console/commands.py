@@ -35,7 +35,8 @@ def console(
         int | None, typer.Option(help="port to listen on (HUB_CONSOLE_PORT, 8095)")
     ] = None,
 ) -> None:
-    """Serve the console. Users come from HUB_CONSOLE_USERS; without any, only on loopback."""
+    """Serve the console. Users come from HUB_CONSOLE_USERS and/or OIDC (HUB_CONSOLE_OIDC_*);
+    without either, only on loopback."""
     if ctx.invoked_subcommand is not None:
         return
     import uvicorn
@@ -53,6 +54,15 @@ def console(
         raise fail(f"console settings: {exc}") from exc
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     cfg = base.model_copy(update=overrides)
+    if cfg.oidc_issuer and not cfg.oidc_client_id:
+        raise fail("HUB_CONSOLE_OIDC_ISSUER is set without HUB_CONSOLE_OIDC_CLIENT_ID")
+    if cfg.oidc_enabled:
+        from pim_hub.console.oidc import OidcError, check_issuer
+
+        try:
+            check_issuer(str(cfg.oidc_issuer))
+        except OidcError as exc:
+            raise fail(str(exc)) from exc
     if cfg.open_access and not is_loopback(cfg.host):
         raise fail(
             f"refusing to serve the console on {cfg.host} without sign-in: set HUB_CONSOLE_USERS "
@@ -66,6 +76,8 @@ def console(
         )
     app = create_app(settings, cfg)
     who = "no sign-in (loopback only)" if cfg.open_access else f"{len(cfg.users)} user(s)"
+    if cfg.oidc_enabled:
+        who += f", OIDC sign-in with {cfg.oidc_issuer}"
     typer.echo(f"console on http://{cfg.host}:{cfg.port} ({who})")
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", proxy_headers=True)
 

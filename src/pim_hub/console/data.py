@@ -19,9 +19,12 @@ from psycopg.rows import dict_row
 
 from pim_hub.drivers.discovery import DriverCatalogue
 from pim_hub.ops.dead import DeadLetter, list_dead
+from pim_hub.ops.dispatchers import Coverage, coverage, needed_dispatchers
 from pim_hub.ops.exporter import LagReader, known_groups
+from pim_hub.ops.offsets import ACTIVE_STATES
 from pim_hub.registry.limits import InvalidRateLimit, RateLimit
 from pim_hub.registry.model import Integration
+from pim_hub.registry.queue_map import queue_map_from_settings
 from pim_hub.registry.secrets import mask_config
 from pim_hub.registry.store import list_integrations
 from pim_hub.runtime.kafka import admin_client
@@ -64,9 +67,22 @@ class GroupRow:
     lag_seconds: float
 
     @property
+    def active(self) -> bool:
+        """The group has (or is admitting) members: `hub offsets`' own test. Some brokers
+        (Tansu) describe a stable group without listing its members, so the state counts too."""
+        return self.members > 0 or self.state in ACTIVE_STATES
+
+    @property
+    def members_text(self) -> str:
+        """The member count, or "yes" when only the group's state says it has members."""
+        if self.members:
+            return str(self.members)
+        return "yes" if self.active else "0"
+
+    @property
     def stuck(self) -> bool:
         """Work waits and nobody consumes it."""
-        return self.lag > 0 and self.members == 0
+        return self.lag > 0 and not self.active
 
 
 @dataclass
@@ -87,6 +103,7 @@ class Overview:
     per_minute: list[dict[str, Any]]  # the last hour's delivered/failed per minute
     problems: list[str]
     errors: list[str]  # what could not be read (the page still shows the rest)
+    dispatchers: list[Coverage] = field(default_factory=list)  # what the integrations need
 
 
 def _describe_groups(settings: Settings, groups: list[str]) -> dict[str, tuple[str, int]]:
@@ -156,6 +173,12 @@ def per_minute(url: str) -> list[dict[str, Any]]:
         ).fetchall()
 
 
+def dispatcher_coverage(settings: Settings, integrations: list[Integration]) -> list[Coverage]:
+    """The dispatcher groups the enabled integrations need and what the broker says of each
+    (`hub integrations dispatchers`)."""
+    return coverage(settings, needed_dispatchers(integrations, queue_map_from_settings(settings)))
+
+
 def overview(settings: Settings, catalogue: DriverCatalogue) -> Overview:
     """Stages, integrations and whatever is stuck."""
     errors: list[str] = []
@@ -167,33 +190,23 @@ def overview(settings: Settings, catalogue: DriverCatalogue) -> Overview:
     except Exception as exc:  # the broker may be down: the database part still helps
         logger.warning("cannot read consumer groups", extra={"error": str(exc)})
         groups, errors = [], [f"consumer groups: {exc}"]
-    counts = integration_counts(url)
+    needs = dispatcher_coverage(settings, integrations)
     problems = [
         f"{g.stage}: {g.lag} message(s) waiting in group {g.group} and no consumer"
         for g in groups
         if g.stuck
     ]
-    served = {(m["driver"], m["priority"]) for g in groups if (m := _DISPATCH.match(g.group))}
-    served_live = {
-        (m["driver"], m["priority"])
-        for g in groups
-        if (m := _DISPATCH.match(g.group)) and g.members > 0
-    }
-    for c in counts:
-        waiting = c.total.get("retrying", 0) + c.total.get("pending", 0)
-        if not waiting:
-            continue
-        integ = next((i for i in integrations if i.id == c.integration_id), None)
-        if integ is None or not integ.enabled:
-            continue
-        if not any(d == integ.driver for d, _ in served_live) and any(
-            d == integ.driver for d, _ in served
-        ):
-            problems.append(
-                f"integration {integ.id}: {waiting} job(s) retrying and no {integ.driver} "
-                "dispatcher running"
-            )
-    return Overview(groups, counts, per_minute(url), problems, errors)
+    problems += [
+        f"priority {c.need.priority} of driver {c.need.driver}: {c.uncovered} message(s) on "
+        f"{c.need.topic} and no dispatcher has ever run for it (start `{c.need.command}`); "
+        f"needed by {', '.join(c.need.integrations)}"
+        for c in needs
+        if c.missing
+    ]
+    errors += [f"dispatcher {c.need.group}: {c.error}" for c in needs if c.error]
+    return Overview(
+        groups, integration_counts(url), per_minute(url), problems, errors, dispatchers=needs
+    )
 
 
 @dataclass
@@ -238,7 +251,8 @@ class IntegrationView:
     integration: Integration
     masked_config: Any
     rate_limit: str
-    dispatchers: list[GroupRow]
+    dispatchers: list[GroupRow]  # the groups of its driver the broker knows
+    needs: list[Coverage] = field(default_factory=list)  # the groups it needs, and their state
 
     @property
     def config_json(self) -> str:
@@ -246,21 +260,23 @@ class IntegrationView:
         return orjson.dumps(self.masked_config, option=orjson.OPT_INDENT_2, default=str).decode()
 
 
-def describe_rate_limit(config: dict[str, Any]) -> str:
-    """`20/s, 4 concurrent, burst 20`, or why the entry is unusable."""
+def describe_rate_limit(config: dict[str, Any], default_concurrent: int) -> str:
+    """`20/s, 4 concurrent, burst 20` as the dispatcher reads it, or why it cannot."""
     try:
-        limit = RateLimit.from_config(config, default_concurrent=0)
+        limit = RateLimit.from_config(config, default_concurrent)
     except InvalidRateLimit as exc:
         return f"invalid: {exc}"
-    if limit.requests_per_s is None and "rate_limit" not in config:
-        return "none"
     rate = "unlimited" if limit.requests_per_s is None else f"{limit.requests_per_s:g}/s"
-    concurrent = "default" if not limit.concurrent else str(limit.concurrent)
-    return f"{rate}, {concurrent} concurrent, burst {limit.burst}"
+    if "rate_limit" not in config:
+        rate = "none set (unlimited)"
+    return f"{rate}, {limit.concurrent} concurrent, burst {limit.burst}"
 
 
 def integration_views(
-    settings: Settings, catalogue: DriverCatalogue, groups: list[GroupRow] | None
+    settings: Settings,
+    catalogue: DriverCatalogue,
+    groups: list[GroupRow] | None,
+    needs: list[Coverage] | None = None,
 ) -> list[IntegrationView]:
     """Every integration with masked config, rate limit and its driver's dispatcher groups."""
     out = []
@@ -272,7 +288,9 @@ def integration_views(
             for g in groups or []
             if (m := _DISPATCH.match(g.group)) and m["driver"] == integ.driver
         ]
-        out.append(IntegrationView(integ, masked, describe_rate_limit(integ.config), serving))
+        mine = [c for c in needs or [] if integ.id in c.need.integrations]
+        limit = describe_rate_limit(integ.config, settings.dispatcher_max_in_flight)
+        out.append(IntegrationView(integ, masked, limit, serving, mine))
     return out
 
 

@@ -4,36 +4,13 @@ their flags, so bad input is a clear message on the page, never a failed run.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Set
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.datastructures import FormData
 
 from pim_hub.ops.replay import EntityFilter
-
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_when(text: str, now: datetime | None = None) -> datetime:
-    """ISO 8601 (UTC without an offset) or an age such as `90m`, `2h`, `7d` before now.
-
-    Raises:
-        ValueError: neither form.
-    """
-    match = _RELATIVE.match(text.strip())
-    if match:
-        amount, unit = float(match.group(1)), match.group(2)
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
-    try:
-        when = datetime.fromisoformat(text.strip())
-    except ValueError as exc:
-        raise ValueError(
-            f"{text!r}: expected an ISO 8601 time (2026-01-31T10:00:00Z) or an age (90m, 2h, 7d)"
-        ) from exc
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+from pim_hub.ops.when import parse_when
 
 
 def _text(form: FormData, name: str) -> str:

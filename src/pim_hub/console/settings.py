@@ -60,6 +60,33 @@ class ConsoleSettings(BaseSettings):
         description="send the session cookie over HTTPS only; unset: on unless listening on "
         "a loopback address (put TLS in front of a console reachable from elsewhere)",
     )
+    refresh_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="the overview's broker and count figures are collected at most this often "
+        "(in the background; pages show the last collection and its age)",
+    )
+    # OpenID Connect sign-in (beside or instead of the users list)
+    oidc_issuer: str | None = Field(
+        default=None, description="issuer URL (https); set with a client id to offer OIDC sign-in"
+    )
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid email profile"
+    oidc_redirect_url: str | None = Field(
+        default=None,
+        description="the console's callback URL as the provider knows it; unset: "
+        "<the URL the console is reached at>/oidc/callback",
+    )
+    oidc_username_claim: str = Field(default="email", description="claim shown as the user")
+    oidc_roles_claim: str = Field(default="groups", description="claim holding groups or roles")
+    oidc_operator_values: list[str] = Field(
+        default_factory=list, description="values of the roles claim that make an operator"
+    )
+    oidc_viewer_values: list[str] = Field(
+        default_factory=list,
+        description="values that make a viewer; empty: everyone the issuer signs in is a viewer",
+    )
     dead_letter_limit: int = Field(
         default=500, ge=1, description="dead letters listed per group on the dead-letter page"
     )
@@ -67,10 +94,25 @@ class ConsoleSettings(BaseSettings):
         default=200, ge=1, description="latest rejected snapshots shown"
     )
 
+    @field_validator("secret_key")
+    @classmethod
+    def _usable_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # empty (an unset variable in a compose file): a random key
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("secret_key must be at least 16 characters")
+        return value
+
+    @property
+    def oidc_enabled(self) -> bool:
+        """OIDC sign-in is offered."""
+        return bool(self.oidc_issuer and self.oidc_client_id)
+
     @property
     def open_access(self) -> bool:
-        """No users configured: everyone reaching the console is an operator (loopback only)."""
-        return not self.users
+        """No users nor OIDC configured: everyone reaching the console is an operator
+        (loopback only)."""
+        return not self.users and not self.oidc_enabled
 
     def cookies_secure(self) -> bool:
         """Whether the session cookie carries the Secure flag."""

@@ -126,7 +126,7 @@ def local_stack(
         db.migrate(url)
         apply_topics(settings)
         supervisor = Supervisor(env=env, log_dir=log_dir)
-        stack = Stack(rt, url, settings, supervisor, Serde(settings.schema_registry_url))
+        stack = Stack(rt, url, settings, supervisor, Serde(settings.registry_config()))
         try:
             yield stack
         finally:

@@ -73,7 +73,7 @@ def read_dead(
     Returns the records and the consumer (assigned, not subscribed: no group join wait);
     the caller closes it.
     """
-    serde = serde or Serde(settings.schema_registry_url)
+    serde = serde or Serde(settings.registry_config())
     consumer = Consumer(consumer_config(settings, REDRIVE_GROUP))
     meta = consumer.list_topics(topics.JOBS_DEAD, timeout=10).topics[topics.JOBS_DEAD]
     parts = sorted(meta.partitions)
@@ -182,7 +182,7 @@ def redrive(
     """
     if not (job_ids or integration or everything):
         raise ValueError("say which jobs: job ids, an integration, or everything")
-    serde = Serde(settings.schema_registry_url)
+    serde = Serde(settings.registry_config())
     letters, consumer = read_dead(settings, from_committed=True, serde=serde)
     report = RedriveReport()
     try:

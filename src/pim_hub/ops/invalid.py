@@ -170,7 +170,7 @@ def read(
     on_progress: Callable[[int], None] | None = None,
 ) -> list[InvalidRecord]:
     """The set-aside records of a topic, oldest first (the last `limit` when given)."""
-    serde = serde or Serde(settings.schema_registry_url)
+    serde = serde or Serde(settings.registry_config())
     consumer = ephemeral_consumer(settings, "invalid")
     found: list[InvalidRecord] = []
     try:
@@ -209,7 +209,7 @@ def get(settings: Settings, record_id: str, topic: str = topics.SNAPSHOTS_INVALI
         InvalidRecordError: no such record (never written, or removed by retention).
     """
     partition, offset = parse_id(record_id)
-    serde = Serde(settings.schema_registry_url)
+    serde = Serde(settings.registry_config())
     consumer = ephemeral_consumer(settings, "invalid")
     try:
         if partition not in partitions_of(consumer, topic):
@@ -290,7 +290,7 @@ def redrive(
         original.get("origin") or "external",
         correlation_id=original.get("event_id") or f"{record.topic}:{record.id}",
     )
-    serde = Serde(settings.schema_registry_url)
+    serde = Serde(settings.registry_config())
     msg = produce_sync(
         make_producer(settings),
         topics.SNAPSHOTS,

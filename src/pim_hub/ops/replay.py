@@ -347,7 +347,7 @@ def replay(
         raise ReplayError("no enabled integration to replay to")
     job_mode = JOB_MODES[options.mode]
     report = RunReport(options.run_id or new_run_id(), job_mode, options.dry_run)
-    serde = Serde(settings.schema_registry_url)
+    serde = Serde(settings.registry_config())
     queue_map = queue_map_from_settings(settings)
     fanout = fanout_for(queue_map, serde)
     since_ms = int(options.since.timestamp() * 1000) if options.since else None

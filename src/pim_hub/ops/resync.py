@@ -201,7 +201,7 @@ def resync(
 
     chosen = target or load_targets(settings, [integration])[0]
     report = RunReport(run_id or new_run_id(), "resync", dry_run)
-    serde = Serde(settings.schema_registry_url)
+    serde = Serde(settings.registry_config())
     queue_map = queue_map_from_settings(settings)
     fanout = fanout_for(queue_map, serde)
     if source == "auto":

@@ -412,7 +412,7 @@ def collect(
     Raises:
         TraceError: nothing matches the query.
     """
-    serde = serde or Serde(settings.schema_registry_url)
+    serde = serde or Serde(settings.registry_config())
     keys, rows = resolve(settings, query, serde)
     if not keys:
         raise TraceError(f"no entity matches {query!r} (give an entity key like product:<uuid>)")

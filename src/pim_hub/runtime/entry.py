@@ -31,7 +31,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def need_bootstrap(settings: Settings) -> None:
     """Stop with a clear message when no broker is configured."""
-    if not (settings.kafka.bootstrap or settings.kafka_bootstrap):
+    if not (
+        settings.kafka.bootstrap
+        or settings.kafka_bootstrap
+        or settings.kafka.merged().get("bootstrap.servers")
+    ):
         raise fail("HUB_KAFKA_BOOTSTRAP is not set (start a local broker with `hub up`)")
 
 

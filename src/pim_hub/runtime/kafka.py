@@ -17,6 +17,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
+from pim_hub.runtime.kafka_oauth import MskIamTokenProvider
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.errors import RetryableError
 from pim_hub.schemas.topics import TopicSpec, catalogue
@@ -57,7 +58,9 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
             **extra,
         }
     )
-    return Producer(conf)
+    producer = Producer(conf)
+    _serve_oauth(producer, conf)
+    return producer
 
 
 def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
@@ -205,9 +208,19 @@ class AsyncProducer:
         self._resolve()
 
 
-def admin_client(settings: Settings) -> AdminClient:
+def _serve_oauth(client: Any, conf: dict[str, Any]) -> None:
+    # librdkafka asks oauth_cb for the first token from a poll: producers and admin clients
+    # of an OAUTHBEARER provider poll once so their first request does not wait for one.
+    if "oauth_cb" in conf:
+        client.poll(0)
+
+
+def admin_client(settings: Settings, **extra: Any) -> AdminClient:
     """An admin client for the configured cluster."""
-    return AdminClient(settings.kafka_config())
+    conf = settings.kafka_config(extra)
+    admin = AdminClient(conf)
+    _serve_oauth(admin, conf)
+    return admin
 
 
 @dataclass
@@ -277,41 +290,105 @@ def profile_catalogue(settings: Settings, profile: str = "default") -> list[Topi
     return [replace(s, extra={**s.extra, **extra}) for s in settings_catalogue(settings)]
 
 
+#: librdkafka properties the mutator's aiokafka client gets through faust_broker_options.
+FAUST_MAPPED = frozenset(
+    {
+        "bootstrap.servers",
+        "client.id",
+        "security.protocol",
+        "sasl.mechanism",
+        "sasl.username",
+        "sasl.password",
+        "sasl.kerberos.service.name",
+        "ssl.ca.location",
+        "ssl.ca.pem",
+        "ssl.certificate.location",
+        "ssl.key.location",
+        "ssl.key.password",
+        "ssl.endpoint.identification.algorithm",
+    }
+)
+
+
+class UnsupportedByMutator(ValueError):
+    """A Kafka security setting the mutator's client (aiokafka) cannot honour."""
+
+
 def faust_broker_options(settings: Settings) -> dict[str, Any]:
     """`broker` and `broker_credentials` for faust.App from the same settings as librdkafka.
 
     The mutator passes these to `faust.App(...)` so aiokafka authenticates like every
-    confluent client: SASL (PLAIN / SCRAM) and TLS from HUB_KAFKA__* variables.
+    confluent client: SASL (PLAIN, SCRAM, GSSAPI, OAUTHBEARER through the hub's MSK IAM
+    provider) and TLS, from the typed settings, the properties file and HUB_KAFKA__PROPERTIES__*.
+    A security property aiokafka has no equivalent for is refused with its name (the mutator
+    would otherwise connect differently from every other client); other properties (tuning)
+    concern librdkafka only and are listed in a warning.
     """
     import ssl
 
-    from faust.auth import SASLCredentials, SSLCredentials
+    from faust.auth import GSSAPICredentials, OAuthCredentials, SASLCredentials, SSLCredentials
 
-    kafka = settings.kafka
+    kafka = settings.kafka_settings()
+    conf = kafka.merged()
+    security_keys = ("sasl.", "ssl.", "security.", "enable.ssl", "oauth")
+    unsupported = sorted(k for k in conf if k not in FAUST_MAPPED and k.startswith(security_keys))
+    mechanism = conf.get("sasl.mechanism")
+    if mechanism == "OAUTHBEARER" and kafka.sasl_oauthbearer_provider is None:
+        unsupported.append(
+            "sasl.mechanism=OAUTHBEARER without HUB_KAFKA__SASL_OAUTHBEARER_PROVIDER"
+        )
+    if unsupported:
+        raise UnsupportedByMutator(
+            "the mutator's Kafka client (aiokafka) cannot use: "
+            + ", ".join(unsupported)
+            + "; supported there: SASL PLAIN/SCRAM/GSSAPI, OAUTHBEARER through "
+            "HUB_KAFKA__SASL_OAUTHBEARER_PROVIDER=aws-msk-iam, TLS with CA and client certificate"
+        )
+    tuning = sorted(k for k in conf if k not in FAUST_MAPPED)
+    if tuning:
+        logger.warning(
+            "Kafka properties apply to the confluent clients only, not to the mutator's",
+            extra={"properties": tuning},
+        )
     urls = [f"kafka://{h.strip()}" for h in settings.bootstrap.split(",") if h.strip()]
+    protocol = str(conf.get("security.protocol", "PLAINTEXT")).upper()
     context: ssl.SSLContext | None = None
-    if kafka.uses_ssl:
+    if protocol in ("SSL", "SASL_SSL"):
         context = ssl.create_default_context(
-            ssl.Purpose.SERVER_AUTH, cafile=kafka.ssl_ca_location or None
+            ssl.Purpose.SERVER_AUTH,
+            cafile=conf.get("ssl.ca.location") or None,
+            cadata=conf.get("ssl.ca.pem") or None,
         )
-        context.check_hostname = kafka.ssl_check_hostname
-        if not kafka.ssl_check_hostname:
+        check_hostname = conf.get("ssl.endpoint.identification.algorithm", "https") != "none"
+        context.check_hostname = check_hostname
+        if not check_hostname:
             context.verify_mode = ssl.CERT_REQUIRED  # still verify the chain, not the name
-        if kafka.ssl_certificate_location:
+        if conf.get("ssl.certificate.location"):
             context.load_cert_chain(
-                kafka.ssl_certificate_location,
-                kafka.ssl_key_location,
-                kafka.ssl_key_password.get_secret_value() if kafka.ssl_key_password else None,
+                conf["ssl.certificate.location"],
+                conf.get("ssl.key.location"),
+                conf.get("ssl.key.password"),
             )
-    credentials: SASLCredentials | SSLCredentials | None = None
-    if kafka.security_protocol.startswith("SASL_"):
-        assert kafka.sasl_password is not None  # checked by KafkaSettings
-        credentials = SASLCredentials(
-            username=kafka.sasl_username,
-            password=kafka.sasl_password.get_secret_value(),
-            mechanism=kafka.sasl_mechanism,
-            ssl_context=context,
-        )
+    credentials: SASLCredentials | SSLCredentials | OAuthCredentials | GSSAPICredentials | None
+    credentials = None
+    if protocol.startswith("SASL_"):
+        if mechanism == "OAUTHBEARER":
+            assert kafka.aws_region is not None  # checked by KafkaSettings
+            credentials = OAuthCredentials(
+                oauth_cb=MskIamTokenProvider(kafka.aws_region), ssl_context=context
+            )
+        elif mechanism == "GSSAPI":
+            credentials = GSSAPICredentials(
+                kerberos_service_name=conf.get("sasl.kerberos.service.name", "kafka"),
+                ssl_context=context,
+            )
+        else:
+            credentials = SASLCredentials(
+                username=conf.get("sasl.username"),
+                password=conf.get("sasl.password"),
+                mechanism=mechanism,
+                ssl_context=context,
+            )
     elif context is not None:
         credentials = SSLCredentials(context)
     return {"broker": urls, "broker_credentials": credentials}

@@ -160,6 +160,20 @@ DISPATCH_RATE_LIMIT_WAIT = Histogram(
     ["driver", "integration"],
     buckets=FAST_BUCKETS,
 )
+# Per-entity order across priority lanes and the circuit breaker of each integration.
+DISPATCH_HELD = Counter(
+    "pimhub_dispatcher_held",
+    "Times a job was held back without spending an attempt, by driver, integration, priority "
+    "and reason (order: an older job of its entity pending in another lane; circuit: its "
+    "target is down; guard: the version guard's database is away)",
+    ["driver", "integration", "priority", "reason"],
+)
+DISPATCH_CIRCUIT = Gauge(
+    "pimhub_dispatcher_circuit_state",
+    "Circuit breaker of each integration's target: 0 closed, 1 half-open (probing), 2 open "
+    "(jobs wait), by driver, integration and priority",
+    ["driver", "integration", "priority"],
+)
 TARGET_CALLS = Counter(
     "pimhub_target_calls",
     "Calls drivers made to their targets, by driver, integration and HTTP status or error kind",

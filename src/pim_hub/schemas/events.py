@@ -98,9 +98,24 @@ class DeliveryStatus(_Event):
     occurred_at: datetime
 
 
+class Patch(_Event):
+    """Values one source owns for one entity, by identifier (pim_hub.schemas.ownership)."""
+
+    event_id: str
+    source: str
+    entity_type: str
+    identifier: str
+    mode: Literal["patch", "replace"] = "patch"
+    version: str | None = None
+    payload: str
+    received_at: datetime
+    correlation_id: str | None = None
+
+
 MODELS: dict[str, type[_Event]] = {
     "Snapshot": Snapshot,
     "Mutation": Mutation,
     "Job": Job,
     "DeliveryStatus": DeliveryStatus,
+    "Patch": Patch,
 }

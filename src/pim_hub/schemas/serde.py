@@ -16,7 +16,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from pim_hub.schemas.errors import SchemaError, UnknownSchemaVersion
+from pim_hub.schemas.errors import RetryableError, SchemaError, UnknownSchemaVersion
 from pim_hub.schemas.flat_writer import compile_writer
 
 AVRO_DIR = Path(__file__).parent / "avro"
@@ -29,6 +29,7 @@ EVENTS = {
     "Mutation": "mutation",
     "Job": "job",
     "DeliveryStatus": "delivery_status",
+    "Patch": "patch",
 }
 
 
@@ -151,55 +152,98 @@ def _head(event: str, count: int) -> Any:
     return fastavro.parse_schema(schema)
 
 
-class Registry:
-    """A minimal Confluent Schema Registry client (register and look up by id)."""
+class RegistryUnavailable(RetryableError):
+    """The Schema Registry did not answer (network, 5xx): the same record may work later."""
 
-    def __init__(self, url: str, http: Any = None) -> None:
-        self.url = url.rstrip("/")
-        self._http: Any = http
+
+class Registry:
+    """Schema ids through confluent-kafka's SchemaRegistryClient (auth, TLS, caching).
+
+    With `auto.register.schemas` (the default) the hub registers its schema under a subject
+    the first time it writes there (`POST /subjects/{subject}/versions`, idempotent); without,
+    it only looks the schema up (`POST /subjects/{subject}`), for read-only keys and registries
+    where schemas are registered at deployment (`hub schemas register`). Ids are cached both
+    ways for the life of the process, as the registry's ids never change.
+    """
+
+    def __init__(self, conf: str | Mapping[str, Any], client: Any = None) -> None:
+        options: dict[str, Any] = {"url": conf} if isinstance(conf, str) else dict(conf)
+        self.auto_register = str(options.pop("auto.register.schemas", True)).lower() not in (
+            "false",
+            "0",
+        )
+        self.url = str(options["url"])
+        if client is None:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+
+            client = SchemaRegistryClient(options)
+        self.client: Any = client
         self._ids: dict[tuple[str, str], int] = {}
         self._schemas: dict[int, SchemaVersion] = {}
         self._lock = threading.Lock()
 
-    def _client(self) -> Any:
-        if self._http is None:
-            import httpx
+    @staticmethod
+    def schema_of(version: SchemaVersion) -> Any:
+        """The registry's Schema object of a released version."""
+        from confluent_kafka.schema_registry import Schema
 
-            self._http = httpx.Client(timeout=10)
-        return self._http
+        return Schema(json.dumps(version.raw), "AVRO")
 
     def id_for(self, subject: str, version: SchemaVersion) -> int:
-        """Register (or find) the schema under subject and return its id."""
+        """The id of the schema under subject: registered, or looked up only."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         key = (subject, version.canonical)
         with self._lock:
             if key in self._ids:
                 return self._ids[key]
-            resp = self._client().post(
-                f"{self.url}/subjects/{subject}/versions",
-                json={"schema": json.dumps(version.raw)},
-                headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
-            )
-            if resp.status_code >= 400:
+        try:
+            if self.auto_register:
+                schema_id = int(self.client.register_schema(subject, self.schema_of(version)))
+            else:
+                found = self.client.lookup_schema(subject, self.schema_of(version))
+                schema_id = int(found.schema_id)
+        except SchemaRegistryError as exc:
+            status = exc.http_status_code
+            if status >= 500 or status < 0:
+                raise RegistryUnavailable(f"schema registry failed for {subject}: {exc}") from exc
+            if not self.auto_register and status == 404:
                 raise SchemaError(
-                    f"schema registry refused {subject}: {resp.status_code} {resp.text}"
-                )
-            schema_id = int(resp.json()["id"])
+                    f"{version.event} v{version.version} is not registered under {subject} and "
+                    "HUB_SCHEMA_REGISTRY_AUTO_REGISTER is false: run `hub schemas register`"
+                ) from exc
+            raise SchemaError(f"schema registry refused {subject}: {exc}") from exc
+        except Exception as exc:  # the HTTP layer's own errors: connection refused, timeouts
+            raise RegistryUnavailable(f"schema registry unreachable for {subject}: {exc}") from exc
+        with self._lock:
             self._ids[key] = schema_id
             self._schemas[schema_id] = version
-            return schema_id
+        return schema_id
 
     def schema_for(self, schema_id: int) -> SchemaVersion:
         """The writer schema of a registry id, matched to a released version by fingerprint."""
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
         with self._lock:
             if schema_id in self._schemas:
                 return self._schemas[schema_id]
-        resp = self._client().get(f"{self.url}/schemas/ids/{schema_id}")
-        if resp.status_code == 404:
-            raise UnknownSchemaVersion(f"schema id {schema_id} is not in the registry")
-        if resp.status_code >= 400:
-            raise SchemaError(f"schema registry answered {resp.status_code} for id {schema_id}")
-        raw = json.loads(resp.json()["schema"])
-        parsed = fastavro.parse_schema(raw)
+        try:
+            found = self.client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise UnknownSchemaVersion(f"schema id {schema_id} is not in the registry") from exc
+            if exc.http_status_code >= 500 or exc.http_status_code < 0:
+                raise RegistryUnavailable(f"schema registry failed for id {schema_id}") from exc
+            raise SchemaError(
+                f"schema registry answered {exc.http_status_code} for id {schema_id}"
+            ) from exc
+        except Exception as exc:
+            raise RegistryUnavailable(f"schema registry unreachable: {exc}") from exc
+        try:
+            raw = json.loads(found.schema_str)
+            parsed = fastavro.parse_schema(raw)
+        except (ValueError, fastavro.schema.SchemaParseException) as exc:
+            raise SchemaError(f"schema id {schema_id} is no Avro schema the hub reads") from exc
         canonical, fp = _identity(parsed)
         version = _by_fingerprint().get(fp) or SchemaVersion("?", 0, raw, parsed, canonical, fp)
         with self._lock:
@@ -210,8 +254,12 @@ class Registry:
 class Serde:
     """Encodes and decodes hub events; one instance per process."""
 
-    def __init__(self, registry_url: str | None = None) -> None:
-        self.registry = Registry(registry_url) if registry_url else None
+    def __init__(self, registry: str | Mapping[str, Any] | Registry | None = None) -> None:
+        """registry: a URL, a registry client config (Settings.registry_config), or a Registry."""
+        if registry is None or isinstance(registry, Registry):
+            self.registry = registry
+        else:
+            self.registry = Registry(registry)
 
     def encode(self, event: str, record: dict[str, Any], *, topic: str | None = None) -> bytes:
         """Encode a record with the current schema of event."""

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 RAW_EVENTS = "pim.raw-events"
 SNAPSHOTS = "pim.snapshots"
 SNAPSHOTS_INVALID = "pim.snapshots.invalid"
+# Producers' patches (pim_hub.schemas.ownership): Avro, and JSON for teams without Avro.
+PATCHES = "pim.patches"
+PATCHES_JSON = "pim.patches.json"
 MUTATIONS = "hub.mutations"
 JOBS_IMMEDIATE = "hub.jobs.immediate"
 JOBS_NORMAL = "hub.jobs.normal"
@@ -72,6 +75,10 @@ def catalogue(
         TopicSpec(RAW_EVENTS, partitions, week, doc="Akeneo events as received (JSON)"),
         TopicSpec(SNAPSHOTS, partitions, week, doc="entity snapshots (Avro Snapshot)"),
         TopicSpec(SNAPSHOTS_INVALID, 1, 30 * DAY_MS, doc="snapshots that failed validation"),
+        TopicSpec(PATCHES, partitions, week, doc="producers' patches by identifier (Avro Patch)"),
+        TopicSpec(
+            PATCHES_JSON, partitions, week, doc="producers' patches by identifier (JSON Patch)"
+        ),
         # The replayable log: time retention only, never compacted, so every change stays.
         TopicSpec(
             MUTATIONS, partitions, mutations_retention_ms, doc="the mutation log (Avro Mutation)"

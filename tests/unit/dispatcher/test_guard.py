@@ -8,6 +8,7 @@ import pytest
 
 from pim_hub.schemas.events import Change
 from pim_hub.services.dispatcher.core.guard import (
+    DELETED_FIELD,
     ENTITY_FIELD,
     Delivered,
     decide,
@@ -54,13 +55,14 @@ def test_partly_older_keeps_only_the_newer_changes() -> None:
     assert set(dec.record) == {PRICE_KEY}
 
 
-def test_same_job_delivered_before_is_recognised() -> None:
-    dec = decide("j", "update", [NAME], V2, {NAME_KEY: at(V2, "j")})
+def test_same_mutation_delivered_before_is_recognised() -> None:
+    dec = decide("m", "update", [NAME], V2, {NAME_KEY: at(V2, "m")})
     assert dec.verdict == "already"
 
 
-def test_same_version_from_another_job_is_delivered() -> None:
-    assert decide("j", "update", [NAME], V2, {NAME_KEY: at(V2, "k")}).verdict == "deliver"
+def test_same_version_from_another_mutation_is_delivered_live() -> None:
+    # Two edits within one source second: the later arrival wins, in log order.
+    assert decide("m", "update", [NAME], V2, {NAME_KEY: at(V2, "k")}).verdict == "deliver"
 
 
 def test_delete_older_than_a_delivered_update_is_stale() -> None:
@@ -76,7 +78,9 @@ def test_newer_delete_is_delivered_and_recorded_on_the_entity() -> None:
 
 @pytest.mark.parametrize("operation", ["update", "create"])
 def test_update_or_create_older_than_a_delivered_delete_is_stale(operation: str) -> None:
-    dec = decide("u", operation, [NAME], V1, {ENTITY_FIELD: at(V2, "d")})
+    dec = decide(
+        "u", operation, [NAME], V1, {ENTITY_FIELD: at(V2, "d"), DELETED_FIELD: at(V2, "d")}
+    )
     assert dec.verdict == "stale"
     assert dec.reason and "deleted" in dec.reason
 
@@ -106,3 +110,64 @@ def test_no_version_delivers_and_records_nothing() -> None:
 
 def test_version_without_offset_is_utc() -> None:
     assert parse_version("2024-01-01T00:00:00") == datetime(2024, 1, 1, tzinfo=UTC)
+
+
+# ---- the table of docs/delivery-semantics.md, row by row ----------------------------------
+
+GONE_V2 = {ENTITY_FIELD: at(V2, "del"), DELETED_FIELD: at(V2, "del")}
+
+
+@pytest.mark.parametrize(
+    ("operation", "changes", "version", "stored", "mode", "verdict"),
+    [
+        # The target has exactly this mutation's change: whatever the job (a replay's new id).
+        ("update", [NAME], V2, {NAME_KEY: at(V2, "m")}, "replay-guarded", "already"),
+        ("update", [NAME], V2, {NAME_KEY: at(V2, "m")}, "resync", "already"),
+        (
+            "create",
+            [NAME, PRICE],
+            V1,
+            {ENTITY_FIELD: at(V1, "m"), NAME_KEY: at(V1, "m"), PRICE_KEY: at(V1, "m")},
+            "replay-guarded",
+            "already",
+        ),
+        # A create whose fields were all updated since: nothing of it goes out again.
+        (
+            "create",
+            [NAME, PRICE],
+            V1,
+            {ENTITY_FIELD: at(V1, "m"), NAME_KEY: at(V2), PRICE_KEY: at(V3)},
+            "replay-guarded",
+            "already",
+        ),
+        # Catching up, the version the target holds counts as delivered, whoever sent it.
+        ("update", [NAME], V2, {NAME_KEY: at(V2, "k")}, "replay-guarded", "already"),
+        # ... but what it lacks goes out (a change that was dead, then fixed).
+        ("update", [NAME], V2, {NAME_KEY: at(V1, "k")}, "replay-guarded", "deliver"),
+        # A deletion at V wins over an update or a creation at V, whatever the order.
+        ("update", [NAME], V2, GONE_V2, "live", "stale"),
+        ("update", [NAME], V2, GONE_V2, "replay-guarded", "stale"),
+        ("create", [NAME], V2, GONE_V2, "live", "stale"),
+        ("delete", [], V2, {**GONE_V2, NAME_KEY: at(V2, "u")}, "replay-guarded", "already"),
+        ("delete", [], V2, {NAME_KEY: at(V2, "u")}, "live", "deliver"),
+        ("delete", [], V2, {NAME_KEY: at(V3, "u")}, "live", "stale"),
+        # After the deletion, a newer creation is delivered.
+        ("create", [NAME], V3, GONE_V2, "live", "deliver"),
+        # A forced (older) creation after a deletion ends the deletion: updates go out again.
+        ("update", [NAME], V3, {**GONE_V2, ENTITY_FIELD: at(V1, "c")}, "live", "deliver"),
+    ],
+)
+def test_semantics_table(
+    operation: str,
+    changes: list[Change],
+    version: str,
+    stored: dict[str, Delivered],
+    mode: str,
+    verdict: str,
+) -> None:
+    assert decide("m", operation, changes, version, stored, mode).verdict == verdict
+
+
+def test_a_deletion_records_its_marker_beside_the_entity() -> None:
+    dec = decide("d", "delete", [], V2, {})
+    assert set(dec.record) == {ENTITY_FIELD, DELETED_FIELD}

@@ -35,7 +35,12 @@ TP = ("hub.jobs.normal", 0)
 
 
 class _Txn:
+    pending_older: dict[str, Any] = {}
+
     async def record(self, rows: list[Any]) -> None:
+        pass
+
+    def settle(self, jobs: list[Any]) -> None:
         pass
 
 
@@ -44,9 +49,12 @@ class _Guard:
 
     @contextlib.asynccontextmanager
     async def reading(
-        self, integration_id: str, keys: list[str], job_ids: list[str]
+        self, integration_id: str, keys: list[str], job_ids: list[str], lane: Any = None
     ) -> AsyncIterator[tuple[_Txn, dict[str, Any], set[str]]]:
         yield _Txn(), {}, set()
+
+    async def register(self, jobs: list[Any]) -> None:
+        pass
 
 
 class _Producer:
@@ -174,7 +182,7 @@ class _CountingGuard(_Guard):
 
     @contextlib.asynccontextmanager
     async def reading(
-        self, integration_id: str, keys: list[str], job_ids: list[str]
+        self, integration_id: str, keys: list[str], job_ids: list[str], lane: Any = None
     ) -> AsyncIterator[tuple[_Txn, dict[str, Any], set[str]]]:
         self.held += len(keys)
         self.peak = max(self.peak, self.held)

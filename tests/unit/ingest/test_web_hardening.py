@@ -107,9 +107,8 @@ def test_a_non_ascii_signature_header_is_401_not_500(client: TestClient) -> None
     resp = client.post(EVENTS_API_PATH, content=body, headers=raw_headers)
     assert resp.status_code == 401
     event = orjson.dumps(_cloud_event("ep-1", "0c6a5a1e-0000-4000-8000-000000000001"))
-    resp = client.post(
-        EVENT_PLATFORM_PATH, content=event, headers={"X-Akeneo-Signature-Primary": b"\xe9" * 64}
-    )
+    bad_header: dict[str, Any] = {"X-Akeneo-Signature-Primary": b"\xe9" * 64}
+    resp = client.post(EVENT_PLATFORM_PATH, content=event, headers=bad_header)
     assert resp.status_code == 401
 
 

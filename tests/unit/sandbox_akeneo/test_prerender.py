@@ -88,7 +88,11 @@ def test_prerendered_pages_follow_edits_made_after_rendering() -> None:
 
 
 def _count(client: TestClient, search: dict[str, Any]) -> int:
-    params = {"search": orjson.dumps(search).decode(), "with_count": "true", "limit": 1}
+    params: dict[str, str | int] = {
+        "search": orjson.dumps(search).decode(),
+        "with_count": "true",
+        "limit": 1,
+    }
     count: int = client.get(LIST, params=params).json()["items_count"]
     return count
 

@@ -25,6 +25,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from psycopg import OperationalError
+from psycopg_pool import PoolTimeout
 from pydantic import ValidationError
 
 from pim_hub.drivers.base import DeliveryResult, Driver, IntegrationContext
@@ -52,7 +54,13 @@ from pim_hub.schemas import topics
 from pim_hub.schemas.errors import SchemaError
 from pim_hub.schemas.events import Job
 from pim_hub.schemas.serde import Serde
-from pim_hub.services.dispatcher.core.guard import FORCE_MODES, GuardDecision, decide
+from pim_hub.services.dispatcher.core.breaker import STATE_VALUES, CircuitBreaker, is_outage
+from pim_hub.services.dispatcher.core.guard import (
+    FORCE_MODES,
+    GuardDecision,
+    decide,
+    parse_version,
+)
 from pim_hub.services.dispatcher.core.offsets import PartitionOffsets
 from pim_hub.services.dispatcher.guard_store import GuardStore, Recording
 from pim_hub.services.dispatcher.policy import classify
@@ -61,6 +69,9 @@ from pim_hub.services.dispatcher.settings import DispatcherOptions
 logger = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+#: Attempts to record one delivery on its own after its batch's transaction failed.
+RECORD_ATTEMPTS = 12
 
 #: How long librdkafka waits before fetching again for a partition whose prefetch queue was
 #: full (see `Dispatcher.run`).
@@ -118,6 +129,8 @@ class Stats:
     #: went back to the broker because the budget was spent.
     peak_buffered_bytes: int = 0
     budget_returns: int = 0
+    #: Times a job waited for an older job of its entity in another lane.
+    held: int = 0
 
     @property
     def finished(self) -> int:
@@ -205,6 +218,12 @@ class _Lane:
         self.sem = asyncio.Semaphore(1)
         self.call_s: float | None = None  # mean time of one driver call (job by job)
         self.lingered_at = float("-inf")  # when the pump last waited for a batch to fill
+        self.breaker = CircuitBreaker(dispatcher.options.breaker)
+        self.kick = asyncio.Event()  # the breaker changed: a waiting pump looks again
+        self.circuit_gauge = metrics.DISPATCH_CIRCUIT.labels(
+            dispatcher.driver_key, integration_id, dispatcher.priority
+        )
+        self.circuit_gauge.set(STATE_VALUES["closed"])
         self.task = asyncio.create_task(self._pump(), name=f"lane-{integration_id}")
 
     def submit(self, w: _Work) -> None:
@@ -307,6 +326,14 @@ class _Lane:
                     await self.d.wait_batch_done()
                     continue
                 size = min(size, room)
+                wait = self.breaker.probe_wait(time.monotonic())
+                if wait is not None:
+                    if wait > 0:
+                        # The target is down: the jobs wait here, no attempt spent, until
+                        # the next probe is due or a probe's answer changes the state.
+                        await self._nap(wait)
+                        continue
+                    size = 1  # the probe: one job, alone
                 batch = [self.ready.popleft() for _ in range(min(size, len(self.ready)))]
                 for w in batch:
                     w.state = "running"
@@ -334,8 +361,9 @@ class _Lane:
                 wait = self.bucket.take(time.monotonic(), n)
 
     async def _run(self, batch: list[_Work]) -> None:
+        held: dict[int, str] = {}
         try:
-            await self.d._deliver_batch(self.integration_id, batch, self)
+            held = await self.d._deliver_batch(self.integration_id, batch, self)
         except Exception:
             logger.exception("batch failed", extra={"integration": self.integration_id})
             self.d._fail("a batch failed unexpectedly")
@@ -344,9 +372,65 @@ class _Lane:
             self.d.locks_held -= len(batch)
             metrics.DISPATCH_IN_FLIGHT.labels(self.d.driver_key, self.d.priority).dec(len(batch))
             self.d.batch_done.set()
-            for w in batch:
-                w.state = "finished"
-                self.advance(w)
+            for i, w in enumerate(batch):
+                if i in held:
+                    # Waits for an older job of its entity in another lane: not an attempt,
+                    # nothing reported; it stays at the head of its entity's queue.
+                    w.state = "held"
+                    self.d._busy[w.tp] -= 1
+                    asyncio.get_running_loop().call_later(
+                        self.d.options.order_recheck_s, self.requeue, w
+                    )
+                else:
+                    w.state = "finished"
+                    self.advance(w)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, or less if the breaker changes state meanwhile."""
+        self.kick.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.kick.wait(), seconds)
+
+    def account(self, results: list[DeliveryResult]) -> None:
+        """The answers of the target to one batch's calls, in order, for the breaker."""
+        br, before = self.breaker, self.breaker.state
+        now = time.monotonic()
+        for r in results:
+            if is_outage(r.outcome, r.retryable, r.target_status, r.error_kind):
+                br.failed(now, r.retry_after)
+            else:
+                br.succeeded()
+        if br.state == before or {br.state, before} == {"open", "half_open"}:
+            return
+        self.circuit_gauge.set(STATE_VALUES[br.state])
+        self.kick.set()
+        if br.state == "open":
+            last = results[-1]
+            logger.warning(
+                "circuit opened: the target fails for everything; jobs wait, one probe at a time",
+                extra={
+                    "integration": self.integration_id,
+                    "priority": self.d.priority,
+                    "failures": br.failures,
+                    "error": last.reason,
+                },
+            )
+        else:
+            self.circuit_gauge.set(STATE_VALUES["closed"])
+            logger.warning(
+                "circuit closed: the target answers again; jobs resume",
+                extra={"integration": self.integration_id, "priority": self.d.priority},
+            )
+            self.wake.set()
+            self.d.release_retries(self.integration_id)
+
+    def requeue(self, w: _Work) -> None:
+        """A held job is ready again (unless handed back meanwhile)."""
+        chain = self.chains.get(w.chain)
+        if w.state == "held" and chain and chain[0] is w:
+            w.state = "ready"
+            self.ready.append(w)
+            self.wake.set()
 
 
 class Dispatcher:
@@ -371,7 +455,7 @@ class Dispatcher:
         # driver whose batching depends on its config says so per integration (_bind).
         self.batching = self.driver_cls.handle_batch is not Driver.handle_batch
         topics.job_topic(priority)  # raises early on an unknown priority
-        self.serde = Serde(settings.schema_registry_url)
+        self.serde = Serde(settings.registry_config())
         self.group = group_id(driver_key, priority)
         self.retry_topics = [topics.retry_topic(d) for d in self.options.retry_delays_s]
         self.stats = Stats()
@@ -382,6 +466,8 @@ class Dispatcher:
         self._lanes: dict[str, _Lane] = {}
         self._parts: dict[TP, PartitionOffsets] = {}
         self._not_due: dict[TP, float] = {}
+        #: When each integration's circuit last closed (wall clock): its earlier retries are due.
+        self._closed_at: dict[str, float] = {}
         self._backpressured: set[TP] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._busy: dict[TP, int] = defaultdict(int)  # started, outputs not yet acknowledged
@@ -732,6 +818,7 @@ class Dispatcher:
     async def _route(self, consumer: Consumer, msgs: list[Message]) -> None:
         now = time.time()
         held: set[TP] = set()
+        routed: list[_Work] = []
         reloaded = False
         budget, total = self.options.max_buffered_bytes, self.buffered_bytes()
         for msg in msgs:
@@ -777,7 +864,11 @@ class Dispatcher:
                 self.stats.foreign += 1  # another group's job on a shared retry topic
                 part.skip(offset)
                 continue
-            if job.not_before is not None and job.not_before.timestamp() > now:
+            if (
+                job.not_before is not None
+                and job.not_before.timestamp() > now
+                and not self._released(job)
+            ):
                 # A retry tier is ordered by due time: wait on this partition without
                 # blocking the others, and read this record again when it is due.
                 consumer.seek(TopicPartition(tp[0], tp[1], offset))
@@ -793,12 +884,66 @@ class Dispatcher:
             total += size
             work = _Work(tp, offset, msg.key(), job)
             work.trace = tracing.carrier(msg.headers()) or None
-            lane = self._lanes.get(job.integration_id)
-            if lane is None:
-                lane = self._lanes[job.integration_id] = _Lane(self, job.integration_id)
-            lane.submit(work)
+            routed.append(work)
         if total > self.stats.peak_buffered_bytes:
             self.stats.peak_buffered_bytes = total
+        if routed and self.options.order_hold_s > 0:
+            await self._register(routed)
+        for work in routed:
+            lane = self._lanes.get(work.job.integration_id)
+            if lane is None:
+                iid = work.job.integration_id
+                lane = self._lanes[iid] = _Lane(self, iid)
+            lane.submit(work)
+
+    def release_retries(self, integration_id: str) -> None:
+        """An integration's target is back: its retries scheduled before now are due now.
+
+        The retry partitions waiting for a due time are read again at once; a retry of this
+        integration that failed before the circuit closed goes out without waiting for its
+        tier (the target was down, not the job wrong); the others wait on.
+        """
+        self._closed_at[integration_id] = time.time()
+        retry = set(self.retry_topics)
+        for tp in self._not_due:
+            if tp[0] in retry:
+                self._not_due[tp] = 0.0
+
+    def _released(self, job: Job) -> bool:
+        """Whether a retry not due yet failed before its integration's circuit last closed."""
+        closed = self._closed_at.get(job.integration_id)
+        if closed is None or job.attempt < 2 or job.not_before is None:
+            return False
+        delays = self.options.retry_delays_s
+        tier = min(job.attempt - 2, len(delays) - 1)
+        failed_at = job.not_before.timestamp() - delays[tier]  # Retry-After: later, not earlier
+        return failed_at <= closed
+
+    async def _register(self, routed: list[_Work]) -> None:
+        """Say which jobs this dispatcher has read, before any of them can finish.
+
+        The dispatchers of the driver's other priorities hold a newer job of the same entity
+        while one of these is pending. A database error costs only that ordering: logged,
+        and the jobs go on (the version guard still keeps older values out).
+        """
+        rows = [
+            {
+                "i": w.job.integration_id,
+                "e": w.job.mutation.entity_key,
+                "j": w.job.job_id,
+                "p": self.priority,
+                "v": w.job.mutation.version,
+            }
+            for w in routed
+            if parse_version(w.job.mutation.version) is not None
+        ]
+        try:
+            await self._guard.register(rows)
+        except Exception as exc:
+            logger.warning(
+                "could not register pending jobs; order across lanes not kept for them",
+                extra={"error": f"{type(exc).__name__}: {exc}", "jobs": len(rows)},
+            )
 
     # ---- integrations -----------------------------------------------------------------------
 
@@ -807,9 +952,17 @@ class Dispatcher:
         if not force and time.monotonic() - self._loaded_at < self.settings.integrations_refresh_s:
             return self._bound
         self._loaded_at = time.monotonic()
-        rows = await asyncio.get_running_loop().run_in_executor(
-            None, list_integrations, self.settings.require_database()
-        )
+        try:
+            rows = await asyncio.get_running_loop().run_in_executor(
+                None, list_integrations, self.settings.require_database()
+            )
+        except (OperationalError, PoolTimeout) as exc:
+            # The database is away: keep delivering with the integrations known.
+            logger.warning(
+                "could not reload the integrations; keeping the ones known",
+                extra={"error": f"{exc!r}"[:500]},
+            )
+            return self._bound
         fresh: dict[str, _Bound] = {}
         for integ in rows:
             if integ.driver != self.driver_key:
@@ -859,11 +1012,19 @@ class Dispatcher:
 
     # ---- delivery ---------------------------------------------------------------------------
 
-    async def _deliver_batch(self, integration_id: str, batch: list[_Work], lane: _Lane) -> None:
-        """Guard, deliver, record and report one batch of distinct entities of one integration."""
+    async def _deliver_batch(
+        self, integration_id: str, batch: list[_Work], lane: _Lane
+    ) -> dict[int, str]:
+        """Guard, deliver, record and report one batch of distinct entities of one integration.
+
+        Returns the indexes of the jobs held back, and why: not reported, to be tried again
+        (order: an older job of their entity is pending in another lane; circuit: the
+        target is down; guard: the database is away).
+        """
         started = time.perf_counter()
         b = self._bound.get(integration_id)
         results: dict[int, tuple[DeliveryResult, GuardDecision | None]] = {}
+        held: dict[int, str] = {}
         if b is None or not b.integration.enabled:
             for i in range(len(batch)):
                 results[i] = (DeliveryResult.skipped("integration disabled or removed"), None)
@@ -871,15 +1032,28 @@ class Dispatcher:
             for i in range(len(batch)):
                 results[i] = (DeliveryResult.permanent(b.broken, kind="invalid_config"), None)
         else:
-            recording: set[int] = set()
+            recording: dict[int, Recording] = {}
             try:
-                await self._guarded(b, batch, results, lane, recording)
+                await self._guarded(b, batch, results, lane, recording, held)
             except Exception as exc:
+                held.clear()
+                if not results and isinstance(exc, (OperationalError, PoolTimeout)):
+                    # The database is away (a restart, a dropped connection) and nothing was
+                    # decided or sent: the batch waits in its lane, no attempt spent.
+                    logger.warning(
+                        "version guard unavailable; the batch waits",
+                        extra={"integration": integration_id, "error": f"{exc!r}"[:500]},
+                    )
+                    held.update(dict.fromkeys(range(len(batch)), "guard"))
+                    await asyncio.sleep(self.options.guard_retry_s)
                 logger.exception("guarded delivery failed", extra={"integration": integration_id})
+                # The deliveries happened: each is recorded on its own, so one that cannot
+                # be (or a transaction that could not commit) costs only its own retry.
+                saved = await self._record_apart(integration_id, recording)
                 for i in range(len(batch)):
                     # A delivery whose recording did not commit is tried again rather than
                     # reported delivered: the guard would not know the target has it.
-                    if i not in results or i in recording:
+                    if i not in results or (i in recording and i not in saved):
                         results[i] = (
                             DeliveryResult.retry(
                                 f"version guard unavailable: {type(exc).__name__}",
@@ -887,15 +1061,26 @@ class Dispatcher:
                             ),
                             None,
                         )
+                await self._settle_apart(integration_id, batch)
         duration_ms = (time.perf_counter() - started) * 1000 / max(1, len(batch))
         now = datetime.now(UTC)
         finished: dict[metrics.JobSeries, int] = {}
         for i, w in enumerate(batch):
+            if i in held:
+                continue
             result, decision = results[i]
             obs = self._report(w, result, decision, duration_ms, now)
             finished[obs] = finished.get(obs, 0) + 1
         for obs, jobs in finished.items():
             obs.count(jobs, duration_ms / 1000)
+        if held:
+            self.stats.held += len(held)
+            for why in set(held.values()):
+                n = sum(1 for v in held.values() if v == why)
+                metrics.DISPATCH_HELD.labels(
+                    self.driver_key, integration_id, self.priority, why
+                ).inc(n)
+        return held
 
     async def _guarded(
         self,
@@ -903,28 +1088,38 @@ class Dispatcher:
         batch: list[_Work],
         results: dict[int, tuple[DeliveryResult, GuardDecision | None]],
         lane: _Lane,
-        recording: set[int],
+        recording: dict[int, Recording],
+        held: dict[int, str],
     ) -> None:
         """Lock, read, deliver, record (committed when the block ends).
 
-        `recording` gets the indexes of the deliveries recorded in this transaction.
+        `recording` gets the indexes of the deliveries recorded in this transaction, `held`
+        those of the jobs waiting for an older job of their entity in another lane.
         """
         assert b.driver is not None and b.context is not None
         keys = [w.job.mutation.entity_key for w in batch]
         job_ids = [w.job.job_id for w in batch]
+        hold_s = self.options.order_hold_s
+        order = (self.priority, hold_s) if hold_s > 0 else None
         async with (
             self._guard_free,
-            self._guard.reading(b.integration.id, keys, job_ids) as (txn, stored, delivered),
+            self._guard.reading(b.integration.id, keys, job_ids, order) as (txn, stored, delivered),
         ):
             send: list[tuple[int, Job, GuardDecision]] = []
+            older = txn.pending_older
             for i, w in enumerate(batch):
                 m = w.job.mutation
+                if older and m.entity_key in older:
+                    mine = parse_version(m.version)
+                    if mine is not None and older[m.entity_key] < mine:
+                        held[i] = "order"  # an older job of this entity is in another lane
+                        continue
                 if w.job.job_id in delivered and w.job.mode not in FORCE_MODES:
                     # Read again after a crash or duplicated: report it as it ended.
                     results[i] = (DeliveryResult.delivered(), None)
                     continue
                 dec = decide(
-                    w.job.job_id,
+                    m.mutation_id,
                     m.operation,
                     m.changes,
                     m.version,
@@ -994,22 +1189,83 @@ class Dispatcher:
                     took = (time.perf_counter() - began) * workers / len(jobs)
                     lane.call_s = took if lane.call_s is None else 0.7 * lane.call_s + 0.3 * took
                     out = [r for r in done if r is not None]
+                lane.account(out)
+                circuit_open = lane.breaker.state != "closed"
                 rows = []
                 for (i, job, dec), result in zip(send, out, strict=True):
+                    if circuit_open and is_outage(
+                        result.outcome, result.retryable, result.target_status, result.error_kind
+                    ):
+                        # The target is down, not this job's fault: it waits in its lane for
+                        # the circuit to close (not an attempt, not a retry tier).
+                        held[i] = "circuit"
                     results[i] = (result, dec)
                     if result.outcome == "delivered":
-                        recording.add(i)
-                        rows.append(
-                            Recording(
-                                job.mutation.entity_key,
-                                dec.record,
-                                job.job_id,
-                                dec.force,
-                                create=job.mutation.operation == "create",
-                            )
+                        row = Recording(
+                            job.mutation.entity_key,
+                            dec.record,
+                            job.job_id,
+                            dec.force,
+                            create=job.mutation.operation == "create",
+                            by=job.mutation.mutation_id,
                         )
+                        recording[i] = row
+                        rows.append(row)
                 # Recorded in the same transaction that holds the entity locks.
                 await txn.record(rows)
+            if order is not None:
+                # Finished jobs (whatever their outcome) stop holding other lanes back.
+                txn.settle(
+                    [
+                        (w.job.mutation.entity_key, w.job.job_id)
+                        for i, w in enumerate(batch)
+                        if i not in held
+                    ]
+                )
+
+    async def _record_apart(self, integration_id: str, recording: dict[int, Recording]) -> set[int]:
+        """Record deliveries one transaction each (their batch's failed); which succeeded."""
+        saved: set[int] = set()
+        for i, row in recording.items():
+            # After a database restart the pool's idle connections are dead; each failed
+            # attempt discards one, so a few attempts reach a fresh connection.
+            for attempt in range(RECORD_ATTEMPTS):
+                try:
+                    async with (
+                        self._guard_free,
+                        self._guard.locked(integration_id, [row.entity_key]) as txn,
+                    ):
+                        await txn.record([row])
+                    saved.add(i)
+                    break
+                except (OperationalError, PoolTimeout) as exc:
+                    if attempt + 1 == RECORD_ATTEMPTS:
+                        self._unrecorded(integration_id, row, exc)
+                    else:
+                        await asyncio.sleep(0.1 * (attempt + 1))
+                except Exception as exc:
+                    self._unrecorded(integration_id, row, exc)
+                    break
+        return saved
+
+    def _unrecorded(self, integration_id: str, row: Recording, exc: Exception) -> None:
+        logger.warning(
+            "could not record a delivery; the job is tried again",
+            extra={
+                "integration": integration_id,
+                "entity_key": row.entity_key,
+                "job_id": row.job_id,
+                "error": f"{exc!r}"[:500],
+            },
+        )
+
+    async def _settle_apart(self, integration_id: str, batch: list[_Work]) -> None:
+        """Take a failed batch's jobs off the pending list (best effort: else they expire)."""
+        if self.options.order_hold_s <= 0:
+            return
+        with contextlib.suppress(Exception):
+            async with self._guard_free, self._guard.locked(integration_id, []) as txn:
+                txn.settle([(w.job.mutation.entity_key, w.job.job_id) for w in batch])
 
     @staticmethod
     async def _traced(

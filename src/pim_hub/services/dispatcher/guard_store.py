@@ -50,7 +50,40 @@ SELECT NULL, NULL, NULL, j.job_id, NULL
                  WHERE integration_id = {i} AND job_id = k.key OFFSET 0) AS j
 """)
 
-#: Delivered jobs and their versions, in one statement. A version only moves forward, except
+#: The oldest job of each entity pending under another priority (not held longer than the
+#: hold limit): a job newer than it waits (per-entity order across lanes).
+READ_PENDING = sql.SQL("""
+UNION ALL
+SELECT k.key, {pending_key}, p.version, NULL, NULL
+  FROM jsonb_array_elements_text({entities}::jsonb) AS k(key),
+       LATERAL (SELECT min(version) AS version FROM dispatch_pending
+                 WHERE integration_id = {i} AND entity_key = k.key AND priority <> {priority}
+                   AND registered_at > now() - make_interval(secs => {hold})) AS p
+ WHERE p.version IS NOT NULL
+""")
+
+#: Jobs read and not finished, by the dispatcher that read them (a job read again rewrites
+#: its row).
+REGISTER = sql.SQL("""
+INSERT INTO dispatch_pending (integration_id, entity_key, job_id, priority, version)
+SELECT u.i, u.e, u.j, u.p, u.v::timestamptz
+  FROM jsonb_to_recordset({rows}::jsonb) AS u(i text, e text, j text, p text, v text)
+ON CONFLICT (integration_id, entity_key, job_id) DO UPDATE SET
+    priority = EXCLUDED.priority, registered_at = now()
+""")
+
+#: Finished jobs leave the pending list (with the COMMIT of their guard transaction).
+SETTLE = sql.SQL("""
+DELETE FROM dispatch_pending AS d
+ USING jsonb_to_recordset({rows}::jsonb) AS u(e text, j text)
+ WHERE d.integration_id = {i} AND d.entity_key = u.e AND d.job_id = u.j
+""")
+
+#: The field key under which the read reports an entity's oldest job pending in another lane.
+PENDING_FIELD = "@pending|||"
+
+#: Delivered jobs and their versions (each naming the mutation that delivered it: a replay of
+#: the same mutation under a new job id is recognised), in one statement. A version only moves forward, except
 #: for a forced replay, which records what the target now holds. The versions travel as one
 #: object per job ({"e": entity, "j": job, "f": {field key: version}}): a creation has a
 #: version for each of its 100-odd values, and one object per value repeated the entity and
@@ -94,7 +127,8 @@ class Recording(NamedTuple):
     """One delivered job to remember: its entity, field key -> version, id, and how.
 
     `force`: a forced replay (versions may move back). `create`: a creation, whose fields
-    may go as one '@fields|||' row.
+    may go as one '@fields|||' row. `by`: the id of the job's mutation, recorded with each
+    version (what the guard recognises a delivered change by); the job id when absent.
     """
 
     entity_key: str
@@ -102,6 +136,7 @@ class Recording(NamedTuple):
     job_id: str
     force: bool = False
     create: bool = False
+    by: str | None = None
 
 
 def lock_id(integration_id: str, entity_key: str) -> int:
@@ -130,13 +165,34 @@ class GuardTransaction:
         self.read_keys: set[str] = set()
         self.own: dict[str, AbstractSet[str]] = {}  # entity key -> keys with rows of their own
         self.lists: dict[str, tuple[Delivered, list[str]]] = {}  # its '@fields|||' row
+        #: entity key -> version of its oldest job pending under another priority.
+        self.pending_older: dict[str, datetime] = {}
 
-    def read_statement(self, entity_keys: list[str], job_ids: list[str]) -> sql.Composed:
-        """The read of `read()`, to send along with other statements."""
-        return READ.format(
-            i=_literal(self.integration_id),
-            entities=_literal(_json(entity_keys)),
-            jobs=_literal(_json(job_ids)),
+    def read_statement(
+        self, entity_keys: list[str], job_ids: list[str], lane: tuple[str, float] | None = None
+    ) -> sql.Composed:
+        """The read of `read()`, to send along with other statements.
+
+        `lane`: (this dispatcher's priority, hold limit in seconds) to read, too, the oldest
+        job of each entity pending under another priority (`pending_older`).
+        """
+        entities = _literal(_json(entity_keys))
+        read = READ.format(
+            i=_literal(self.integration_id), entities=entities, jobs=_literal(_json(job_ids))
+        )
+        if lane is None:
+            return read
+        return sql.Composed(
+            [
+                read,
+                READ_PENDING.format(
+                    i=_literal(self.integration_id),
+                    entities=entities,
+                    pending_key=_literal(PENDING_FIELD),
+                    priority=_literal(lane[0]),
+                    hold=sql.Literal(float(lane[1])),
+                ),
+            ]
         )
 
     async def read(
@@ -164,6 +220,8 @@ class GuardTransaction:
         for ekey, fkey, version, job_id, covers in rows:
             if ekey is None:
                 delivered.add(str(job_id))
+            elif fkey == PENDING_FIELD:
+                self.pending_older[ekey] = version
             elif fkey == FIELDS_FIELD:
                 found.append((ekey, Delivered(version, job_id), list(covers or ())))
             else:
@@ -180,6 +238,14 @@ class GuardTransaction:
                 fields.setdefault(key, at)
         return stored, delivered
 
+    def settle(self, jobs: Sequence[tuple[str, str]]) -> None:
+        """Jobs (entity key, job id) finished: off the pending list when the COMMIT goes."""
+        if jobs:
+            rows = [{"e": e, "j": j} for e, j in jobs]
+            self.pending.append(
+                SETTLE.format(i=_literal(self.integration_id), rows=_literal(_json(rows)))
+            )
+
     async def record(self, rows: Sequence[Recording]) -> None:
         """Remember delivered jobs and their versions.
 
@@ -195,9 +261,10 @@ class GuardTransaction:
         forward: list[dict[str, Any]] = []
         forced: list[dict[str, Any]] = []
         lists: list[dict[str, Any]] = []
-        for ekey, fields, job_id, force, create in rows:
+        for ekey, fields, job_id, force, create, by in rows:
             if not fields:
                 continue
+            job_id = by or job_id  # the versions name the delivering mutation
             at = fields.get(ENTITY_FIELD)
             if force or not create or at is None or ekey not in self.read_keys:
                 (forced if force else forward).append({"e": ekey, "j": job_id, "f": dict(fields)})
@@ -217,7 +284,7 @@ class GuardTransaction:
                     forward.append(
                         {
                             "e": ekey,
-                            "j": before.job_id,
+                            "j": before.by,
                             "f": dict.fromkeys(sorted(alone), before.version),
                         }
                     )
@@ -275,17 +342,37 @@ class GuardStore:
         async with self._transaction(integration_id, entity_keys, None) as (txn, _, _):
             yield txn
 
+    async def register(self, jobs: Sequence[Mapping[str, str | None]]) -> None:
+        """Jobs read and not finished ({"i": integration, "e": entity, "j": job, "p":
+        priority, "v": version}), for the dispatchers of the other priorities to wait for."""
+        if not jobs:
+            return
+        async with self.pool.connection() as conn:
+            await conn.execute(REGISTER.format(rows=_literal(_json(list(jobs)))))
+
     @asynccontextmanager
     async def reading(
-        self, integration_id: str, entity_keys: list[str], job_ids: list[str]
+        self,
+        integration_id: str,
+        entity_keys: list[str],
+        job_ids: list[str],
+        lane: tuple[str, float] | None = None,
     ) -> AsyncIterator[tuple[GuardTransaction, dict[str, dict[str, Delivered]], set[str]]]:
-        """`locked()` then `read()` in one round trip: (transaction, versions, delivered jobs)."""
-        async with self._transaction(integration_id, entity_keys, job_ids) as opened:
+        """`locked()` then `read()` in one round trip: (transaction, versions, delivered jobs).
+
+        `lane`: (priority, hold limit in seconds) to read the jobs of the same entities
+        pending under other priorities too (`GuardTransaction.pending_older`).
+        """
+        async with self._transaction(integration_id, entity_keys, job_ids, lane) as opened:
             yield opened
 
     @asynccontextmanager
     async def _transaction(
-        self, integration_id: str, entity_keys: list[str], job_ids: list[str] | None
+        self,
+        integration_id: str,
+        entity_keys: list[str],
+        job_ids: list[str] | None,
+        lane: tuple[str, float] | None = None,
     ) -> AsyncIterator[tuple[GuardTransaction, dict[str, dict[str, Delivered]], set[str]]]:
         ids = sorted({lock_id(integration_id, k) for k in entity_keys})
         async with self.pool.connection() as conn:
@@ -295,7 +382,7 @@ class GuardStore:
                 first.append(ASYNC_COMMIT)
             first.append(LOCK.format(ids=_literal(_json([str(k) for k in ids]))))
             if job_ids is not None:
-                first.append(txn.read_statement(entity_keys, job_ids))
+                first.append(txn.read_statement(entity_keys, job_ids, lane))
             try:
                 cur = await conn.execute(sql.SQL("; ").join(first))
                 stored: dict[str, dict[str, Delivered]] = {}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
+from pim_hub.services.dispatcher.core.breaker import BreakerPolicy
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,16 @@ class DispatcherOptions:
             to flush its WAL. On by default, so the guard's promise holds even across a
             PostgreSQL server crash; off is faster, and what a server crash can then lose is
             discussed in `GuardStore`.
+        order_hold_s: per-entity order across priority lanes (HUB_DISPATCHER_ORDER_HOLD_S):
+            a job waits while an older job of its entity and integration is pending under
+            another priority, for at most this long after that job was read; 0 turns the
+            ordering (and the bookkeeping it costs) off.
+        order_recheck_s: how soon a job held for that reason is tried again.
+        guard_retry_s: how long a batch waits before it is tried again when the version
+            guard's database is unreachable (a restart): no attempt is spent meanwhile.
+        breaker: when an integration's circuit opens (consecutive outage failures:
+            HUB_DISPATCHER_BREAKER_THRESHOLD, 0: never) and how often it probes its target
+            (HUB_DISPATCHER_BREAKER_PROBE_MAX_S at most); see core/breaker.py.
     """
 
     batch_size: int = 50
@@ -63,6 +74,10 @@ class DispatcherOptions:
     max_buffered_bytes: int = 4 * 2**20
     commit_interval_s: float = 0.2
     guard_synchronous_commit: bool = True
+    order_hold_s: float = 60.0
+    order_recheck_s: float = 0.2
+    guard_retry_s: float = 1.0
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DispatcherOptions:
@@ -76,5 +91,11 @@ class DispatcherOptions:
             retry_delays_s=tuple(settings.retry_delays_s),
             guard_synchronous_commit=settings.dispatcher_guard_synchronous_commit,
             max_buffered_bytes=settings.dispatcher_max_buffered_bytes,
+            order_hold_s=settings.dispatcher_order_hold_s,
+            breaker=BreakerPolicy(
+                threshold=settings.dispatcher_breaker_threshold,
+                probe_min_s=settings.dispatcher_breaker_probe_min_s,
+                probe_max_s=settings.dispatcher_breaker_probe_max_s,
+            ),
         )
         return replace(base, **overrides)

@@ -128,7 +128,7 @@ def sync_akeneo(
                 runner = SyncRunner(
                     client,
                     producer,
-                    Serde(settings.schema_registry_url),
+                    Serde(settings.registry_config()),
                     store,
                     page_size=ingest.sync_page_size,
                     overlap_s=ingest.sync_overlap_s,

@@ -140,7 +140,7 @@ class Enricher:
         self.group_id = group_id
         self.topic = topic
         self.output_topic = output_topic
-        self.serde = Serde(settings.schema_registry_url)
+        self.serde = Serde(settings.registry_config())
         self.own = ingest.own_authors()
         self.seen = SeenIds(ingest.dedupe_size)
         self.handled = (

@@ -301,8 +301,10 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     app = faust.App(app_id(settings, role), **faust_config(settings, tables=role != "fanout"))
     # Set before any topic is declared, so the consumer Faust creates is the patched one.
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
-    serde = Serde(settings.schema_registry_url)
-    processor = SnapshotProcessor(serde, max_future_s=settings.version_max_future_s)
+    serde = Serde(settings.registry_config())
+    processor = SnapshotProcessor(
+        serde, max_future_s=settings.version_max_future_s, ownership=settings.ownership()
+    )
     budget = settings.record_budget
     fanout = load_fanout(settings, serde)
     targets: list[IntegrationTarget] = []

@@ -17,10 +17,12 @@ from pim_hub.schemas import topics
 from pim_hub.schemas.entities import entity_key as payload_entity_key
 from pim_hub.schemas.errors import DeltaWithoutBase, InvalidSnapshot, PermanentError, SchemaError
 from pim_hub.schemas.limits import LimitExceeded, check_code, check_json_text
+from pim_hub.schemas.ownership import Ownership, PatchRefused
 from pim_hub.schemas.serde import Serde
 from pim_hub.schemas.versions import DEFAULT_MAX_FUTURE_S, check_version
-from pim_hub.services.mutator.core import apply, diffing
+from pim_hub.services.mutator.core import diffing
 from pim_hub.services.mutator.core.fanout import job_key, plan_jobs
+from pim_hub.services.mutator.sources import decide_with_sources
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class SnapshotProcessor:
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     #: how far ahead of the clock a source version may be (HUB_VERSION_MAX_FUTURE_S)
     max_future_s: float = DEFAULT_MAX_FUTURE_S
+    ownership: Ownership = field(default_factory=Ownership)
 
     def process(
         self,
@@ -84,6 +87,8 @@ class SnapshotProcessor:
         except LimitExceeded as exc:
             return invalid(str(exc), exc.code)
         except InvalidSnapshot as exc:
+            return invalid(str(exc), exc.code)
+        except PatchRefused as exc:
             return invalid(str(exc), exc.code)
         except DeltaWithoutBase as exc:
             return invalid(str(exc), "delta_without_base")
@@ -121,12 +126,10 @@ class SnapshotProcessor:
         if version is not None:
             check_version(version, self.now(), self.max_future_s)
         stored = stored_for(ekey)
-        if snap["delta"] is not None:
-            delta = orjson.loads(snap["delta"])
-            check_json_text("delta", snap["delta"], delta)
-            decision = apply.decide_delta(etype, ekey, stored, delta, snap["source_version"])
-        else:
-            decision = diffing.decide(etype, ekey, stored, payload, snap["source_version"])
+        # Sources, patches and field ownership: pim_hub.services.mutator.sources.
+        decision = decide_with_sources(
+            self.ownership, etype, ekey, stored, payload, snap["delta"], snap["source_version"]
+        )
         if decision.kind != "mutation":
             return Outcome(ekey, decision.kind, etype, new_state=decision.new_state)
         assert decision.mutation_id is not None and decision.operation is not None

@@ -71,7 +71,7 @@ class BatchProjector(Generic[R]):
     def __init__(self, settings: Settings, group: str) -> None:
         self.settings = settings
         self.group = group
-        self.serde = Serde(settings.schema_registry_url)
+        self.serde = Serde(settings.registry_config())
         self._stop = threading.Event()
 
     def stop(self) -> None:

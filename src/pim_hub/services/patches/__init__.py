@@ -1,0 +1,1 @@
+"""The patch service: producers' patches by identifier -> snapshots keyed by entity."""

@@ -1,0 +1,141 @@
+"""The circuit breaker on the real broker and PostgreSQL: a target down, then back.
+
+While the target refuses every call, the integration's jobs wait in the dispatcher (no
+attempt spent, none dead) and one probe at a time checks the target; once it answers, the
+backlog goes out at once, the retries scheduled during the outage included.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import ClassVar
+
+import pytest
+from prometheus_client import REGISTRY
+
+from pim_hub.drivers.base import DeliveryResult, IntegrationContext
+from pim_hub.runtime.settings import Settings
+from pim_hub.schemas.events import Job
+from pim_hub.services.dispatcher.core.breaker import BreakerPolicy
+from tests.integration.test_dispatcher import dispatching
+from tests.integration.test_dispatcher_helpers import (
+    RecordingDriver,
+    add_integration,
+    catalogue_with,
+    change,
+    final_statuses,
+    job_record,
+    produce_jobs,
+    status_watcher,
+    version,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class TargetDriver(RecordingDriver):
+    """A recording driver whose target can be down (connection refused) or answer 503."""
+
+    down: ClassVar[str | None] = None  # None: up; "refused"; "503"
+
+    async def handle(self, job: Job, context: IntegrationContext) -> DeliveryResult:
+        """Record the call; answer from the script, fail like a target that is down, or deliver."""
+        cls = type(self)
+        cls.calls.append((time.monotonic(), job))
+        queue = cls.script.get(job.mutation.entity_key)
+        if queue:
+            return queue.pop(0)
+        if cls.down == "refused":
+            return DeliveryResult.retry("cannot reach the target: refused", kind="connection")
+        if cls.down == "503":
+            return DeliveryResult.retry("HTTP 503", status=503, kind="http_503")
+        return DeliveryResult.delivered()
+
+
+def target_driver(key: str) -> type[TargetDriver]:
+    return type(
+        f"Target_{key}",
+        (TargetDriver,),
+        {"key": key, "script": {}, "calls": [], "active": {}, "down": None},
+    )
+
+
+def circuit(driver: str, integration: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "pimhub_dispatcher_circuit_state",
+        {"driver": driver, "integration": integration, "priority": "normal"},
+    )
+
+
+@pytest.mark.parametrize("failure", ["refused", "503"])
+def test_an_outage_pauses_the_integration_and_the_backlog_drains_on_return(
+    hub_settings: Settings,
+    database_url: str,
+    unique: str,
+    failure: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    driver = target_driver(f"tgt{unique}")
+    integ = f"it-{unique}"
+    add_integration(database_url, catalogue_with(driver), integ, driver.key, {})
+    driver.down = failure
+    jobs = [
+        job_record(
+            integ, driver.key, "normal", f"product:{i}{unique}", [change("n", i)], version(i)
+        )
+        for i in range(30)
+    ]
+    watch = status_watcher(hub_settings, integ)
+    policy = BreakerPolicy(threshold=3, probe_min_s=0.2, probe_max_s=1.0)
+    caplog.set_level(logging.WARNING, logger="pim_hub.services.dispatcher.app")
+    with dispatching(hub_settings, driver, breaker=policy, max_attempts=2):
+        produce_jobs(hub_settings, jobs)
+        deadline = time.monotonic() + 60
+        while circuit(driver.key, integ) != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert circuit(driver.key, integ) == 2, "the circuit never opened"
+        opened = time.monotonic()
+        time.sleep(4.0)  # longer than the retry tiers (1 s, 2 s) and max_attempts (2)
+        during = [t for t, _ in driver.calls if t > opened + 0.5]
+        driver.down = None
+        back = time.monotonic()
+        statuses = watch.wait(
+            lambda s: sum(x["status"] == "delivered" for x in s) >= 30, 60, "the backlog"
+        )
+        drained = time.monotonic() - back
+        assert circuit(driver.key, integ) == 0
+    watch.close()
+    # Probes only, one at a time, backing off: a few, not one attempt per job and tier.
+    assert 1 <= len(during) <= 8, len(during)
+    assert drained < 5.0, drained
+    final = final_statuses(statuses)
+    assert set(final.values()) == {"delivered"}  # none dead, though max_attempts is 2
+    # Only what failed before the circuit opened went to a retry tier.
+    assert sum(x["status"] == "retrying" for x in statuses) < 3
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("circuit opened") for m in messages)
+    assert any(m.startswith("circuit closed") for m in messages)
+
+
+def test_a_job_the_target_rejects_does_not_open_the_circuit(
+    hub_settings: Settings, database_url: str, unique: str
+) -> None:
+    driver = target_driver(f"rej{unique}")
+    integ = f"it-{unique}"
+    add_integration(database_url, catalogue_with(driver), integ, driver.key, {})
+    keys = [f"product:{i}{unique}" for i in range(6)]
+    for key in keys[:5]:
+        driver.script[key] = [DeliveryResult.permanent("rejected", status=422, kind="http_422")]
+    jobs = [
+        job_record(integ, driver.key, "normal", k, [change("n", i)], version(i))
+        for i, k in enumerate(keys)
+    ]
+    watch = status_watcher(hub_settings, integ)
+    policy = BreakerPolicy(threshold=3, probe_min_s=0.2, probe_max_s=1.0)
+    with dispatching(hub_settings, driver, breaker=policy):
+        produce_jobs(hub_settings, jobs)
+        statuses = watch.wait(lambda s: len(s) >= 6, 60, "every job")
+        assert circuit(driver.key, integ) == 0
+    watch.close()
+    assert sorted(final_statuses(statuses).values()) == ["dead"] * 5 + ["delivered"]
