@@ -174,3 +174,25 @@ def test_the_client_span_fails_on_a_refused_connection(spans: InMemorySpanExport
     asyncio.run(call())
     request = next(s for s in finished(spans) if s.name == "HTTP POST")
     assert not request.status.is_ok
+
+
+def test_hub_trace_prints_the_trace_id_of_each_record() -> None:
+    from datetime import UTC, datetime
+
+    from pim_hub.ops.trace import Trace, TraceEvent, render
+
+    tid = PARENT.split("-")[1]
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    trace = Trace(
+        "product:1",
+        ["product:1"],
+        events=[
+            TraceEvent(at, "snapshot", "pim.snapshots", 0, 1, "full snapshot", {"trace_id": tid}),
+            TraceEvent(at, "mutation", "hub.mutations", 0, 2, "create", {"trace_id": tid}),
+            TraceEvent(at, "job", "hub.jobs.low", 0, 3, "job without a trace"),
+        ],
+    )
+    lines = render(trace, changes=False)
+    assert f"  trace id(s): {tid}" in lines
+    assert sum(f"[trace {tid[:8]}]" in line for line in lines) == 2
+    assert trace.as_json()["timeline"][0]["trace_id"] == tid  # `hub trace --json`
