@@ -145,7 +145,7 @@ def carrier(headers: RecordHeaders | None) -> TraceHeaders:
     )
     out: TraceHeaders = []
     for key, value in items:
-        if key in TRACE_HEADERS and value is not None:
+        if (key == TRACEPARENT or key == TRACESTATE) and value is not None:
             out.append((key, value if isinstance(value, bytes) else value.encode("latin-1")))
     return out
 
@@ -174,34 +174,46 @@ def _attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (attributes or {}).items() if v is not None}
 
 
-@contextmanager
-def stage(
-    name: str,
-    headers: RecordHeaders | None,
-    attributes: Mapping[str, Any] | None = None,
-    kind: SpanKind = SpanKind.CONSUMER,
-) -> Iterator[TraceHeaders]:
+class stage:  # used like a function: `with tracing.stage(...) as headers:`
     """The span of one stage's work on one record, child of the record's trace context.
 
-    Yields the trace headers for the records the stage writes for it. While the block runs,
-    the span is the current one: an HTTP request made inside continues the trace. Without
-    tracing the record's own trace headers pass through and nothing is recorded.
+    Entering yields the trace headers for the records the stage writes for it. While the
+    block runs, the span is the current one: an HTTP request made inside continues the trace
+    (an exception ends it with the error recorded). Without tracing the record's own trace
+    headers pass through and nothing is recorded: a class, not a generator, since it runs for
+    every record (a generator-based context manager cost several times more per record).
     """
-    incoming = carrier(headers)
-    tracer = _tracer
-    if tracer is None:
-        yield incoming
-        return
-    parent = _extract(incoming) if incoming else otel_context.Context()
-    with tracer.start_as_current_span(
-        name, context=parent, kind=kind, attributes=_attributes(attributes)
-    ) as span:
-        try:
-            yield _inject()
-        except Exception as exc:
-            span.record_exception(exc)
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
+
+    __slots__ = ("_attributes", "_cm", "_headers", "_kind", "_name")
+
+    def __init__(
+        self,
+        name: str,
+        headers: RecordHeaders | None,
+        attributes: Mapping[str, Any] | None = None,
+        kind: SpanKind = SpanKind.CONSUMER,
+    ) -> None:
+        self._name = name
+        self._headers = headers
+        self._attributes = attributes
+        self._kind = kind
+        self._cm: Any = None
+
+    def __enter__(self) -> TraceHeaders:
+        incoming = carrier(self._headers)
+        tracer = _tracer
+        if tracer is None:
+            return incoming
+        parent = _extract(incoming) if incoming else otel_context.Context()
+        self._cm = tracer.start_as_current_span(
+            self._name, context=parent, kind=self._kind, attributes=_attributes(self._attributes)
+        )
+        self._cm.__enter__()
+        return _inject()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._cm is not None:
+            self._cm.__exit__(*exc)
 
 
 @contextmanager

@@ -174,3 +174,63 @@ def test_the_client_span_fails_on_a_refused_connection(spans: InMemorySpanExport
     asyncio.run(call())
     request = next(s for s in finished(spans) if s.name == "HTTP POST")
     assert not request.status.is_ok
+
+
+def test_hub_trace_prints_the_trace_id_of_each_record() -> None:
+    from datetime import UTC, datetime
+
+    from pim_hub.ops.trace import Trace, TraceEvent, render
+
+    tid = PARENT.split("-")[1]
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    trace = Trace(
+        "product:1",
+        ["product:1"],
+        events=[
+            TraceEvent(at, "snapshot", "pim.snapshots", 0, 1, "full snapshot", {"trace_id": tid}),
+            TraceEvent(at, "mutation", "hub.mutations", 0, 2, "create", {"trace_id": tid}),
+            TraceEvent(at, "job", "hub.jobs.low", 0, 3, "job without a trace"),
+        ],
+    )
+    lines = render(trace, changes=False)
+    assert f"  trace id(s): {tid}" in lines
+    assert sum(f"[trace {tid[:8]}]" in line for line in lines) == 2
+    assert trace.as_json()["timeline"][0]["trace_id"] == tid  # `hub trace --json`
+
+
+class _Producer:
+    """An AsyncProducer stand-in that keeps what it is given and acknowledges it."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any, Any]] = []
+
+    def send_nowait(self, topic: str, value: bytes, key: Any, headers: Any = None) -> Any:
+        self.sent.append((topic, key, headers))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def test_the_sync_starts_a_trace_per_entity_it_publishes(spans: InMemorySpanExporter) -> None:
+    from pim_hub.sandbox.akeneo.catalogue import Catalogue
+    from pim_hub.schemas.serde import Serde
+    from pim_hub.services.ingest.sync import SyncRunner
+
+    catalogue = Catalogue(2, seed=7)
+    items = [p for n in range(2) if (p := catalogue.get_product(catalogue.product_uuid(n)))]
+    producer = _Producer()
+    runner = SyncRunner(None, producer, Serde(), None)  # type: ignore[arg-type]
+
+    async def publish() -> None:
+        gathered, published, invalid = runner._publish("product", items)
+        await gathered
+        assert (published, invalid) == (2, 0)
+
+    asyncio.run(publish())
+    recorded = {s.attributes["entity_key"]: s for s in finished(spans)}
+    assert len(recorded) == 2
+    for _topic, key, headers in producer.sent:
+        span = recorded[key]
+        assert span.name == "ingest.sync" and span.parent is None
+        assert tracing.trace_id(headers) == format(span.context.trace_id, "032x")
+    assert len({s.context.trace_id for s in recorded.values()}) == 2  # one trace per entity
