@@ -27,7 +27,7 @@ PLAIN_HEADERS: frozenset[str] = frozenset(
     {"accept", "accept-language", "content-type", "user-agent", "x-request-source", "x-source"}
 )
 #: Query parameters of a URL that carry credentials.
-SECRET_QUERY_RE = re.compile(r"token|key|secret|sig|passw|auth|code|session", re.I)
+SECRET_QUERY_RE = re.compile(r"token|key|secret|sig|passw|auth|^code$|session", re.I)
 
 
 def mask_url(value: str) -> str:
