@@ -21,6 +21,12 @@ DOC = ROOT / "docs" / "benchmarks.md"
 #: module, title, keyword arguments of run(), what the targets are.
 BENCHMARKS: list[tuple[str, str, dict[str, Any], str]] = [
     (
+        "bench.reference",
+        "Reference workload (the unit of CPU figures across hosts)",
+        {},
+        "none: a fixed pure-Python workload's CPU seconds, to divide other hosts' figures by",
+    ),
+    (
         "bench.bench_diff",
         "Diff engine vs DeepDiff",
         {},

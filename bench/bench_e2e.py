@@ -26,6 +26,7 @@ import orjson
 import psutil
 from confluent_kafka import Message
 
+from bench import reference
 from pim_hub.devstack import demo
 from pim_hub.devstack.stack import Stack, local_stack
 from pim_hub.runtime.logread import (
@@ -187,6 +188,25 @@ def _magento(url: str, count_only: bool = False) -> dict[str, Any]:
     params = {"count": "1"} if count_only else None
     body: dict[str, Any] = httpx.get(url + STATE_PATH, params=params, timeout=30).json()
     return body
+
+
+#: CPU figures that are not the hub's: the simulators stand in for Akeneo and Magento, and
+#: PostgreSQL is the hub's database but not the hub (its share is a floor anyway).
+NOT_HUB_CPU = frozenset({"akeneo-sandbox", "magento-sandbox", "postgres", "machine_busy"})
+
+
+def cpu_per_product(cpu_s: dict[str, float], products: int, reference_s: float) -> dict[str, float]:
+    """CPU seconds per delivered product: the hub's services and the broker together, the
+    broker alone, each absolute and in units of the reference workload (bench.reference)."""
+    hub = sum(v for k, v in cpu_s.items() if k not in NOT_HUB_CPU)
+    broker = cpu_s.get("broker", 0.0)
+    per = max(products, 1)
+    return {
+        "hub_cpu_ms_per_product": round(1000 * hub / per, 3),
+        "broker_cpu_ms_per_product": round(1000 * broker / per, 3),
+        "hub_cpu_per_product_in_references": round(hub / per / reference_s, 4),
+        "broker_cpu_per_product_in_references": round(broker / per / reference_s, 4),
+    }
 
 
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
@@ -383,6 +403,8 @@ def run(
         "magento_bulk": bulk,
         "replicas": replicas,
         "mutator_store": store,
+        # Measured in this run, before the load: the unit of the *_in_references figures.
+        "reference_cpu_s": round(reference.cpu_seconds(), 4),
     }
     with (
         _child(["magento", str(magento_port)], magento_url + STATE_PATH, work / "magento.log") as m,
@@ -474,6 +496,14 @@ def run(
                 "full_dead_jobs": counts.get("dead", 0),
                 "full_magento_requests": _magento(magento_url, count_only=True)["requests"],
                 "full_cpu_s": {k: round(cpu1.get(k, 0) - cpu0.get(k, 0), 1) for k in cpu1},
+                **{
+                    f"full_{k}": v
+                    for k, v in cpu_per_product(
+                        {k: cpu1.get(k, 0) - cpu0.get(k, 0) for k in cpu1},
+                        want,
+                        result["reference_cpu_s"],
+                    ).items()
+                },
                 # CPU-seconds of every core over the load: 2 x full_seconds is a full machine.
                 "full_machine_busy_share": round(
                     (cpu1["machine_busy"] - cpu0["machine_busy"])
