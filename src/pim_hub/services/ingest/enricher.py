@@ -27,7 +27,7 @@ from pim_hub.schemas.records import snapshot_record
 from pim_hub.schemas.serde import Serde
 from pim_hub.schemas.topics import RAW_EVENTS, SNAPSHOTS, SNAPSHOTS_INVALID
 from pim_hub.services.ingest.akeneo import API, AkeneoClient, AkeneoError
-from pim_hub.services.ingest.dedupe import HandledEvents, SeenIds
+from pim_hub.services.ingest.dedupe import ENRICHER_GROUP, HandledEvents, SeenIds
 from pim_hub.services.ingest.events import (
     EVENT_PLATFORM,
     H_IGNORED,
@@ -44,7 +44,7 @@ from pim_hub.services.ingest.snapshots import resource_snapshot
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-GROUP_ID = "hub.ingest.enricher"
+GROUP_ID = ENRICHER_GROUP
 
 
 @dataclass
