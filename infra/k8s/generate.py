@@ -156,6 +156,76 @@ def deployment(
     return [deploy, pdb]
 
 
+#: Where each mutator worker keeps its RocksDB databases (its own PersistentVolume).
+MUTATOR_DATA = "/data"
+MUTATOR_VOLUME = "10Gi"
+
+
+def mutator_statefulset() -> list[dict[str, Any]]:
+    """The mutator as a StatefulSet: a PersistentVolume per worker for its RocksDB store,
+    a headless Service for the pods' stable names, and a PodDisruptionBudget."""
+    name, component = "hub-mutator", "mutator"
+    labels = _labels(component)
+    selector = {"app.kubernetes.io/name": "pim-hub", "app.kubernetes.io/instance": name}
+    container = _container(component, ["mutator", "--role", "mutate"], "large", [])
+    container["env"] = [
+        {"name": "HUB_MUTATOR_STORE", "value": "rocksdb"},
+        {"name": "HUB_MUTATOR_DATA_DIR", "value": f"{MUTATOR_DATA}/mutator"},
+    ]
+    container["volumeMounts"] = [
+        *container["volumeMounts"],
+        {"name": "data", "mountPath": MUTATOR_DATA},
+    ]
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "serviceName": name,
+            "replicas": 1,
+            # Workers are peers in one consumer group: no need to start them one by one.
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": {**labels, **selector}},
+                "spec": _pod_spec([container]),
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data", "labels": labels},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": MUTATOR_VOLUME}},
+                    },
+                }
+            ],
+            # Scaling down keeps the volumes: a worker that comes back finds its databases.
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Retain",
+                "whenScaled": "Retain",
+            },
+        },
+    }
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector,
+            "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"}],
+        },
+    }
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    }
+    return [statefulset, headless, pdb]
+
+
 def service(name: str, component: str, ports: list[tuple[str, int]]) -> dict[str, Any]:
     """A ClusterIP Service in front of a Deployment."""
     return {
@@ -223,10 +293,9 @@ def services(partitions: int) -> dict[str, list[dict[str, Any]]]:
             ),
         ],
         "enricher.yaml": deployment("hub-enricher", "enricher", ["ingest", "enrich"], "medium"),
-        # The mutator keeps its table in memory, rebuilt from the changelog topic on start.
-        "mutator.yaml": deployment(
-            "hub-mutator", "mutator", ["mutator", "--role", "mutate"], "large"
-        ),
+        # The mutator keeps its table in RocksDB on a volume of its own per worker: a restart
+        # reads only the changelog records after what the volume already holds.
+        "mutator.yaml": mutator_statefulset(),
         # Fan-out in its own group: in the mutator's worker it waited behind the snapshots.
         "fanout.yaml": deployment("hub-fanout", "fanout", ["mutator", "--role", "fanout"]),
         "projector.yaml": deployment(
@@ -249,6 +318,9 @@ def services(partitions: int) -> dict[str, list[dict[str, Any]]]:
         "entity-projector.yaml": deployment(
             "hub-entity-projector", "entity-projector", ["entities", "project"]
         ),
+        # Producers' patches by identifier (docs/producers.md); resolves SKUs through the
+        # entity projector's model.
+        "patches.yaml": deployment("hub-patches", "patches", ["patches"]),
         "exporter.yaml": [
             *deployment("hub-exporter", "exporter", ["exporter"]),
             service("hub-exporter", "exporter", [("metrics", METRICS_PORT)]),
@@ -304,6 +376,115 @@ def sync_cronjob() -> dict[str, Any]:
     }
 
 
+ALERTS = ROOT / "infra" / "prometheus" / "alerts.yml"
+
+
+def pod_monitor() -> dict[str, Any]:
+    """The Prometheus Operator scrapes every hub pod's `metrics` port.
+
+    The job is `pim-hub` (the pods' `app.kubernetes.io/name`) and `service` the pod's
+    instance without its `hub-` prefix, the labels the Prometheus and Compose files give;
+    the dashboards and alerts depend on neither name.
+    """
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": "pim-hub", "labels": _labels("monitoring")},
+        "spec": {
+            "jobLabel": "app.kubernetes.io/name",
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "pim-hub"}},
+            "podMetricsEndpoints": [
+                {
+                    "port": "metrics",
+                    "path": "/metrics",
+                    "interval": "15s",
+                    "relabelings": [
+                        {
+                            "sourceLabels": [
+                                "__meta_kubernetes_pod_label_app_kubernetes_io_instance"
+                            ],
+                            "regex": "hub-(.*)",
+                            "replacement": "$1",
+                            "targetLabel": "service",
+                            "action": "replace",
+                        }
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def prometheus_rule() -> dict[str, Any]:
+    """The alert rules of infra/prometheus/alerts.yml as a PrometheusRule (one source)."""
+    rules = yaml.safe_load(ALERTS.read_text())
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "pim-hub", "labels": _labels("monitoring")},
+        "spec": {"groups": rules["groups"]},
+    }
+
+
+#: The hub's Kafka user (SASL/SCRAM-SHA-512); Strimzi writes its password to a Secret of the
+#: same name (key `password`), which `hub-secrets` passes on as HUB_KAFKA__SASL_PASSWORD.
+KAFKA_USER = "pim-hub"
+
+
+def _acl(kind: str, name: str, pattern: str, *operations: str) -> dict[str, Any]:
+    resource: dict[str, Any] = {"type": kind}
+    if kind != "cluster":
+        resource |= {"name": name, "patternType": pattern}
+    return {"resource": resource, "operations": list(operations), "host": "*", "type": "allow"}
+
+
+def kafka_user(settings: Settings) -> dict[str, Any]:
+    """The hub's KafkaUser with the ACLs of docs/deployment.md (Security)."""
+    app = settings.mutator_app_id
+    return {
+        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "kind": "KafkaUser",
+        "metadata": {
+            "name": KAFKA_USER,
+            "labels": {**_labels("kafka"), "strimzi.io/cluster": CLUSTER},
+        },
+        "spec": {
+            "authentication": {"type": "scram-sha-512"},
+            "authorization": {
+                "type": "simple",
+                "acls": [
+                    # The catalogue's topics (pim.*, hub.*): read and write, never create:
+                    # the topic operator owns them (kafka-topics.yaml).
+                    *(
+                        _acl(
+                            "topic",
+                            prefix,
+                            "prefix",
+                            "Read",
+                            "Write",
+                            "Describe",
+                            "DescribeConfigs",
+                        )
+                        for prefix in ACL_TOPIC_PREFIXES
+                    ),
+                    # Faust creates and owns its changelog and leader topics (<app id>-...).
+                    _acl("topic", f"{app}-", "prefix", "All"),
+                    # Consumer groups: hub.* (dispatchers, projectors, enricher, redrive) and
+                    # the mutator's (<app id>, <app id>-fanout).
+                    _acl("group", "hub.", "prefix", "Read", "Describe"),
+                    _acl("group", app, "prefix", "Read", "Describe"),
+                    # Metadata, idempotent producers, and the lag exporter listing groups.
+                    _acl("cluster", "", "", "Describe", "DescribeConfigs", "IdempotentWrite"),
+                ],
+            },
+        },
+    }
+
+
+#: Every topic of the catalogue starts with one of these (checked by a test).
+ACL_TOPIC_PREFIXES = ("pim.", "hub.")
+
+
 def _clean(value: Any) -> Any:
     """Drop keys whose value is None or an empty list (so overrides above can remove keys)."""
     if isinstance(value, dict):
@@ -330,6 +511,8 @@ def generated_files(settings: Settings | None = None) -> dict[str, str]:
     files["kafka-topics.yaml"] = render(
         kafka_topics(settings, profile="production", cluster=CLUSTER)
     )
+    files["kafka-user.yaml"] = render([kafka_user(settings)])
+    files["monitoring.yaml"] = render([pod_monitor(), prometheus_rule()])
     return files
 
 

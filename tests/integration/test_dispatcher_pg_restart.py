@@ -53,13 +53,13 @@ def test_the_dispatcher_rides_out_its_database_connections_being_killed(
     n = 300
     jobs = [
         job_record(
-            integ, driver.key, "normal", f"product:{i % 60}{unique}", [change("n", i)], version(i)
+            integ, driver.key, "low", f"product:{i % 60}{unique}", [change("n", i)], version(i)
         )
         for i in range(n)
     ]
     watch = status_watcher(hub_settings, integ)
     killed: list[int] = []
-    with dispatching(settings, driver, max_in_flight=2, guard_retry_s=0.2):
+    with dispatching(settings, driver, "low", max_in_flight=2, guard_retry_s=0.2):
         produce_jobs(hub_settings, jobs)
         watch.wait(lambda s: len(s) >= 20, 120, "delivery under way")
 

@@ -146,3 +146,16 @@ def test_hub_doctor_refuses_settings_the_mutator_cannot_use(hub_env: dict[str, s
     assert result.returncode == 1
     assert "FAIL  config      mutator" in result.stdout
     assert "sasl.kerberos.kinit.cmd" in result.stdout
+
+
+def test_doctor_checks_the_mutator_s_changelog(hub_settings: Settings, unique: str) -> None:
+    missing = hub_settings.model_copy(update={"mutator_app_id": f"doctor-{unique}-a"})
+    report = diagnose(missing, specs=[], drivers=[])
+    (gone,) = report.by("topic", f"doctor-{unique}-a-entity-state-changelog")
+    assert gone.status == "warn" and "creates it at its first start" in gone.detail
+    wrong = hub_settings.model_copy(update={"mutator_app_id": f"doctor-{unique}-b"})
+    _create(hub_settings, f"doctor-{unique}-b-entity-state-changelog", 2)
+    report = diagnose(wrong, specs=[], drivers=[])
+    (bad,) = report.by("topic", f"doctor-{unique}-b-entity-state-changelog")
+    assert bad.status == "fail" and "co-partitioned" in bad.detail
+    assert not report.ok

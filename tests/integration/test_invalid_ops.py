@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from confluent_kafka import TopicPartition
 from typer.testing import CliRunner
@@ -96,6 +97,7 @@ def test_rejected_snapshots_are_visible_and_can_be_fixed(
     [row] = listed()
     assert row["key"] == key and row["kind"] == "snapshot" and row["entity_type"] == "product"
     assert row["error_type"] == "invalid_snapshot" and REASON in row["reason"]
+    assert row["code"] == "invalid"
     # Only the CLI-refused file never reached the broker: one snapshot was published.
     assert sum(_ends(hub_settings, topics.SNAPSHOTS).values()) >= sum(snapshots_before.values()) + 1
 
@@ -141,3 +143,23 @@ def test_rejected_snapshots_are_visible_and_can_be_fixed(
         what="the mutation of the fixed snapshot",
         supervisor=pipeline,
     )
+
+
+def test_rows_a_projector_set_aside_are_listed_with_their_reason(
+    hub_env: dict[str, str], database_url: str, unique: str
+) -> None:
+    stage = f"projector.test-{unique}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for offset in (3, 4):
+            conn.execute(
+                'INSERT INTO set_aside_records (stage, topic, partition, "offset", record_key,'
+                " reason, message) VALUES (%s, 'hub.mutations', 1, %s, %s, 'data_error', %s)",
+                (stage, offset, f"product:{unique}", f"value out of range {offset}"),
+            )
+    listed = _hub(hub_env, "invalid", "rows", "--stage", stage, "--output", "json")
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert [r["offset"] for r in rows] == [4, 3]
+    assert rows[0]["reason"] == "data_error" and rows[0]["message"] == "value out of range 4"
+    table = _hub(hub_env, "invalid", "rows", "--stage", stage)
+    assert "hub.mutations[1]@4" in table.stdout and "data_error" in table.stdout

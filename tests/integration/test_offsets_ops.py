@@ -97,6 +97,16 @@ def test_offsets_show_lag_and_refuse_a_reset_while_the_group_has_members(
     assert _committed(hub_settings, group, topic) == 10
     assert _cli(hub_env, group, "--to-offset", "2", "--execute").exit_code == 0
     assert _committed(hub_settings, group, topic) == 2
+    # kafka-consumer-groups' own flags.
+    assert _cli(hub_env, group, "--shift-by", "3", "--execute").exit_code == 0
+    assert _committed(hub_settings, group, topic) == 5
+    assert _cli(hub_env, group, "--shift-by", "-100", "--execute").exit_code == 0
+    assert _committed(hub_settings, group, topic) == 0
+    assert _cli(hub_env, group, "--to-latest", "--execute").exit_code == 0
+    assert _committed(hub_settings, group, topic) == 10
+    assert _cli(hub_env, group, "--to-earliest", "--execute").exit_code == 0
+    assert _committed(hub_settings, group, topic) == 0
+    assert _cli(hub_env, group, "--to-earliest", "--to-latest").exit_code == 2
 
 
 def test_offsets_of_an_unknown_group_need_a_topic(hub_env: dict[str, str], unique: str) -> None:

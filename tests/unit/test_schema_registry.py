@@ -95,7 +95,11 @@ def test_register_then_check_against_the_registry(
     assert ("hub.mutations-value", "Mutation") in subjects
     assert ("pim.snapshots-value", "Snapshot") in subjects
     assert ("hub.jobs.retry.30s-value", "Job") in subjects
-    assert not any(s.startswith(("pim.raw-events", "hub.integrations")) for s, _ in subjects)
+    assert ("pim.patches-value", "Patch") in subjects
+    assert not any(
+        s.startswith(("pim.raw-events", "hub.integrations", "pim.patches.json"))
+        for s, _ in subjects
+    )
     registry = Registry(settings.registry_config() or {})
 
     before = check_registry(registry, subjects)

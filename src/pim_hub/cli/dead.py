@@ -28,11 +28,15 @@ def dead_list(
         str | None, typer.Option(help="error kind (e.g. http_422) or text in the reason")
     ] = None,
     output: OutputOpt = Output.table,
+    progress: Annotated[bool, typer.Option(help="show a progress bar (stderr)")] = True,
 ) -> None:
     """Dead letters not yet redriven, with their reason."""
+    from pim_hub.cli.ops import _progress
     from pim_hub.ops.dead import list_dead
 
-    letters = list_dead(_settings(), integration, reason)
+    settings = _settings()
+    with _progress("reading hub.jobs.dead", progress) as bar:
+        letters = list_dead(settings, integration, reason, bar)
     rows = []
     for d in letters:
         job = d.job or {}
@@ -69,14 +73,24 @@ def dead_redrive(
     job: Annotated[list[str] | None, typer.Option("--job", help="a job id (repeatable)")] = None,
     integration: Annotated[str | None, typer.Option(help="every dead job of it")] = None,
     all_: Annotated[bool, typer.Option("--all", help="every dead job")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar (stderr)")] = True,
 ) -> None:
     """Send dead jobs back to their priority topic with attempts reset (once each)."""
+    from pim_hub.cli.ops import _progress
     from pim_hub.ops.dead import redrive
 
     if not (job or integration or all_):
         typer.secho("error: give --job ID..., --integration X or --all", fg="red", err=True)
         raise typer.Exit(2)
-    report = redrive(_settings(), job_ids=job, integration=integration, everything=all_)
+    settings = _settings()
+    try:
+        with _progress("reading hub.jobs.dead", progress) as bar:
+            report = redrive(
+                settings, job_ids=job, integration=integration, everything=all_, progress=bar
+            )
+    except RuntimeError as exc:  # the broker did not take the jobs: nothing was redriven
+        typer.secho(f"error: {exc} (nothing was redriven)", fg="red", err=True)
+        raise typer.Exit(1) from exc
     for job_id in report.redriven:
         typer.echo(f"redriven {escape_controls(job_id)}")
     typer.echo(

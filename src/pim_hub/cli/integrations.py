@@ -12,6 +12,7 @@ import yaml
 
 from pim_hub.cli.output import Output, OutputOpt, emit
 from pim_hub.runtime import logs
+from pim_hub.runtime.entry import configure_sealing
 from pim_hub.runtime.settings import Settings
 
 registry_app = typer.Typer(
@@ -25,6 +26,7 @@ drivers_app = typer.Typer(no_args_is_help=True, help="Installed drivers.")
 def _settings() -> Settings:
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format)
+    configure_sealing(settings)
     return settings
 
 
@@ -73,10 +75,11 @@ def _run(action: Any) -> Any:
     """Run a registry call; registry and broker errors become a clean exit 2."""
     from pim_hub.registry.model import IntegrationError
     from pim_hub.runtime.kafka import DeliveryFailed
+    from pim_hub.runtime.sealing import SealingError
 
     try:
         return action()
-    except IntegrationError as exc:
+    except (IntegrationError, SealingError) as exc:
         _fail(str(exc))
     except DeliveryFailed as exc:  # the broker did not take it: a runtime failure
         _fail(f"{exc} (nothing was changed)", 1)
@@ -372,6 +375,30 @@ def publish() -> None:
     typer.echo(f"published {count} integrations")
 
 
+@registry_app.command("new-key")
+def new_key() -> None:
+    """Print a new key for HUB_SECRETS_KEY (integration secrets encrypted at rest)."""
+    from pim_hub.runtime.sealing import new_key as make_key
+
+    typer.echo(make_key())
+
+
+@registry_app.command("reseal")
+def reseal() -> None:
+    """Store every integration's secrets sealed with the first key of HUB_SECRETS_KEY.
+
+    After setting a key for the first time, or after putting a new key first (keep the old
+    one after it until this has run).
+    """
+    from pim_hub.runtime import sealing
+
+    registry = _registry(publish=False)
+    if not sealing.enabled():
+        _fail("HUB_SECRETS_KEY is not set (make one with `hub integrations new-key`)")
+    count = _run(registry.reseal)
+    typer.echo(f"resealed {count} integrations")
+
+
 @registry_app.command("priorities")
 def priorities() -> None:
     """Show the queue map in use (HUB_QUEUE_MAP_FILE, or the defaults)."""
@@ -406,7 +433,10 @@ def _field_summary(schema: dict[str, Any]) -> list[str]:
 @drivers_app.command("list")
 def drivers_list(
     schema: Annotated[bool, typer.Option("--schema", help="print each config JSON Schema")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON document")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one document {drivers, broken}", hidden=True)
+    ] = False,
+    output: OutputOpt = Output.table,
 ) -> None:
     """Installed drivers: key, version, entity types, config schema; broken packages by name.
 
@@ -419,6 +449,11 @@ def drivers_list(
     if as_json:
         doc = {"drivers": described, "broken": dict(sorted(cat.broken.items()))}
         typer.echo(json.dumps(doc, indent=2))
+    elif output is not Output.table:
+        # One row per driver; a package that failed to load is a row with its error.
+        rows = [{**d, "error": None} for d in described]
+        rows += [{"key": name, "error": error} for name, error in sorted(cat.broken.items())]
+        emit(rows, output, str)
     else:
         for d in described:
             typer.echo(f"{d['key']:12} {d['version']:8} {d['description']}")

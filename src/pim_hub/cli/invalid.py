@@ -16,7 +16,7 @@ from pim_hub.runtime.settings import Settings
 invalid_app = typer.Typer(
     no_args_is_help=True,
     help="Records the hub refused (pim.snapshots.invalid), with their reasons: list, show, "
-    "publish again after a fix.",
+    "publish again after a fix; rows a projector set aside (rows).",
 )
 
 
@@ -67,10 +67,8 @@ def invalid_list(
 
     def line(r: Any) -> str:
         reason = r["reason"].splitlines()[0] if r["reason"] else ""
-        return (
-            f"{r['id']:10} {r['at'][:19]} {r['key'] or '(no key)':44} "
-            f"{r['error_type']}: {reason[:160]}"
-        )
+        kind = f"{r['error_type']}/{r['code']}" if r["code"] else r["error_type"]
+        return f"{r['id']:10} {r['at'][:19]} {r['key'] or '(no key)':44} {kind}: {reason[:160]}"
 
     count = emit((r.summary() for r in records), output, line)
     if output is Output.table:
@@ -133,3 +131,34 @@ def invalid_redrive(
     except DeliveryFailed as exc:
         raise fail(str(exc), 1) from exc
     typer.echo(f"published {done.key} to {done.topic}[{done.partition}]@{done.offset}")
+
+
+@invalid_app.command("rows")
+def invalid_rows(
+    stage: Annotated[
+        str | None, typer.Option(help="e.g. projector.entities, projector.deliveries")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="the newest N")] = 100,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Records a stage could not write to PostgreSQL and set aside (they stay on their topic),
+    newest first, with the reason."""
+    import psycopg
+
+    from pim_hub.ops import invalid
+    from pim_hub.runtime.entry import need_db
+
+    settings = load_settings()
+    try:
+        rows = invalid.set_aside_rows(need_db(settings), stage, limit)
+    except psycopg.Error as exc:
+        raise fail(f"cannot read set_aside_records: {exc}", 1) from exc
+
+    def line(r: Any) -> str:
+        return (
+            f"{r['recorded_at']:%Y-%m-%d %H:%M:%S} {r['stage']:22} "
+            f"{r['topic']}[{r['partition']}]@{r['offset']} {r['record_key'] or '(no key)':40} "
+            f"{r['reason']}: {r['message'][:160]}"
+        )
+
+    emit(rows, output, line)

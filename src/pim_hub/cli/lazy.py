@@ -43,7 +43,7 @@ def _click_command(name: str, obj: Any) -> Command:
         # add_typer.
         command = typer.main.get_group(obj)
     else:
-        holder = typer.Typer()
+        holder = typer.Typer(add_completion=False)
         holder.command(name)(obj)
         command = typer.main.get_command(holder)  # one command: the command itself
     command.name = name
@@ -66,7 +66,7 @@ def plugin_command(ep: EntryPoint, section: str, explain: Callable[[str], Comman
         register = ep.load()
     except ImportError as exc:
         return explain(str(exc))
-    holder = typer.Typer()
+    holder = typer.Typer(add_completion=False)
 
     @holder.callback()
     def _group() -> None:

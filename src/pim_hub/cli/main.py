@@ -32,6 +32,12 @@ RUN, OPERATE, SET_UP, DEVELOP = "Run", "Operate", "Set up", "Develop"
 COMMANDS: list[Lazy] = [
     # Run: the services, each its own process and consumer group.
     Lazy(
+        "run",
+        "pim_hub.cli.run:run",
+        RUN,
+        "Run every service and the dispatchers the integrations need, supervised.",
+    ),
+    Lazy(
         "ingest", "pim_hub.services.ingest.cli:ingest_app", RUN, "Akeneo webhooks and the enricher."
     ),
     Lazy("sync", "pim_hub.services.ingest.cli:sync_app", RUN, "REST sync from a source system."),

@@ -287,6 +287,16 @@ def offsets(
     to_offset: Annotated[
         int | None, typer.Option("--to-offset", help="reset every chosen partition to offset N")
     ] = None,
+    to_earliest: Annotated[
+        bool, typer.Option("--to-earliest", help="the same as --reset earliest (Kafka's name)")
+    ] = False,
+    to_latest: Annotated[
+        bool, typer.Option("--to-latest", help="the same as --reset latest (Kafka's name)")
+    ] = False,
+    shift_by: Annotated[
+        int | None,
+        typer.Option("--shift-by", help="move each committed offset by N (negative: back)"),
+    ] = None,
     execute: Annotated[bool, typer.Option("--execute", help="apply the reset")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -300,15 +310,25 @@ def offsets(
     )
     from pim_hub.runtime.logread import OffsetsError, ReadStalled
 
-    chosen = [x for x in (reset, to_datetime, to_offset) if x is not None]
+    # kafka-consumer-groups' names, beside the hub's own.
+    if to_earliest or to_latest:
+        if reset is not None or (to_earliest and to_latest):
+            raise _fail("give one of --reset, --to-earliest, --to-latest")
+        reset = "earliest" if to_earliest else "latest"
+    chosen = [x for x in (reset, to_datetime, to_offset, shift_by) if x is not None]
     if len(chosen) > 1:
-        raise _fail("give one of --reset, --to-datetime, --to-offset")
+        raise _fail(
+            "give one of --to-earliest, --to-latest, --to-datetime, --to-offset, --shift-by"
+        )
     if reset is not None and reset not in ("earliest", "latest"):
         raise _fail(f"--reset {reset!r}: use earliest or latest (or --to-datetime/--to-offset)")
     if to_offset is not None and to_offset < 0:
         raise _fail("--to-offset must not be negative")
     if execute and not chosen:
-        raise _fail("--execute needs a reset: --reset, --to-datetime or --to-offset")
+        raise _fail(
+            "--execute needs a reset: --to-earliest, --to-latest, --to-datetime, --to-offset "
+            "or --shift-by"
+        )
     settings = _ready(need_db=False)
     try:
         if not chosen:
@@ -324,6 +344,8 @@ def offsets(
             target = ResetTarget(reset)  # type: ignore[arg-type]
         elif to_datetime is not None:
             target = ResetTarget("datetime", when=parse_when(to_datetime))
+        elif shift_by is not None:
+            target = ResetTarget("shift", offset=shift_by)
         else:
             target = ResetTarget("offset", offset=to_offset)
         view, rows = plan_reset(settings, group, target, topic or (), partition or ())

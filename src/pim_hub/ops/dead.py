@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -65,8 +65,22 @@ def _headers(raw: Any) -> dict[str, str]:
     }
 
 
+class Progress(Protocol):
+    """Where progress goes (a progress bar on the command line)."""
+
+    def start(self, total: int) -> None:
+        """The number of records to read."""
+
+    def advance(self, n: int) -> None:
+        """n more records read."""
+
+
 def read_dead(
-    settings: Settings, *, from_committed: bool, serde: Serde | None = None
+    settings: Settings,
+    *,
+    from_committed: bool,
+    serde: Serde | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[DeadLetter], Consumer]:
     """Read hub.jobs.dead up to its end, from the start or from the redrive group's offsets.
 
@@ -94,6 +108,8 @@ def read_dead(
         for p in parts
     }
     todo = {p for p in parts if starts[p] < ends[p]}
+    if progress is not None:
+        progress.start(sum(ends[p] - starts[p] for p in todo))
     consumer.assign(
         [
             TopicPartition(topics.JOBS_DEAD, p, starts[p] if starts[p] > 0 else OFFSET_BEGINNING)
@@ -115,6 +131,8 @@ def read_dead(
             assert p is not None and off is not None
             if p not in todo:
                 continue
+            if progress is not None:
+                progress.advance(1)
             if off >= ends[p] - 1:
                 todo.discard(p)
             if off >= ends[p]:
@@ -152,10 +170,13 @@ def matches(d: DeadLetter, integration: str | None, reason: str | None) -> bool:
 
 
 def list_dead(
-    settings: Settings, integration: str | None = None, reason: str | None = None
+    settings: Settings,
+    integration: str | None = None,
+    reason: str | None = None,
+    progress: Progress | None = None,
 ) -> list[DeadLetter]:
     """Dead letters not yet redriven, oldest first per partition."""
-    letters, consumer = read_dead(settings, from_committed=False)
+    letters, consumer = read_dead(settings, from_committed=False, progress=progress)
     consumer.close()
     done = redriven_offsets(settings.require_database())
     return [
@@ -171,6 +192,7 @@ def redrive(
     job_ids: list[str] | None = None,
     integration: str | None = None,
     everything: bool = False,
+    progress: Progress | None = None,
 ) -> RedriveReport:
     """Put dead jobs back on their priority topic with attempt 1 and mode "redrive".
 
@@ -183,7 +205,7 @@ def redrive(
     if not (job_ids or integration or everything):
         raise ValueError("say which jobs: job ids, an integration, or everything")
     serde = Serde(settings.registry_config())
-    letters, consumer = read_dead(settings, from_committed=True, serde=serde)
+    letters, consumer = read_dead(settings, from_committed=True, serde=serde, progress=progress)
     report = RedriveReport()
     try:
         url = settings.require_database()

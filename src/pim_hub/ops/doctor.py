@@ -52,6 +52,9 @@ class AdminApi(Protocol):
     def describe_consumer_groups(self, group_ids: list[str], **kwargs: Any) -> Any:
         """Group descriptions, with the principal's authorized operations."""
 
+    def describe_cluster(self, **kwargs: Any) -> Any:
+        """The cluster, with the principal's authorized operations."""
+
 
 @dataclass
 class Finding:
@@ -351,6 +354,58 @@ def _check_group_acls(report: DoctorReport, admin: AdminApi, groups: list[str]) 
         )
 
 
+#: The mutator's Faust table (pim_hub.services.mutator.app): its changelog topic is
+#: `<HUB_MUTATOR_APP_ID>-entity-state-changelog`, created by Faust at the first start.
+STATE_TABLE = "entity-state"
+
+
+def _check_changelog(
+    report: DoctorReport, admin: AdminApi, settings: Settings, metadata: Any
+) -> None:
+    name = f"{settings.mutator_app_id}-{STATE_TABLE}-changelog"
+    topic = metadata.topics.get(name)
+    if topic is not None and topic.error is None:
+        parts = len(topic.partitions)
+        if parts != settings.topic_partitions:
+            report.add(
+                "topic",
+                name,
+                "fail",
+                f"{parts} partitions, pim.snapshots has {settings.topic_partitions}: the table "
+                "must be co-partitioned with the snapshots",
+                f"recreate it with {settings.topic_partitions} partitions while the mutator is "
+                "stopped (the mutator's state goes with it: it sees every entity as new)",
+            )
+        else:
+            report.add("topic", name, "ok", f"the mutator's table changelog, {parts} partitions")
+        return
+    # Missing: Faust creates it, which needs CREATE for the hub's principal.
+    ops: set[AclOperation] | None = None
+    try:
+        cluster = admin.describe_cluster(include_authorized_operations=True)
+        ops = _operations(cluster.result().authorized_operations)
+    except (KafkaException, AttributeError):
+        ops = None
+    if ops is not None and AclOperation.CREATE not in ops:
+        report.add(
+            "acl",
+            name,
+            "fail",
+            "missing, and the principal may not CREATE topics: the mutator cannot make it",
+            f"create it with {settings.topic_partitions} partitions and cleanup.policy=compact, "
+            f"or grant CREATE on topics prefixed {settings.mutator_app_id}-",
+        )
+    else:
+        report.add(
+            "topic",
+            name,
+            "warn",
+            "missing: the mutator creates it at its first start",
+            f"start `hub mutator` once, or create it with {settings.topic_partitions} "
+            "partitions and cleanup.policy=compact",
+        )
+
+
 def hub_groups(settings: Settings, drivers: Iterable[str]) -> list[str]:
     """The consumer groups the hub's services use."""
     names = known_groups(drivers)
@@ -452,6 +507,7 @@ def diagnose(
             )
         else:
             report.add("topic", spec.name, "ok", f"{partitions} partitions")
+    _check_changelog(report, admin, settings, metadata)
     hub_max = settings.kafka.message_max_bytes
     _check_configs(report, admin, present, hub_max)
     _check_broker_size(report, admin, metadata, hub_max)

@@ -412,7 +412,10 @@ def exporter(
     elif metrics_settings.metrics_port is None:
         metrics_settings = metrics_settings.model_copy(update={"metrics_port": 9100})
     bound = metrics.start_from_env("exporter", metrics_settings, kafka=settings.kafka_config())
-    typer.echo(f"lag exporter on :{bound}/metrics, every {interval:g}s")
+    logger.info(
+        "service ready",
+        extra={"service": "exporter", "port": bound, "interval_s": interval},
+    )
 
     def on_signal(*_: Any) -> None:
         collector.stop()

@@ -49,6 +49,8 @@ class InvalidRecord:
     error_type: str
     reason: str
     headers: dict[str, str]
+    #: the short reason code, when the stage gave one (the mutator's `error.reason`)
+    code: str | None
     #: snapshot (a refused Snapshot record), json (an Akeneo event or resource) or bytes
     kind: str
     entity_type: str | None = None
@@ -83,6 +85,7 @@ class InvalidRecord:
             "entity_type": self.entity_type,
             "kind": self.kind,
             "error_type": self.error_type,
+            "code": self.code,
             "reason": self.reason,
         }
 
@@ -132,6 +135,7 @@ def decode(msg: Message, serde: Serde) -> InvalidRecord:
         error_type=headers.get("error.type", "unknown"),
         reason=headers.get("error.message", "(no reason recorded)"),
         headers=headers,
+        code=headers.get("error.reason") or None,
         kind="bytes",
         entity_type=headers.get("entity_type") or None,
     )
@@ -298,3 +302,26 @@ def redrive(
         key=key,
     )
     return Redriven(key, topics.SNAPSHOTS, msg.partition() or 0, msg.offset() or 0)
+
+
+def set_aside_rows(
+    database_url: str, stage: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Records a projector (or another stage) could not write and set aside, newest first.
+
+    They stay on their topic; the rows say which record and why (table set_aside_records).
+    """
+    import psycopg
+    from psycopg.rows import dict_row
+
+    sql = (
+        'SELECT id, stage, topic, partition, "offset", record_key, reason, message, recorded_at'
+        " FROM set_aside_records"
+    )
+    params: list[Any] = []
+    if stage:
+        sql += " WHERE stage = %s"
+        params.append(stage)
+    sql += " ORDER BY recorded_at DESC, id DESC LIMIT %s"
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return conn.execute(sql, [*params, limit]).fetchall()

@@ -166,7 +166,7 @@ def describe_group(settings: Settings, group: str, topic_names: Iterable[str] = 
     return view
 
 
-ResetKind = Literal["earliest", "latest", "datetime", "offset"]
+ResetKind = Literal["earliest", "latest", "datetime", "offset", "shift"]
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,8 @@ class ResetTarget:
             return f"first record at or after {self.when.isoformat()}"
         if self.kind == "offset":
             return f"offset {self.offset}"
+        if self.kind == "shift":
+            return f"committed offset {self.offset:+d}"
         return self.kind
 
 
@@ -223,6 +225,14 @@ def plan_offsets(
             if time_offsets is None or (p.topic, p.partition) not in time_offsets:
                 raise OffsetsError(f"no time lookup for {p.topic}[{p.partition}]")
             new = time_offsets[(p.topic, p.partition)]
+        elif target.kind == "shift":
+            # Like kafka-consumer-groups --shift-by: from the committed offset (the log start
+            # when nothing is committed), kept inside the log.
+            assert target.offset is not None
+            wanted = (p.start if p.committed is None else p.committed) + target.offset
+            new = min(max(wanted, p.start), p.end)
+            if new != wanted:
+                note = f"clamped to the log [{p.start}, {p.end}]"
         else:
             assert target.offset is not None
             new = min(max(target.offset, p.start), p.end)

@@ -16,6 +16,7 @@ import psycopg
 from confluent_kafka import Message
 from psycopg.rows import dict_row
 
+from pim_hub.runtime import tracing
 from pim_hub.runtime.logread import (
     TP,
     ephemeral_consumer,
@@ -143,6 +144,14 @@ def _headers(msg: Message) -> dict[str, str]:
     return out
 
 
+def _with_trace(event: TraceEvent, msg: Message) -> TraceEvent:
+    """The record's OpenTelemetry trace id (its `traceparent` header), when it carries one."""
+    ident = tracing.trace_id(msg.headers())
+    if ident is not None:
+        event.data["trace_id"] = ident
+    return event
+
+
 def _short(ident: str | None) -> str:
     return (ident or "?")[:8]
 
@@ -162,7 +171,10 @@ def raw_event(msg: Message) -> TraceEvent:
     kind = body.get("action") or body.get("type") or "event"
     when = body.get("event_datetime") or body.get("time")
     data = {"event_id": ident, "event_type": kind, "event_time": when, "headers": _headers(msg)}
-    return TraceEvent(_ms(msg), "raw-event", *_where(msg), f"{kind} (event {_short(ident)})", data)
+    return _with_trace(
+        TraceEvent(_ms(msg), "raw-event", *_where(msg), f"{kind} (event {_short(ident)})", data),
+        msg,
+    )
 
 
 def snapshot_event(msg: Message, record: dict[str, Any]) -> TraceEvent:
@@ -176,7 +188,7 @@ def snapshot_event(msg: Message, record: dict[str, Any]) -> TraceEvent:
         "received_at": record["received_at"],
     }
     summary = f"{what} snapshot from {record['origin']}, version {record['source_version']}"
-    return TraceEvent(_ms(msg), "snapshot", *_where(msg), summary, data)
+    return _with_trace(TraceEvent(_ms(msg), "snapshot", *_where(msg), summary, data), msg)
 
 
 def invalid_event(msg: Message, serde: Serde) -> TraceEvent:
@@ -191,7 +203,7 @@ def invalid_event(msg: Message, serde: Serde) -> TraceEvent:
         "record_id": rec.id,
     }
     summary = f"refused ({rec.error_type}): {rec.reason} [hub invalid show {rec.id}]"
-    return TraceEvent(_ms(msg), "invalid", *_where(msg), summary, data)
+    return _with_trace(TraceEvent(_ms(msg), "invalid", *_where(msg), summary, data), msg)
 
 
 def _change(c: dict[str, Any]) -> dict[str, Any]:
@@ -217,7 +229,7 @@ def mutation_event(msg: Message, m: dict[str, Any]) -> TraceEvent:
         f"{m['operation']} {_short(m['mutation_id'])}, version {m['version']},"
         f" {len(m['changes'])} change(s)"
     )
-    return TraceEvent(_ms(msg), "mutation", *_where(msg), summary, data)
+    return _with_trace(TraceEvent(_ms(msg), "mutation", *_where(msg), summary, data), msg)
 
 
 def job_event(msg: Message, job: dict[str, Any]) -> TraceEvent:
@@ -241,13 +253,13 @@ def job_event(msg: Message, job: dict[str, Any]) -> TraceEvent:
             f"dead letter {_short(job['job_id'])} → {job['integration_id']}"
             f" after attempt {job['attempt']}: {data['error_type']}: {data['error_message']}"
         )
-        return TraceEvent(_ms(msg), "dead-letter", *_where(msg), summary, data)
+        return _with_trace(TraceEvent(_ms(msg), "dead-letter", *_where(msg), summary, data), msg)
     where = "retry" if topic.startswith("hub.jobs.retry.") else job["priority"]
     summary = (
         f"job {_short(job['job_id'])} → {job['integration_id']} ({where}, attempt"
         f" {job['attempt']}, {job['mode']})"
     )
-    return TraceEvent(_ms(msg), "job", *_where(msg), summary, data)
+    return _with_trace(TraceEvent(_ms(msg), "job", *_where(msg), summary, data), msg)
 
 
 def status_event(msg: Message, s: dict[str, Any]) -> TraceEvent:
@@ -270,7 +282,7 @@ def status_event(msg: Message, s: dict[str, Any]) -> TraceEvent:
     data["occurred_at"] = s["occurred_at"]
     # Ordered by when it was written, like every other step (a dead letter and its status
     # are written together, the dead letter first).
-    return TraceEvent(_ms(msg), "status", *_where(msg), summary, data)
+    return _with_trace(TraceEvent(_ms(msg), "status", *_where(msg), summary, data), msg)
 
 
 def job_topics(settings: Settings) -> list[str]:
@@ -475,6 +487,10 @@ def render(trace: Trace, changes: bool = True) -> list[str]:
         )
     if not trace.events:
         out.append("  (nothing found in the topics: retention may have removed it)")
+    # The OpenTelemetry traces the records carry: look them up in your tracing back end.
+    ids = list(dict.fromkeys(e.data["trace_id"] for e in trace.events if "trace_id" in e.data))
+    if ids:
+        out.append(f"  trace id(s): {', '.join(ids)}")
     indent = {
         "raw-event": 0,
         "snapshot": 0,
@@ -486,7 +502,8 @@ def render(trace: Trace, changes: bool = True) -> list[str]:
     }
     for e in trace.events:
         pad = "  " * (indent.get(e.stage, 0) + 1)
-        out.append(f"{e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f" {pad}{e.stage:11} {e.summary}")
+        tid = f"  [trace {e.data['trace_id'][:8]}]" if "trace_id" in e.data else ""
+        out.append(f"{e.at:%Y-%m-%d %H:%M:%S.%f}"[:-3] + f" {pad}{e.stage:11} {e.summary}{tid}")
         if changes and e.stage == "mutation":
             for c in e.data.get("changes", []):
                 out.append(" " * 24 + pad + "  " + describe_change(c))

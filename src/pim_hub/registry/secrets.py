@@ -10,6 +10,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
+from pim_hub.runtime import sealing
+
 #: Config keys whose values are never shown or published, whatever the driver's model says.
 SECRET_KEY_RE = re.compile(
     r"secret|passw|token|api[_-]?key|credential|private[_-]?key|authorization|dsn"
@@ -25,7 +27,7 @@ PLAIN_HEADERS: frozenset[str] = frozenset(
     {"accept", "accept-language", "content-type", "user-agent", "x-request-source", "x-source"}
 )
 #: Query parameters of a URL that carry credentials.
-SECRET_QUERY_RE = re.compile(r"token|key|secret|sig|passw|auth|code|session", re.I)
+SECRET_QUERY_RE = re.compile(r"token|key|secret|sig|passw|auth|^code$|session", re.I)
 
 
 def mask_url(value: str) -> str:
@@ -113,3 +115,53 @@ def mask_config(config: Any, model: type[BaseModel] | None = None) -> Any:
         info = fields.get(key)
         out[key] = mask_config(value, _nested_model(info.annotation) if info else None)
     return out
+
+
+def _holds_credentials(text: str) -> bool:
+    return mask_url(text) != text
+
+
+def seal_config(config: Any, model: type[BaseModel] | None = None) -> Any:
+    """The config with every secret value sealed (see pim_hub.runtime.sealing), for storage.
+
+    The values sealed are the ones mask_config masks; a URL with credentials is sealed whole.
+    Without HUB_SECRETS_KEY the config is returned as it is.
+    """
+    if not sealing.enabled():
+        return config
+    if isinstance(config, list):
+        return [seal_config(v, model) for v in config]
+    if isinstance(config, str):
+        return sealing.seal(config) if _holds_credentials(config) else config
+    if not isinstance(config, Mapping) or sealing.is_sealed(config):
+        return config
+    secrets = secret_fields(model)
+    fields = model.model_fields if model is not None else {}
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if value is not None and (key in secrets or SECRET_KEY_RE.search(str(key))):
+            out[key] = sealing.seal(value)
+        elif str(key).lower() == "headers" and isinstance(value, Mapping):
+            out[key] = {
+                name: v if v is None or str(name).lower() in PLAIN_HEADERS else sealing.seal(v)
+                for name, v in value.items()
+            }
+        else:
+            info = fields.get(key)
+            out[key] = seal_config(value, _nested_model(info.annotation) if info else None)
+    return out
+
+
+def unseal_config(config: Any) -> Any:
+    """The config with every sealed value opened (what drivers and validation see).
+
+    Raises:
+        sealing.SealingError: a value is sealed and no configured key opens it.
+    """
+    if sealing.is_sealed(config):
+        return sealing.unseal(config)
+    if isinstance(config, list):
+        return [unseal_config(v) for v in config]
+    if isinstance(config, Mapping):
+        return {k: unseal_config(v) for k, v in config.items()}
+    return config

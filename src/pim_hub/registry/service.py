@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from pydantic import BaseModel
 
 from pim_hub.drivers.discovery import DriverCatalogue
 from pim_hub.registry.changes import (
@@ -54,6 +55,23 @@ class Registry:
             raise IntegrationError(f"no integration {integration_id!r}")
         return found
 
+    def _model(self, driver: str) -> type[BaseModel] | None:
+        cls = self.catalogue.drivers.get(driver)
+        return cls.config_model if cls else None
+
+    def reseal(self) -> int:
+        """Write every integration again, its secrets sealed with the first HUB_SECRETS_KEY
+        (after a key rotation, or to seal what was stored before a key was set); how many."""
+        with psycopg.connect(self.url, row_factory=dict_row) as conn:
+            rows = conn.execute("SELECT * FROM integrations ORDER BY id FOR UPDATE").fetchall()
+            for r in rows:
+                integ = _row(r)
+                conn.execute(
+                    "UPDATE integrations SET config = %s WHERE id = %s",
+                    (_params(integ, self._model(integ.driver))[4], integ.id),
+                )
+        return len(rows)
+
     def masked_config(self, integ: Integration) -> Any:
         """The integration's config as it may be shown."""
         cls = self.catalogue.drivers.get(integ.driver)
@@ -76,7 +94,7 @@ class Registry:
         if old is not None and old.same_content(new):
             return RegistryChange(new.id, "unchanged")
         validate(self.catalogue, new, self.levels)
-        row = conn.execute(_UPSERT, _params(new)).fetchone()
+        row = conn.execute(_UPSERT, _params(new, self._model(new.driver))).fetchone()
         assert row is not None
         # Published before the commit: if the broker refuses, the database is not changed
         # either, and the command fails with the broker's error.
@@ -213,4 +231,6 @@ def upsert_integration(url: str, catalogue: DriverCatalogue, integ: Integration)
     """Create or replace an integration after validating it (not published: see Registry)."""
     validate(catalogue, integ)
     with psycopg.connect(url) as conn:
-        conn.execute(_UPSERT, _params(with_driver_types(catalogue, integ)))
+        cls = catalogue.drivers.get(integ.driver)
+        model = cls.config_model if cls else None
+        conn.execute(_UPSERT, _params(with_driver_types(catalogue, integ), model))

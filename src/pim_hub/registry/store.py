@@ -9,19 +9,24 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel
 
 from pim_hub.registry.model import Integration, IntegrationTarget
+from pim_hub.registry.secrets import seal_config, unseal_config
 
 logger = logging.getLogger(__name__)
 
 
-def _row(r: Mapping[str, Any]) -> Integration:
+def _row(r: Mapping[str, Any], open_secrets: bool = True) -> Integration:
+    # Secrets are sealed at rest (HUB_SECRETS_KEY): opened here, so every reader (drivers,
+    # validation, masking for display) sees the config as it was written. Fan-out reads no
+    # config (open_secrets=False): it needs no key.
     return Integration(
         id=r["id"],
         name=r["name"],
         driver=r["driver"],
         enabled=r["enabled"],
-        config=r["config"],
+        config=unseal_config(r["config"]) if open_secrets else r["config"],
         entity_types=r["entity_types"],
         priority_map=r["priority_map"],
         created_at=r["created_at"],
@@ -62,13 +67,15 @@ _UPSERT = """
 """
 
 
-def _params(integ: Integration) -> tuple[Any, ...]:
+def _params(integ: Integration, model: type[BaseModel] | None = None) -> tuple[Any, ...]:
+    """The _UPSERT parameters; secrets sealed when HUB_SECRETS_KEY is set (model: the
+    driver's config model, whose secret fields are sealed whatever their names)."""
     return (
         integ.id,
         integ.name,
         integ.driver,
         integ.enabled,
-        Jsonb(integ.config),
+        Jsonb(seal_config(integ.config, model)),
         sorted(integ.entity_types) if integ.entity_types else None,
         Jsonb(integ.priority_map or {}),
         list(integ.driver_entity_types) if integ.driver_entity_types else None,
@@ -104,7 +111,7 @@ async def load_targets_async(url: str) -> list[IntegrationTarget]:
         rows = await cur.fetchall()
     targets = []
     for r in rows:
-        integ = _row(r)
+        integ = _row(r, open_secrets=False)
         if integ.driver_entity_types is None and integ.id not in _unrecorded_reported:
             _unrecorded_reported.add(integ.id)
             logger.warning(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from pim_hub.runtime import logs
+from pim_hub.runtime import logs, outbound, sealing
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.limits import escape_controls
 
@@ -16,7 +16,25 @@ def load_settings() -> Settings:
     """The settings from HUB_* variables, with logging configured from them."""
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format)
+    configure_sealing(settings)
+    try:
+        outbound.configure(settings.outbound_allow)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
     return settings
+
+
+def configure_sealing(settings: Settings) -> None:
+    """Use the settings' HUB_SECRETS_KEY for the secrets of integration configs.
+
+    Raises:
+        typer.Exit: the key is malformed (a clear message, exit code 2).
+    """
+    key = settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    try:
+        sealing.configure(key)
+    except sealing.SealingError as exc:
+        raise fail(str(exc)) from exc
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -17,7 +17,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from pim_hub.runtime.kafka_oauth import MskIamTokenProvider
+from pim_hub.runtime.kafka_oauth import MskIamTokenProvider, OidcTokenProvider
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.errors import RetryableError
 from pim_hub.schemas.topics import TopicSpec, catalogue
@@ -306,6 +306,11 @@ FAUST_MAPPED = frozenset(
         "ssl.key.location",
         "ssl.key.password",
         "ssl.endpoint.identification.algorithm",
+        "sasl.oauthbearer.method",
+        "sasl.oauthbearer.client.id",
+        "sasl.oauthbearer.client.secret",
+        "sasl.oauthbearer.token.endpoint.url",
+        "sasl.oauthbearer.scope",
     }
 )
 
@@ -318,8 +323,8 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     """`broker` and `broker_credentials` for faust.App from the same settings as librdkafka.
 
     The mutator passes these to `faust.App(...)` so aiokafka authenticates like every
-    confluent client: SASL (PLAIN, SCRAM, GSSAPI, OAUTHBEARER through the hub's MSK IAM
-    provider) and TLS, from the typed settings, the properties file and HUB_KAFKA__PROPERTIES__*.
+    confluent client: SASL (PLAIN, SCRAM, GSSAPI, OAUTHBEARER with OIDC client credentials or
+    the hub's MSK IAM provider) and TLS, from the typed settings, the properties file and HUB_KAFKA__PROPERTIES__*.
     A security property aiokafka has no equivalent for is refused with its name (the mutator
     would otherwise connect differently from every other client); other properties (tuning)
     concern librdkafka only and are listed in a warning.
@@ -333,16 +338,19 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     security_keys = ("sasl.", "ssl.", "security.", "enable.ssl", "oauth")
     unsupported = sorted(k for k in conf if k not in FAUST_MAPPED and k.startswith(security_keys))
     mechanism = conf.get("sasl.mechanism")
-    if mechanism == "OAUTHBEARER" and kafka.sasl_oauthbearer_provider is None:
+    oidc = str(conf.get("sasl.oauthbearer.method", "")).lower() == "oidc"
+    if mechanism == "OAUTHBEARER" and kafka.sasl_oauthbearer_provider is None and not oidc:
         unsupported.append(
-            "sasl.mechanism=OAUTHBEARER without HUB_KAFKA__SASL_OAUTHBEARER_PROVIDER"
+            "sasl.mechanism=OAUTHBEARER without sasl.oauthbearer.method=oidc or "
+            "HUB_KAFKA__SASL_OAUTHBEARER_PROVIDER (unsecured tokens)"
         )
     if unsupported:
         raise UnsupportedByMutator(
             "the mutator's Kafka client (aiokafka) cannot use: "
             + ", ".join(unsupported)
-            + "; supported there: SASL PLAIN/SCRAM/GSSAPI, OAUTHBEARER through "
-            "HUB_KAFKA__SASL_OAUTHBEARER_PROVIDER=aws-msk-iam, TLS with CA and client certificate"
+            + "; supported there: SASL PLAIN/SCRAM/GSSAPI, OAUTHBEARER with "
+            "sasl.oauthbearer.method=oidc or HUB_KAFKA__SASL_OAUTHBEARER_PROVIDER=aws-msk-iam, "
+            "TLS with CA and client certificate"
         )
     tuning = sorted(k for k in conf if k not in FAUST_MAPPED)
     if tuning:
@@ -372,7 +380,17 @@ def faust_broker_options(settings: Settings) -> dict[str, Any]:
     credentials: SASLCredentials | SSLCredentials | OAuthCredentials | GSSAPICredentials | None
     credentials = None
     if protocol.startswith("SASL_"):
-        if mechanism == "OAUTHBEARER":
+        if mechanism == "OAUTHBEARER" and kafka.sasl_oauthbearer_provider is None:
+            credentials = OAuthCredentials(
+                oauth_cb=OidcTokenProvider(
+                    conf["sasl.oauthbearer.token.endpoint.url"],
+                    conf["sasl.oauthbearer.client.id"],
+                    conf["sasl.oauthbearer.client.secret"],
+                    conf.get("sasl.oauthbearer.scope"),
+                ),
+                ssl_context=context,
+            )
+        elif mechanism == "OAUTHBEARER":
             assert kafka.aws_region is not None  # checked by KafkaSettings
             credentials = OAuthCredentials(
                 oauth_cb=MskIamTokenProvider(kafka.aws_region), ssl_context=context

@@ -59,3 +59,52 @@ class MskIamTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
     def extensions(self) -> dict[str, str]:
         """No SASL extensions for MSK."""
         return {}
+
+
+class OidcTokenProvider(AbstractTokenProvider):  # type: ignore[misc]
+    """aiokafka's token provider for OAUTHBEARER with OIDC (client credentials).
+
+    What librdkafka does for `sasl.oauthbearer.method=oidc`, for the mutator's client: the
+    client id and secret go as HTTP basic auth to the token endpoint with
+    `grant_type=client_credentials` (and the scope when set); the token is reused until a
+    minute before it expires.
+    """
+
+    def __init__(
+        self, token_url: str, client_id: str, client_secret: str, scope: str | None = None
+    ) -> None:
+        self.token_url = token_url
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.scope = scope
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    async def token(self) -> str:
+        """A valid access token, fetched again when the cached one is about to expire."""
+        import time
+
+        import httpx
+
+        if self._token is not None and time.time() < self._expires_at - 60:
+            return self._token
+        form = {"grant_type": "client_credentials"}
+        if self.scope:
+            form["scope"] = self.scope
+        async with httpx.AsyncClient(timeout=30) as client:
+            resp = await client.post(
+                self.token_url, data=form, auth=(self.client_id, self.client_secret)
+            )
+        if resp.status_code != 200:
+            raise RuntimeError(
+                f"the token endpoint {self.token_url} answered {resp.status_code}: "
+                f"{resp.text[:200]}"
+            )
+        body = resp.json()
+        self._token = str(body["access_token"])
+        self._expires_at = time.time() + float(body.get("expires_in", 300))
+        return self._token
+
+    def extensions(self) -> dict[str, str]:
+        """No SASL extensions."""
+        return {}

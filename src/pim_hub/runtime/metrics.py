@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.metrics_core import Metric
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pim_hub.runtime import tracing
 from pim_hub.runtime.health import HEALTH, Health, broker_check, database_check
 
 logger = logging.getLogger(__name__)
@@ -407,6 +408,8 @@ def start_from_env(
     settings = settings or MetricsSettings()
     SERVICE_INFO.labels(service).set(1)
     HEALTH.service = service
+    # Spans go out over OTLP when an endpoint is configured (runtime.tracing); else none.
+    tracing.configure(service)
     if kafka is not None:
         HEALTH.check("broker", broker_check(kafka))
     if database_url is not None:

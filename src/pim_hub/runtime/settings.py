@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pim_hub.runtime import kafka_oauth, kafka_props
 from pim_hub.runtime.kafka_props import PROTECTED as PROTECTED_KEYS
+from pim_hub.runtime.outbound import DEFAULT_ALLOW
 from pim_hub.schemas import topics
 from pim_hub.schemas.limits import DEFAULT_MESSAGE_MAX_BYTES, record_budget
 from pim_hub.schemas.ownership import DEFAULT_SOURCE, Ownership
@@ -199,6 +200,12 @@ class Settings(BaseSettings):
     # Versions: a source version further ahead of the clock than this is refused (invalid
     # snapshot, `hub produce snapshot` error): it would make every later change stale.
     version_max_future_s: float = Field(default=DEFAULT_MAX_FUTURE_S, gt=0)
+    # Secrets at rest: Fernet keys (comma-separated, the first seals) for the secrets of
+    # integration configs in PostgreSQL; unset, they are stored as written.
+    secrets_key: SecretStr | None = None
+    # Outgoing URL policy: what drivers may reach besides public addresses (loopback,
+    # private, CIDRs); link-local (cloud metadata) only when a network names it.
+    outbound_allow: str = DEFAULT_ALLOW
     # Per-entity order across priority lanes (docs/delivery-semantics.md): how long a job
     # waits at most for an older job of its entity pending in another lane; 0: off.
     dispatcher_order_hold_s: float = 60.0
@@ -207,7 +214,7 @@ class Settings(BaseSettings):
     # first and longest waits between probes of its target.
     dispatcher_breaker_threshold: int = 5
     dispatcher_breaker_probe_min_s: float = 1.0
-    dispatcher_breaker_probe_max_s: float = 30.0
+    dispatcher_breaker_probe_max_s: float = 5.0
     log_level: str = "INFO"
     log_format: str = "json"
     # Schema Registry: the Confluent client's auth, TLS and caching; register or look up only.

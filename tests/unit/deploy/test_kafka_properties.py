@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faust.auth import OAuthCredentials, SASLCredentials, SSLCredentials
@@ -154,7 +155,75 @@ def test_incomplete_or_unsafe_properties_fail_at_start_up(
         _settings(monkeypatch, HUB_KAFKA_BOOTSTRAP="k:9092", **env)
 
 
-def test_oidc_reaches_librdkafka_and_the_mutator_refuses_it_by_name(
+class _TokenEndpoint:
+    """An OAuth token endpoint (client credentials) on 127.0.0.1, recording what it got."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[str | None, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                outer.requests.append((self.headers.get("Authorization"), body))
+                data = json.dumps(
+                    {"access_token": f"tok-{len(outer.requests)}", "expires_in": 3600}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_oidc_reaches_librdkafka_and_the_mutator_gets_a_token_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import base64
+
+    endpoint = _TokenEndpoint()
+    try:
+        settings = _settings(
+            monkeypatch,
+            HUB_KAFKA_BOOTSTRAP="k:9093",
+            HUB_KAFKA__SECURITY_PROTOCOL="SASL_SSL",
+            HUB_KAFKA__SASL_MECHANISM="OAUTHBEARER",
+            HUB_KAFKA__PROPERTIES__SASL_OAUTHBEARER_METHOD="oidc",
+            HUB_KAFKA__PROPERTIES__SASL_OAUTHBEARER_CLIENT_ID="hub",
+            HUB_KAFKA__PROPERTIES__SASL_OAUTHBEARER_CLIENT_SECRET="s3cret",
+            HUB_KAFKA__PROPERTIES__SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL=endpoint.url,
+            HUB_KAFKA__PROPERTIES__SASL_OAUTHBEARER_SCOPE="kafka",
+        )
+        conf = settings.kafka_config()
+        assert conf["sasl.oauthbearer.method"] == "oidc"
+        assert conf["sasl.oauthbearer.token.endpoint.url"] == endpoint.url
+        creds = faust_broker_options(settings)["broker_credentials"]
+        assert isinstance(creds, OAuthCredentials) and creds.protocol.value == "SASL_SSL"
+
+        async def two_tokens() -> tuple[str, str]:
+            return await creds.oauth_cb.token(), await creds.oauth_cb.token()
+
+        assert asyncio.run(two_tokens()) == ("tok-1", "tok-1")  # cached until it expires
+        ((auth, body),) = endpoint.requests
+        assert auth == "Basic " + base64.b64encode(b"hub:s3cret").decode()
+        assert body == "grant_type=client_credentials&scope=kafka"
+    finally:
+        endpoint.server.shutdown()
+
+
+def test_unsecured_oauthbearer_tokens_are_refused_by_the_mutator_by_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = _settings(
@@ -162,15 +231,10 @@ def test_oidc_reaches_librdkafka_and_the_mutator_refuses_it_by_name(
         HUB_KAFKA_BOOTSTRAP="k:9093",
         HUB_KAFKA__SECURITY_PROTOCOL="SASL_SSL",
         HUB_KAFKA__SASL_MECHANISM="OAUTHBEARER",
-        HUB_KAFKA__PROPERTIES__SASL_OAUTHBEARER_METHOD="oidc",
-        HUB_KAFKA__PROPERTIES__SASL_OAUTHBEARER_CLIENT_ID="hub",
-        HUB_KAFKA__PROPERTIES__SASL_OAUTHBEARER_CLIENT_SECRET="s",
-        HUB_KAFKA__PROPERTIES__SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL="https://idp/token",
+        HUB_KAFKA__PROPERTIES__SASL_OAUTHBEARER_CONFIG="principal=hub",
     )
-    conf = settings.kafka_config()
-    assert conf["sasl.oauthbearer.method"] == "oidc"
-    assert conf["sasl.oauthbearer.token.endpoint.url"] == "https://idp/token"
-    with pytest.raises(UnsupportedByMutator, match=r"sasl\.oauthbearer\.client\.id"):
+    assert settings.kafka_config()["sasl.oauthbearer.config"] == "principal=hub"
+    with pytest.raises(UnsupportedByMutator, match=r"sasl\.oauthbearer\.config"):
         faust_broker_options(settings)
 
 

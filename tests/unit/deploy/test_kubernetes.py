@@ -24,6 +24,9 @@ CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda-scaledobject-v1alpha1.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda-triggerauthentication-v1alpha1.json",
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "strimzi-kafkatopic-v1beta2.json",
+    ("kafka.strimzi.io/v1beta2", "KafkaUser"): "strimzi-kafkauser-v1beta2.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "prometheus-operator-podmonitor-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheus-operator-prometheusrule-v1.json",
 }
 #: Parameters of KEDA's Kafka scaler (its metadata is free-form in the CRD).
 KEDA_KAFKA_PARAMETERS = {
@@ -109,6 +112,15 @@ def test_crd_schemas_reject_a_misspelt_field() -> None:
     topic = json.loads(json.dumps(of_kind("base", "KafkaTopic")[0]))
     topic["spec"]["replicas"] = 0
     assert list(_crd_validator("kafka.strimzi.io/v1beta2", "KafkaTopic").iter_errors(topic))
+    (user,) = json.loads(json.dumps(of_kind("base", "KafkaUser")))
+    user["spec"]["authorization"]["acls"][0]["operations"] = ["Reed"]
+    assert list(_crd_validator("kafka.strimzi.io/v1beta2", "KafkaUser").iter_errors(user))
+    (monitor,) = json.loads(json.dumps(of_kind("base", "PodMonitor")))
+    monitor["spec"]["podMetricEndpoints"] = monitor["spec"].pop("podMetricsEndpoints")
+    assert list(_crd_validator("monitoring.coreos.com/v1", "PodMonitor").iter_errors(monitor))
+    (rule,) = json.loads(json.dumps(of_kind("base", "PrometheusRule")))
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "five minutes"
+    assert list(_crd_validator("monitoring.coreos.com/v1", "PrometheusRule").iter_errors(rule))
 
 
 def _hub_args(which: str) -> list[tuple[str, list[str]]]:
@@ -137,7 +149,7 @@ def test_every_expected_command_runs_somewhere() -> None:
 @pytest.mark.parametrize("which", BUILDS)
 def test_every_deployment_has_probes_resources_security_and_a_pdb(which: str) -> None:
     pdbs = of_kind(which, "PodDisruptionBudget")
-    for deploy in of_kind(which, "Deployment"):
+    for deploy in [*of_kind(which, "Deployment"), *of_kind(which, "StatefulSet")]:
         pod = deploy["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         for c in pod["containers"]:
@@ -198,7 +210,6 @@ def test_production_overlay_secures_kafka_and_pins_the_image() -> None:
     (auth,) = of_kind("production", "TriggerAuthentication")
     for so in of_kind("production", "ScaledObject"):
         assert so["spec"]["triggers"][0]["authenticationRef"]["name"] == auth["metadata"]["name"]
-    mutator = next(
-        d for d in of_kind("production", "Deployment") if d["metadata"]["name"] == "hub-mutator"
-    )
+    (mutator,) = of_kind("production", "StatefulSet")
+    assert mutator["metadata"]["name"] == "hub-mutator"
     assert mutator["spec"]["replicas"] == 3

@@ -171,3 +171,32 @@ def test_semantics_table(
 def test_a_deletion_records_its_marker_beside_the_entity() -> None:
     dec = decide("d", "delete", [], V2, {})
     assert set(dec.record) == {ENTITY_FIELD, DELETED_FIELD}
+
+
+# Sources (HUB_SOURCES): the ERP owns the stock; its clock is compared only with itself.
+STOCK = Change(field="values", attribute="stock", locale=None, scope=None, new="17")
+STOCK_KEY = field_key(STOCK)
+ERP_OLD, ERP_NEW = "2020-05-02T10:00:00+00:00", "2020-05-03T10:00:00+00:00"
+
+
+def erp_owns(key: str) -> bool:
+    return key.startswith("values|stock|")
+
+
+def test_a_source_patch_is_not_compared_with_akeneo_s_create() -> None:
+    created = {ENTITY_FIELD: at(V2, "c"), NAME_KEY: at(V2, "c")}
+    assert decide("p", "update", [STOCK], ERP_OLD, created).verdict == "stale"  # one clock
+    dec = decide("p", "update", [STOCK], ERP_OLD, created, foreign=erp_owns)
+    assert dec.verdict == "deliver" and set(dec.record) == {STOCK_KEY}
+    # Its own older patch is still stale: the ERP's versions are compared with each other.
+    later = {**created, STOCK_KEY: at(ERP_NEW, "p2")}
+    assert decide("p", "update", [STOCK], ERP_OLD, later, foreign=erp_owns).verdict == "stale"
+
+
+def test_an_akeneo_delete_is_not_compared_with_a_source_s_clock() -> None:
+    ahead = {NAME_KEY: at(V1), STOCK_KEY: at("2030-01-01T00:00:00+00:00", "p")}
+    assert decide("d", "delete", [], V2, ahead).verdict == "stale"  # one clock
+    assert decide("d", "delete", [], V2, ahead, foreign=erp_owns).verdict == "deliver"
+    # Akeneo's own updates still obey Akeneo's create.
+    created = {ENTITY_FIELD: at(V2, "c")}
+    assert decide("u", "update", [NAME], V1, created, foreign=erp_owns).verdict == "stale"

@@ -12,6 +12,8 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from starlette.testclient import TestClient
 
+from pim_hub.runtime import health
+from pim_hub.runtime.health import Health
 from pim_hub.sandbox.akeneo.webhooks import sign_event_platform, sign_legacy
 from pim_hub.services.ingest.web import (
     EVENT_PLATFORM_PATH,
@@ -294,7 +296,15 @@ class _FakeProducer:
         return fut
 
 
-def test_a_fatal_producer_error_is_503_then_the_producer_is_rebuilt() -> None:
+@pytest.fixture
+def own_health(monkeypatch: pytest.MonkeyPatch) -> Health:
+    # The process-wide readiness must not keep this test's conditions.
+    fresh = Health()
+    monkeypatch.setattr(health, "HEALTH", fresh)
+    return fresh
+
+
+def test_a_fatal_producer_error_is_503_then_the_producer_is_rebuilt(own_health: Health) -> None:
     broken, fresh = _FakeProducer(fatal=True), _FakeProducer(fatal=False)
     built: list[_FakeProducer] = []
 
@@ -314,12 +324,14 @@ def test_a_fatal_producer_error_is_503_then_the_producer_is_rebuilt() -> None:
         client.get("/healthz")
     assert built == [fresh] and fresh.started and broken.closed
     assert client.get("/healthz").status_code == 200
+    # The metrics port's /readyz condition is back too.
+    assert own_health.readiness()["checks"]["producer"]["ok"] is True
     again = client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body))
     assert again.status_code == 200
     assert len(fresh.sent) == 1
 
 
-def test_health_is_503_while_the_producer_cannot_be_rebuilt() -> None:
+def test_health_is_503_while_the_producer_cannot_be_rebuilt(own_health: Health) -> None:
     def rebuild() -> Any:
         raise RuntimeError("broker unreachable")
 
@@ -332,4 +344,30 @@ def test_health_is_503_while_the_producer_cannot_be_rebuilt() -> None:
     assert client.get("/healthz").status_code == 503
     assert (
         client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body)).status_code == 503
+    )
+
+
+class _StalledPublisher(FakePublisher):
+    """A broker that does not answer (down or frozen)."""
+
+    async def publish(self, records: Any) -> None:
+        await asyncio.sleep(3)
+
+
+def test_the_events_api_is_answered_within_its_budget_and_the_loss_is_traced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = TestClient(create_app(settings(), _StalledPublisher()), raise_server_exceptions=False)
+    body = orjson.dumps({"events": [_legacy_event("0c6a5a1e-0000-4000-8000-000000000012", "e-12")]})
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger="pim_hub.services.ingest.web"):
+        resp = client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body))
+    assert time.monotonic() - started < 0.5  # Akeneo gives up after 0.5 s
+    assert resp.status_code == 503
+    lost = [r for r in caplog.records if r.getMessage() == "webhook events not stored"]
+    assert lost and lost[0].event_ids == ["e-12"]  # type: ignore[attr-defined]
+    metrics = _metrics(client)
+    assert (
+        metrics.value("pimhub_ingest_webhook_events", endpoint="events-api", outcome="not_stored")
+        == 1
     )

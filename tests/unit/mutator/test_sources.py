@@ -144,3 +144,28 @@ def test_without_sources_a_snapshot_is_decided_as_before() -> None:
     decision = decide_with_sources(plain, "product", KEY, None, payload, None, None)
     assert decision.state_payload is not None
     assert decision.state_payload["values"]["stock"][0]["data"] == 3
+
+
+def test_an_akeneo_delta_does_not_change_what_a_source_owns(created: dict[str, Any]) -> None:
+    patched = _patch(created, _stock(17), "2020-05-02T10:00:00+00:00").new_state
+    assert patched is not None
+
+    def value(new: Any, attribute_type: str = "pim_catalog_number") -> dict[str, Any]:
+        return {"previous": None, "new": new, "type": attribute_type, "locale": None, "scope": None}
+
+    changes = {
+        "values": {
+            "stock": [value(3)],
+            "name": [{**value("Delta", "pim_catalog_text"), "locale": "en_US"}],
+        }
+    }
+    delta = orjson.dumps([changes]).decode()
+    decision = decide_with_sources(
+        OWNERSHIP, "product", KEY, patched, None, delta, "2026-01-05T00:00:00+00:00"
+    )
+    assert decision.kind == "mutation"
+    assert [(c.attribute, c.new) for c in decision.changes] == [("name", "Delta")]
+    assert decision.new_state is not None
+    assert denormalise(decision.new_state)["values"]["stock"][0]["data"] == 17
+    # The ERP's versions stay with the state.
+    assert _patch(decision.new_state, _stock(5), "2020-05-01T00:00:00+00:00").kind == "stale"

@@ -46,6 +46,14 @@ def test_reset_plans_earliest_latest_and_clamped_offsets() -> None:
     assert rows[0].change == 2 and rows[1].change is None
 
 
+def test_shift_by_moves_from_the_committed_offset_inside_the_log() -> None:
+    rows = plan_offsets(PARTS, ResetTarget("shift", offset=-4))
+    # 5 - 4 = 1 is before the log start 2; nothing committed on partition 1: from its start.
+    assert [(r.new, bool(r.note)) for r in rows] == [(2, True), (0, True)]
+    assert [r.new for r in plan_offsets(PARTS, ResetTarget("shift", offset=3))] == [8, 3]
+    assert ResetTarget("shift", offset=-4).describe() == "committed offset -4"
+
+
 def test_reset_to_a_time_uses_the_looked_up_offsets() -> None:
     when = datetime(2026, 1, 1, tzinfo=UTC)
     rows = plan_offsets(PARTS, ResetTarget("datetime", when=when), {("t", 0): 3, ("t", 1): 4})

@@ -102,6 +102,13 @@ def test_cli_lists_drivers_and_reports_a_broken_package(monkeypatch: pytest.Monk
     fake = next(d for d in doc["drivers"] if d["key"] == "fake-good")
     assert fake["config_schema"]["properties"]["retries"]["default"] == 3
 
+    result = runner.invoke(app, ["drivers", "list", "--output", "jsonl"])
+    assert result.exit_code == 1
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {"webhook", "log", "fake-good", "broken-sdk"} <= {r["key"] for r in rows}
+    assert "some_missing_sdk" in next(r for r in rows if r["key"] == "broken-sdk")["error"]
+    assert next(r for r in rows if r["key"] == "log")["error"] is None
+
     monkeypatch.setenv("HUB_EXTRA_DRIVERS", "log=pim_hub.drivers.log:LogDriver")
     result = runner.invoke(app, ["drivers", "list", "--schema"])
     assert result.exit_code == 0, result.output

@@ -56,3 +56,7 @@ def test_plain_text_and_urls_without_credentials_stay() -> None:
         "https://shop.example.com/rest/V1?store=default"
     )
     assert mask_config({"name": "plain text", "n": 3}) == {"name": "plain text", "n": 3}
+    # An OAuth `code` is masked; a parameter that merely ends in "code" is not.
+    assert (
+        mask_url("https://h/cb?store_code=de&code=abc") == f"https://h/cb?store_code=de&code={MASK}"
+    )

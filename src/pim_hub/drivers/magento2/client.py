@@ -27,6 +27,7 @@ from pim_hub.drivers.magento2.errors import (
     magento_message,
 )
 from pim_hub.runtime.http import timed_out
+from pim_hub.runtime.outbound import RefusedAddress
 
 Mode = Literal["sync", "async", "bulk"]
 TOKEN_PATH = "/V1/integration/admin/token"  # noqa: S105 - a route, not a secret
@@ -130,6 +131,9 @@ class MagentoClient:
                     },
                     timeout=self.config.timeout_s,
                 )
+        except RefusedAddress as exc:
+            # The configured base URL is not allowed (HUB_OUTBOUND_ALLOW): retrying cannot help.
+            raise PermanentError(str(exc), kind="refused_address") from exc
         except httpx.TransportError as exc:
             if timed_out(exc):
                 self.metrics.target_call("timeout")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
+import time
 import urllib.request
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -21,6 +23,8 @@ from pim_hub.drivers.base import (
     decoded_changes,
     retry_after_seconds,
 )
+from pim_hub.runtime.http import trace_configs
+from pim_hub.runtime.outbound import PolicyResolver, RefusedAddress, policy
 from pim_hub.schemas.events import Job
 
 ALL_ENTITY_TYPES = frozenset(
@@ -44,7 +48,10 @@ class WebhookConfig(BaseModel):
     url: HttpUrl
     headers: dict[str, str] = Field(default_factory=dict)
     secret: SecretStr | None = Field(
-        None, description="when set, X-PimHub-Signature carries hex HMAC-SHA256 of the body"
+        None,
+        description="when set, requests are signed: Standard Webhooks headers (webhook-id, "
+        "webhook-timestamp, webhook-signature) and X-PimHub-Signature (hex HMAC-SHA256 of "
+        "the body, kept for receivers of earlier versions)",
     )
     timeout_s: float = Field(10.0, gt=0)
     include_state: bool = True
@@ -68,6 +75,26 @@ def job_body(job: Job, include_state: bool = True) -> dict[str, Any]:
     if include_state:
         body["state"] = orjson.loads(m.state) if m.state else None
     return body
+
+
+def signature_headers(secret: str, message_id: str, body: bytes) -> dict[str, str]:
+    """Signature headers of a request: Standard Webhooks and the hub's own.
+
+    `webhook-signature` is `v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">`: with the
+    timestamp signed, a receiver refuses a captured request replayed later (Standard
+    Webhooks libraries check a 5-minute window). `X-PimHub-Signature` (hex HMAC of the body)
+    stays for receivers of earlier versions.
+    """
+    key = secret.encode()
+    stamp = str(int(time.time()))
+    signed = f"{message_id}.{stamp}.".encode() + body
+    digest = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": stamp,
+        "webhook-signature": f"v1,{digest}",
+        "X-PimHub-Signature": hmac.new(key, body, hashlib.sha256).hexdigest(),
+    }
 
 
 def _env_proxy(url: str) -> str | None:
@@ -107,9 +134,14 @@ class WebhookDriver(Driver):
             # the environment again on every request.
             self._proxy = _env_proxy(str(config.url))
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+                # Every connection's addresses pass the outgoing URL policy when resolved.
+                connector=aiohttp.TCPConnector(
+                    limit=256, keepalive_timeout=30, resolver=PolicyResolver()
+                ),
                 skip_auto_headers=("User-Agent",),
                 headers={"User-Agent": "pim-hub-webhook"},
+                # The job's trace context goes with the request (W3C traceparent).
+                trace_configs=trace_configs(),
             )
 
     async def close(self) -> None:
@@ -137,14 +169,20 @@ class WebhookDriver(Driver):
             **config.headers,
         }
         if config.secret is not None:
-            secret = config.secret.get_secret_value().encode()
-            headers["X-PimHub-Signature"] = hmac.new(secret, body, hashlib.sha256).hexdigest()
+            headers.update(signature_headers(config.secret.get_secret_value(), job.job_id, body))
+        url = str(config.url)
+        try:
+            # The text first (IP literals in any notation, metadata names): names are
+            # checked again on the addresses they resolve to when connecting.
+            policy().check_url(url)
+        except RefusedAddress as exc:
+            return DeliveryResult.permanent(str(exc), kind="refused_address")
         if self._session is None:
             await self.open(context)  # called without open(): open on first use
         assert self._session is not None
         try:
             async with self._session.post(
-                str(config.url),
+                url,
                 data=body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=config.timeout_s),
@@ -162,9 +200,20 @@ class WebhookDriver(Driver):
                 f"timeout posting to the webhook after {config.timeout_s}s: {exc!r}",
                 kind="timeout",
             )
+        except RefusedAddress as exc:
+            return DeliveryResult.permanent(str(exc), kind="refused_address")
         except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
             context.metrics.target_call("connection_error")
-            return DeliveryResult.retry(f"cannot reach the webhook: {exc!r}", kind="connection")
+            # Refused, reset or closed alike: the message must not tell an open port from a
+            # closed one (the URL is data anyone with registry access writes).
+            context.logger.debug("webhook connection failed", extra={"error": repr(exc)})
+            return DeliveryResult.retry("cannot reach the webhook", kind="connection")
+        except ValueError as exc:
+            # A request that cannot be made (a CR or LF in a header value, credentials in
+            # both the URL and a header) fails again on every retry.
+            return DeliveryResult.permanent(
+                f"the request cannot be made: {type(exc).__name__}", kind="bad_request"
+            )
         context.metrics.target_call(status)
         verdict = classify_http_status(status)
         if verdict == "ok":

@@ -108,6 +108,9 @@ class AkeneoClient:
             timeout=timeout_s,
             max_connections=concurrency,
             transport=transport,
+            # The operator configures the Akeneo URL (HUB_INGEST_AKENEO_URL): not registry
+            # data, so the outgoing policy for targets does not apply.
+            outbound_policy=False,
         )
         self._slots = asyncio.Semaphore(concurrency)
         self._token_lock = asyncio.Lock()

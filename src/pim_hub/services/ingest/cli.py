@@ -135,6 +135,7 @@ def sync_akeneo(
                     progress=default_progress(),
                     streams=ingest.sync_streams,
                     window=ingest.sync_window,
+                    record_budget=settings.record_budget,
                 )
                 reports = await runner.run("full" if full else "delta", types)
         except AkeneoError as exc:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
+import psycopg
 from psycopg import AsyncConnection, sql
+
+logger = logging.getLogger(__name__)
 
 
 class SeenIds:
@@ -47,6 +52,13 @@ INSERT INTO ingest_handled_events (consumer_group, event_id)
 SELECT {group}, e FROM jsonb_array_elements_text({ids}::jsonb) AS e ORDER BY e
 ON CONFLICT DO NOTHING
 """)
+
+#: The enricher's consumer group: the receiver asks its record of handled ids.
+ENRICHER_GROUP = "hub.ingest.enricher"
+
+KNOWN = (
+    "SELECT event_id FROM ingest_handled_events WHERE consumer_group = %s AND event_id = ANY(%s)"
+)
 
 PRUNE = "DELETE FROM ingest_handled_events WHERE handled_at < now() - make_interval(secs => %s)"
 
@@ -158,3 +170,44 @@ class HandledEvents:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+class HandledLookup:
+    """Which event ids the enricher handled before: the receiver's replay protection across
+    restarts (its memory, SeenIds, is lost with the process).
+
+    A request replayed after a restart (a captured Event Platform request, a legacy one inside
+    its timestamp window) is answered as duplicates instead of published again. The answer is
+    bounded in time (Akeneo's Events API waits 0.5 s): a slow or unavailable database answers
+    "none", and the enricher, which checks the same record, still makes no second snapshot.
+    """
+
+    def __init__(self, url: str, group: str = ENRICHER_GROUP, timeout_s: float = 0.2) -> None:
+        self.url = url
+        self.group = group
+        self.timeout_s = timeout_s
+        self._conn: AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+
+    async def known(self, event_ids: Sequence[str]) -> set[str]:
+        """The ids among event_ids handled before; empty when the database does not answer."""
+        try:
+            return await asyncio.wait_for(self._known(list(event_ids)), self.timeout_s)
+        except (TimeoutError, psycopg.Error, OSError) as exc:
+            logger.warning("handled event ids not checked", extra={"error": str(exc)})
+            await self.close()
+            return set()
+
+    async def _known(self, ids: list[str]) -> set[str]:
+        async with self._lock:
+            if self._conn is None or self._conn.closed:
+                self._conn = await AsyncConnection.connect(self.url, autocommit=True)
+            cur = await self._conn.execute(KNOWN, (self.group, ids))
+            return {str(r[0]) for r in await cur.fetchall()}
+
+    async def close(self) -> None:
+        """Close the connection (opened again on the next question)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()

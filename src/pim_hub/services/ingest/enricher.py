@@ -17,7 +17,7 @@ import orjson
 import psycopg
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from pim_hub.runtime import metrics
+from pim_hub.runtime import metrics, tracing
 from pim_hub.runtime.health import HEALTH, POLL_ALLOWANCE_S
 from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, consumer_config, make_producer
 from pim_hub.runtime.settings import Settings
@@ -27,7 +27,7 @@ from pim_hub.schemas.records import snapshot_record
 from pim_hub.schemas.serde import Serde
 from pim_hub.schemas.topics import RAW_EVENTS, SNAPSHOTS, SNAPSHOTS_INVALID
 from pim_hub.services.ingest.akeneo import API, AkeneoClient, AkeneoError
-from pim_hub.services.ingest.dedupe import HandledEvents, SeenIds
+from pim_hub.services.ingest.dedupe import ENRICHER_GROUP, HandledEvents, SeenIds
 from pim_hub.services.ingest.events import (
     EVENT_PLATFORM,
     H_IGNORED,
@@ -44,7 +44,7 @@ from pim_hub.services.ingest.snapshots import resource_snapshot
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-GROUP_ID = "hub.ingest.enricher"
+GROUP_ID = ENRICHER_GROUP
 
 
 @dataclass
@@ -447,7 +447,18 @@ class Enricher:
                 )
                 outputs.append(self._set_aside(item.msg, "too_large", reason))
                 continue
-            outputs.append((self.output_topic, key, value, None))
+            # The snapshot continues the raw event's trace (`runtime.tracing`).
+            plan = item.plan
+            with tracing.stage(
+                "ingest.enrich",
+                item.msg.headers(),
+                {
+                    "event_id": plan.event_id if plan else None,
+                    "entity_key": key,
+                    "action": plan.action if plan else None,
+                },
+            ) as trace_headers:
+                outputs.append((self.output_topic, key, value, trace_headers or None))
         return outputs
 
     def _snapshot(self, item: _Item, fetched: dict[str, Json | None]) -> tuple[str, bytes]:

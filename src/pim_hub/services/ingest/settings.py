@@ -38,6 +38,12 @@ class IngestSettings(BaseSettings):
     max_connections: int = Field(
         default=1000, ge=1, description="connections served at once; more get 503"
     )
+    events_api_budget_s: float = Field(
+        default=0.45,
+        gt=0,
+        description="the Events API answer waits at most this for the broker (Akeneo gives "
+        "up after 0.5 s and never retries); not stored: 503, logged with the event ids",
+    )
     keep_alive_s: int = Field(default=5, ge=1, description="idle keep-alive connections close")
     own_connection: str = Field(
         default="",

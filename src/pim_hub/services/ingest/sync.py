@@ -18,9 +18,15 @@ from urllib.parse import urlencode
 import orjson
 import psycopg
 
-from pim_hub.runtime import metrics
+from pim_hub.runtime import metrics, tracing
 from pim_hub.runtime.kafka import AsyncProducer
-from pim_hub.schemas.errors import InvalidSnapshot
+from pim_hub.schemas.errors import InvalidSnapshot, SchemaError
+from pim_hub.schemas.limits import (
+    DEFAULT_MESSAGE_MAX_BYTES,
+    LimitExceeded,
+    check_depth,
+)
+from pim_hub.schemas.limits import record_budget as budget_of
 from pim_hub.schemas.serde import Serde
 from pim_hub.schemas.topics import SNAPSHOTS, SNAPSHOTS_INVALID
 from pim_hub.services.ingest.akeneo import API, AkeneoClient, AkeneoHTTPError
@@ -392,7 +398,9 @@ class SyncRunner:
         topic: str = SNAPSHOTS,
         streams: int = 1,
         window: int = 1,
+        record_budget: int = budget_of(DEFAULT_MESSAGE_MAX_BYTES),
     ) -> None:
+        self.record_budget = record_budget
         self.topic = topic
         self.client = client
         self.producer = producer
@@ -525,23 +533,54 @@ class SyncRunner:
         received = datetime.now(UTC)  # one clock read per page: they arrived together
         for item in items:
             try:
+                # Nested beyond what later stages write back: set aside like any invalid one.
+                check_depth("resource", item)
                 key, record = resource_snapshot(entity_type, item, "sync", received_at=received)
-            except InvalidSnapshot as exc:
+                value = self.serde.encode("Snapshot", record, topic=self.topic)
+                if len(value) + len(key) > self.record_budget:
+                    raise LimitExceeded(
+                        "too_large",
+                        f"its snapshot is {len(value)} bytes; records above "
+                        f"{self.record_budget} bytes cannot be written",
+                    )
+            except (InvalidSnapshot, LimitExceeded, SchemaError, orjson.JSONEncodeError) as exc:
                 invalid += 1
+                code = getattr(exc, "code", "invalid_snapshot")
+                metrics.RECORDS_SET_ASIDE.labels("sync", code).inc()
                 # Recorded with its reason, never dropped silently.
-                logger.error("invalid resource from Akeneo", extra={"entity_type": entity_type})
+                logger.error(
+                    "invalid resource from Akeneo",
+                    extra={"entity_type": entity_type, "reason": str(exc), "code": code},
+                )
                 futures.append(
                     self.producer.send_nowait(
                         SNAPSHOTS_INVALID,
-                        orjson.dumps(item),
+                        self._set_aside_value(item),
                         None,
-                        [("error.type", "InvalidSnapshot"), ("error.message", str(exc))],
+                        [
+                            ("error.type", "InvalidSnapshot"),
+                            ("error.reason", code),
+                            ("error.message", str(exc).encode(errors="backslashreplace")[:4000]),
+                        ],
                     )
                 )
                 continue
-            value = self.serde.encode("Snapshot", record, topic=self.topic)
-            futures.append(self.producer.send_nowait(self.topic, value, key))
+            # Each synced entity starts a trace (`runtime.tracing`; nothing when not exporting).
+            with tracing.stage(
+                "ingest.sync", None, {"entity_key": key}, kind=tracing.SpanKind.PRODUCER
+            ) as trace_headers:
+                futures.append(
+                    self.producer.send_nowait(self.topic, value, key, trace_headers or None)
+                )
         return asyncio.gather(*futures), len(items) - invalid, invalid
+
+    def _set_aside_value(self, item: Json) -> bytes | None:
+        """The resource as the invalid record's value, when it can be written at all."""
+        try:
+            value = orjson.dumps(item)
+        except orjson.JSONEncodeError:
+            return None  # nested too deep to write back: the headers say why
+        return value if len(value) <= self.record_budget else None
 
     # ---------------------------------------------------------------- ranges
     def _search(self, since: datetime | None, low: datetime | None, below: datetime | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pim_hub.runtime import health
+from pim_hub.runtime import health, tracing
 from pim_hub.runtime import metrics as hub_metrics
 from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, make_producer
 from pim_hub.runtime.settings import Settings
@@ -154,6 +154,8 @@ class KafkaPublisher:
         if isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL):
             logger.error("producer fatal error; rebuilding it", extra={"error": str(error)})
             self.healthy = False
+            # /readyz on the metrics port (not the public webhook port) reports it too.
+            health.HEALTH.set("producer", False, "rebuilding after a fatal error")
             self._recover()
 
     def _recover(self) -> None:
@@ -172,6 +174,7 @@ class KafkaPublisher:
             return
         self.producer = fresh
         self.healthy = True
+        health.HEALTH.set("producer", True, "rebuilt")
         logger.info("producer rebuilt")
         try:
             # Its records can no longer be delivered: their requests were already answered 503.
@@ -281,6 +284,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     lifespan: Callable[[Starlette], Any] | None = None,
     message_max_bytes: int = DEFAULT_MESSAGE_MAX_BYTES,
+    handled: Callable[[Sequence[str]], Awaitable[set[str]]] | None = None,
 ) -> Starlette:
     """The receiver app. State for tests: `app.state.metrics`, `app.state.seen`.
 
@@ -291,6 +295,8 @@ def create_app(
         lifespan: starts and stops the publisher when served by uvicorn.
         message_max_bytes: the brokers' record limit (HUB_KAFKA__MESSAGE_MAX_BYTES); an event
             whose mutation could not be written is refused at the door.
+        handled: which of some event ids were handled before (the enricher's record in
+            PostgreSQL): a request replayed after a restart is answered as duplicates.
     """
     # A mutation carries each value twice (its change and the state): half the budget.
     max_event = ingest.max_event_bytes or record_budget(message_max_bytes) // 2
@@ -329,6 +335,20 @@ def create_app(
                 ep_secrets, (headers.get(EP_PRIMARY), headers.get(EP_SECONDARY)), body
             )
 
+    def not_stored(kind: str, records: Sequence[RawRecord], error: str) -> None:
+        # The trace of events Akeneo may not send again (the Events API never retries):
+        # their ids and keys in the log, their number in the metrics; no payloads.
+        metrics.events.labels(kind, "not_stored").inc(len(records))
+        logger.error(
+            "webhook events not stored",
+            extra={
+                "endpoint": kind,
+                "error": error,
+                "event_ids": [dict(r.headers).get(H_EVENT_ID) for r in records],
+                "keys": [r.key for r in records],
+            },
+        )
+
     def plan_all(kind: str, parsed: Any) -> list[tuple[Json, Plan]]:
         if kind == EVENTS_API:
             events = check_legacy_body(parsed)
@@ -361,6 +381,12 @@ def create_app(
             records: list[RawRecord] = []
             ids: list[str] = []
             duplicates = ignored = 0
+            # Replays across restarts: ids the enricher already handled (PostgreSQL), asked
+            # only for those this process has not seen.
+            handled_before: set[str] = set()
+            if handled is not None:
+                fresh = [i for i in (event_id_of(kind, e) for e, _ in planned) if i not in seen]
+                handled_before = await handled(fresh) if fresh else set()
             for index, (event, plan) in enumerate(planned):
                 metrics.event_types.labels(kind, event_type_label(event)).inc()
                 value = orjson.dumps(event)
@@ -371,7 +397,7 @@ def create_app(
                         f"event {index} is {len(value)} bytes; at most {max_event} are accepted",
                     )
                 event_id = event_id_of(kind, event)
-                if event_id in seen or event_id in ids:
+                if event_id in seen or event_id in ids or event_id in handled_before:
                     duplicates += 1
                     continue
                 headers: list[tuple[str, str | bytes | None]] = [
@@ -384,15 +410,27 @@ def create_app(
                     headers.append((H_IGNORED, plan.reason))
                     ignored += 1
                 ids.append(event_id)
+                # Each event starts its trace here (or continues the request's traceparent).
+                with tracing.stage(
+                    "ingest.webhook",
+                    {k: request.headers.get(k) for k in tracing.TRACE_HEADERS},
+                    {"event_id": event_id, "entity_key": plan.entity_key, "endpoint": kind},
+                    kind=tracing.SpanKind.SERVER,
+                ) as trace_headers:
+                    headers += trace_headers
                 records.append(RawRecord(plan.entity_key, value, headers))
             if records:
+                # The legacy Events API gives up after 0.5 s and never retries: answer within
+                # its budget, so the failure is at least ours to see and count.
+                budget = ingest.events_api_budget_s if kind == EVENTS_API else None
                 try:
-                    await publisher.publish(records)
+                    await asyncio.wait_for(publisher.publish(records), budget)
                 except Backpressure as exc:
+                    not_stored(kind, records, "backpressure")
                     raise _Reject(429, "backpressure", str(exc)) from exc
-                except PublishFailed as exc:
+                except (PublishFailed, TimeoutError) as exc:
                     # The broker's own error text stays in the log, not in the answer.
-                    logger.warning("webhook not stored", extra={"error": str(exc)})
+                    not_stored(kind, records, str(exc) or "no acknowledgement within the budget")
                     raise _Reject(503, "broker_error", "not stored; try again") from exc
             # Remember ids only once acknowledged: a failed write must not hide the retry.
             for event_id in ids:

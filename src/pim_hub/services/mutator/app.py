@@ -22,7 +22,7 @@ from faust.types import TP
 
 from pim_hub.registry.model import IntegrationTarget
 from pim_hub.registry.store import load_targets_async
-from pim_hub.runtime import health, metrics
+from pim_hub.runtime import health, metrics, tracing
 from pim_hub.runtime.kafka import DeliveryFailed, Headers, faust_broker_options, make_producer
 from pim_hub.runtime.logread import ephemeral_consumer, log_bounds
 from pim_hub.runtime.settings import Settings
@@ -395,7 +395,18 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
             if outcome.new_state is not None:
                 overlay[outcome.entity_key] = outcome.new_state
             if encoded is not None:
-                mutate_out.send(topics.MUTATIONS, encoded, outcome.entity_key.encode())
+                # The mutation continues the snapshot's trace (`runtime.tracing`).
+                with tracing.stage(
+                    "mutator.mutate",
+                    msg.headers,
+                    {"entity_key": outcome.entity_key, "outcome": outcome.kind},
+                ) as trace_headers:
+                    mutate_out.send(
+                        topics.MUTATIONS,
+                        encoded,
+                        outcome.entity_key.encode(),
+                        headers=trace_headers or None,
+                    )
         # The state moves only after the mutations are acknowledged: a crash in between
         # re-emits the same mutation (same id) rather than losing it.
         await mutate_out.acknowledged()
@@ -450,7 +461,17 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
                 metrics.FANOUT_JOBS.labels(job["integration_id"], job["driver"], priority).inc()
                 # The mutation's bytes go into the job as read: no second encoding of it.
                 value = serde.encode_embedding("Job", job, "mutation", msg.value, topic=topic_name)
-                fanout_out.send(topic_name, value, key.encode())
+                # Each job continues the mutation's trace (`runtime.tracing`).
+                with tracing.stage(
+                    "mutator.fanout",
+                    msg.headers,
+                    {
+                        "entity_key": key,
+                        "job_id": job["job_id"],
+                        "integration": job["integration_id"],
+                    },
+                ) as trace_headers:
+                    fanout_out.send(topic_name, value, key.encode(), headers=trace_headers or None)
         await fanout_out.acknowledged()
 
     async def fan_out(stream: Any) -> None:

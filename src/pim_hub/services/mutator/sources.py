@@ -50,6 +50,11 @@ def decide_with_sources(
             diffing.check_type(entity_type)
             return sources.decide_patch(entity_key, stored, patch, version, ownership)
         decision = apply.decide_delta(entity_type, entity_key, stored, delta, version)
+        if ownership.active and decision.kind == "mutation" and decision.new_state is not None:
+            if decision.operation == "update" and not is_tombstone(decision.new_state):
+                # An Akeneo delta may not change what another source owns either.
+                protected = sources.protect(decision.new_state, stored, ownership)
+                return diffing.decide_state(entity_type, entity_key, stored, protected)
         return _keep_source_versions(decision, stored)
     if payload is None or not ownership.active:
         return diffing.decide(entity_type, entity_key, stored, payload, version)

@@ -16,7 +16,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,8 +25,10 @@ from typing import Any, Protocol
 
 import orjson
 import psycopg
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from pim_hub.runtime import metrics
+from pim_hub.runtime.health import HEALTH
 from pim_hub.runtime.kafka import Headers, consumer_config, make_producer
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
@@ -259,6 +260,7 @@ class PatchService:
             producer.produce(topics.SNAPSHOTS, value, outcome.key.encode())
             return
         assert outcome.refused is not None
+        metrics.RECORDS_SET_ASIDE.labels("patches", outcome.refused.code).inc()
         logger.warning(
             "patch refused",
             extra={
@@ -277,6 +279,12 @@ class PatchService:
 
     def run(self) -> None:
         """Serve until stop(): at-least-once, offsets committed after acknowledgements."""
+        metrics.start_from_env(
+            "patches",
+            kafka=self.settings.kafka_config(),
+            database_url=self.settings.database_url,
+            group=self.conf.group,
+        )
         consumer = Consumer(consumer_config(self.settings, self.conf.group))
         producer = make_producer(self.settings)
         failures: list[KafkaError] = []
@@ -285,9 +293,14 @@ class PatchService:
             if err is not None:
                 failures.append(err)
 
-        consumer.subscribe([topics.PATCHES, topics.PATCHES_JSON])
+        def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            HEALTH.set("assigned", True, f"{len(partitions)} partition(s) of the patch topics")
+
+        consumer.subscribe([topics.PATCHES, topics.PATCHES_JSON], on_assign=on_assign)
         try:
             while not self._stop.is_set():
+                # A patch may wait HUB_PATCHES_WAIT_S for its entity: that is not a hang.
+                HEALTH.beat(self.conf.group, 60.0 + self.conf.wait_s)
                 batch = consumer.consume(200, 0.2)
                 messages = [m for m in batch if m.error() is None]
                 if not messages:
@@ -300,12 +313,15 @@ class PatchService:
                 if failures or len(producer) > 0:
                     # Not acknowledged: leave without committing, the batch is read again.
                     raise RuntimeError(f"outputs not acknowledged: {failures[:1]}")
-                consumer.commit(asynchronous=False)
+                ends: dict[tuple[str, int], int] = {}
+                for msg in messages:
+                    tp = (msg.topic() or "", msg.partition() or 0)
+                    ends[tp] = max(ends.get(tp, 0), (msg.offset() or 0) + 1)
+                consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
+                    asynchronous=False,
+                )
                 logger.info("patches handled", extra={"count": len(messages)})
         finally:
             consumer.close()
-
-
-def new_event_id() -> str:
-    """A fresh patch id (for tools that build patches)."""
-    return str(uuid.uuid4())
+            HEALTH.forget(self.conf.group)

@@ -45,7 +45,7 @@ class BreakerPolicy:
 
     threshold: int = 5
     probe_min_s: float = 1.0
-    probe_max_s: float = 30.0
+    probe_max_s: float = 5.0
 
 
 class CircuitBreaker:

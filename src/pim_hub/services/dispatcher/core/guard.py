@@ -12,7 +12,7 @@ The rules are written down, as a table, in docs/delivery-semantics.md; in short:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple, Protocol
@@ -125,6 +125,7 @@ def decide(
     version: str | None,
     stored: Mapping[str, Delivered],
     mode: str = "live",
+    foreign: Callable[[str], bool] | None = None,
 ) -> GuardDecision:
     """Compare a job's changes with the versions already delivered for its entity.
 
@@ -137,6 +138,9 @@ def decide(
         stored: field key -> last delivered version, for this integration and entity.
         mode: the job mode; replay-force bypasses the guard, replay-guarded sends only what
             the target lacks.
+        foreign: field key -> True when another source than Akeneo owns the field
+            (HUB_SOURCES): its versions are that source's clock, compared only with each
+            other, never with the entity's creation or deletion (Akeneo's clock).
 
     Returns:
         The decision; `keep` preserves the order of `changes`.
@@ -171,8 +175,9 @@ def decide(
     if operation == "delete":
         if gone is not None and gone.version == instant:
             return GuardDecision("already", everything, record, reason="already deleted")
-        newest = max(stored.values(), key=lambda d: d.version)
-        if newest.version > instant:
+        ours = [d for k, d in stored.items() if foreign is None or not foreign(k)]
+        newest = max(ours, key=lambda d: d.version, default=None)
+        if newest is not None and newest.version > instant:
             return GuardDecision(
                 "stale", (), {}, reason=f"delete older than delivered version {_iso(newest)}"
             )
@@ -186,7 +191,8 @@ def decide(
             {},
             reason=f"{operation} not newer than the entity deleted at {_iso(gone)}",
         )
-    if entity is not None and entity.version > instant:
+    other_clock = foreign is not None and bool(keys) and all(foreign(k) for k in keys)
+    if entity is not None and entity.version > instant and not other_clock:
         return GuardDecision(
             "stale",
             (),

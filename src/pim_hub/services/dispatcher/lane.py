@@ -1,0 +1,276 @@
+"""A lane: the jobs of one integration, one queue per entity, sent in batches under the
+integration's limits and its circuit breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from typing import Any, Protocol
+
+from pim_hub.drivers.base import DeliveryResult
+from pim_hub.registry.limits import (
+    RateLimit,
+    TokenBucket,
+)
+from pim_hub.runtime import metrics
+from pim_hub.services.dispatcher.core.breaker import STATE_VALUES, CircuitBreaker, is_outage
+from pim_hub.services.dispatcher.settings import DispatcherOptions
+from pim_hub.services.dispatcher.work import TP, _Bound, _Work, logger
+
+
+class LaneHost(Protocol):
+    """What a lane needs of its dispatcher."""
+
+    options: DispatcherOptions
+    driver_key: str
+    priority: str
+    guard_slots: int
+    locks_held: int
+    batch_done: asyncio.Event
+    _bound: dict[str, _Bound]
+    _busy: dict[TP, int]
+    _tasks: set[asyncio.Task[Any]]
+
+    async def wait_batch_done(self) -> None: ...
+
+    def _fail(self, reason: str) -> None: ...
+
+    async def _deliver_batch(
+        self, integration_id: str, batch: list[_Work], lane: _Lane
+    ) -> dict[int, str]: ...
+
+    def release_retries(self, integration_id: str) -> None: ...
+
+
+class _Lane:
+    """The jobs of one integration: per-entity queues, batching, limits."""
+
+    def __init__(self, dispatcher: LaneHost, integration_id: str) -> None:
+        self.d = dispatcher
+        self.integration_id = integration_id
+        self.chains: dict[str, deque[_Work]] = {}
+        self.ready: deque[_Work] = deque()
+        self.running = 0
+        self.bucket = TokenBucket(None, 1)
+        self.wake = asyncio.Event()
+        self.throttle_lock = asyncio.Lock()
+        self.sem_size = 0
+        self.sem = asyncio.Semaphore(1)
+        self.call_s: float | None = None  # mean time of one driver call (job by job)
+        self.lingered_at = float("-inf")  # when the pump last waited for a batch to fill
+        self.breaker = CircuitBreaker(dispatcher.options.breaker)
+        self.kick = asyncio.Event()  # the breaker changed: a waiting pump looks again
+        self.circuit_gauge = metrics.DISPATCH_CIRCUIT.labels(
+            dispatcher.driver_key, integration_id, dispatcher.priority
+        )
+        self.circuit_gauge.set(STATE_VALUES["closed"])
+        self.task = asyncio.create_task(self._pump(), name=f"lane-{integration_id}")
+
+    def submit(self, w: _Work) -> None:
+        chain = self.chains.get(w.chain)
+        if chain is None:
+            chain = self.chains[w.chain] = deque()
+        chain.append(w)
+        if len(chain) == 1:
+            w.state = "ready"
+            self.ready.append(w)
+            self.wake.set()
+
+    def advance(self, w: _Work) -> None:
+        """w is delivered (or settled): its entity's next job becomes ready."""
+        chain = self.chains.get(w.chain)
+        if chain and chain[0] is w:
+            chain.popleft()
+            if chain:
+                chain[0].state = "ready"
+                self.ready.append(chain[0])
+                self.wake.set()
+            else:
+                del self.chains[w.chain]
+
+    def hand_back(self, tps: set[TP] | None) -> None:
+        """Forget jobs not yet started (of some partitions, or all): they will be read again."""
+        for ekey in list(self.chains):
+            kept = deque(
+                w
+                for w in self.chains[ekey]
+                if w.state == "running" or (tps is not None and w.tp not in tps)
+            )
+            if kept:
+                self.chains[ekey] = kept
+            else:
+                del self.chains[ekey]
+        self.ready = deque(c[0] for c in self.chains.values() if c[0].state != "running")
+        for w in self.ready:
+            w.state = "ready"
+
+    def limit(self) -> RateLimit:
+        bound = self.d._bound.get(self.integration_id)
+        return bound.limit if bound else RateLimit(None, self.d.options.max_in_flight, 1)
+
+    async def _pump(self) -> None:
+        opts = self.d.options
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.ready:
+                limit = self.limit()
+                if self.bucket.rate != limit.requests_per_s or self.bucket.burst != limit.burst:
+                    self.bucket = TokenBucket(limit.requests_per_s, limit.burst)
+                if self.sem_size != limit.concurrent:
+                    self.sem, self.sem_size = asyncio.Semaphore(limit.concurrent), limit.concurrent
+                bound = self.d._bound.get(self.integration_id)
+                batching = bound is not None and bound.batching
+                # Batching drivers: one request per batch, so batches are the requests.
+                # Others: one batch more than the `concurrent` request slots, so a batch
+                # recording and reporting overlaps the next one's requests; their requests
+                # share the lane's semaphore. Every batch holds a guard connection: never
+                # more batches than the dispatcher has guard connections.
+                slots = min(limit.concurrent + (0 if batching else 1), self.d.guard_slots)
+                if self.running >= slots:
+                    await self.d.wait_batch_done()
+                    continue
+                if (
+                    len(self.ready) < opts.batch_size
+                    and opts.linger_ms > 0
+                    and self.running
+                    and time.monotonic() - self.lingered_at >= opts.linger_ms / 1000
+                ):
+                    # Linger only while busy: an idle lane sends at once for low latency.
+                    # And once per linger period: what is ready after it goes out at once,
+                    # spread over the free slots, not one batch per period (a short
+                    # backlog would otherwise trickle out a few jobs every linger_ms).
+                    await asyncio.sleep(opts.linger_ms / 1000)
+                    self.lingered_at = time.monotonic()
+                    continue  # the slots, the lock budget and what is ready have moved on
+                if batching:
+                    # A bulk request costs about the same for 1 job or 50: fill it.
+                    size = opts.batch_size
+                else:
+                    # Spread the ready jobs over the free slots, so a small backlog still
+                    # uses every slot. Quick calls share bigger batches: a guard transaction
+                    # costs two round trips and a commit whatever its size, and the more
+                    # batches, the more the loop switches between them.
+                    free = max(1, slots - self.running)
+                    most = opts.batch_size
+                    if self.call_s is not None:
+                        quick = int(limit.concurrent * opts.guard_batch_s / max(self.call_s, 1e-6))
+                        most = max(most, min(opts.guard_batch_size, quick))
+                    size = min(most, max(1, -(-len(self.ready) // free)))
+                # Every job of a batch holds an advisory lock until its transaction ends:
+                # the batches of all lanes share the dispatcher's lock budget. Big batches
+                # of quick calls are then only a few at once; a batch waits for room for
+                # at least `batch_size` jobs rather than going out with a handful.
+                room = opts.guard_locks - self.d.locks_held
+                if room < min(size, len(self.ready), opts.batch_size):
+                    await self.d.wait_batch_done()
+                    continue
+                size = min(size, room)
+                wait = self.breaker.probe_wait(time.monotonic())
+                if wait is not None:
+                    if wait > 0:
+                        # The target is down: the jobs wait here, no attempt spent, until
+                        # the next probe is due or a probe's answer changes the state.
+                        await self._nap(wait)
+                        continue
+                    size = 1  # the probe: one job, alone
+                    self.circuit_gauge.set(STATE_VALUES["half_open"])
+                batch = [self.ready.popleft() for _ in range(min(size, len(self.ready)))]
+                for w in batch:
+                    w.state = "running"
+                    self.d._busy[w.tp] += 1
+                self.running += 1
+                self.d.locks_held += len(batch)
+                metrics.DISPATCH_IN_FLIGHT.labels(self.d.driver_key, self.d.priority).inc(
+                    len(batch)
+                )
+                task = asyncio.create_task(self._run(batch))
+                self.d._tasks.add(task)
+                task.add_done_callback(self.d._tasks.discard)
+
+    async def throttle(self, n: int) -> None:
+        """Wait for n requests' worth of tokens (FIFO among this lane's batches)."""
+        if self.bucket.rate is None:
+            return  # no rate limit: nothing to wait for, no lock to take
+        async with self.throttle_lock:
+            wait = self.bucket.take(time.monotonic(), n)
+            while wait > 0:
+                metrics.DISPATCH_RATE_LIMIT_WAIT.labels(
+                    self.d.driver_key, self.integration_id
+                ).observe(wait)
+                await asyncio.sleep(wait)
+                wait = self.bucket.take(time.monotonic(), n)
+
+    async def _run(self, batch: list[_Work]) -> None:
+        held: dict[int, str] = {}
+        try:
+            held = await self.d._deliver_batch(self.integration_id, batch, self)
+        except Exception:
+            logger.exception("batch failed", extra={"integration": self.integration_id})
+            self.d._fail("a batch failed unexpectedly")
+        finally:
+            self.running -= 1
+            self.d.locks_held -= len(batch)
+            metrics.DISPATCH_IN_FLIGHT.labels(self.d.driver_key, self.d.priority).dec(len(batch))
+            self.d.batch_done.set()
+            for i, w in enumerate(batch):
+                if i in held:
+                    # Waits for an older job of its entity in another lane: not an attempt,
+                    # nothing reported; it stays at the head of its entity's queue.
+                    w.state = "held"
+                    self.d._busy[w.tp] -= 1
+                    asyncio.get_running_loop().call_later(
+                        self.d.options.order_recheck_s, self.requeue, w
+                    )
+                else:
+                    w.state = "finished"
+                    self.advance(w)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, or less if the breaker changes state meanwhile."""
+        self.kick.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.kick.wait(), seconds)
+
+    def account(self, results: list[DeliveryResult]) -> None:
+        """The answers of the target to one batch's calls, in order, for the breaker."""
+        br, before = self.breaker, self.breaker.state
+        now = time.monotonic()
+        for r in results:
+            if is_outage(r.outcome, r.retryable, r.target_status, r.error_kind):
+                br.failed(now, r.retry_after)
+            else:
+                br.succeeded()
+        if br.state != before:
+            self.circuit_gauge.set(STATE_VALUES[br.state])
+        if br.state == before or {br.state, before} == {"open", "half_open"}:
+            return  # a failed probe: still open, a longer wait
+        self.kick.set()
+        if br.state == "open":
+            last = results[-1]
+            logger.warning(
+                "circuit opened: the target fails for everything; jobs wait, one probe at a time",
+                extra={
+                    "integration": self.integration_id,
+                    "priority": self.d.priority,
+                    "failures": br.failures,
+                    "error": last.reason,
+                },
+            )
+        else:
+            logger.warning(
+                "circuit closed: the target answers again; jobs resume",
+                extra={"integration": self.integration_id, "priority": self.d.priority},
+            )
+            self.wake.set()
+            self.d.release_retries(self.integration_id)
+
+    def requeue(self, w: _Work) -> None:
+        """A held job is ready again (unless handed back meanwhile)."""
+        chain = self.chains.get(w.chain)
+        if w.state == "held" and chain and chain[0] is w:
+            w.state = "ready"
+            self.ready.append(w)
+            self.wake.set()
