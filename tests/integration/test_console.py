@@ -572,3 +572,37 @@ def test_bad_input_gets_a_clear_answer_never_a_server_error(
     assert client.get("/entities", params={"q": "<>" * 500}).status_code == 404
     long_query = client.get("/dead", params={"integration": "x" * 5000, "reason": "%"})
     assert long_query.status_code == 200 and 'id="no-dead"' in long_query.text
+
+
+def test_per_integration_counts_fall_into_five_minute_buckets(
+    database_url: str, unique: str
+) -> None:
+    import psycopg
+
+    from pim_hub.console.data import integration_counts
+
+    iid = f"con-buckets-{unique}"
+    rows = [  # (minutes ago, status)
+        (1, "delivered"),
+        (2, "delivered"),
+        (3, "dead"),
+        (12, "retrying"),
+        (58, "delivered"),
+        (90, "delivered"),  # older than an hour: only in the totals
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for i, (ago, status) in enumerate(rows):
+            conn.execute(
+                "INSERT INTO deliveries (job_id, mutation_id, integration_id, driver, entity_key,"
+                " priority, status, attempt, occurred_at) VALUES (%s, %s, %s, 'webhook', %s,"
+                " 'normal', %s, 1, now() - %s * interval '1 minute')",
+                (f"{iid}-{i}", f"m-{iid}-{i}", iid, f"product:{iid}", status, ago),
+            )
+    counts = next(c for c in integration_counts(database_url) if c.integration_id == iid)
+    assert counts.total == {"delivered": 4, "dead": 1, "retrying": 1}
+    assert counts.last_hour == {"delivered": 3, "dead": 1, "retrying": 1}
+    assert len(counts.buckets) == 12
+    assert counts.buckets[-1] == (2, 0, 1)  # the last five minutes, newest bucket last
+    assert counts.buckets[-3] == (0, 1, 0)  # 10 to 15 minutes ago
+    assert counts.buckets[0] == (1, 0, 0)  # 55 to 60 minutes ago
+    assert sum(sum(b) for b in counts.buckets) == 5 and counts.peak == 3

@@ -139,7 +139,10 @@ class Run:
 
 
 class Runs:
-    """Background replay and resync runs of this console process."""
+    """Background replay and resync runs of this console process (the newest KEEP of them:
+    their outcome stays in the audit log)."""
+
+    KEEP = 100
 
     def __init__(self) -> None:
         self._runs: dict[str, Run] = {}
@@ -163,25 +166,31 @@ class Runs:
         run = Run(uuid.uuid4().hex, kind, who, target)
         with self._lock:
             self._runs[run.run_id] = run
+            finished = [r for r in self._runs.values() if r.state != "running"]
+            for old in finished[: max(0, len(self._runs) - self.KEEP)]:
+                del self._runs[old.run_id]
         url = settings.require_database()
+
+        def record(outcome: str, jobs: int, extra: dict[str, Any]) -> None:
+            try:
+                audit(url, who, kind, target, outcome, jobs, {**detail, **extra})
+            except Exception as exc:  # the run's outcome stays on its page and in the log
+                logger.error("console audit failed", extra={"run": run.run_id, "error": str(exc)})
+                run.error = f"{run.error or ''} (not audited: {exc})".strip()
 
         def body() -> None:
             try:
                 run.report = work(run)
                 run.state = "done"
-                audit(
-                    url,
-                    who,
-                    kind,
-                    target,
-                    "ok",
-                    run.report.total_jobs,
-                    {**detail, "run_id": run.report.run_id, "invalid": len(run.report.invalid)},
-                )
             except Exception as exc:  # shown on the page and audited; the console goes on
                 logger.warning("console run failed", extra={"run": run.run_id, "error": str(exc)})
                 run.state, run.error = "failed", str(exc)
-                audit(url, who, kind, target, "failed", 0, {**detail, "error": str(exc)})
+                record("failed", 0, {"error": str(exc)})
+                return
+            report = run.report
+            record(
+                "ok", report.total_jobs, {"run_id": report.run_id, "invalid": len(report.invalid)}
+            )
 
         threading.Thread(target=body, name=f"console-{kind}-{run.run_id[:8]}", daemon=True).start()
         return run

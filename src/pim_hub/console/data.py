@@ -85,6 +85,10 @@ class GroupRow:
         return self.lag > 0 and not self.active
 
 
+#: The last hour in buckets of this many minutes, per integration.
+BUCKET_MINUTES = 5
+
+
 @dataclass
 class IntegrationCounts:
     """Latest status counts of one integration's jobs, overall and over the last hour."""
@@ -92,6 +96,15 @@ class IntegrationCounts:
     integration_id: str
     total: dict[str, int] = field(default_factory=dict)
     last_hour: dict[str, int] = field(default_factory=dict)
+    #: (delivered, retrying, dead) per 5-minute bucket of the last hour, oldest first
+    buckets: list[tuple[int, int, int]] = field(
+        default_factory=lambda: [(0, 0, 0)] * (60 // BUCKET_MINUTES)
+    )
+
+    @property
+    def peak(self) -> int:
+        """The busiest bucket's total (at least 1: the bars' scale)."""
+        return max([1, *(sum(b) for b in self.buckets)])
 
 
 @dataclass
@@ -152,11 +165,25 @@ def integration_counts(url: str) -> list[IntegrationCounts]:
             "SELECT integration_id, status, count(*) FROM deliveries"
             " WHERE occurred_at > now() - interval '1 hour' GROUP BY 1, 2"
         ).fetchall()
+        buckets = conn.execute(
+            "SELECT integration_id,"
+            " floor(extract(epoch FROM now() - occurred_at) / %s)::int AS ago,"
+            " count(*) FILTER (WHERE status = 'delivered'),"
+            " count(*) FILTER (WHERE status IN ('retrying', 'failed')),"
+            " count(*) FILTER (WHERE status = 'dead')"
+            " FROM deliveries WHERE occurred_at > now() - interval '1 hour' GROUP BY 1, 2",
+            (BUCKET_MINUTES * 60,),
+        ).fetchall()
     out: dict[str, IntegrationCounts] = {}
     for iid, status, n in total:
         out.setdefault(iid, IntegrationCounts(iid)).total[status] = int(n)
     for iid, status, n in recent:
         out.setdefault(iid, IntegrationCounts(iid)).last_hour[status] = int(n)
+    slots = 60 // BUCKET_MINUTES
+    for iid, ago, delivered, retrying, dead in buckets:
+        counts = out.setdefault(iid, IntegrationCounts(iid))
+        index = slots - 1 - min(max(int(ago), 0), slots - 1)  # oldest first
+        counts.buckets[index] = (int(delivered), int(retrying), int(dead))
     return [out[k] for k in sorted(out)]
 
 

@@ -58,3 +58,29 @@ def test_the_first_load_fails_loudly() -> None:
 
     with pytest.raises(RuntimeError, match="no database"):
         Refreshing(load, max_age_s=1).get()
+
+
+def test_only_the_newest_finished_runs_are_kept() -> None:
+    from pim_hub.console.actions import Run, Runs
+    from pim_hub.console.auth import Identity
+    from pim_hub.ops.replay import RunReport
+    from pim_hub.runtime.settings import Settings
+
+    runs = Runs()
+    runs.KEEP = 3
+    who = Identity("ana", "operator")
+    settings = Settings(database_url="postgresql://unused")
+
+    def work(run: Run) -> RunReport:
+        raise RuntimeError("no broker here")  # the run fails at once; its audit fails too
+
+    started = [runs.start(settings, "replay", who, "t", work, {}) for _ in range(6)]
+    wait_for(
+        lambda: all("not audited" in (r.error or "") for r in started),
+        timeout=30,
+        what="the runs, failed and their audit failure said",
+    )
+    assert all(r.state == "failed" and "no broker here" in (r.error or "") for r in started)
+    runs.start(settings, "replay", who, "t", work, {})
+    kept = [r for r in started if runs.get(r.run_id) is not None]
+    assert len(kept) <= 3 and runs.get(started[-1].run_id) is not None
