@@ -156,6 +156,8 @@ class Dispatcher(
         # again by whoever owns the partition next; jobs being delivered get the time left.
         with contextlib.suppress(Exception):
             consumer.pause(consumer.assignment())
+        if self._registrar is not None:
+            self._registrar.cancel()  # jobs not handed to a lane yet are read again
         for lane in self._lanes.values():
             lane.hand_back(None)
         await self._wait_running(None, deadline)

@@ -81,6 +81,10 @@ class DispatcherBase:
         #: When each integration's circuit last closed (wall clock): its earlier retries are due.
         self._closed_at: dict[str, float] = {}
         self._backpressured: set[TP] = set()
+        #: Routed jobs waiting to be written to the pending list (cross-lane order), in poll
+        #: order, and the task that writes them and then hands them to their lanes.
+        self._registering: asyncio.Queue[list[_Work]] = asyncio.Queue()
+        self._registrar: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._busy: dict[TP, int] = defaultdict(int)  # started, outputs not yet acknowledged
         self._stop = asyncio.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -99,14 +100,36 @@ class RoutingMixin(DispatcherBase):
             routed.append(work)
         if total > self.stats.peak_buffered_bytes:
             self.stats.peak_buffered_bytes = total
-        if routed and self.options.order_hold_s > 0:
-            await self._register(routed)
+        if not routed:
+            return
+        if self.options.order_hold_s > 0:
+            # Written to the pending list before any can finish, but not on the poll loop's
+            # time: one task writes what the polls route, in order, then hands it to lanes.
+            self._registering.put_nowait(routed)
+            if self._registrar is None or self._registrar.done():
+                self._registrar = asyncio.create_task(self._registrar_loop(), name="registrar")
+        else:
+            self._submit(routed)
+
+    def _submit(self, routed: list[_Work]) -> None:
+        """Routed jobs to their integration's lane (of partitions still held)."""
         for work in routed:
+            if work.tp not in self._parts:
+                continue  # revoked or lost meanwhile: the new owner reads it again
             lane = self._lanes.get(work.job.integration_id)
             if lane is None:
                 iid = work.job.integration_id
                 lane = self._lanes[iid] = _Lane(self, iid)
             lane.submit(work)
+
+    async def _registrar_loop(self) -> None:
+        """Register what the polls routed (several polls at once when behind), then submit it."""
+        while True:
+            routed = await self._registering.get()
+            while not self._registering.empty():
+                routed = routed + self._registering.get_nowait()
+            await self._register(routed)
+            self._submit(routed)
 
     def release_retries(self, integration_id: str) -> None:
         """An integration's target is back: its retries scheduled before now are due now.
