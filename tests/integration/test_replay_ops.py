@@ -160,7 +160,12 @@ def test_replay_of_a_time_window_reaches_only_the_chosen_integration(
     feed.publish(4, "after", version(10))
     wait_bodies(http_sink, b, 4, pipeline)
 
-    window = ["--since", since.isoformat(), "--until", until.isoformat(), "--key", feed.pattern]
+    # Forced: a guarded replay would send nothing, the target already has these versions
+    # (docs/delivery-semantics.md); this test is about which mutations and integrations.
+    window = [
+        *("--since", since.isoformat(), "--until", until.isoformat()),
+        *("--key", feed.pattern, "--mode", "force"),
+    ]
     dry = CliRunner().invoke(
         app, ["replay", "-i", a, *window, "--dry-run", "--no-progress"], env=hub_env
     )
@@ -181,7 +186,7 @@ def test_replay_of_a_time_window_reaches_only_the_chosen_integration(
         supervisor=pipeline,
     )
     assert sorted(x["entity_key"] for x in replayed) == [feed.key(2), feed.key(3)]
-    assert {x["mode"] for x in replayed} == {"replay-guarded"}
+    assert {x["mode"] for x in replayed} == {"replay-force"}
     live_ids = {x["job_id"] for x in bodies(http_sink, a) if x["mode"] == "live"}
     assert not live_ids & {x["job_id"] for x in replayed}, "replay job ids are new"
     time.sleep(1.0)

@@ -103,6 +103,10 @@ class LagReader:
     settings: Settings
     group_pattern: str = DEFAULT_GROUP_PATTERN
     probe_timeout_s: float = 2.0
+    #: Longest one reading spends looking up the time of groups' first unread records (a
+    #: look-up that finds no record waits `probe_timeout_s`): with hundreds of groups, a
+    #: reading must still end, and the lag in records not wait for the lag in seconds.
+    stamp_budget_s: float = 5.0
     known: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -155,6 +159,10 @@ class LagReader:
         ends = self._listed_ends(positions)
         probes = self._probe(positions, ends)
         lags = []
+        # Groups at the same offset share one look-up; past the budget the age is unknown
+        # (the lag in records is still exported).
+        stamps: dict[tuple[str, int, int], int | None] = {}
+        stamp_deadline = time.monotonic() + self.stamp_budget_s
         for group, offsets in by_group.items():
             for (topic, part), off in sorted(offsets.items()):
                 probe = probes.get((topic, part), _Probe())
@@ -163,7 +171,15 @@ class LagReader:
                 end = max(ends.get((topic, part), 0), probe.eof or 0, probe.last_offset + 1)
                 first = probe.first_ts_ms if positions[(topic, part)] == off else None
                 if first is None and end > off:
-                    first = self._timestamp_at(topic, part, off)
+                    key = (topic, part, off)
+                    if key not in stamps:
+                        left = stamp_deadline - time.monotonic()
+                        stamps[key] = (
+                            self._timestamp_at(topic, part, off, min(self.probe_timeout_s, left))
+                            if left > 0
+                            else None
+                        )
+                    first = stamps[key]
                 lags.append(PartitionLag(group, topic, part, off, end, first))
         return lags
 
@@ -212,10 +228,12 @@ class LagReader:
             self.consumer.unassign()
         return probes
 
-    def _timestamp_at(self, topic: str, partition: int, offset: int) -> int | None:
+    def _timestamp_at(
+        self, topic: str, partition: int, offset: int, timeout_s: float
+    ) -> int | None:
         self.consumer.assign([TopicPartition(topic, partition, offset)])
         try:
-            for msg in self.consumer.consume(1, self.probe_timeout_s):
+            for msg in self.consumer.consume(1, timeout_s):
                 if msg.error() is None:
                     return int(msg.timestamp()[1])
             return None

@@ -116,9 +116,21 @@ class KafkaPublisher:
         self.healthy = True
         self._recovering: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        """Start the producer's delivery thread."""
+    async def start(self, warm_up_s: float = 10.0) -> None:
+        """Start the producer's delivery thread and connect it to the topic's leaders.
+
+        The first write otherwise pays for the connections and the topic's metadata, and
+        the legacy Events API's answer has only half a second. A broker that does not answer
+        yet is not fatal here: requests get 503 until it does.
+        """
         await self.producer.start()
+        try:
+            await asyncio.to_thread(self.producer.producer.list_topics, self.topic, warm_up_s)
+        except KafkaException as exc:
+            logger.warning(
+                "broker not reachable at start; webhooks get 503 until it is",
+                extra={"topic": self.topic, "error": str(exc)},
+            )
 
     async def close(self) -> None:
         """Deliver what is queued and stop."""
