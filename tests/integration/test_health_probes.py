@@ -72,6 +72,9 @@ class FrozenProjector(Projector):
 def test_a_projector_whose_loop_freezes_fails_liveness_not_metrics(
     hub_settings: Settings, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The health registry is the process's: services run in threads by earlier tests left
+    # their loops' last beats in it, which would fail liveness from the start.
+    HEALTH.reset()
     port = free_port()
     monkeypatch.setenv("HUB_METRICS_PORT", str(port))
     monkeypatch.setenv("HUB_METRICS_HOST", "127.0.0.1")
