@@ -27,7 +27,10 @@ TEST_SOURCES = '{"erp": ["values.erp_stock", "values.erp_price"]}'
 
 #: A webhook driver under its own key: tests whose dispatchers must not share the pipeline's
 #: groups use it; the test process and every hub process it starts know it.
-TEST_DRIVERS = "webhook_test=tests.integration.test_dispatcher_helpers:WebhookTestDriver"
+TEST_DRIVERS = (
+    "webhook_test=tests.integration.test_dispatcher_helpers:WebhookTestDriver,"
+    "webhook_obs=tests.integration.test_dispatcher_helpers:WebhookObservedDriver"
+)
 os.environ["HUB_EXTRA_DRIVERS"] = TEST_DRIVERS
 
 

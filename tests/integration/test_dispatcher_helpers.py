@@ -50,6 +50,13 @@ class WebhookTestDriver(WebhookDriver):
         return await super().handle(job, context)
 
 
+class WebhookObservedDriver(WebhookTestDriver):
+    """The test driver under a key the observability test alone uses: its dispatcher groups
+    (hub.dispatch.webhook_obs.*) hold no member or offset of any other test."""
+
+    key: ClassVar[str] = "webhook_obs"
+
+
 class RecordingConfig(BaseModel):
     """Nothing to configure."""
 

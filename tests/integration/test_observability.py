@@ -126,7 +126,7 @@ def alert_exprs() -> list[tuple[str, str]]:
 
 #: The consumer groups of the session pipeline and of this test's dispatchers.
 TEST_GROUPS = (
-    r"^(hub\.dispatch\.webhook_test\..+|hub-mutator(-fanout)?"
+    r"^(hub\.dispatch\.webhook_obs\..+|hub-mutator(-fanout)?"
     r"|hub\.projector\.(deliveries|entities)|hub\.ingest\..+)$"
 )
 
@@ -149,10 +149,10 @@ def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
     }
     bad_config = {"url": f"http://127.0.0.1:{free_port()}/closed", "timeout_s": 1}
     upsert_integration(
-        database_url, catalogue, Integration(bad, bad, "webhook_test", True, bad_config, None, {})
+        database_url, catalogue, Integration(bad, bad, "webhook_obs", True, bad_config, None, {})
     )
     upsert_integration(
-        database_url, catalogue, Integration(ok, ok, "webhook_test", True, ok_config, None, {})
+        database_url, catalogue, Integration(ok, ok, "webhook_obs", True, ok_config, None, {})
     )
 
     # The mutator and projector are the session pipeline's (one group member each, serving
@@ -181,7 +181,7 @@ def test_dashboards_and_alerts_evaluate_against_a_real_prometheus(
         supervisor.env["HUB_METRICS_PORT"] = str(port)
         if name.startswith("dispatcher-"):
             priority = name.rsplit("-", 1)[1]
-            supervisor.start(name, "dispatcher", "--driver", "webhook_test", "--priority", priority)
+            supervisor.start(name, "dispatcher", "--driver", "webhook_obs", "--priority", priority)
         elif name == "exporter":
             # This test's groups only: after the rest of the suite the broker holds hundreds
             # of other tests' groups, and the panels need only these.
