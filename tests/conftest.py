@@ -14,7 +14,7 @@ from pim_hub.devstack import embedded as runtime
 from pim_hub.devstack.sink import HttpSink
 from pim_hub.devstack.stack import settings_from_env
 from pim_hub.devstack.supervisor import Supervisor
-from pim_hub.runtime import db
+from pim_hub.runtime import db, outbound
 from pim_hub.runtime.kafka import apply_topics
 from pim_hub.runtime.settings import Settings
 from tests import webhook_schema
@@ -32,6 +32,12 @@ TEST_DRIVERS = (
     "webhook_obs=tests.integration.test_dispatcher_helpers:WebhookObservedDriver"
 )
 os.environ["HUB_EXTRA_DRIVERS"] = TEST_DRIVERS
+
+#: Test receivers, sinks and sandboxes listen on this machine, which the outgoing URL policy
+#: refuses by default: the session opens loopback and private ranges, for the drivers it runs
+#: in process and for every hub process it starts (they inherit the environment).
+os.environ["HUB_OUTBOUND_ALLOW"] = outbound.LOCAL_ALLOW
+outbound.configure(outbound.LOCAL_ALLOW)
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +68,7 @@ def hub_env(
         "HUB_RETRY_DELAYS_S": TEST_RETRY_DELAYS,
         "HUB_INTEGRATIONS_REFRESH_S": "1",
         "HUB_EXTRA_DRIVERS": TEST_DRIVERS,
+        "HUB_OUTBOUND_ALLOW": outbound.LOCAL_ALLOW,
         "HUB_LOG_LEVEL": "INFO",
         "HUB_MUTATOR_DATA_DIR": str(tmp_path_factory.mktemp("mutator-data")),
         # Field ownership: the test ERP owns attributes no other test uses, so every other

@@ -85,13 +85,20 @@ def test_the_readme_webhook_setup_delivers_to_the_example_receiver(
     assert sum(line.startswith("hub dispatcher --driver webhook") for line in lines) == 3
     port = str(free_port())
     env = {**os.environ, **hub_env, "HUB_LOG_FORMAT": "text", "HUB_LOG_LEVEL": "WARNING"}
+    # The policy's default, as in a fresh shell: the README's own export must open loopback.
+    env["HUB_OUTBOUND_ALLOW"] = supervisor.env["HUB_OUTBOUND_ALLOW"] = ""
+    assert any(line.startswith("export HUB_OUTBOUND_ALLOW=") for line in lines)
     receiver: subprocess.Popen[str] | None = None
     outputs: dict[str, str] = {}
     try:
         for line in lines:
             background = line.endswith("&")
             words = shlex.split(line.rstrip("&").replace("8099", port))
-            if words[0] == "python":
+            if words[0] == "export":
+                for assignment in words[1:]:
+                    name, value = assignment.split("=", 1)
+                    env[name] = supervisor.env[name] = value
+            elif words[0] == "python":
                 assert background
                 receiver = subprocess.Popen(
                     _argv(words), cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True

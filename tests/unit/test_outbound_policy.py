@@ -210,3 +210,63 @@ def test_the_magento_driver_dead_letters_a_refused_base_url() -> None:
 
     error = asyncio.run(main())
     assert error.kind == "refused_address" and not error.retryable
+
+
+def test_the_default_refuses_loopback_private_and_link_local(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without HUB_OUTBOUND_ALLOW only public addresses are reached (the session opens more)."""
+    from pim_hub.runtime.settings import Settings
+
+    monkeypatch.delenv("HUB_OUTBOUND_ALLOW", raising=False)
+    allow = Settings().outbound_allow
+    assert allow == outbound.DEFAULT_ALLOW
+    for default in (OutboundPolicy.parse(allow), OutboundPolicy()):
+        for url in (
+            "http://127.0.0.1:5432/",
+            "http://[::1]/",
+            "http://10.0.0.7/",
+            "http://172.16.3.4/",
+            "http://192.168.1.1/",
+            "http://[fd00::1]/",
+            "http://169.254.169.254/",
+            "http://metadata.google.internal/",
+        ):
+            with pytest.raises(RefusedAddress, match="outgoing URL policy"):
+                default.check_url(url)
+        default.check_url("https://93.184.215.14/hook")
+
+
+def test_a_fresh_process_without_the_setting_refuses_loopback() -> None:
+    """The module's own policy, before any entry point configures it, is the default."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "HUB_OUTBOUND_ALLOW"}
+    code = (
+        "from pim_hub.runtime import outbound\n"
+        "try:\n"
+        "    outbound.policy().check_url('http://127.0.0.1:8099/')\n"
+        "except outbound.RefusedAddress as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused:") and "HUB_OUTBOUND_ALLOW" in done.stdout
+
+
+def test_a_refused_delivery_names_the_policy_and_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbound, "_policy", OutboundPolicy.parse(outbound.DEFAULT_ALLOW))
+    result = _run("http://127.0.0.1:8099/hook")
+    assert result.outcome == "failed" and not result.retryable
+    assert result.error_kind == "refused_address"
+    assert "loopback" in result.reason and "outgoing URL policy" in result.reason
+    assert "HUB_OUTBOUND_ALLOW" in result.reason
+    # A name is refused on its addresses with the same advice.
+    with pytest.raises(RefusedAddress, match=r"resolves to loopback addresses.*HUB_OUTBOUND_ALLOW"):
+        OutboundPolicy().filter_resolved("localhost", [{"host": "127.0.0.1"}])

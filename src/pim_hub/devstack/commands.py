@@ -16,6 +16,7 @@ import typer
 
 from pim_hub.runtime import db, logs
 from pim_hub.runtime.kafka import apply_topics
+from pim_hub.runtime.outbound import LOCAL_ALLOW
 from pim_hub.runtime.settings import Settings
 
 #: The packages of the `local` extra: without them this module does not import, and the CLI
@@ -49,7 +50,12 @@ def up(
             # never the server's maintenance database.
             url = embedded.ensure_database(rt.database.url, database)
         settings = Settings(kafka_bootstrap=rt.broker.bootstrap, database_url=url)
-        env = {"HUB_KAFKA_BOOTSTRAP": rt.broker.bootstrap, "HUB_DATABASE_URL": url}
+        env = {
+            "HUB_KAFKA_BOOTSTRAP": rt.broker.bootstrap,
+            "HUB_DATABASE_URL": url,
+            # Local targets (sandboxes, a receiver on this machine) are refused by default.
+            "HUB_OUTBOUND_ALLOW": LOCAL_ALLOW,
+        }
         typer.echo(f"broker   {rt.broker.bootstrap} ({rt.broker.kind})")
         typer.echo(f"database {db.describe_url(url)} ({rt.database.kind} server)")
         applied = db.migrate(url)

@@ -18,6 +18,7 @@ from pim_hub.devstack import embedded as runtime
 from pim_hub.devstack.supervisor import Service, Supervisor
 from pim_hub.runtime import db
 from pim_hub.runtime.kafka import apply_topics, make_producer
+from pim_hub.runtime.outbound import LOCAL_ALLOW
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
 from pim_hub.schemas.serde import Serde
@@ -120,6 +121,8 @@ def local_stack(
             "HUB_DATABASE_URL": url,
             "HUB_LOG_LEVEL": "INFO",
             "HUB_MUTATOR_DATA_DIR": str(log_dir / "mutator-data"),
+            # The sandboxes and test receivers listen on this machine: opened on purpose.
+            "HUB_OUTBOUND_ALLOW": LOCAL_ALLOW,
             **(extra_env or {}),
         }
         settings = settings_from_env(env)

@@ -7,10 +7,12 @@ for names, on every address they resolve to when the connection is made (a name 
 to a refused address is refused, whatever its text).
 
 HUB_OUTBOUND_ALLOW lists what may be reached besides public addresses: CIDR networks and the
-words `loopback` and `private` (RFC 1918, unique local IPv6). Its default,
-`loopback,private`, keeps local stacks and in-cluster targets working; production sets it to
-the networks its targets live in, or empty. Link-local (cloud metadata), multicast,
-unspecified and reserved addresses are refused unless a network of the list names them.
+words `loopback` and `private` (RFC 1918, unique local IPv6). Its default is empty: only
+public addresses. Targets on this machine or inside the cluster are opened on purpose, with
+the narrowest entry that fits (`loopback` for a local stack, the cluster's pod or service
+CIDR, or `private`); the local stack (`hub up`, `hub demo`) sets LOCAL_ALLOW. Link-local
+(cloud metadata), multicast, unspecified and reserved addresses are refused unless a network
+of the list names them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ from aiohttp.resolver import ThreadedResolver
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-DEFAULT_ALLOW: Final = "loopback,private"
+#: Only public addresses: loopback, private, link-local and metadata ranges are refused.
+DEFAULT_ALLOW: Final = ""
+#: What the local stack opens: its sandboxes and receivers listen on this machine.
+LOCAL_ALLOW: Final = "loopback,private"
+#: Where a refusal message sends the operator.
+_HOW_TO_ALLOW: Final = (
+    "refused by the outgoing URL policy; if this target is yours, allow it with "
+    "HUB_OUTBOUND_ALLOW (`loopback`, `private` or its network, e.g. 10.0.0.0/8)"
+)
 #: Names of metadata services that do not look like addresses.
 METADATA_NAMES: Final = frozenset(
     {"metadata.google.internal", "metadata", "metadata.azure.internal", "instance-data"}
@@ -58,8 +68,8 @@ def _address(text: str) -> IPAddress | None:
 class OutboundPolicy:
     """What outgoing connections may reach besides public addresses."""
 
-    loopback: bool = True
-    private: bool = True
+    loopback: bool = False
+    private: bool = False
     networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
 
     @classmethod
@@ -102,10 +112,12 @@ class OutboundPolicy:
         """
         name = host.strip("[]").rstrip(".").lower()
         if name in METADATA_NAMES:
-            raise RefusedAddress(f"host {host!r} is a metadata service")
+            raise RefusedAddress(
+                f"host {host!r} is a cloud metadata service, {_HOW_TO_ALLOW.split(';')[0]}"
+            )
         addr = _address(name)
         if addr is not None and not self.allows(addr):
-            raise RefusedAddress(f"address {addr} is not allowed (HUB_OUTBOUND_ALLOW)")
+            raise RefusedAddress(f"address {addr} ({kind(addr)}) is {_HOW_TO_ALLOW}")
 
     def check_url(self, url: str) -> None:
         """Refuse a URL whose host is refused (its text; names are checked when resolved).
@@ -127,12 +139,31 @@ class OutboundPolicy:
         Raises:
             RefusedAddress: none is allowed.
         """
-        kept = [a for a in addresses if self.allows(ipaddress.ip_address(a["host"]))]
+        resolved = [ipaddress.ip_address(a["host"]) for a in addresses]
+        kept = [a for a, addr in zip(addresses, resolved, strict=True) if self.allows(addr)]
         if not kept:
-            raise RefusedAddress(
-                f"host {host!r} resolves to no allowed address (HUB_OUTBOUND_ALLOW)"
-            )
+            kinds = ", ".join(sorted({kind(addr) for addr in resolved})) or "no address"
+            raise RefusedAddress(f"host {host!r} resolves to {kinds} addresses, {_HOW_TO_ALLOW}")
         return kept
+
+
+def kind(addr: IPAddress) -> str:
+    """The range an address belongs to, in the words of a refusal message."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_loopback:
+        return "loopback"
+    if addr.is_link_local:
+        return "link-local, cloud metadata"
+    if addr.is_multicast:
+        return "multicast"
+    if addr.is_unspecified:
+        return "unspecified"
+    if addr.is_reserved:
+        return "reserved"
+    if addr.is_private:
+        return "private"
+    return "public" if addr.is_global else "non-public"
 
 
 _policy = OutboundPolicy.parse(DEFAULT_ALLOW)

@@ -204,7 +204,8 @@ class Settings(BaseSettings):
     # integration configs in PostgreSQL; unset, they are stored as written.
     secrets_key: SecretStr | None = None
     # Outgoing URL policy: what drivers may reach besides public addresses (loopback,
-    # private, CIDRs); link-local (cloud metadata) only when a network names it.
+    # private, CIDRs); empty by default, so loopback, private, link-local and metadata
+    # ranges are refused; link-local (cloud metadata) only when a network names it.
     outbound_allow: str = DEFAULT_ALLOW
     # Per-entity order across priority lanes (docs/delivery-semantics.md): how long a job
     # waits at most for an older job of its entity pending in another lane; 0: off.
