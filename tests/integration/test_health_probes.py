@@ -120,3 +120,28 @@ def test_a_projector_whose_loop_freezes_fails_liveness_not_metrics(
         projector.stop()
         worker.join(30)
         HEALTH.reset()
+
+
+def test_the_receiver_serves_health_on_the_metrics_port_not_the_webhook_port(
+    supervisor: Supervisor,
+) -> None:
+    """Probes ask the metrics port (never exposed); the public webhook port answers 404."""
+    web_port, metrics_port = free_port(), free_port()
+    supervisor.env["HUB_METRICS_PORT"] = str(metrics_port)
+    supervisor.env["HUB_METRICS_HOST"] = "127.0.0.1"
+    supervisor.start("ingest-web", "ingest", "web", "--port", str(web_port))
+    found: list[Any] = []
+
+    def ready() -> bool:
+        supervisor.check()
+        found[:] = check_all([f"127.0.0.1:{metrics_port}"])
+        return found[0].ok
+
+    wait_for(ready, timeout=120, interval=1, what="receiver live and ready")
+    checks = found[0].checks
+    assert found[0].service == "ingest-web"
+    assert checks["broker"][0] and checks["loop:event-loop"][0]
+    for path in ("/healthz", "/readyz"):
+        public = httpx.get(f"http://127.0.0.1:{web_port}{path}", timeout=5)
+        assert public.status_code == 404, path
+        assert httpx.get(f"http://127.0.0.1:{metrics_port}{path}", timeout=5).status_code == 200

@@ -321,10 +321,9 @@ def test_a_fatal_producer_error_is_503_then_the_producer_is_rebuilt(own_health: 
     deadline = time.monotonic() + 10
     while (not built or not publisher.healthy) and time.monotonic() < deadline:
         time.sleep(0.05)
-        client.get("/healthz")
+        client.get("/pump")  # any request lets the app's loop run the rebuild
     assert built == [fresh] and fresh.started and broken.closed
-    assert client.get("/healthz").status_code == 200
-    # The metrics port's /readyz condition is back too.
+    # The metrics port's /readyz condition is back (the public port serves no health).
     assert own_health.readiness()["checks"]["producer"]["ok"] is True
     again = client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body))
     assert again.status_code == 200
@@ -341,7 +340,8 @@ def test_health_is_503_while_the_producer_cannot_be_rebuilt(own_health: Health) 
     assert (
         client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body)).status_code == 503
     )
-    assert client.get("/healthz").status_code == 503
+    # Unready on the metrics port's /readyz while no producer works.
+    assert own_health.readiness()["checks"]["producer"]["ok"] is False
     assert (
         client.post(EVENTS_API_PATH, content=body, headers=signed_legacy(body)).status_code == 503
     )
@@ -371,3 +371,11 @@ def test_the_events_api_is_answered_within_its_budget_and_the_loss_is_traced(
         metrics.value("pimhub_ingest_webhook_events", endpoint="events-api", outcome="not_stored")
         == 1
     )
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/livez"])
+def test_the_public_port_serves_no_health_endpoints(path: str) -> None:
+    """Health and readiness live on the metrics port only; the webhook port answers 404."""
+    client = TestClient(create_app(settings(), FakePublisher()), raise_server_exceptions=False)
+    resp = client.get(path)
+    assert resp.status_code == 404 and resp.json() == {"error": "not found"}

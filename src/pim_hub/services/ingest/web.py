@@ -491,19 +491,15 @@ def create_app(
             return await handle(EVENT_PLATFORM, request)
         return _json(404, {"error": "not found"})
 
-    async def health(_: Request) -> Response:
-        # Unhealthy while the producer is rebuilt after a fatal error (see KafkaPublisher).
-        if not getattr(publisher, "healthy", True):
-            return _json(503, {"status": "producer unavailable"})
-        return _json(200, {"status": "ok"})
-
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # No /healthz or /readyz here: the public port answers them 404. Probes ask the metrics
+    # port (HUB_METRICS_PORT, runtime.health), where liveness follows this event loop and
+    # readiness the broker and the producer, and which is never exposed to the internet.
     routes = [
         Route(EVENTS_API_PATH, events_api, methods=["POST"]),
         Route(EVENT_PLATFORM_PATH, event_platform, methods=["POST"]),
-        Route("/healthz", health, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/{path:path}", anywhere, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
