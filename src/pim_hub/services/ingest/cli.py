@@ -33,23 +33,16 @@ def web(
     """Serve the webhook receiver (Events API and Event Platform endpoints)."""
     import uvicorn
 
+    from pim_hub.services.ingest import server
     from pim_hub.services.ingest.web import EVENT_PLATFORM_PATH, EVENTS_API_PATH, kafka_app
 
     settings, ingest = _settings()
     metrics.start_from_env("ingest-web", kafka=settings.kafka_config())
     typer.echo(f"webhooks on http://{host}:{port}{EVENTS_API_PATH} and {EVENT_PLATFORM_PATH}")
-    uvicorn.run(
-        kafka_app(settings, ingest),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        log_config=None,
-        # Bounded connections: beyond the cap uvicorn answers 503 at once; idle keep-alive
-        # connections are closed (bodies have their own read timeout in the app).
-        limit_concurrency=ingest.max_connections,
-        timeout_keep_alive=ingest.keep_alive_s,
-    )
+    served = uvicorn.Server(server.config(kafka_app(settings, ingest), host, port, ingest))
+    served.run()
+    if not served.started:  # the port is taken, or the app did not start: as uvicorn.run
+        raise typer.Exit(3)
 
 
 @ingest_app.command("enrich")

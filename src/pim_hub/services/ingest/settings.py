@@ -35,6 +35,12 @@ class IngestSettings(BaseSettings):
     body_timeout_s: float = Field(
         default=10.0, gt=0, description="a request body not read within this gets 408"
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a connection whose request headers are not complete within this "
+        "(from its start, or from the previous response) is closed (slow or idle clients)",
+    )
     max_connections: int = Field(
         default=1000, ge=1, description="connections served at once; more get 503"
     )
