@@ -20,6 +20,7 @@ from pim_hub.services.ingest.web import (
     EVENTS_API_PATH,
     KafkaPublisher,
     PublishFailed,
+    RawRecord,
     create_app,
 )
 from tests.unit.ingest.test_web import (
@@ -379,3 +380,57 @@ def test_the_public_port_serves_no_health_endpoints(path: str) -> None:
     client = TestClient(create_app(settings(), FakePublisher()), raise_server_exceptions=False)
     resp = client.get(path)
     assert resp.status_code == 404 and resp.json() == {"error": "not found"}
+
+
+class _SilentProducer(_FakeProducer):
+    """A producer stuck without a fatal error: its records are never acknowledged (what
+    librdkafka does after the broker restarted empty: UNKNOWN_PRODUCER_ID, epoch bumps)."""
+
+    def send_nowait(self, topic: str, value: bytes | None, key: Any, headers: Any) -> Any:
+        self.sent.append(value)
+        return asyncio.get_running_loop().create_future()
+
+
+def test_a_stuck_producer_is_replaced_without_a_restart(own_health: Health) -> None:
+    stuck: Any = _SilentProducer(fatal=False)
+    fresh: Any = _FakeProducer(fatal=False)
+    publisher = KafkaPublisher(stuck, timeout_s=0.05, stall_s=0.3, rebuild=lambda: fresh)
+    record = [RawRecord("product:1", b"{}", [])]
+
+    async def go() -> list[str]:
+        outcomes = []
+        for _ in range(40):
+            try:
+                await publisher.publish(record)
+                outcomes.append("stored")
+            except PublishFailed:
+                outcomes.append("failed")
+            await asyncio.sleep(0.02)
+        return outcomes
+
+    outcomes = asyncio.run(go())
+    # Failures until the stall was seen (several writes over stall_s), then stored again.
+    assert outcomes[0] == "failed" and outcomes[-1] == "stored", outcomes
+    assert stuck.closed and fresh.started
+    assert publisher.producer is fresh
+    assert own_health.readiness()["checks"]["producer"]["ok"] is True
+
+
+def test_a_single_failure_does_not_replace_the_producer(own_health: Health) -> None:
+    stuck: Any = _SilentProducer(fatal=False)
+    fresh: Any = _FakeProducer(fatal=False)
+    built: list[Any] = []
+
+    def rebuild() -> Any:
+        built.append(fresh)
+        return fresh
+
+    publisher = KafkaPublisher(stuck, timeout_s=0.05, stall_s=60, rebuild=rebuild)
+
+    async def go() -> None:
+        for _ in range(5):
+            with pytest.raises(PublishFailed):
+                await publisher.publish([RawRecord("product:1", b"{}", [])])
+
+    asyncio.run(go())
+    assert not built and publisher.producer is stuck  # slow, not yet stalled for stall_s

@@ -96,7 +96,9 @@ class KafkaPublisher:
     An idempotent producer's fatal errors (`UNKNOWN_PRODUCER_ID` after a broker lost its
     state, `PRODUCER_FENCED` after a long freeze) are final for that producer: every later
     write fails. With `rebuild`, the publisher replaces it, answering 503 meanwhile (Akeneo
-    retries); `healthy` is False until a new producer runs, for the health endpoint.
+    retries); `healthy` is False until a new producer runs, and the metrics port's /readyz
+    reports it. A producer that is stuck without a fatal error (no write acknowledged for
+    `stall_s`, by default twice the write timeout) is replaced too (see `_failed`).
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class KafkaPublisher:
         max_queued: int = 20_000,
         timeout_s: float = 4.0,
         rebuild: Callable[[], AsyncProducer] | None = None,
+        stall_s: float | None = None,
     ) -> None:
         self.producer = producer
         self.topic = topic
@@ -115,6 +118,10 @@ class KafkaPublisher:
         self._rebuild = rebuild
         self.healthy = True
         self._recovering: asyncio.Task[None] | None = None
+        # Writes not acknowledged since the last one that was, and since when.
+        self.stall_s = stall_s if stall_s is not None else max(2 * timeout_s, 5.0)
+        self._failures = 0
+        self._failing_since: float | None = None
 
     async def start(self, warm_up_s: float = 10.0) -> None:
         """Start the producer's delivery thread and connect it to the topic's leaders.
@@ -143,6 +150,41 @@ class KafkaPublisher:
         if not self.healthy:
             self._recover()  # a rebuild that failed before is tried again
             raise PublishFailed("producer being rebuilt after a fatal error")
+        started = time.monotonic()
+        try:
+            await self._send(records)
+        except BaseException:
+            # Cancelled too: the Events API's budget cancels a write that did not finish.
+            self._failed(started)
+            raise
+        self._failures, self._failing_since = 0, None
+
+    def _failed(self, started: float) -> None:
+        """Count a write that was not acknowledged; rebuild a producer that is stuck.
+
+        A producer can fail every write without a fatal error: after its broker restarted
+        empty (memory storage, a wiped cluster), librdkafka answers UNKNOWN_PRODUCER_ID by
+        bumping the epoch of a producer id the broker never knew, forever, and each record
+        times out. When no write was acknowledged for `stall_s` over several attempts, a
+        new producer (which asks the broker for a new id) replaces it in the background;
+        the old one serves meanwhile, in case the broker was only slow.
+        """
+        self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = started
+        stalled_s = time.monotonic() - self._failing_since
+        if self._rebuild is None or self._failures < 3 or stalled_s < self.stall_s:
+            return
+        if self._recovering is not None and not self._recovering.done():
+            return
+        logger.error(
+            "producer stalled; rebuilding it",
+            extra={"failed_writes": self._failures, "stalled_s": round(stalled_s, 1)},
+        )
+        health.HEALTH.set("producer", False, f"no acknowledgement for {stalled_s:.0f} s")
+        self._recover()
+
+    async def _send(self, records: Sequence[RawRecord]) -> None:
         if len(self.producer.producer) + len(records) > self.max_queued:
             raise Backpressure("producer queue full")
         futures = []
@@ -186,6 +228,7 @@ class KafkaPublisher:
             return
         self.producer = fresh
         self.healthy = True
+        self._failures, self._failing_since = 0, None
         health.HEALTH.set("producer", True, "rebuilt")
         logger.info("producer rebuilt")
         try:
