@@ -176,7 +176,10 @@ def run(rate: float = 50.0, seconds: float = 30.0, warmup_s: float = 3.0) -> dic
         port = free_port()
         env = {**env, "HUB_INGEST_EVENTS_API_SECRET": SECRET}
         with child(
-            ["ingest", "web", "--port", str(port)], env, f"http://127.0.0.1:{port}/healthz"
+            # Any answer means it listens (the webhook port serves no health endpoints).
+            ["ingest", "web", "--port", str(port)],
+            env,
+            f"http://127.0.0.1:{port}/metrics",
         ) as proc:
             receiver = psutil.Process(proc.pid)
             url = f"http://127.0.0.1:{port}{EVENTS_API_PATH}"

@@ -294,8 +294,10 @@ def start_services(
         start("enricher", "ingest", "enrich")
 
         def web_ready() -> bool:
+            # Readiness is served on the metrics port only (the webhook port answers 404).
+            port = hub.metrics_ports["ingest-web"]
             try:
-                return httpx.get(f"http://127.0.0.1:{hub.web_port}/healthz", timeout=1).is_success
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).is_success
             except httpx.HTTPError:
                 return False
 
