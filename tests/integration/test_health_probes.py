@@ -135,7 +135,7 @@ def test_the_receiver_serves_health_on_the_metrics_port_not_the_webhook_port(
     def ready() -> bool:
         supervisor.check()
         found[:] = check_all([f"127.0.0.1:{metrics_port}"])
-        return found[0].ok
+        return bool(found[0].ok)
 
     wait_for(ready, timeout=120, interval=1, what="receiver live and ready")
     checks = found[0].checks

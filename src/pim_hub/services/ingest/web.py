@@ -197,7 +197,11 @@ class KafkaPublisher:
             self._check_fatal(exc.args[0] if exc.args else None)
             raise PublishFailed(str(exc)) from exc
         try:
-            await asyncio.wait_for(asyncio.gather(*futures), self.timeout_s)
+            acknowledged = asyncio.gather(*futures)
+            # Cancelled by the Events API's budget, the gather may still end with an error
+            # nobody awaits: retrieve it, or asyncio logs "exception was never retrieved".
+            acknowledged.add_done_callback(_retrieve)
+            await asyncio.wait_for(acknowledged, self.timeout_s)
         except TimeoutError as exc:
             raise PublishFailed("broker did not acknowledge in time") from exc
         except DeliveryFailed as exc:
@@ -236,6 +240,12 @@ class KafkaPublisher:
             await old.close(timeout=0)
         except Exception as exc:
             logger.warning("closing the failed producer", extra={"error": str(exc)})
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's outcome as seen (its caller already answered the request)."""
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass
