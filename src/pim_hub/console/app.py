@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,6 +37,7 @@ from pim_hub.console.cache import Refreshing
 from pim_hub.console.ratelimit import SignInLimiter, SlidingWindow
 from pim_hub.console.settings import ConsoleSettings
 from pim_hub.drivers.discovery import DriverCatalogue, discover
+from pim_hub.ops.dead import pending_job_ids
 from pim_hub.ops.replay import ReplayError
 from pim_hub.ops.trace import TraceError, collect, describe_change
 from pim_hub.registry.model import IntegrationError
@@ -398,11 +400,14 @@ class Console:
         who = self.identity(request)
         integration = (request.query_params.get("integration") or "").strip()
         reason = (request.query_params.get("reason") or "").strip()
-        groups = await run_in_threadpool(data.dead_groups, self.settings, integration, reason)
+        view = await run_in_threadpool(
+            data.dead_page, self.settings, integration, reason, self.console.dead_letter_limit
+        )
         return self.render(
             request,
             "dead.html",
-            groups=groups,
+            groups=view.groups,
+            error=view.error,
             integration=integration,
             reason=reason,
             limit=self.console.dead_letter_limit,
@@ -411,9 +416,9 @@ class Console:
         )
 
     def _group_jobs(self, integration: str, kind: str) -> list[str]:
-        """The job ids of one dead-letter group as the topic holds it now."""
-        groups = data.dead_groups(self.settings, integration, None)
-        return next((g.job_ids for g in groups if g.kind == kind), [])
+        """The job ids of one dead-letter group now (the read model caught up first)."""
+        data.catch_up_dead(self.settings)
+        return pending_job_ids(self.settings.require_database(), integration=integration, kind=kind)
 
     def _nothing_chosen(self, request: Request) -> Response:
         return self.render(
@@ -442,9 +447,12 @@ class Console:
         target = str(form.get("target") or "selection")
         if not job_ids:
             return self._nothing_chosen(request)
-        # Count against the topic now: only dead letters not yet redriven are sent.
-        live = await run_in_threadpool(data.dead_groups, self.settings, None, None)
-        pending = {j for g in live for j in g.job_ids}
+        # Count against the read model now: only dead letters not yet redriven are sent.
+        pending = set(
+            await run_in_threadpool(
+                partial(pending_job_ids, self.settings.require_database(), among=job_ids)
+            )
+        )
         sendable = [j for j in dict.fromkeys(job_ids) if j in pending]
         return self.render(
             request,
