@@ -172,6 +172,12 @@ def test_failed_sign_ins_are_limited_per_address_and_user_name_with_429_and_an_a
     cfg = console_settings(
         unique, sign_in_limit_per_user=3, sign_in_limit_per_address=5, sign_in_window_s=120
     )
+    from prometheus_client import REGISTRY
+
+    def signs(outcome: str) -> float:
+        return REGISTRY.get_sample_value("pimhub_console_sign_ins_total", {"outcome": outcome}) or 0
+
+    before = {o: signs(o) for o in ("wrong", "limited")}
     with TestClient(create_app(hub_settings, cfg), raise_server_exceptions=False) as client:
         session = ConsoleSession(client, unique)
         token = csrf_of(session.get("/login").text)
@@ -193,6 +199,7 @@ def test_failed_sign_ins_are_limited_per_address_and_user_name_with_429_and_an_a
         assert attempt(session.viewer, "wrong").status_code == 401
         # ...then the address is spent for every name.
         assert attempt(session.viewer, VIEWER_PASSWORD).status_code == 429
+    assert signs("wrong") - before["wrong"] == 5 and signs("limited") - before["limited"] == 3
     refused = [
         (r["actor"], r["role"], r["action"], r["outcome"], r["detail"]["address"])
         for r in query(

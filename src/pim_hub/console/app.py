@@ -42,6 +42,7 @@ from pim_hub.ops.replay import ReplayError
 from pim_hub.ops.trace import TraceError, collect, describe_change
 from pim_hub.registry.model import IntegrationError
 from pim_hub.runtime.logread import OffsetsError
+from pim_hub.runtime.metrics import CONSOLE_SIGN_INS
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.entities import ENTITY_TYPES
 
@@ -295,6 +296,7 @@ class Console:
         address = request.client.host if request.client else "unknown"
         wait = self.sign_ins.retry_after(address, name)
         if wait:
+            CONSOLE_SIGN_INS.labels("limited").inc()
             # Refused before the password is checked: a guesser learns nothing more. The
             # refusal is audited (who was tried, from where) once per address, name and window:
             # a flood of attempts does not flood the audit log.
@@ -322,6 +324,7 @@ class Console:
             return response
         who = await run_in_threadpool(authenticate, self.console, name, password)
         if who is None:
+            CONSOLE_SIGN_INS.labels("wrong").inc()
             self.sign_ins.failed(address, name)
             return self.render(
                 request,
@@ -332,6 +335,7 @@ class Console:
                 next=nxt,
                 **self._login(),
             )
+        CONSOLE_SIGN_INS.labels("ok").inc()
         self.sign_ins.succeeded(name)
         request.session.clear()
         request.session.update(
