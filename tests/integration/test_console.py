@@ -329,6 +329,26 @@ def test_the_dead_letter_page_reads_only_what_the_topic_gained_since_the_last_lo
     rows = query(database_url, "SELECT job_id FROM dead_letters WHERE integration_id = %s", iid)
     assert sorted(r["job_id"] for r in rows) == sorted([*first, third])  # copied once each
 
+    # A stored position past the partition's end means another log under the same name (the
+    # topic was recreated): that partition is copied again from its start, nothing twice.
+    import psycopg
+
+    (row,) = query(
+        database_url, "SELECT dead_partition FROM dead_letters WHERE job_id = %s", first[1]
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE dead_letter_positions SET next_offset = next_offset + 1000000"
+            " WHERE dead_partition = %s",
+            (row["dead_partition"],),
+        )
+        conn.execute("DELETE FROM dead_letters WHERE job_id = %s", (first[1],))
+    assert dead_ops.sync_dead_letters(hub_settings) >= 1
+    page = console.get("/dead", params={"integration": iid, "reason": "slow"})
+    assert f"{iid} · timeout" in page.text and first[1] in page.text
+    rows = query(database_url, "SELECT job_id FROM dead_letters WHERE integration_id = %s", iid)
+    assert sorted(r["job_id"] for r in rows) == sorted([*first, third])
+
 
 def test_find_a_product_see_its_diff_escaped_redrive_its_dead_job_and_disable_the_target(
     pipeline: Supervisor,
