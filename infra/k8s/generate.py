@@ -326,6 +326,7 @@ def services(partitions: int) -> dict[str, list[dict[str, Any]]]:
             service("hub-exporter", "exporter", [("metrics", METRICS_PORT)]),
         ],
         "sync-delta.yaml": [sync_cronjob()],
+        "console.yaml": console_files(),
     }
     dispatchers: list[dict[str, Any]] = []
     for driver in DRIVERS:
@@ -344,6 +345,36 @@ def services(partitions: int) -> dict[str, list[dict[str, Any]]]:
             dispatchers.append(scaled_object(name, driver, priority, partitions))
     files["dispatchers.yaml"] = dispatchers
     return {name: [_clean(r) for r in res] for name, res in files.items()}
+
+
+#: The operations console's port (`hub console --port`).
+CONSOLE_PORT = 8095
+#: The Secret holding HUB_CONSOLE_USERS and HUB_CONSOLE_SECRET_KEY (created outside Git,
+#: docs/deployment.md); without it the pod does not start, and without users the console
+#: refuses to.
+CONSOLE_SECRET = "hub-console"  # noqa: S105 - the Secret's name
+
+
+def console_files() -> list[dict[str, Any]]:
+    """The console: a Deployment whose users and session key come from a Secret of its own,
+    and a Service for the ingress (TLS goes there: the cookie is Secure off loopback).
+
+    One replica: a replay's progress page is kept by the process that runs it (the audit log
+    and every read model are shared, so more replicas would need session affinity)."""
+    http = [{"name": "http", "containerPort": CONSOLE_PORT}]
+    resources = deployment(
+        "hub-console",
+        "console",
+        ["console", "--host", "0.0.0.0", "--port", str(CONSOLE_PORT)],  # noqa: S104
+        "small",
+        http,
+    )
+    container = resources[0]["spec"]["template"]["spec"]["containers"][0]
+    container["envFrom"] = [*container["envFrom"], {"secretRef": {"name": CONSOLE_SECRET}}]
+    return [
+        *resources,
+        service("hub-console", "console", [("http", CONSOLE_PORT), ("metrics", METRICS_PORT)]),
+    ]
 
 
 def sync_cronjob() -> dict[str, Any]:

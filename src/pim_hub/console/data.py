@@ -1,6 +1,7 @@
 """What the console's pages show, read from the same PostgreSQL read models and Kafka topics
-as the CLI (the deliveries and entity projections, the registry, hub.jobs.dead, the consumer
-groups' offsets). Nothing here writes: actions are in `pim_hub.console.actions`.
+as the CLI (the deliveries and entity projections, the registry, hub.jobs.dead through its read
+model, the consumer groups' offsets). Nothing here acts: actions are in
+`pim_hub.console.actions`; the only write is the dead-letter read model catching up.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from confluent_kafka import KafkaException
 from psycopg.rows import dict_row
 
 from pim_hub.drivers.discovery import DriverCatalogue
-from pim_hub.ops.dead import DeadLetter, list_dead
+from pim_hub.ops.dead import DeadLetter, PendingGroup, pending_groups, sync_dead_letters
 from pim_hub.ops.dispatchers import Coverage, coverage, needed_dispatchers
 from pim_hub.ops.exporter import LagReader, known_groups
 from pim_hub.ops.offsets import ACTIVE_STATES
@@ -237,32 +238,30 @@ def overview(settings: Settings, catalogue: DriverCatalogue) -> Overview:
 
 
 @dataclass
-class DeadGroup:
-    """Dead letters of one integration with one error kind."""
+class DeadPage:
+    """The dead-letter page: the read model's groups, and what could not be read (the page
+    then shows the dead letters copied before)."""
 
-    integration_id: str
-    kind: str
-    letters: list[DeadLetter]
-
-    @property
-    def job_ids(self) -> list[str]:
-        """The distinct job ids of the group, in topic order."""
-        return list(dict.fromkeys(d.job_id for d in self.letters if d.job_id))
-
-    @property
-    def last(self) -> DeadLetter:
-        """The newest dead letter (its error is shown)."""
-        return self.letters[-1]
+    groups: list[PendingGroup]
+    error: str | None = None
 
 
-def dead_groups(
-    settings: Settings, integration: str | None = None, reason: str | None = None
-) -> list[DeadGroup]:
-    """Dead letters not yet redriven, grouped by integration and error kind."""
-    groups: dict[tuple[str, str], list[DeadLetter]] = {}
-    for d in list_dead(settings, integration or None, reason or None):
-        groups.setdefault((d.integration_id or "(undecodable)", d.kind), []).append(d)
-    return [DeadGroup(i, k, v) for (i, k), v in sorted(groups.items())]
+def catch_up_dead(settings: Settings) -> str | None:
+    """Copy the dead letters added since the last page load; the error, when it failed."""
+    try:
+        sync_dead_letters(settings)
+    except Exception as exc:  # the broker may be down: what was copied before still helps
+        logger.warning("cannot read new dead letters", extra={"error": str(exc)})
+        return f"new dead letters could not be read ({type(exc).__name__}: {exc})"
+    return None
+
+
+def dead_page(settings: Settings, integration: str, reason: str, limit: int) -> DeadPage:
+    """Dead letters not yet redriven, grouped by integration and error kind, from the read
+    model after copying what hub.jobs.dead gained since the last load (never a full scan)."""
+    error = catch_up_dead(settings)
+    groups = pending_groups(settings.require_database(), integration, reason, limit)
+    return DeadPage(groups, error)
 
 
 def entity_of(letter: DeadLetter) -> str:

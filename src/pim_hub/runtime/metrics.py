@@ -50,6 +50,12 @@ LATENCY_BUCKETS = (
 
 SERVICE_INFO = Gauge("pimhub_service_info", "1 for each running hub service process", ["service"])
 
+# The console's sign-in form: ok, wrong (name or password), limited (refused with 429 by the
+# sign-in limits before the password was checked). A rise of `limited` is someone guessing.
+CONSOLE_SIGN_INS = Counter(
+    "pimhub_console_sign_ins", "Password sign-ins to the console by outcome", ["outcome"]
+)
+
 # Every stage counts what it sets aside (invalid or dead-letter topic, or a recorded row)
 # instead of processing: stage is the service, reason a short bounded code (too_large,
 # too_deep, control_character, bad_version, ...), never the free-text message.

@@ -171,3 +171,30 @@ def test_every_pod_in_production_mounts_the_cluster_ca() -> None:
         for pod in pod_specs(res):
             volumes = {v["name"]: v for v in pod["volumes"]}
             assert volumes["kafka-ca"]["secret"]["secretName"] == "pim-hub-cluster-ca-cert"
+
+
+@pytest.mark.parametrize("which", BUILDS)
+def test_the_console_reads_users_and_session_key_from_its_secret_behind_a_service(
+    which: str,
+) -> None:
+    gen = load_generator()
+    deployments = {d["metadata"]["name"]: d for d in of_kind(which, "Deployment")}
+    console = deployments["hub-console"]
+    assert console["spec"]["replicas"] == 1  # a replay's progress lives in its process
+    (container,) = console["spec"]["template"]["spec"]["containers"]
+    want = ["console", "--host", "0.0.0.0", "--port", str(gen.CONSOLE_PORT)]  # noqa: S104
+    assert container["args"] == want
+    secrets = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
+    assert secrets == ["hub-secrets", gen.CONSOLE_SECRET]
+    assert {"name": "http", "containerPort": gen.CONSOLE_PORT} in container["ports"]
+    services = {s["metadata"]["name"]: s for s in of_kind(which, "Service")}
+    ports = {p["name"]: p for p in services["hub-console"]["spec"]["ports"]}
+    assert ports["http"] == {"name": "http", "port": gen.CONSOLE_PORT, "targetPort": "http"}
+    labels = console["spec"]["template"]["metadata"]["labels"]
+    assert matches(services["hub-console"]["spec"]["selector"], labels)
+    # No literal secret in the manifests: the Secret is created outside Git.
+    assert not [
+        r
+        for r in rendered(which)
+        if r["kind"] == "Secret" and r["metadata"]["name"] == "hub-console"
+    ]
