@@ -78,7 +78,9 @@ def test_refused_patches_are_listed_traced_and_redriven(
         "payload": _stock(5),
     }
     produce_sync(producer, topics.PATCHES_JSON, orjson.dumps(first), key=patch_key)
-    wait_for(lambda: len(listed()) == 1, timeout=120, what="the refused patch", supervisor=supervisor)
+    wait_for(
+        lambda: len(listed()) == 1, timeout=120, what="the refused patch", supervisor=supervisor
+    )
     [unseen] = listed()
     assert unseen["kind"] == "patch" and unseen["entity_type"] == "product"
     assert unseen["error_type"] == "invalid_patch" and unseen["code"] == "unseen_entity"
@@ -134,7 +136,9 @@ def test_refused_patches_are_listed_traced_and_redriven(
     }
     value = serde.encode("Patch", owned, topic=topics.PATCHES)
     produce_sync(producer, topics.PATCHES, value, key=patch_key)
-    wait_for(lambda: len(listed()) == 2, timeout=120, what="the refused patch", supervisor=supervisor)
+    wait_for(
+        lambda: len(listed()) == 2, timeout=120, what="the refused patch", supervisor=supervisor
+    )
     not_owner = listed()[1]
     assert not_owner["code"] == "not_owner" and not_owner["kind"] == "patch"
     assert not_owner["source_topic"] == topics.PATCHES
@@ -173,13 +177,15 @@ def test_refused_patches_are_listed_traced_and_redriven(
         return [(e["topic"], e["outcome"]) for e in timeline if e["stage"] == "patch"]
 
     wait_for(
-        lambda: outcomes()
-        == [
-            (topics.PATCHES_JSON, "refused"),
-            (topics.PATCHES, "refused"),
-            (topics.PATCHES_JSON, "accepted"),
-            (topics.PATCHES, "accepted"),
-        ],
+        lambda: (
+            outcomes()
+            == [
+                (topics.PATCHES_JSON, "refused"),
+                (topics.PATCHES, "refused"),
+                (topics.PATCHES_JSON, "accepted"),
+                (topics.PATCHES, "accepted"),
+            ]
+        ),
         timeout=60,
         what="four patches in the trace",
         supervisor=supervisor,
