@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
+from confluent_kafka import Message
 
 from pim_hub.ops import invalid, trace
 from pim_hub.runtime.settings import Settings
@@ -50,6 +51,10 @@ class Msg:
         return 1, 1_700_000_000_000
 
 
+def _m(msg: Msg) -> Message:
+    return cast(Message, msg)
+
+
 def _patch(**fields: Any) -> dict[str, Any]:
     return {
         "event_id": "e-1",
@@ -62,17 +67,19 @@ def _patch(**fields: Any) -> dict[str, Any]:
     }
 
 
-def _refused(topic: str, value: bytes, code: str = "not_owner") -> Msg:
-    return Msg(
-        topics.SNAPSHOTS_INVALID,
-        value,
-        "product:ERP-0001",
-        {
-            "error.type": "invalid_patch",
-            "error.reason": code,
-            "error.message": "source erp may not change values.name (owned by akeneo)",
-            "source.topic": topic,
-        },
+def _refused(topic: str, value: bytes, code: str = "not_owner") -> Message:
+    return _m(
+        Msg(
+            topics.SNAPSHOTS_INVALID,
+            value,
+            "product:ERP-0001",
+            {
+                "error.type": "invalid_patch",
+                "error.reason": code,
+                "error.message": "source erp may not change values.name (owned by akeneo)",
+                "source.topic": topic,
+            },
+        )
     )
 
 
@@ -100,7 +107,7 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
 def test_a_refused_patch_reads_as_a_patch(topic: str) -> None:
     serde = Serde()
     value = orjson.dumps(_patch()) if topic == topics.PATCHES_JSON else _avro(serde)
-    rec = invalid.decode(_refused(topic, value), serde)  # type: ignore[arg-type]
+    rec = invalid.decode(_refused(topic, value), serde)
     assert (rec.kind, rec.entity_type, rec.code, rec.source_topic) == (
         "patch",
         "product",
@@ -110,25 +117,27 @@ def test_a_refused_patch_reads_as_a_patch(topic: str) -> None:
     assert rec.patch is not None and rec.patch["payload"] == STOCK
     assert rec.summary()["source_topic"] == topic
     assert rec.detail()["patch"]["identifier"] == "ERP-0001"
-    event = trace.invalid_event(_refused(topic, value), serde)  # type: ignore[arg-type]
+    event = trace.invalid_event(_refused(topic, value), serde)
     assert event.data["kind"] == "patch" and event.data["event_id"] == "e-1"
     assert "patch e-1 refused (invalid_patch/not_owner)" in event.summary
 
 
 def test_an_unreadable_refused_patch_is_still_listed_as_bytes() -> None:
-    rec = invalid.decode(_refused(topics.PATCHES, b"\x00garbage"), Serde())  # type: ignore[arg-type]
+    rec = invalid.decode(_refused(topics.PATCHES, b"\x00garbage"), Serde())
     assert rec.kind == "bytes" and rec.patch is None and rec.entity_type == "product"
 
 
 def test_patch_events_are_marked_accepted_refused_or_pending() -> None:
     serde = Serde()
     sent = [
-        trace.patch_event(Msg(topics.PATCHES_JSON, b"", "product:ERP-0001", {}), _patch(event_id=e))  # type: ignore[arg-type]
+        trace.patch_event(
+            _m(Msg(topics.PATCHES_JSON, b"", "product:ERP-0001", {})), _patch(event_id=e)
+        )
         for e in ("a", "r", "p")
     ]
     assert sent[0].data["fields"] == ["values.stock"]
     refusal = trace.invalid_event(
-        _refused(topics.PATCHES_JSON, orjson.dumps(_patch(event_id="r"))),  # type: ignore[arg-type]
+        _refused(topics.PATCHES_JSON, orjson.dumps(_patch(event_id="r"))),
         serde,
     )
     snapshot = trace.TraceEvent(
@@ -152,20 +161,16 @@ def _known(entity_type: str, identifier: str) -> str | None:
 def test_redrive_refuses_what_the_patch_service_would_refuse(settings: Settings) -> None:
     serde = Serde()
     name = {"values": {"name": [{"locale": "en_US", "scope": None, "data": "x"}]}}
-    rec = invalid.decode(  # type: ignore[arg-type]
-        _refused(topics.PATCHES_JSON, orjson.dumps(_patch(payload=name))), serde
-    )
+    rec = invalid.decode(_refused(topics.PATCHES_JSON, orjson.dumps(_patch(payload=name))), serde)
     with pytest.raises(invalid.InvalidRecordError, match=r"still refused \(not_owner\)"):
         invalid.redrive_patch(settings, rec, resolver=_known)
-    unseen = invalid.decode(  # type: ignore[arg-type]
+    unseen = invalid.decode(
         _refused(topics.PATCHES, _avro(serde, identifier="ERP-9"), "unseen_entity"), serde
     )
     with pytest.raises(invalid.InvalidRecordError, match=r"still refused \(unseen_entity\)"):
         invalid.redrive_patch(settings, unseen, resolver=_known)
     # Not from a patches topic: nothing to send it back to.
-    elsewhere = invalid.decode(  # type: ignore[arg-type]
-        _refused(topics.PATCHES, _avro(serde)), serde
-    )
+    elsewhere = invalid.decode(_refused(topics.PATCHES, _avro(serde)), serde)
     elsewhere.headers["source.topic"] = topics.SNAPSHOTS
     with pytest.raises(invalid.InvalidRecordError, match="cannot be sent back"):
         invalid.redrive_patch(settings, elsewhere, resolver=_known)
