@@ -426,7 +426,13 @@ def redrive_patch(
             value = serde.encode("Patch", fixed, topic=topics.PATCHES)
         except SchemaError as exc:
             raise InvalidRecordError(f"still invalid, nothing published: {exc}") from exc
-    outcome = PatchService(settings, resolver=resolver).decide(topic, value, wait=False)
+    service = PatchService(settings, resolver=resolver)
+    try:
+        outcome = service.decide(topic, value, wait=False)
+    finally:
+        close = getattr(service.resolver, "close", None)
+        if resolver is None and close is not None:
+            close()
     if outcome.refused is not None:
         raise InvalidRecordError(
             f"still refused ({outcome.refused.code}), nothing published: {outcome.refused}"

@@ -161,6 +161,11 @@ class ModelResolver:
         row = self._conn.execute(self.QUERY, (identifier,)).fetchone()
         return str(row[0]) if row else None
 
+    def close(self) -> None:
+        """Close its connection (a one-off check, such as a redrive's, ends with it)."""
+        if self._conn is not None:
+            self._conn.close()
+
 
 def snapshot_record(patch: Patch, entity_key: str) -> dict[str, Any]:
     """The Snapshot that carries a patch to the mutator (delta: pim_hub.schemas.ownership)."""
