@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pim_hub.cli.main import app
+from pim_hub.console.data import invalid_snapshots
 from pim_hub.devstack.stack import query, wait_for
 from pim_hub.devstack.supervisor import Supervisor
 from pim_hub.runtime.kafka import make_producer, produce_sync
@@ -143,6 +144,13 @@ def test_refused_patches_are_listed_traced_and_redriven(
     assert not_owner["code"] == "not_owner" and not_owner["kind"] == "patch"
     assert not_owner["source_topic"] == topics.PATCHES
     assert "values.name (owned by akeneo)" in not_owner["reason"]
+
+    # The console's page of set-aside records shows both as patches, with code and topic.
+    console_rows = [r for r in invalid_snapshots(hub_settings, 100_000) if r.key == patch_key]
+    assert sorted((r.record, r.patch_source, r.code, r.source_topic) for r in console_rows) == [
+        ("patch", "erp", "not_owner", topics.PATCHES),
+        ("patch", "erp", "unseen_entity", topics.PATCHES_JSON),
+    ]
 
     # Redriven unchanged it would be refused again: nothing is published.
     again = _hub(hub_env, "invalid", "redrive", not_owner["id"])
