@@ -322,19 +322,28 @@ def integration_views(
 
 @dataclass
 class InvalidSnapshot:
-    """One rejected snapshot of pim.snapshots.invalid (its reason, never its payload)."""
+    """One record of pim.snapshots.invalid: a refused snapshot, event or producer's patch
+    (its reason, never its payload)."""
 
     at: datetime
     partition: int
     offset: int
     key: str
     entity_type: str
-    kind: str
+    kind: str  # error.type: invalid_snapshot, invalid_patch, ...
     reason: str
+    code: str | None = None  # error.reason: not_owner, unseen_entity, ...
+    record: str = "bytes"  # what it is: snapshot, patch, json or bytes
+    source_topic: str | None = None  # the topic it came from, when it says
+    patch_source: str | None = None  # a patch's producing source (erp, ...)
 
 
 def invalid_snapshots(settings: Settings, limit: int) -> list[InvalidSnapshot]:
-    """The latest rejected snapshots, newest first."""
+    """The latest set-aside records, newest first, read as `hub invalid list` reads them."""
+    from pim_hub.ops.invalid import decode
+    from pim_hub.schemas.serde import Serde
+
+    serde = Serde(settings.registry_config())
     consumer = ephemeral_consumer(settings, "console")
     try:
         tps = [
@@ -344,26 +353,20 @@ def invalid_snapshots(settings: Settings, limit: int) -> list[InvalidSnapshot]:
         ranges = {tp: (max(lo, hi - limit), hi) for tp, (lo, hi) in bounds.items()}
         out = []
         for msg in scan(consumer, ranges):
-            raw = msg.headers() or []
-            items = raw.items() if isinstance(raw, dict) else raw
-            headers = {
-                k: v.decode(errors="replace") if isinstance(v, bytes) else str(v or "")
-                for k, v in items
-            }
-            _kind, ts = msg.timestamp()
-            at = datetime.fromtimestamp(max(ts, 0) / 1000, UTC)
-            key = (msg.key() or b"").decode(errors="replace")
-            partition, offset = msg.partition(), msg.offset()
-            assert partition is not None and offset is not None
+            rec = decode(msg, serde)
             out.append(
                 InvalidSnapshot(
-                    at,
-                    partition,
-                    offset,
-                    key,
-                    headers.get("entity_type", key.partition(":")[0]),
-                    headers.get("error.type", "invalid"),
-                    headers.get("error.message", ""),
+                    rec.at,
+                    rec.partition,
+                    rec.offset,
+                    rec.key or "",
+                    rec.entity_type or (rec.key or "").partition(":")[0],
+                    rec.error_type if rec.error_type != "unknown" else "invalid",
+                    rec.headers.get("error.message", ""),
+                    rec.code,
+                    rec.kind,
+                    rec.source_topic,
+                    str(rec.patch.get("source")) if rec.patch is not None else None,
                 )
             )
     finally:
