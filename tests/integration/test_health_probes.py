@@ -72,9 +72,8 @@ class FrozenProjector(Projector):
 def test_a_projector_whose_loop_freezes_fails_liveness_not_metrics(
     hub_settings: Settings, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The health registry is the process's: services run in threads by earlier tests left
-    # their loops' last beats in it, which would fail liveness from the start.
-    HEALTH.reset()
+    # The health registry is the process's; services run in threads by earlier tests forgot
+    # their loops when they stopped (Health.forget), so liveness starts clean without a reset.
     port = free_port()
     monkeypatch.setenv("HUB_METRICS_PORT", str(port))
     monkeypatch.setenv("HUB_METRICS_HOST", "127.0.0.1")
@@ -115,8 +114,15 @@ def test_a_projector_whose_loop_freezes_fails_liveness_not_metrics(
 
         projector.release.set()
         wait_for(lambda: status("/healthz") == 200, timeout=60, what="live again")
+
+        # Stopped, the projector leaves no loop behind in the process's registry.
+        projector.stop()
+        worker.join(30)
+        assert not worker.is_alive()
+        assert f"loop:{projector.group}" not in HEALTH.liveness()["checks"]
     finally:
         projector.release.set()
         projector.stop()
         worker.join(30)
+        # The readiness conditions and checks this projector registered (its loop is gone).
         HEALTH.reset()

@@ -21,7 +21,7 @@ def _product(uid: str = UID, updated: Any = V1) -> dict[str, Any]:
     return {"uuid": uid, "identifier": "SKU-42", "values": {}, "updated": updated}
 
 
-CASES = {
+CASES: dict[str, tuple[str, str, Any, str | None, str | None]] = {
     "valid": ("product", f"product:{UID}", _product(), V1, None),
     "a tombstone": ("product", f"product:{UID}", None, V1, None),
     "another entity's payload": ("product", f"product:{UID}", _product(OTHER), V1, "key_mismatch"),

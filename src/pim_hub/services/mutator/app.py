@@ -525,15 +525,25 @@ def watch_health(app: faust.App) -> None:
     # blocked. It starts once the worker has started (a long table recovery is not a stuck
     # loop); the probes' start-up allowance covers the time before.
 
+    # Both run on the worker's event loop: no beat comes after the stop's forget.
+    stopping = [False]
+
     async def beat() -> None:
-        health.HEALTH.beat("event-loop", health.DEFAULT_ALLOWANCE_S)
+        if not stopping[0]:
+            health.HEALTH.beat("event-loop", health.DEFAULT_ALLOWANCE_S)
 
     async def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
         health.HEALTH.set("assigned", True, f"{len(assigned)} partition(s)")
 
+    async def stopped(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # A stopped worker's loop leaves the process's health registry.
+        stopping[0] = True
+        health.HEALTH.forget("event-loop")
+
     app.timer(interval=health.TICK_S)(beat)
     app.on_partitions_assigned.connect(assigned)
+    app.on_before_shutdown.connect(stopped)
 
 
 def ensure_data_dir(mutator: MutatorSettings) -> Path:
