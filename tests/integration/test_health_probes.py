@@ -33,7 +33,10 @@ def test_the_running_services_are_live_and_ready(pipeline: Supervisor) -> None:
 
     def all_ready() -> bool:
         found[:] = check_all(targets)
-        return all(r.ok for r in found)
+        # The mutator's loop is watched from its first timer tick, a second after its worker
+        # started: it can be ready (assigned) just before.
+        beating = all("loop:event-loop" in r.checks for r in found if r.service == "mutator")
+        return all(r.ok for r in found) and beating
 
     wait_for(all_ready, timeout=120, interval=1, what="mutator and projector ready")
     by_service = {r.service: r for r in found}
