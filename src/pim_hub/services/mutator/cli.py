@@ -41,4 +41,9 @@ def _mutator_settings() -> MutatorSettings:
     try:
         return MutatorSettings()
     except ValidationError as exc:
-        raise _fail(f"the mutator's settings (HUB_MUTATOR_*) are invalid: {exc}") from exc
+        # One line per variable, named as the user set it.
+        problems = "; ".join(
+            f"HUB_MUTATOR_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise _fail(f"invalid mutator settings: {problems}") from exc
