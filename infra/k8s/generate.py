@@ -16,6 +16,10 @@ if str(ROOT / "src") not in sys.path:  # run as a script from anywhere
 from pim_hub.ops.topics_export import kafka_topics  # noqa: E402
 from pim_hub.runtime.settings import Settings  # noqa: E402
 from pim_hub.schemas import topics  # noqa: E402
+from pim_hub.services.mutator.settings import (  # noqa: E402
+    MutatorSettings,
+    default_mutator_settings,
+)
 
 BASE = Path(__file__).resolve().parent / "base"
 HEADER = (
@@ -469,9 +473,9 @@ def _acl(kind: str, name: str, pattern: str, *operations: str) -> dict[str, Any]
     return {"resource": resource, "operations": list(operations), "host": "*", "type": "allow"}
 
 
-def kafka_user(settings: Settings) -> dict[str, Any]:
+def kafka_user(mutator: MutatorSettings) -> dict[str, Any]:
     """The hub's KafkaUser with the ACLs of docs/deployment.md (Security)."""
-    app = settings.mutator_app_id
+    app = mutator.app_id
     return {
         "apiVersion": "kafka.strimzi.io/v1beta2",
         "kind": "KafkaUser",
@@ -542,7 +546,7 @@ def generated_files(settings: Settings | None = None) -> dict[str, str]:
     files["kafka-topics.yaml"] = render(
         kafka_topics(settings, profile="production", cluster=CLUSTER)
     )
-    files["kafka-user.yaml"] = render([kafka_user(settings)])
+    files["kafka-user.yaml"] = render([kafka_user(default_mutator_settings())])
     files["monitoring.yaml"] = render([pod_monitor(), prometheus_rule()])
     return files
 

@@ -207,14 +207,20 @@ def doctor(
 
     from pim_hub.drivers.discovery import discover
     from pim_hub.ops.doctor import diagnose
+    from pim_hub.services.mutator.settings import MutatorSettings
 
     try:
         settings = _settings()
+        mutator = MutatorSettings()
     except ValidationError as exc:
         raise _fail(f"the settings are invalid: {exc}") from exc
     _need_bootstrap(settings)
     report = diagnose(
-        settings, drivers=sorted(discover().drivers), profile=profile, timeout_s=timeout
+        settings,
+        mutator=mutator,
+        drivers=sorted(discover().drivers),
+        profile=profile,
+        timeout_s=timeout,
     )
     for line in report.lines():
         typer.echo(line)

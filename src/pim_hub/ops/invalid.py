@@ -342,7 +342,7 @@ def redrive(
     original = record.snapshot or {}
     if version is None:
         version = original.get("source_version") or payload.get("updated")
-    problem = snapshot_problem(etype, key, payload, version)
+    problem = snapshot_problem(etype, key, payload, version, settings.version_max_future_s)
     if problem is not None:
         raise InvalidRecordError(f"still invalid, nothing published: {problem}")
     snap = snapshot_record(

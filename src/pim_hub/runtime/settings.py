@@ -180,11 +180,7 @@ class Settings(BaseSettings):
     topic_partitions: int = 6
     topic_replication: int = 1
     mutations_retention_ms: int = 365 * 24 * 3600 * 1000
-    mutator_app_id: str = "hub-mutator"
-    mutator_data_dir: str = ".hub/mutator"
-    # HUB_MUTATOR_STORE: memory keeps every entity's last state in RAM (about 20 KB a product)
-    # and replays the changelog at start; rocksdb keeps it on disk under mutator_data_dir.
-    mutator_store: Literal["memory", "rocksdb"] = "memory"
+    # The mutator's own settings (HUB_MUTATOR_*) are pim_hub.services.mutator.settings.
     integrations_refresh_s: float = 2.0
     queue_map_file: str | None = None  # HUB_QUEUE_MAP_FILE: priorities YAML
     retry_delays_s: list[int] = Field(default_factory=lambda: list(topics.RETRY_DELAYS_S))

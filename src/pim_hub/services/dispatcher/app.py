@@ -110,7 +110,7 @@ class Dispatcher(
             database_url=self.settings.require_database(),
             group=self.group,
         )
-        health.watch_event_loop(loop)
+        unwatch = health.watch_event_loop(loop)
         logger.info("dispatcher started", extra={"group": self.group})
         streaming = False
         try:
@@ -145,7 +145,13 @@ class Dispatcher(
                 if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
                     self._commit(consumer, asynchronous=True)
         finally:
-            await self._shutdown(consumer)
+            try:
+                await self._shutdown(consumer)
+            finally:
+                # Out of the process's health registry: the last beats of a stopped
+                # dispatcher would fail the liveness of what still runs beside it.
+                unwatch()
+                health.HEALTH.forget("poll")
         if self.failure is not None:
             raise RuntimeError(self.failure)
 

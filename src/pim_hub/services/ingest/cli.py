@@ -72,8 +72,11 @@ def enrich() -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, enricher.stop)
-            health.watch_event_loop(loop)
-            await enricher.run()
+            unwatch = health.watch_event_loop(loop)
+            try:
+                await enricher.run()
+            finally:
+                unwatch()
 
     asyncio.run(main())
 
