@@ -146,8 +146,9 @@ def deliveries(
 ) -> None:
     """Latest status per job, newest first, from the PostgreSQL projection.
 
-    The operation (create, update, delete) is shown when the local entity model
-    (`hub entities project`) holds the job's mutation as the entity's latest one.
+    The operation (create, update, delete) comes with the status; for statuses written
+    before it did (DeliveryStatus v1) it is shown when the local entity model
+    (`hub entities project`) holds the job's mutation as the entity's latest one, "-" otherwise.
     """
     import psycopg
     from psycopg.rows import dict_row
@@ -168,7 +169,7 @@ def deliveries(
     sql = (
         "SELECT d.job_id, d.mutation_id, d.integration_id, d.driver, d.entity_key, d.priority,"
         " d.status, d.attempt, d.error_kind, d.error_message, d.target_ref, d.duration_ms,"
-        " d.occurred_at, e.operation"
+        " d.occurred_at, COALESCE(d.operation, e.operation) AS operation"
         " FROM deliveries d LEFT JOIN entities e"
         " ON e.entity_key = d.entity_key AND e.mutation_id = d.mutation_id"
     )
