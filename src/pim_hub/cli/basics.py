@@ -27,19 +27,28 @@ def topics_apply(
     profile: Annotated[
         str, typer.Option(help="default, or production: replication 3, min.insync.replicas 2")
     ] = "default",
+    progress: Annotated[bool, typer.Option(help="show a progress bar (stderr)")] = True,
 ) -> None:
-    """Create missing topics and report (and fix) config drift; safe to run again."""
+    """Create missing topics and report (and fix) config drift; safe to run again.
+
+    Prints a line per topic (created, updated, drift, ok) and a summary.
+    """
+    from confluent_kafka import KafkaException
+
+    from pim_hub.cli.ops import _progress
     from pim_hub.runtime.kafka import TOPIC_PROFILES, apply_topics
 
     settings = _settings()
     _need_bootstrap(settings)
     if profile not in TOPIC_PROFILES:
         raise _fail(f"unknown profile {profile!r}; known: {', '.join(TOPIC_PROFILES)}")
-    report = apply_topics(settings, dry_run=dry_run, profile=profile)
+    try:
+        with _progress("topics", progress) as bar:
+            report = apply_topics(settings, dry_run=dry_run, profile=profile, progress=bar)
+    except KafkaException as exc:  # the broker refused or did not answer: a runtime failure
+        raise _fail(f"the broker did not apply the topics: {exc}", 1) from exc
     for line in report.lines():
         typer.echo(line)
-    if dry_run and (report.created or report.drift):
-        typer.echo("(dry run: nothing changed)")
 
 
 @topics_app.command("list")

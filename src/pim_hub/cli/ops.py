@@ -62,6 +62,11 @@ class _Bar:
         if self.task is not None:
             self.progress.advance(self.task, n)
 
+    def describe(self, text: str) -> None:
+        """Show what is being done now after the label."""
+        if self.task is not None:
+            self.progress.update(self.task, description=f"{self.label}: {text}")
+
 
 @contextmanager
 def _progress(label: str, enabled: bool) -> Iterator[_Bar | None]:
