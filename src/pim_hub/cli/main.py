@@ -160,6 +160,17 @@ PLUGIN_HELP = {
 }
 
 
+def entry_points(group: str) -> list[EntryPoint]:
+    """The installed entry points of a group.
+
+    importlib.metadata is imported here, not with the module: it costs a fifth of
+    `hub --help`'s start-up, and only the listing and the plugins need it.
+    """
+    from importlib.metadata import entry_points as installed
+
+    return list(installed(group=group))
+
+
 #: Plugins that belong to another section than Develop.
 PLUGIN_SECTIONS = {"console": OPERATE}
 
@@ -210,8 +221,6 @@ class HubGroup(LazyGroup):
 
     def list_commands(self, ctx: Context) -> list[str]:
         """The table's commands, then the plugins found now (entry points are cheap to list)."""
-        from importlib.metadata import entry_points
-
         type(self).plugins = {
             ep.name: (
                 ep,
@@ -258,8 +267,6 @@ def version() -> None:
 def mount_plugins(target: typer.Typer) -> None:
     """Mount every command registered under `pim_hub.commands` on a Typer app, eagerly
     (the `hub` group itself loads them on use)."""
-    from importlib.metadata import entry_points
-
     for ep in entry_points(group=COMMANDS_GROUP):
         try:
             register = ep.load()
