@@ -318,6 +318,7 @@ def _status(job: dict[str, Any], d: DeadLetter, now: datetime) -> dict[str, Any]
         "duration_ms": 0.0,
         "source_received_at": job["mutation"]["source_received_at"],
         "occurred_at": now,
+        "operation": job["mutation"]["operation"],
     }
 
 

@@ -357,6 +357,7 @@ def status_event(msg: Message, s: dict[str, Any]) -> TraceEvent:
         "error_message": s["error_message"],
         "target_ref": s["target_ref"],
         "duration_ms": s["duration_ms"],
+        "operation": s.get("operation"),  # None in statuses written before schema v2
     }
     err = f": {s['error_kind']}: {s['error_message']}" if s["error_message"] else ""
     summary = (
@@ -481,7 +482,8 @@ def deliveries_of(url: str | None, keys: Sequence[str]) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=dict_row) as conn:
         return conn.execute(
             "SELECT job_id, mutation_id, integration_id, priority, status, attempt, error_kind,"
-            " error_message, target_ref, occurred_at FROM deliveries WHERE entity_key = ANY(%s)"
+            " error_message, target_ref, occurred_at, operation FROM deliveries"
+            " WHERE entity_key = ANY(%s)"
             " ORDER BY occurred_at",
             (list(keys),),
         ).fetchall()

@@ -128,6 +128,7 @@ class ReportingMixin(DispatcherBase):
             "duration_ms": duration_ms,
             "source_received_at": job.mutation.source_received_at,
             "occurred_at": now,
+            "operation": job.mutation.operation,
         }
         # Every output is queued before any can be acknowledged (callbacks run in poll()).
         acks = _Acks(self, w.tp, w.offset, len(outputs) + 1)

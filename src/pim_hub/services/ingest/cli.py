@@ -90,6 +90,10 @@ def sync_akeneo(
     entity: Annotated[
         list[str] | None, typer.Option("--entity", help="entity type (repeatable); default all")
     ] = None,
+    progress: Annotated[
+        bool,
+        typer.Option(help="a bar per entity type on stderr (on a terminal; log lines otherwise)"),
+    ] = True,
 ) -> None:
     """Publish Akeneo entities as snapshots; a crashed run resumes where it stopped."""
     from pim_hub.runtime.kafka import AsyncProducer, make_producer
@@ -135,7 +139,7 @@ def sync_akeneo(
                     store,
                     page_size=ingest.sync_page_size,
                     overlap_s=ingest.sync_overlap_s,
-                    progress=default_progress(),
+                    progress=default_progress(progress),
                     streams=ingest.sync_streams,
                     window=ingest.sync_window,
                     record_budget=settings.record_budget,

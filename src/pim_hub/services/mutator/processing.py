@@ -21,7 +21,7 @@ from pim_hub.schemas.ownership import Ownership, PatchRefused
 from pim_hub.schemas.serde import Serde
 from pim_hub.schemas.versions import DEFAULT_MAX_FUTURE_S, check_version
 from pim_hub.services.mutator.core import diffing
-from pim_hub.services.mutator.core.fanout import job_key, plan_jobs
+from pim_hub.services.mutator.core.fanout import job_key, plan_jobs, plan_priorities
 from pim_hub.services.mutator.sources import decide_with_sources
 
 logger = logging.getLogger(__name__)
@@ -235,6 +235,25 @@ class FanOut:
     rules: PriorityRules = field(default_factory=PriorityRules)
     levels: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def priorities_for(
+        self, mutation: dict[str, Any], integrations: Iterable[IntegrationTarget]
+    ) -> list[tuple[str, str]]:
+        """(integration id, priority) of each job jobs_for would make, without making them.
+
+        Reads only the mutation's entity_type, operation and (for an update) changes.
+        """
+        return [
+            (integ.integration_id, priority)
+            for integ, priority in plan_priorities(
+                mutation["entity_type"],
+                mutation["operation"],
+                mutation["changes"],
+                integrations,
+                self.rules,
+                self.levels,
+            )
+        ]
 
     def jobs_for(
         self,
