@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg.types.json import Jsonb
 
-from pim_hub.drivers.base import DeliveryResult
+from pim_hub.drivers.base import DeliveryResult, Driver
 from pim_hub.ops.dead import list_dead, redrive
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 
 @contextlib.contextmanager
 def dispatching(
-    settings: Settings, driver: type[RecordingDriver], *priorities: str, **options: Any
+    settings: Settings, driver: type[Driver], *priorities: str, **options: Any
 ) -> Iterator[list[Dispatcher]]:
     """Dispatchers of one test driver, running in threads until the block ends."""
     opts = DispatcherOptions.from_settings(settings, linger_ms=5, **options)

@@ -165,13 +165,21 @@ DISPATCH_HELD = Counter(
     "pimhub_dispatcher_held",
     "Times a job was held back without spending an attempt, by driver, integration, priority "
     "and reason (order: an older job of its entity pending in another lane; circuit: its "
-    "target is down; guard: the version guard's database is away)",
+    "target is down; throttle: its target answered 429; guard: the version guard's database "
+    "is away)",
     ["driver", "integration", "priority", "reason"],
 )
 DISPATCH_CIRCUIT = Gauge(
     "pimhub_dispatcher_circuit_state",
     "Circuit breaker of each integration's target: 0 closed, 1 half-open (probing), 2 open "
     "(jobs wait), by driver, integration and priority",
+    ["driver", "integration", "priority"],
+)
+DISPATCH_CONCURRENCY = Gauge(
+    "pimhub_dispatcher_concurrency_limit",
+    "Driver calls an integration may have in flight now: its configured concurrency, lowered "
+    "while its target throttles (429, slow answers) and raised again one by one (AIMD), by "
+    "driver, integration and priority",
     ["driver", "integration", "priority"],
 )
 TARGET_CALLS = Counter(

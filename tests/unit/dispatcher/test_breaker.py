@@ -20,7 +20,7 @@ def state(br: CircuitBreaker) -> str:
         ("failed", True, None, "connection", True),
         ("failed", True, None, "timeout", True),
         ("failed", True, 503, "http_503", True),
-        ("failed", True, 429, "http_429", True),
+        ("failed", True, 429, "http_429", False),  # throttling: core/throttle.py
         ("failed", True, None, "guard_unavailable", False),  # the database, not the target
         ("failed", True, None, "concurrent_update", False),  # this job's own trouble
         ("failed", False, 500, "http_500", False),  # permanent: the job, not the target

@@ -1,5 +1,5 @@
 """A lane: the jobs of one integration, one queue per entity, sent in batches under the
-integration's limits and its circuit breaker."""
+integration's limits, its adaptive concurrency (AIMD) and its circuit breaker."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pim_hub.registry.limits import (
 )
 from pim_hub.runtime import metrics
 from pim_hub.services.dispatcher.core.breaker import STATE_VALUES, CircuitBreaker, is_outage
+from pim_hub.services.dispatcher.core.throttle import Aimd, is_throttled
 from pim_hub.services.dispatcher.settings import DispatcherOptions
 from pim_hub.services.dispatcher.work import TP, _Bound, _Work, logger
 
@@ -44,6 +45,29 @@ class LaneHost(Protocol):
     def release_retries(self, integration_id: str) -> None: ...
 
 
+class Slots:
+    """The lane's driver calls at once, within a limit that moves (see core/throttle.py)."""
+
+    def __init__(self, aimd: Aimd) -> None:
+        self.aimd = aimd
+        self.used = 0
+        self.freed = asyncio.Event()
+
+    async def acquire(self) -> None:
+        while self.used >= self.aimd.current:
+            self.freed.clear()
+            await self.freed.wait()
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
+        self.freed.set()
+
+    def over(self) -> bool:
+        """More calls at once than the limit allows now (it was lowered meanwhile)."""
+        return self.used > self.aimd.current
+
+
 class _Lane:
     """The jobs of one integration: per-entity queues, batching, limits."""
 
@@ -56,8 +80,8 @@ class _Lane:
         self.bucket = TokenBucket(None, 1)
         self.wake = asyncio.Event()
         self.throttle_lock = asyncio.Lock()
-        self.sem_size = 0
-        self.sem = asyncio.Semaphore(1)
+        self.aimd = Aimd(dispatcher.options.throttle, self.limit().concurrent)
+        self.slots = Slots(self.aimd)
         self.call_s: float | None = None  # mean time of one driver call (job by job)
         self.lingered_at = float("-inf")  # when the pump last waited for a batch to fill
         self.breaker = CircuitBreaker(dispatcher.options.breaker)
@@ -66,6 +90,10 @@ class _Lane:
             dispatcher.driver_key, integration_id, dispatcher.priority
         )
         self.circuit_gauge.set(STATE_VALUES["closed"])
+        self.limit_gauge = metrics.DISPATCH_CONCURRENCY.labels(
+            dispatcher.driver_key, integration_id, dispatcher.priority
+        )
+        self.limit_gauge.set(self.aimd.current)
         self.task = asyncio.create_task(self._pump(), name=f"lane-{integration_id}")
 
     def submit(self, w: _Work) -> None:
@@ -119,8 +147,10 @@ class _Lane:
                 limit = self.limit()
                 if self.bucket.rate != limit.requests_per_s or self.bucket.burst != limit.burst:
                     self.bucket = TokenBucket(limit.requests_per_s, limit.burst)
-                if self.sem_size != limit.concurrent:
-                    self.sem, self.sem_size = asyncio.Semaphore(limit.concurrent), limit.concurrent
+                if self.aimd.ceiling != max(1, limit.concurrent):
+                    self.aimd.set_ceiling(limit.concurrent)
+                    self.limit_gauge.set(self.aimd.current)
+                concurrent = self.aimd.current  # the configured ceiling, or less if throttled
                 bound = self.d._bound.get(self.integration_id)
                 batching = bound is not None and bound.batching
                 # Batching drivers: one request per batch, so batches are the requests.
@@ -128,7 +158,7 @@ class _Lane:
                 # recording and reporting overlaps the next one's requests; their requests
                 # share the lane's semaphore. Every batch holds a guard connection: never
                 # more batches than the dispatcher has guard connections.
-                slots = min(limit.concurrent + (0 if batching else 1), self.d.guard_slots)
+                slots = min(concurrent + (0 if batching else 1), self.d.guard_slots)
                 if self.running >= slots:
                     await self.d.wait_batch_done()
                     continue
@@ -156,7 +186,7 @@ class _Lane:
                     free = max(1, slots - self.running)
                     most = opts.batch_size
                     if self.call_s is not None:
-                        quick = int(limit.concurrent * opts.guard_batch_s / max(self.call_s, 1e-6))
+                        quick = int(concurrent * opts.guard_batch_s / max(self.call_s, 1e-6))
                         most = max(most, min(opts.guard_batch_size, quick))
                     size = min(most, max(1, -(-len(self.ready) // free)))
                 # Every job of a batch holds an advisory lock until its transaction ends:
@@ -168,6 +198,11 @@ class _Lane:
                     await self.d.wait_batch_done()
                     continue
                 size = min(size, room)
+                hold = self.aimd.wait(time.monotonic())
+                if hold > 0:
+                    # The target answered 429: nothing goes before its Retry-After.
+                    await self._nap(hold)
+                    continue
                 wait = self.breaker.probe_wait(time.monotonic())
                 if wait is not None:
                     if wait > 0:
@@ -234,15 +269,25 @@ class _Lane:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.kick.wait(), seconds)
 
-    def account(self, results: list[DeliveryResult]) -> None:
-        """The answers of the target to one batch's calls, in order, for the breaker."""
+    def account(self, results: list[DeliveryResult], latency_s: float = 0.0) -> None:
+        """The answers of the target to one batch's calls, in order, for the breaker and the
+        concurrency limit (latency_s: how long each call took)."""
         br, before = self.breaker, self.breaker.state
         now = time.monotonic()
+        moved = False
         for r in results:
             if is_outage(r.outcome, r.retryable, r.target_status, r.error_kind):
                 br.failed(now, r.retry_after)
+                continue
+            # Any other answer says the target is up; a 429 asks for fewer calls at once.
+            br.succeeded()
+            if is_throttled(r.outcome, r.retryable, r.target_status):
+                moved |= self.aimd.throttled(now, r.retry_after, now - latency_s)
             else:
-                br.succeeded()
+                moved |= self.aimd.answered(now, latency_s)
+        if moved:
+            self.limit_gauge.set(self.aimd.current)
+            self.slots.freed.set()  # raised: waiting calls may go
         if br.state != before:
             self.circuit_gauge.set(STATE_VALUES[br.state])
         if br.state == before or {br.state, before} == {"open", "half_open"}:

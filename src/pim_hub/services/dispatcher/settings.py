@@ -8,6 +8,7 @@ from typing import Any
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
 from pim_hub.services.dispatcher.core.breaker import BreakerPolicy
+from pim_hub.services.dispatcher.core.throttle import ThrottlePolicy
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class DispatcherOptions:
         breaker: when an integration's circuit opens (consecutive outage failures:
             HUB_DISPATCHER_BREAKER_THRESHOLD, 0: never) and how often it probes its target
             (HUB_DISPATCHER_BREAKER_PROBE_MAX_S at most); see core/breaker.py.
+        throttle: how an integration's concurrency follows a throttling target (429 answers,
+            calls slower than HUB_DISPATCHER_THROTTLE_LATENCY_S); see core/throttle.py.
     """
 
     batch_size: int = 50
@@ -78,6 +81,7 @@ class DispatcherOptions:
     order_recheck_s: float = 0.2
     guard_retry_s: float = 1.0
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DispatcherOptions:
@@ -97,5 +101,6 @@ class DispatcherOptions:
                 probe_min_s=settings.dispatcher_breaker_probe_min_s,
                 probe_max_s=settings.dispatcher_breaker_probe_max_s,
             ),
+            throttle=ThrottlePolicy(latency_s=settings.dispatcher_throttle_latency_s),
         )
         return replace(base, **overrides)

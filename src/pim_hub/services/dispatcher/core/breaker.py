@@ -1,11 +1,12 @@
 """A circuit breaker per integration: when its target fails for everything, stop and probe.
 
 Closed: jobs go out. After `threshold` consecutive outage failures (the target unreachable,
-timing out, answering 5xx or 429) it opens: the integration's jobs wait in the dispatcher
+timing out, answering 5xx) it opens: the integration's jobs wait in the dispatcher
 (no attempt counted, nothing sent to the retry tiers) while one probe at a time, with a
 growing backoff that honours Retry-After, checks the target (half-open). The first answer that
 is not an outage closes it, and the jobs go out at once. A failure of one job for a reason of
-its own (a 4xx, a validation error) says the target is up: it resets the count.
+its own (a 4xx, a validation error) says the target is up: it resets the count. So does a
+429: the target is up and asks for fewer requests, which core/throttle.py answers.
 
 Pure: the caller gives the time; see docs/delivery-semantics.md.
 """
@@ -29,7 +30,7 @@ def is_outage(outcome: str, retryable: bool, status: int | None, kind: str | Non
     if outcome != "failed" or not retryable:
         return False
     if status is not None:
-        return status >= 500 or status == 429
+        return status >= 500
     return kind in OUTAGE_KINDS
 
 
