@@ -140,3 +140,43 @@ def test_a_job_the_target_rejects_does_not_open_the_circuit(
         assert circuit(driver.key, integ) == 0
     watch.close()
     assert sorted(final_statuses(statuses).values()) == ["dead"] * 5 + ["delivered"]
+
+
+def test_an_outage_past_the_ceiling_sends_the_jobs_to_the_dead_letters(
+    hub_settings: Settings, database_url: str, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = target_driver(f"ceil{unique}")
+    integ = f"it-{unique}"
+    add_integration(database_url, catalogue_with(driver), integ, driver.key, {})
+    driver.down = "refused"
+    jobs = [
+        job_record(integ, driver.key, "low", f"product:{i}{unique}", [change("n", i)], version(i))
+        for i in range(8)
+    ]
+    watch = status_watcher(hub_settings, integ)
+    policy = BreakerPolicy(threshold=3, probe_min_s=0.2, probe_max_s=0.5, ceiling_s=3.0)
+    caplog.set_level(logging.WARNING, logger="pim_hub.services.dispatcher.app")
+    labels = {"driver": driver.key, "integration": integ, "priority": "low"}
+    with dispatching(hub_settings, driver, "low", breaker=policy, max_attempts=2):
+        produce_jobs(hub_settings, jobs)
+        deadline = time.monotonic() + 60
+        while circuit(driver.key, integ) != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert circuit(driver.key, integ) == 2, "the circuit never opened"
+        opened = REGISTRY.get_sample_value(
+            "pimhub_dispatcher_circuit_opened_timestamp_seconds", labels
+        )
+        assert opened is not None and abs(opened - time.time()) < 30
+        ceiling = REGISTRY.get_sample_value("pimhub_dispatcher_outage_ceiling_seconds", labels)
+        assert ceiling == 3.0
+        time.sleep(2.0)  # within the ceiling: held, nothing dead
+        assert not [s for s in watch.snapshot() if s["status"] == "dead"]
+        statuses = watch.wait(
+            lambda s: sum(x["status"] == "dead" for x in s) >= 8, 60, "every job dead"
+        )
+    watch.close()
+    assert set(final_statuses(statuses).values()) == {"dead"}
+    dead = [s for s in statuses if s["status"] == "dead"]
+    assert all("attempts exhausted" in (s["error_message"] or "") for s in dead)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("outage ceiling passed") for m in messages)

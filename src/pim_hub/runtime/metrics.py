@@ -175,6 +175,19 @@ DISPATCH_CIRCUIT = Gauge(
     "(jobs wait), by driver, integration and priority",
     ["driver", "integration", "priority"],
 )
+DISPATCH_CIRCUIT_OPENED = Gauge(
+    "pimhub_dispatcher_circuit_opened_timestamp_seconds",
+    "When the circuit of an integration's target opened (Unix time; 0 while closed), by "
+    "driver, integration and priority",
+    ["driver", "integration", "priority"],
+)
+DISPATCH_OUTAGE_CEILING = Gauge(
+    "pimhub_dispatcher_outage_ceiling_seconds",
+    "How long an outage holds an integration's jobs at most (HUB_DISPATCHER_OUTAGE_CEILING_S; "
+    "then they go through the retry tiers to the dead-letter topic; 0: no limit), by driver, "
+    "integration and priority",
+    ["driver", "integration", "priority"],
+)
 DISPATCH_CONCURRENCY = Gauge(
     "pimhub_dispatcher_concurrency_limit",
     "Driver calls an integration may have in flight now: its configured concurrency, lowered "

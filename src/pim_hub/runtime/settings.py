@@ -215,6 +215,10 @@ class Settings(BaseSettings):
     dispatcher_breaker_threshold: int = 5
     dispatcher_breaker_probe_min_s: float = 1.0
     dispatcher_breaker_probe_max_s: float = 5.0
+    # How long an outage holds an integration's jobs at most (seconds; 0: no limit): after it
+    # they go through the retry tiers to the dead-letter topic. Alert PimHubOutageCeilingNear
+    # fires at half of it.
+    dispatcher_outage_ceiling_s: float = Field(default=86400.0, ge=0)
     # Throttling (docs/delivery-semantics.md): a call slower than this (seconds) lowers the
     # integration's concurrency like a 429 does (0: latency is no signal).
     dispatcher_throttle_latency_s: float = Field(default=10.0, ge=0)

@@ -201,7 +201,10 @@ class DeliveryMixin(DispatcherBase):
                         await slots.acquire()
                         try:
                             for k in todo:
-                                if lane.breaker.state == "open" or lane.aimd.wait(clock()) > 0:
+                                now = clock()
+                                if (
+                                    lane.breaker.state == "open" and lane.breaker.holding(now)
+                                ) or lane.aimd.wait(now) > 0:
                                     # The circuit opened or the target said 429 meanwhile:
                                     # the rest are not sent (they wait in the lane).
                                     continue
@@ -240,13 +243,14 @@ class DeliveryMixin(DispatcherBase):
                     out = done
                 if b.batching:
                     lane.account([r for r in out if r is not None], clock() - t0)
-                circuit_open = lane.breaker.state != "closed"
+                # Past the outage ceiling the circuit holds nothing: failures are reported.
+                circuit_open = lane.breaker.holding(clock())
                 rows = []
                 for (i, job, dec), result in zip(send, out, strict=True):
                     if result is None:
                         # Not called: the circuit opened, or the target throttled, before
                         # its turn.
-                        held[i] = "circuit" if lane.breaker.state == "open" else "throttle"
+                        held[i] = "throttle" if lane.aimd.wait(clock()) > 0 else "circuit"
                         continue
                     if is_throttled(result.outcome, result.retryable, result.target_status):
                         # The target asks for fewer requests: the job waits in its lane for

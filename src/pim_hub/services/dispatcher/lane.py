@@ -94,6 +94,11 @@ class _Lane:
             dispatcher.driver_key, integration_id, dispatcher.priority
         )
         self.limit_gauge.set(self.aimd.current)
+        labels = (dispatcher.driver_key, integration_id, dispatcher.priority)
+        self.opened_gauge = metrics.DISPATCH_CIRCUIT_OPENED.labels(*labels)
+        self.opened_gauge.set(0)
+        metrics.DISPATCH_OUTAGE_CEILING.labels(*labels).set(dispatcher.options.breaker.ceiling_s)
+        self.ceiling_logged = False  # the WARNING that the outage ceiling passed, once an outage
         self.task = asyncio.create_task(self._pump(), name=f"lane-{integration_id}")
 
     def submit(self, w: _Work) -> None:
@@ -203,7 +208,19 @@ class _Lane:
                     # The target answered 429: nothing goes before its Retry-After.
                     await self._nap(hold)
                     continue
-                wait = self.breaker.probe_wait(time.monotonic())
+                now = time.monotonic()
+                if not self.ceiling_logged and self.breaker.expired(now):
+                    self.ceiling_logged = True
+                    logger.warning(
+                        "outage ceiling passed: the circuit holds the jobs no longer; they go "
+                        "through the retry tiers to the dead-letter topic",
+                        extra={
+                            "integration": self.integration_id,
+                            "priority": self.d.priority,
+                            "ceiling_s": self.breaker.policy.ceiling_s,
+                        },
+                    )
+                wait = self.breaker.probe_wait(now)
                 if wait is not None:
                     if wait > 0:
                         # The target is down: the jobs wait here, no attempt spent, until
@@ -290,6 +307,12 @@ class _Lane:
             self.slots.freed.set()  # raised: waiting calls may go
         if br.state != before:
             self.circuit_gauge.set(STATE_VALUES[br.state])
+            if br.state == "closed":
+                self.opened_gauge.set(0)
+                self.ceiling_logged = False
+            elif before == "closed" and br.opened_at is not None:
+                # Wall clock, for the alert on the ceiling and `hub integrations show`.
+                self.opened_gauge.set(time.time() - (now - br.opened_at))
         if br.state == before or {br.state, before} == {"open", "half_open"}:
             return  # a failed probe: still open, a longer wait
         self.kick.set()
