@@ -7,14 +7,19 @@ backlog goes out at once, the retries scheduled during the outage included.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import ClassVar
 
+import psycopg
 import pytest
 from prometheus_client import REGISTRY
+from typer.testing import CliRunner
 
+from pim_hub.cli.main import app
 from pim_hub.drivers.base import DeliveryResult, IntegrationContext
+from pim_hub.ops.circuits import circuits
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.events import Job
 from pim_hub.services.dispatcher.core.breaker import BreakerPolicy
@@ -64,6 +69,24 @@ def target_driver(key: str) -> type[TargetDriver]:
     )
 
 
+def circuit_rows(database_url: str, integration: str) -> list[tuple[str, str]]:
+    """(state, process) of the integration's rows in dispatcher_circuits."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "SELECT state, process FROM dispatcher_circuits WHERE integration_id = %s",
+            (integration,),
+        ).fetchall()
+
+
+def wait_closed_row(database_url: str, integration: str) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if [s for s, _ in circuit_rows(database_url, integration)] == ["closed"]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(circuit_rows(database_url, integration))
+
+
 def circuit(driver: str, integration: str) -> float | None:
     return REGISTRY.get_sample_value(
         "pimhub_dispatcher_circuit_state",
@@ -98,6 +121,10 @@ def test_an_outage_pauses_the_integration_and_the_backlog_drains_on_return(
         assert circuit(driver.key, integ) == 2, "the circuit never opened"
         opened = time.monotonic()
         time.sleep(4.0)  # longer than the retry tiers (1 s, 2 s) and max_attempts (2)
+        # The row the dispatcher writes (what `hub integrations show` reads).
+        [row] = circuits(database_url, integ)
+        assert row["state"] in ("open", "half_open") and not row["stale"], row
+        assert row["opened_at"] is not None and row["last_probe"] is not None
         during = [t for t, _ in driver.calls if t > opened + 0.5]
         driver.down = None
         back = time.monotonic()
@@ -106,6 +133,9 @@ def test_an_outage_pauses_the_integration_and_the_backlog_drains_on_return(
         )
         drained = time.monotonic() - back
         assert circuit(driver.key, integ) == 0
+        wait_closed_row(database_url, integ)
+    # A dispatcher that stops takes its rows with it.
+    assert circuit_rows(database_url, integ) == []
     watch.close()
     # Probes only, one at a time, backing off: a few, not one attempt per job and tier.
     assert 1 <= len(during) <= 8, len(during)
@@ -180,3 +210,37 @@ def test_an_outage_past_the_ceiling_sends_the_jobs_to_the_dead_letters(
     assert all("attempts exhausted" in (s["error_message"] or "") for s in dead)
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(m.startswith("outage ceiling passed") for m in messages)
+
+
+def test_integrations_show_tells_each_dispatchers_circuit(
+    hub_env: dict[str, str], hub_settings: Settings, database_url: str, unique: str
+) -> None:
+    driver = target_driver(f"show{unique}")
+    integ = f"it-{unique}"
+    add_integration(database_url, catalogue_with(driver), integ, driver.key, {})
+    driver.down = "503"
+    jobs = [
+        job_record(integ, driver.key, "low", f"product:{i}{unique}", [change("n", i)], version(i))
+        for i in range(4)
+    ]
+    policy = BreakerPolicy(threshold=2, probe_min_s=0.5, probe_max_s=1.0)
+    with dispatching(hub_settings, driver, "low", breaker=policy, max_in_flight=3):
+        produce_jobs(hub_settings, jobs)
+        deadline = time.monotonic() + 60
+        while circuit(driver.key, integ) != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # a probe or two
+        shown = CliRunner().invoke(app, ["integrations", "show", integ], env=hub_env)
+        driver.down = None
+        wait_closed_row(database_url, integ)
+        closed = CliRunner().invoke(app, ["integrations", "show", integ], env=hub_env)
+    assert shown.exit_code == 0, shown.output
+    [row] = json.loads(shown.stdout)["circuits"]
+    assert row["state"] in ("open", "half_open") and not row["stale"], row
+    assert (row["driver"], row["priority"]) == (driver.key, "low")
+    assert row["opened_at"] is not None and row["last_probe"] is not None
+    assert row["concurrency"] == row["concurrency_max"] == 3  # an outage is no throttling
+    assert f"the circuit of {integ} (low) is" in shown.stderr
+    [row] = json.loads(closed.stdout)["circuits"]
+    assert row["state"] == "closed" and row["opened_at"] is None
+    assert "the circuit of" not in closed.stderr

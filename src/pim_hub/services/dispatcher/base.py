@@ -105,6 +105,8 @@ class DispatcherBase:
         self.locks_held = 0
         #: Set whenever a batch finishes: pumps waiting for a slot or for lock room look again.
         self.batch_done = asyncio.Event()
+        #: Set when a lane's circuit or concurrency changes: its row is written at once.
+        self.circuit_changed = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pim_hub.drivers.base import DeliveryResult
@@ -30,6 +31,7 @@ class LaneHost(Protocol):
     guard_slots: int
     locks_held: int
     batch_done: asyncio.Event
+    circuit_changed: asyncio.Event
     _bound: dict[str, _Bound]
     _busy: dict[TP, int]
     _tasks: set[asyncio.Task[Any]]
@@ -229,6 +231,7 @@ class _Lane:
                         continue
                     size = 1  # the probe: one job, alone
                     self.circuit_gauge.set(STATE_VALUES["half_open"])
+                    self.d.circuit_changed.set()
                 batch = [self.ready.popleft() for _ in range(min(size, len(self.ready)))]
                 for w in batch:
                     w.state = "running"
@@ -303,9 +306,11 @@ class _Lane:
             else:
                 moved |= self.aimd.answered(now, latency_s)
         if moved:
+            self.d.circuit_changed.set()
             self.limit_gauge.set(self.aimd.current)
             self.slots.freed.set()  # raised: waiting calls may go
         if br.state != before:
+            self.d.circuit_changed.set()
             self.circuit_gauge.set(STATE_VALUES[br.state])
             if br.state == "closed":
                 self.opened_gauge.set(0)
@@ -334,6 +339,20 @@ class _Lane:
             )
             self.wake.set()
             self.d.release_retries(self.integration_id)
+
+    def circuit_row(self, wall: Callable[[float | None], str | None]) -> dict[str, Any]:
+        """The lane's circuit and concurrency now (times through `wall`: monotonic to ISO)."""
+        br, aimd = self.breaker, self.aimd
+        return {
+            "integration_id": self.integration_id,
+            "state": br.state,
+            "opened_at": wall(br.opened_at),
+            "last_probe": wall(br.last_probe),
+            "next_probe": wall(br.next_probe) if br.state == "open" else None,
+            "concurrency": aimd.current,
+            "concurrency_max": aimd.ceiling,
+            "throttled_until": wall(aimd.resume_at) if aimd.wait(time.monotonic()) > 0 else None,
+        }
 
     def requeue(self, w: _Work) -> None:
         """A held job is ready again (unless handed back meanwhile)."""

@@ -66,6 +66,7 @@ class CircuitBreaker:
         self.backoff = policy.probe_min_s
         self.next_probe = 0.0
         self.opened_at: float | None = None
+        self.last_probe: float | None = None  # when the last probe of this outage went
 
     def failed(self, now: float, retry_after: float | None = None) -> bool:
         """An outage failure; True when it opens the breaker (it was closed)."""
@@ -88,7 +89,7 @@ class CircuitBreaker:
         self.failures = 0
         if self.state == "closed":
             return False
-        self.state, self.opened_at = "closed", None
+        self.state, self.opened_at, self.last_probe = "closed", None, None
         self.backoff = self.policy.probe_min_s
         return True
 
@@ -113,6 +114,6 @@ class CircuitBreaker:
             return self.policy.probe_min_s  # a probe is under way: its answer decides
         wait = self.next_probe - now
         if wait <= 0:
-            self.state = "half_open"
+            self.state, self.last_probe = "half_open", now
             return 0.0
         return wait
