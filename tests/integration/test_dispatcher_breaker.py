@@ -244,3 +244,84 @@ def test_integrations_show_tells_each_dispatchers_circuit(
     [row] = json.loads(closed.stdout)["circuits"]
     assert row["state"] == "closed" and row["opened_at"] is None
     assert "the circuit of" not in closed.stderr
+
+
+class TwoTargetsDriver(TargetDriver):
+    """Two integrations of one driver: the targets of those in `down_for` refuse connections."""
+
+    down_for: ClassVar[set[str]] = set()
+
+    async def handle(self, job: Job, context: IntegrationContext) -> DeliveryResult:
+        """Refuse for an integration that is down, else deliver; record the call."""
+        cls = type(self)
+        cls.calls.append((time.monotonic(), job))
+        if job.integration_id in cls.down_for:
+            return DeliveryResult.retry("cannot reach the target: refused", kind="connection")
+        return DeliveryResult.delivered()
+
+
+def test_jobs_of_an_open_circuit_do_not_keep_other_integrations_waiting(
+    hub_settings: Settings, database_url: str, unique: str
+) -> None:
+    driver = type(
+        f"Two_{unique}",
+        (TwoTargetsDriver,),
+        {"key": f"two{unique}", "script": {}, "calls": [], "active": {}, "down_for": set()},
+    )
+    cat = catalogue_with(driver)
+    down, up = f"down-{unique}", f"up-{unique}"
+    add_integration(database_url, cat, down, driver.key, {})
+    add_integration(database_url, cat, up, driver.key, {})
+    driver.down_for = {down}
+    n_down, n_up = 150, 30
+
+    def jobs(integ: str, n: int, start: int = 0) -> list[dict[str, object]]:
+        return [
+            job_record(
+                integ,
+                driver.key,
+                "low",
+                f"product:{i}{unique}",
+                [change("n", "x" * 200)],
+                version(i),
+            )
+            for i in range(start, start + n)
+        ]
+
+    watch_down, watch_up = status_watcher(hub_settings, down), status_watcher(hub_settings, up)
+    policy = BreakerPolicy(threshold=3, probe_min_s=0.5, probe_max_s=1.0)
+    # A buffer of a few dozen jobs: the held ones of the target that is down fill it.
+    with dispatching(
+        hub_settings, driver, "low", breaker=policy, max_attempts=2, max_buffered_bytes=30_000
+    ) as [disp]:
+        produce_jobs(hub_settings, jobs(down, n_down))
+        deadline = time.monotonic() + 60
+        while circuit(driver.key, down) != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert circuit(driver.key, down) == 2, "the circuit never opened"
+        # The other integration's jobs come after the backlog of the one that is down.
+        produce_jobs(hub_settings, jobs(up, n_up))
+        delivered_up = watch_up.wait(
+            lambda s: sum(x["status"] == "delivered" for x in s) >= n_up, 60, "the other target"
+        )
+        assert circuit(driver.key, down) == 2  # still down meanwhile
+        assert disp.stats.parked > 0
+        parked = REGISTRY.get_sample_value(
+            "pimhub_dispatcher_held_total",
+            {"driver": driver.key, "integration": down, "priority": "low", "reason": "parked"},
+        )
+        assert parked is not None and parked > 0
+        driver.down_for = set()
+        back = time.monotonic()
+        statuses = watch_down.wait(
+            lambda s: len({x["job_id"] for x in s if x["status"] == "delivered"}) >= n_down,
+            90,
+            "the backlog of the target that came back",
+        )
+        drained = time.monotonic() - back
+    watch_down.close()
+    watch_up.close()
+    assert set(final_statuses(delivered_up).values()) == {"delivered"}
+    final = final_statuses(statuses)
+    assert len(final) == n_down and set(final.values()) == {"delivered"}  # none dead, none lost
+    assert drained < 20, drained

@@ -166,7 +166,8 @@ DISPATCH_HELD = Counter(
     "Times a job was held back without spending an attempt, by driver, integration, priority "
     "and reason (order: an older job of its entity pending in another lane; circuit: its "
     "target is down; throttle: its target answered 429; guard: the version guard's database "
-    "is away)",
+    "is away; parked: its circuit is open and the buffer was full, so it went to the longest "
+    "retry tier until the circuit closes)",
     ["driver", "integration", "priority", "reason"],
 )
 DISPATCH_CIRCUIT = Gauge(

@@ -141,6 +141,8 @@ class Dispatcher(
                         )
                     streaming = bool(msgs)
                 else:
+                    # Jobs an open circuit holds must not keep the others out: parked.
+                    self._park_held()
                     # The byte budget is spent: take nothing until batches finish. Not a
                     # pause: pausing makes librdkafka drop what it has fetched, and every
                     # resume fetched it again (the embedded broker answers a fetch with the

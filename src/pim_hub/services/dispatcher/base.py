@@ -164,3 +164,9 @@ class DispatcherBase:
 
     def _dead_letter_raw(self, msg: Message, reason: str, acks: _Acks) -> None:
         raise NotImplementedError  # reporting.ReportingMixin
+
+    def _park(self, integration_id: str, works: list[_Work]) -> None:
+        raise NotImplementedError  # reporting.ReportingMixin
+
+    async def _settle_apart(self, integration_id: str, batch: list[_Work]) -> None:
+        raise NotImplementedError  # delivery.DeliveryMixin

@@ -141,6 +141,22 @@ class _Lane:
         for w in self.ready:
             w.state = "ready"
 
+    def park(self) -> list[_Work]:
+        """Take out every job not being delivered (its circuit is open), in entity order."""
+        out: list[_Work] = []
+        for ekey in list(self.chains):
+            chain = self.chains[ekey]
+            kept = deque(w for w in chain if w.state == "running")
+            out.extend(w for w in chain if w.state != "running")
+            if kept:
+                self.chains[ekey] = kept
+            else:
+                del self.chains[ekey]
+        self.ready = deque(w for w in self.ready if w.state == "running")
+        for w in out:
+            w.state = "parked"  # a pending requeue of a held one finds it gone
+        return out
+
     def limit(self) -> RateLimit:
         bound = self.d._bound.get(self.integration_id)
         return bound.limit if bound else RateLimit(None, self.d.options.max_in_flight, 1)
