@@ -263,7 +263,7 @@ class TwoTargetsDriver(TargetDriver):
 def test_jobs_of_an_open_circuit_do_not_keep_other_integrations_waiting(
     hub_settings: Settings, database_url: str, unique: str
 ) -> None:
-    driver = type(
+    driver: type[TwoTargetsDriver] = type(
         f"Two_{unique}",
         (TwoTargetsDriver,),
         {"key": f"two{unique}", "script": {}, "calls": [], "active": {}, "down_for": set()},

@@ -113,7 +113,7 @@ def private_postgres() -> Iterator[Any]:
     try:
         yield database
     finally:
-        database.server.cleanup()
+        database.stop()
 
 
 def restart_server(server: Any, down_s: float) -> None:

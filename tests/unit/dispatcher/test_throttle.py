@@ -93,6 +93,18 @@ def test_retry_after_holds_every_call() -> None:
     assert aimd.wait(101.0) == pytest.approx(6.0)
 
 
+def test_429s_that_keep_coming_hold_longer_whatever_their_retry_after() -> None:
+    aimd = Aimd(POLICY, 4)
+    holds = []
+    for t in (0.0, 10.0, 20.0, 30.0, 40.0):
+        aimd.throttled(t, retry_after=0.1)
+        holds.append(aimd.wait(t))
+    assert holds == pytest.approx([0.5, 1.0, 2.0, 2.0, 2.0])  # up to backoff_max_s
+    aimd.answered(50.0, 0.1)
+    aimd.throttled(60.0, retry_after=0.1)
+    assert aimd.wait(60.0) == pytest.approx(0.5)
+
+
 def test_without_retry_after_the_hold_backs_off_until_an_answer() -> None:
     aimd = Aimd(POLICY, 4)
     aimd.throttled(0.0)

@@ -12,8 +12,9 @@ keeps a concurrency limit between 1 and the integration's configured `concurrent
 - **Additive increase**: every `limit` calls answered in time raise it by one, back up to
   the configured ceiling.
 - **Retry-After**: a 429 holds every call of the integration until its Retry-After has
-  passed, or, without one, for a backoff that doubles from `backoff_s` up to `backoff_max_s`
-  while 429s keep coming. The jobs it answered are put back in their lane, no attempt spent.
+  passed, and at least for a backoff that doubles from `backoff_s` up to `backoff_max_s`
+  while 429s keep coming (reset by any other answer). The jobs it answered are put back in
+  their lane, no attempt spent.
 
 Pure: the caller gives the time; see docs/delivery-semantics.md.
 """
@@ -35,9 +36,9 @@ class ThrottlePolicy:
     Attributes:
         latency_s: a call slower than this lowers the limit (0: latency is no signal).
         decrease: what a throttling signal multiplies the limit by (0 < decrease < 1).
-        backoff_s: how long a 429 without Retry-After holds the calls (doubling while they
-            keep coming, up to backoff_max_s).
-        backoff_max_s: the longest such hold.
+        backoff_s: how long a 429 holds the calls at least (doubling while they keep
+            coming, up to backoff_max_s; a longer Retry-After wins).
+        backoff_max_s: the longest such hold (unless Retry-After asks for more).
     """
 
     latency_s: float = 10.0
@@ -78,11 +79,12 @@ class Aimd:
     ) -> bool:
         """A 429 to a call that started at `started` (default: now): hold the calls, lower
         the limit; True when the limit changed."""
-        if retry_after is not None and retry_after > 0:
-            hold = retry_after
-        else:
-            hold = self.backoff
-            self.backoff = min(self.backoff * 2, self.policy.backoff_max_s)
+        # A longer Retry-After is honoured; 429s that keep coming (nothing answered in
+        # between) hold longer each time, up to backoff_max_s, whatever they say: a target
+        # that refuses even one call at a time gets a call every few seconds, as an outage's
+        # probe does.
+        hold = max(retry_after or 0.0, self.backoff)
+        self.backoff = min(self.backoff * 2, self.policy.backoff_max_s)
         self.resume_at = max(self.resume_at, now + hold)
         return self._decrease(now, now if started is None else started)
 
