@@ -153,6 +153,9 @@ class Dispatcher(
                 if msgs:
                     await self._route(consumer, msgs)
                 self._apply_backpressure(consumer)
+                if self._backpressured:
+                    # A partition paused for its count of records may be full of held jobs.
+                    self._park_held()
                 if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
                     self._commit(consumer, asynchronous=True)
         finally:
