@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from psycopg.types.json import Jsonb
 
 from pim_hub.devstack.stack import wait_for
-from pim_hub.drivers.base import DeliveryResult
+from pim_hub.drivers.base import DeliveryResult, Driver
 from pim_hub.ops.dead import list_dead, redrive
 from pim_hub.runtime import health
 from pim_hub.runtime.health import Health
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.integration
 
 @contextlib.contextmanager
 def dispatching(
-    settings: Settings, driver: type[RecordingDriver], *priorities: str, **options: Any
+    settings: Settings, driver: type[Driver], *priorities: str, **options: Any
 ) -> Iterator[list[Dispatcher]]:
     """Dispatchers of one test driver, running in threads until the block ends."""
     opts = DispatcherOptions.from_settings(settings, linger_ms=5, **options)

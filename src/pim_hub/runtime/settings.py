@@ -206,11 +206,18 @@ class Settings(BaseSettings):
     # waits at most for an older job of its entity pending in another lane; 0: off.
     dispatcher_order_hold_s: float = 60.0
     # Circuit breaker per integration (docs/delivery-semantics.md): consecutive outage failures
-    # (unreachable, timeouts, 5xx, 429) that pause an integration's jobs (0: never), and the
+    # (unreachable, timeouts, 5xx) that pause an integration's jobs (0: never), and the
     # first and longest waits between probes of its target.
     dispatcher_breaker_threshold: int = 5
     dispatcher_breaker_probe_min_s: float = 1.0
     dispatcher_breaker_probe_max_s: float = 5.0
+    # How long an outage holds an integration's jobs at most (seconds; 0: no limit): after it
+    # they go through the retry tiers to the dead-letter topic. Alert PimHubOutageCeilingNear
+    # fires at half of it.
+    dispatcher_outage_ceiling_s: float = Field(default=86400.0, ge=0)
+    # Throttling (docs/delivery-semantics.md): a call slower than this (seconds) lowers the
+    # integration's concurrency like a 429 does (0: latency is no signal).
+    dispatcher_throttle_latency_s: float = Field(default=10.0, ge=0)
     log_level: str = "INFO"
     log_format: str = "json"
     # Schema Registry: the Confluent client's auth, TLS and caching; register or look up only.
