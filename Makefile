@@ -26,7 +26,7 @@ demo: $(STAMP) ## run the main job on embedded defaults (broker, PostgreSQL, san
 test: $(STAMP) ## run every test (starts its own broker; uses or starts PostgreSQL)
 	sh infra/prometheus/ensure-prometheus.sh
 	sh infra/chromium/ensure-chromium.sh >/dev/null
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n $${PYTEST_WORKERS:-2} --dist loadfile --durations=25
 
 test-unit: $(STAMP) ## unit tests only (no broker, no database)
 	$(BIN)/pytest -q tests/unit

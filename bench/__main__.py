@@ -159,6 +159,44 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def _sections(doc: str) -> tuple[str, dict[str, str], list[str]]:
+    """The document's head, its `## ` sections by title and their order."""
+    head, *parts = doc.split("\n## ")
+    sections: dict[str, str] = {}
+    order: list[str] = []
+    for part in parts:
+        title = part.split("\n", 1)[0].strip()
+        sections[title] = "## " + part.rstrip("\n") + "\n"
+        order.append(title)
+    return head.rstrip("\n") + "\n", sections, order
+
+
+def merge_sections(
+    existing: str,
+    results: list[tuple[str, str, str, dict[str, Any] | str, float]],
+    command: str,
+    started: str,
+    commit: str,
+    machine: str,
+) -> str:
+    """`existing` with the sections of `results` replaced (or added), in `BENCHMARKS` order.
+
+    A replaced section says which run produced it, since the document's head describes the
+    last full `make bench` only.
+    """
+    head, sections, order = _sections(existing)
+    _, fresh, _ = _sections(render(results, command, started, commit, machine))
+    run = f"Run: `{command}`, {started} UTC, commit {commit}; {machine}."
+    for title, text in fresh.items():
+        first, rest = text.split("\n", 1)
+        sections[title] = f"{first}\n\n{run}\n{rest}"
+        if title not in order:
+            order.append(title)
+    rank = {title: i for i, (_, title, _, _) in enumerate(BENCHMARKS)}
+    order.sort(key=lambda t: rank.get(t, len(rank)))
+    return head + "\n" + "\n".join(sections[t] for t in order)
+
+
 def main() -> None:
     """Run the chosen benchmarks (all by default) and rewrite docs/benchmarks.md."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -189,6 +227,10 @@ def main() -> None:
         print(doc)
         return
     DOC.parent.mkdir(exist_ok=True)
+    if args.only and DOC.exists():
+        # A partial run replaces only its own sections: the others keep their figures, and
+        # each replaced section names the run it comes from.
+        doc = merge_sections(DOC.read_text(), results, command, run_started, commit, machine)
     DOC.write_text(doc)
     print(f"wrote {DOC.relative_to(ROOT)}")
     sys.exit(0)

@@ -27,6 +27,7 @@ from pim_hub.schemas.serde import Serde
 from pim_hub.schemas.topics import TopicSpec
 from pim_hub.services.mutator.app import _transport_class, faust_config
 from pim_hub.services.mutator.processing import SnapshotProcessor
+from pim_hub.services.mutator.settings import MutatorSettings
 
 PASSTHROUGH_TOPIC = "bench.passthrough"
 NAIVE_TOPIC = "bench.naive-faust"
@@ -221,13 +222,13 @@ def _passthrough(settings: Settings, expected: int, timeout: float) -> Rate:
         reader.close()
 
 
-def naive_faust_app(settings: Settings, app_id: str) -> faust.App:
+def naive_faust_app(settings: Settings, mutator: MutatorSettings, app_id: str) -> faust.App:
     """The naive Faust agent: per event, Avro + JSON decode, a table write and one send.
 
     Same Faust settings and transport as the mutator (memory store, aiokafka): the rate of
     the framework doing the least a stateful agent does.
     """
-    app = faust.App(app_id, **faust_config(settings))
+    app = faust.App(app_id, **faust_config(settings, mutator))
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
     serde = Serde()
     raw: dict[str, Any] = {
@@ -256,7 +257,7 @@ def _naive_faust_worker(app_id: str) -> None:
     """Child process: run the naive Faust agent until SIGTERM."""
     from faust import Worker
 
-    app = naive_faust_app(Settings(), app_id)
+    app = naive_faust_app(Settings(), MutatorSettings(), app_id)
     Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
 
 

@@ -1,4 +1,8 @@
-"""Shared fixtures: one real broker and one fresh PostgreSQL database per test session."""
+"""Shared fixtures: one real broker and one fresh PostgreSQL database per test session.
+
+`make test` runs two pytest-xdist workers: each is a session of its own, so each has its own
+broker and database (named after its process).
+"""
 
 from __future__ import annotations
 

@@ -3,16 +3,22 @@
 No registry server can run in the tests, so this serves the subset of the Schema Registry API
 (https://docs.confluent.io/platform/current/schema-registry/develop/api.html) that
 confluent-kafka's SchemaRegistryClient calls for the hub, with the registry's status codes,
-error codes and bodies:
+error codes and bodies. That subset is written down in tests/registry_api.yaml (OpenAPI,
+from the registry's API reference) and tests/unit/test_registry_api.py checks every answer
+of this double against it:
 
 - `POST /subjects/{subject}/versions` registers (idempotent: the same schema gets its id back;
-  a schema the subject's compatibility level refuses gets 409, error_code 409);
+  a schema the subject's compatibility level refuses gets 409, error_code 409; an invalid
+  one 42201);
 - `POST /subjects/{subject}` looks a schema up (40401 unknown subject, 40403 unknown schema);
 - `GET /schemas/ids/{id}` (40403), `GET /subjects`, `GET /subjects/{subject}/versions`,
-  `GET /subjects/{subject}/versions/{version|latest}` (40402 unknown version);
+  `GET /subjects/{subject}/versions/{version|latest}` (40402 unknown version, 42202 not a
+  version);
 - `POST /compatibility/subjects/{subject}/versions/{version|latest}[?verbose=true]`;
-- `GET|PUT /config[/{subject}]` (compatibility level; default BACKWARD, 40408 unset subject);
-- `GET|PUT /mode` with `READONLY` refusing registration (42205 operation not permitted);
+- `GET|PUT /config[/{subject}]` (compatibility level; default BACKWARD, 40408 unset subject,
+  42203 unknown level);
+- `GET|PUT /mode` with `READONLY` refusing registration (42205 operation not permitted;
+  42204 unknown mode);
 - HTTP basic auth when credentials are set (401, error_code 401).
 
 Compatibility follows the registry's rules with Apache Avro's own checker: BACKWARD (the new
@@ -34,6 +40,42 @@ import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+LEVELS = frozenset(
+    {
+        "NONE",
+        "BACKWARD",
+        "BACKWARD_TRANSITIVE",
+        "FORWARD",
+        "FORWARD_TRANSITIVE",
+        "FULL",
+        "FULL_TRANSITIVE",
+    }
+)
+MODES = frozenset({"READWRITE", "READONLY", "READONLY_OVERRIDE", "IMPORT"})
+
+
+class Refusal(Exception):
+    """An answer other than 200: its HTTP status and the registry's error code."""
+
+    def __init__(self, status: int, error_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error_code, self.message = status, error_code, message
+
+
+def _schema_of(body: Any) -> str:
+    """The request's Avro schema text (42201 when it is not one)."""
+    if not isinstance(body, dict):
+        raise Refusal(422, 42201, "Invalid schema: the body is not an object")
+    schema, kind = body.get("schema"), body.get("schemaType") or "AVRO"
+    if kind != "AVRO":
+        raise Refusal(422, 42201, f"Invalid schema: this registry keeps AVRO, not {kind}")
+    if not isinstance(schema, str):
+        raise Refusal(422, 42201, "Invalid schema: no schema text")
+    try:
+        avro.schema.parse(schema)
+    except Exception as exc:  # any parse failure is an invalid schema
+        raise Refusal(422, 42201, f"Invalid schema: {exc}") from exc
+    return schema
 
 
 def _canonical(schema: str) -> str:
@@ -62,6 +104,13 @@ def check_level(level: str, new: str, earlier: list[str]) -> list[str]:
         if base in ("FORWARD", "FULL"):
             problems += _compatible(old, new)
     return problems
+
+
+def _level_of(body: Any) -> str:
+    level = body.get("compatibility") if isinstance(body, dict) else None
+    if level not in LEVELS:
+        raise Refusal(422, 42203, f"Invalid compatibility level {level!r}")
+    return str(level)
 
 
 @dataclass
@@ -120,7 +169,16 @@ class FakeSchemaRegistry:
                         return
                 with registry._lock:
                     registry.state.requests.append((method, url.path))
-                    status, answer = registry.route(method, parts, query, body)
+                    try:
+                        status, answer = registry.route(method, parts, query, body)
+                    except Refusal as exc:
+                        status, answer = (
+                            exc.status,
+                            {
+                                "error_code": exc.error_code,
+                                "message": exc.message,
+                            },
+                        )
                 self._send(status, answer)
 
             def do_GET(self) -> None:
@@ -149,6 +207,10 @@ class FakeSchemaRegistry:
     def _version(self, subject: str, version: str) -> tuple[int, int] | None:
         """(version number, schema id) of a subject's version or `latest`."""
         ids = self.state.subjects.get(subject, [])
+        if version not in ("latest", "-1") and not (version.isdigit() and int(version) >= 1):
+            raise Refusal(
+                422, 42202, f"The specified version '{version}' is not a valid version id"
+            )
         if not ids:
             return None
         if version in ("latest", "-1"):
@@ -192,7 +254,7 @@ class FakeSchemaRegistry:
                         "error_code": 42205,
                         "message": f"Subject {subject} is in read-only mode",
                     }
-                schema = body["schema"]
+                schema = _schema_of(body)
                 ids = st.subjects.setdefault(subject, [])
                 sid = st.id_of(schema)
                 if sid is not None and sid in ids:
@@ -215,7 +277,7 @@ class FakeSchemaRegistry:
             case ("POST", ["subjects", subject]):
                 if subject not in st.subjects:
                     return 404, {"error_code": 40401, "message": f"Subject '{subject}' not found."}
-                sid = st.id_of(body["schema"])
+                sid = st.id_of(_schema_of(body))
                 ids = st.subjects[subject]
                 if sid is None or sid not in ids:
                     return 404, {"error_code": 40403, "message": "Schema not found"}
@@ -231,10 +293,11 @@ class FakeSchemaRegistry:
                 found = self._version(subject, version)
                 if found is None:
                     return 404, {"error_code": 40402, "message": "Version not found."}
+                schema = _schema_of(body)
                 level = self.level(subject)
                 ids = st.subjects[subject]
                 earlier = ids[: found[0]] if level.endswith("_TRANSITIVE") else [found[1]]
-                problems = check_level(level, body["schema"], [st.schemas[i] for i in earlier])
+                problems = check_level(level, schema, [st.schemas[i] for i in earlier])
                 answer: dict[str, Any] = {"is_compatible": not problems}
                 if query.get("verbose") == ["true"]:
                     answer["messages"] = problems
@@ -242,7 +305,7 @@ class FakeSchemaRegistry:
             case ("GET", ["config"]):
                 return 200, {"compatibilityLevel": st.global_level}
             case ("PUT", ["config"]):
-                st.global_level = body["compatibility"]
+                st.global_level = _level_of(body)
                 return 200, {"compatibility": st.global_level}
             case ("GET", ["config", subject]):
                 if subject not in st.levels:
@@ -255,11 +318,13 @@ class FakeSchemaRegistry:
                     }
                 return 200, {"compatibilityLevel": st.levels[subject]}
             case ("PUT", ["config", subject]):
-                st.levels[subject] = body["compatibility"]
+                st.levels[subject] = _level_of(body)
                 return 200, {"compatibility": st.levels[subject]}
             case ("GET", ["mode"]):
                 return 200, {"mode": st.mode}
             case ("PUT", ["mode"]):
+                if body.get("mode") not in MODES:
+                    raise Refusal(422, 42204, f"Invalid mode {body.get('mode')!r}")
                 st.mode = body["mode"]
                 return 200, {"mode": st.mode}
         return 404, not_found

@@ -304,6 +304,50 @@ OVERVIEW = Dashboard(
                     runbook="PimHubDeadLetters",
                 ),
                 Panel(
+                    "Circuit state by integration (0 closed, 1 probing, 2 open)",
+                    [
+                        (
+                            "max by (integration, priority) "
+                            f"(pimhub_dispatcher_circuit_state{{{SI}}})",
+                            "{{integration}} {{priority}}",
+                        )
+                    ],
+                    description="The circuit breaker of each integration's target: open while "
+                    "it fails for everything (its jobs wait, one probe at a time). "
+                    "`hub integrations show` tells since when and the last and next probe.",
+                    runbook="PimHubCircuitOpen",
+                ),
+                Panel(
+                    "Outage so far (share of the outage ceiling)",
+                    [
+                        (
+                            "max by (integration, priority) ("
+                            f"(time() - pimhub_dispatcher_circuit_opened_timestamp_seconds{{{SI}}})"
+                            f" * (pimhub_dispatcher_circuit_opened_timestamp_seconds{{{SI}}} > bool 0)"
+                            f" / (pimhub_dispatcher_outage_ceiling_seconds{{{SI}}} > 0))",
+                            "{{integration}} {{priority}}",
+                        )
+                    ],
+                    "percentunit",
+                    description="How long each circuit has been open, against "
+                    "HUB_DISPATCHER_OUTAGE_CEILING_S (0 while closed). At 100 % its held jobs "
+                    "go through the retry tiers to the dead letters.",
+                    runbook="PimHubOutageCeilingNear",
+                ),
+                Panel(
+                    "Concurrency limit by integration (lowered while the target throttles)",
+                    [
+                        (
+                            "min by (integration, priority) "
+                            f"(pimhub_dispatcher_concurrency_limit{{{SI}}})",
+                            "{{integration}} {{priority}}",
+                        )
+                    ],
+                    description="Driver calls each integration may have in flight: its "
+                    "configured concurrency, halved on a 429 or slow answers, raised again one "
+                    "by one (AIMD).",
+                ),
+                Panel(
                     "Jobs in flight",
                     [
                         (

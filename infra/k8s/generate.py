@@ -16,6 +16,10 @@ if str(ROOT / "src") not in sys.path:  # run as a script from anywhere
 from pim_hub.ops.topics_export import kafka_topics  # noqa: E402
 from pim_hub.runtime.settings import Settings  # noqa: E402
 from pim_hub.schemas import topics  # noqa: E402
+from pim_hub.services.mutator.settings import (  # noqa: E402
+    MutatorSettings,
+    default_mutator_settings,
+)
 
 BASE = Path(__file__).resolve().parent / "base"
 HEADER = (
@@ -326,6 +330,7 @@ def services(partitions: int) -> dict[str, list[dict[str, Any]]]:
             service("hub-exporter", "exporter", [("metrics", METRICS_PORT)]),
         ],
         "sync-delta.yaml": [sync_cronjob()],
+        "console.yaml": console_files(),
     }
     dispatchers: list[dict[str, Any]] = []
     for driver in DRIVERS:
@@ -344,6 +349,36 @@ def services(partitions: int) -> dict[str, list[dict[str, Any]]]:
             dispatchers.append(scaled_object(name, driver, priority, partitions))
     files["dispatchers.yaml"] = dispatchers
     return {name: [_clean(r) for r in res] for name, res in files.items()}
+
+
+#: The operations console's port (`hub console --port`).
+CONSOLE_PORT = 8095
+#: The Secret holding HUB_CONSOLE_USERS and HUB_CONSOLE_SECRET_KEY (created outside Git,
+#: docs/deployment.md); without it the pod does not start, and without users the console
+#: refuses to.
+CONSOLE_SECRET = "hub-console"  # noqa: S105 - the Secret's name
+
+
+def console_files() -> list[dict[str, Any]]:
+    """The console: a Deployment whose users and session key come from a Secret of its own,
+    and a Service for the ingress (TLS goes there: the cookie is Secure off loopback).
+
+    One replica: a replay's progress page is kept by the process that runs it (the audit log
+    and every read model are shared, so more replicas would need session affinity)."""
+    http = [{"name": "http", "containerPort": CONSOLE_PORT}]
+    resources = deployment(
+        "hub-console",
+        "console",
+        ["console", "--host", "0.0.0.0", "--port", str(CONSOLE_PORT)],  # noqa: S104
+        "small",
+        http,
+    )
+    container = resources[0]["spec"]["template"]["spec"]["containers"][0]
+    container["envFrom"] = [*container["envFrom"], {"secretRef": {"name": CONSOLE_SECRET}}]
+    return [
+        *resources,
+        service("hub-console", "console", [("http", CONSOLE_PORT), ("metrics", METRICS_PORT)]),
+    ]
 
 
 def sync_cronjob() -> dict[str, Any]:
@@ -438,9 +473,9 @@ def _acl(kind: str, name: str, pattern: str, *operations: str) -> dict[str, Any]
     return {"resource": resource, "operations": list(operations), "host": "*", "type": "allow"}
 
 
-def kafka_user(settings: Settings) -> dict[str, Any]:
+def kafka_user(mutator: MutatorSettings) -> dict[str, Any]:
     """The hub's KafkaUser with the ACLs of docs/deployment.md (Security)."""
-    app = settings.mutator_app_id
+    app = mutator.app_id
     return {
         "apiVersion": "kafka.strimzi.io/v1beta2",
         "kind": "KafkaUser",
@@ -511,7 +546,7 @@ def generated_files(settings: Settings | None = None) -> dict[str, str]:
     files["kafka-topics.yaml"] = render(
         kafka_topics(settings, profile="production", cluster=CLUSTER)
     )
-    files["kafka-user.yaml"] = render([kafka_user(settings)])
+    files["kafka-user.yaml"] = render([kafka_user(default_mutator_settings())])
     files["monitoring.yaml"] = render([pod_monitor(), prometheus_rule()])
     return files
 

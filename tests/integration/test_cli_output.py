@@ -63,3 +63,38 @@ def test_topics_and_dead_letters_list_as_json(hub_env: dict[str, str], unique: s
     dead = _hub(hub_env, "dead", "list", "--integration", f"none-{unique}", "-o", "json")
     assert dead.exit_code == 0, dead.output
     assert json.loads(dead.stdout) == []
+
+
+def test_deliveries_take_the_operation_from_the_status_and_still_show_old_ones(
+    hub_env: dict[str, str], database_url: str, unique: str
+) -> None:
+    from pathlib import Path
+
+    from pim_hub.schemas.serde import Serde
+    from pim_hub.services.projections.deliveries import project
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "avro"
+    serde = Serde()
+    # A status of schema v1 (no operation) and one of v2, as the projector decodes them.
+    old = serde.decode("DeliveryStatus", (fixtures / "v1" / "DeliveryStatus.bin").read_bytes())
+    new = serde.decode("DeliveryStatus", (fixtures / "v2" / "DeliveryStatus.bin").read_bytes())
+    now = datetime.now(UTC)
+    old_job, new_job = f"old-{unique}", f"new-{unique}"
+    integration = f"ops-{unique}"
+    old |= {"job_id": old_job, "integration_id": integration, "entity_key": f"product:o{unique}"}
+    new |= {"job_id": new_job, "integration_id": integration, "entity_key": f"product:n{unique}"}
+    new |= {"operation": "delete", "occurred_at": now}
+    with psycopg.connect(database_url) as conn:
+        project(conn, [old, new])
+        # A later status written by an older dispatcher keeps the operation already known.
+        project(conn, [{**new, "operation": None, "status": "retrying", "attempt": 2}])
+
+    listed = _hub(hub_env, "deliveries", "--integration", integration, "-o", "json")
+    assert listed.exit_code == 0, listed.output
+    rows = {r["job_id"]: r for r in json.loads(listed.stdout)}
+    assert rows[new_job]["operation"] == "delete" and rows[new_job]["status"] == "retrying"
+    assert rows[old_job]["operation"] is None  # no entity model row either: shown as "-"
+    table = _hub(hub_env, "deliveries", "--integration", integration).stdout.splitlines()
+    [new_line] = [line for line in table if new_job in line]
+    [old_line] = [line for line in table if old_job in line]
+    assert " delete " in new_line and " - " in old_line

@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
+import httpx
 import pytest
 from pydantic import SecretStr
 from starlette.testclient import TestClient
@@ -26,6 +27,9 @@ from pim_hub.runtime.settings import Settings
 from tests.integration.test_replay_ops import REFRESH_S, Feed, add_webhook, version
 
 pytestmark = pytest.mark.integration
+
+#: The responses of Starlette's TestClient (its own httpx: typed apart from the httpx package).
+Response = Any
 
 OPERATOR_PASSWORD = "operator-pass-1"
 VIEWER_PASSWORD = "viewer-pass-1"
@@ -57,7 +61,7 @@ def csrf_of(html: str) -> str:
     return match.group(1)
 
 
-def sign_in(client: TestClient, name: str, password: str) -> str:
+def sign_in(client: TestClient | httpx.Client, name: str, password: str) -> str:
     """Sign in; return the session's CSRF token."""
     token = csrf_of(client.get("/login").text)
     r = client.post(
@@ -79,101 +83,171 @@ def audit_rows(database_url: str, actor: str) -> list[dict[str, Any]]:
     )
 
 
+class ConsoleSession:
+    """A browser-less session on the console with this test's two users: signs in and posts
+    forms carrying the session's CSRF token (the steps every test repeats)."""
+
+    def __init__(self, client: TestClient, unique: str) -> None:
+        self.client = client
+        self.operator, self.viewer = f"op-{unique}", f"view-{unique}"
+        self.token = ""
+
+    def sign_in(self, role: Literal["operator", "viewer"] = "operator") -> str:
+        """Sign in as this test's operator or viewer; return (and keep) the CSRF token."""
+        name, password = (
+            (self.operator, OPERATOR_PASSWORD)
+            if role == "operator"
+            else (self.viewer, VIEWER_PASSWORD)
+        )
+        self.token = sign_in(self.client, name, password)
+        return self.token
+
+    def get(self, path: str, **kwargs: Any) -> Response:
+        """A GET in this session."""
+        return self.client.get(path, **kwargs)
+
+    def post(
+        self,
+        path: str,
+        form: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        follow_redirects: bool = True,
+    ) -> Response:
+        """POST a form with the session's CSRF token (`token` overrides it; "" sends none)."""
+        given = self.token if token is None else token
+        data = {**({"csrf_token": given} if given else {}), **(form or {})}
+        return self.client.post(path, data=data, follow_redirects=follow_redirects)
+
+
 @pytest.fixture
-def console_client(
-    hub_settings: Settings, unique: str
-) -> Iterator[tuple[TestClient, ConsoleSettings]]:
+def console(hub_settings: Settings, unique: str) -> Iterator[ConsoleSession]:
+    """The console app with this test's operator and viewer, nobody signed in yet."""
     cfg = console_settings(unique)
     with TestClient(create_app(hub_settings, cfg), raise_server_exceptions=False) as client:
-        yield client, cfg
+        yield ConsoleSession(client, unique)
 
 
 def test_nothing_is_served_without_sign_in_and_every_post_needs_the_csrf_token(
-    console_client: tuple[TestClient, ConsoleSettings], unique: str
+    console: ConsoleSession,
 ) -> None:
-    client, _cfg = console_client
     for path in ("/", "/entities?q=x", "/dead", "/integrations", "/replay", "/invalid", "/audit"):
-        r = client.get(path, follow_redirects=False)
+        r = console.get(path, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
-    assert client.get("/runs/abc.json").status_code == 401
+    assert console.get("/runs/abc.json").status_code == 401
 
     # A sign-in without the token is refused before the password is even looked at.
-    r = client.post("/login", data={"name": f"op-{unique}", "password": OPERATOR_PASSWORD})
+    login = {"name": console.operator, "password": OPERATOR_PASSWORD}
+    r = console.post("/login", login, token="")
     assert r.status_code == 403 and "CSRF" in r.text
-    token = csrf_of(client.get("/login").text)
-    bad = client.post(
-        "/login", data={"name": f"op-{unique}", "password": "wrong", "csrf_token": token}
-    )
+    token = csrf_of(console.get("/login").text)
+    bad = console.post("/login", {**login, "password": "wrong"}, token=token)
     assert bad.status_code == 401 and "Wrong user name or password" in bad.text
 
-    token = csrf_of(client.get("/login").text)
-    signed = client.post(
-        "/login",
-        data={"name": f"op-{unique}", "password": OPERATOR_PASSWORD, "csrf_token": token},
-        follow_redirects=False,
-    )
+    token = csrf_of(console.get("/login").text)
+    signed = console.post("/login", login, token=token, follow_redirects=False)
     cookie = signed.headers["set-cookie"].lower()
     assert "hub_console=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
     assert "secure" not in cookie  # loopback; off it the cookie is Secure (unit test)
-    new_token = csrf_of(client.get("/").text)
+    new_token = csrf_of(console.get("/").text)
     assert new_token != token  # signing in replaces the session and its token
-    token = new_token
+    console.token = new_token
     for path in ("/", "/dead", "/integrations", "/replay", "/invalid", "/audit", "/entities"):
-        r = client.get(path)
+        r = console.get(path)
         assert r.status_code == 200, (path, r.text[:500])
         assert "content-security-policy" in r.headers
-        assert f"op-{unique}" in r.text
+        assert console.operator in r.text
     # An action with a wrong token is refused and changes nothing.
-    r = client.post("/integrations/whatever/disable", data={"csrf_token": token + "x"})
+    r = console.post("/integrations/whatever/disable", token=new_token + "x")
     assert r.status_code == 403 and "CSRF" in r.text
-    r = client.post("/integrations/whatever/disable", data={})
-    assert r.status_code == 403
+    assert console.post("/integrations/whatever/disable", token="").status_code == 403
     # The session ends with sign-out (which needs the token too).
-    assert (
-        client.post("/logout", data={"csrf_token": token}, follow_redirects=False).status_code
-        == 303
+    assert console.post("/logout", follow_redirects=False).status_code == 303
+    assert console.get("/", follow_redirects=False).status_code == 303
+
+
+def test_failed_sign_ins_are_limited_per_address_and_user_name_with_429_and_an_audit_entry(
+    hub_settings: Settings, database_url: str, unique: str
+) -> None:
+    cfg = console_settings(
+        unique, sign_in_limit_per_user=3, sign_in_limit_per_address=5, sign_in_window_s=120
     )
-    assert client.get("/", follow_redirects=False).status_code == 303
+    from prometheus_client import REGISTRY
+
+    def signs(outcome: str) -> float:
+        return REGISTRY.get_sample_value("pimhub_console_sign_ins_total", {"outcome": outcome}) or 0
+
+    before = {o: signs(o) for o in ("wrong", "limited")}
+    with TestClient(create_app(hub_settings, cfg), raise_server_exceptions=False) as client:
+        session = ConsoleSession(client, unique)
+        token = csrf_of(session.get("/login").text)
+
+        def attempt(name: str, password: str) -> Response:
+            return session.post(
+                "/login", {"name": name, "password": password}, token=token, follow_redirects=False
+            )
+
+        for _ in range(3):
+            assert attempt(session.operator, "wrong").status_code == 401
+        # The operator's name has spent its three: even the right password waits now.
+        limited = attempt(session.operator, OPERATOR_PASSWORD)
+        assert limited.status_code == 429 and "Too many failed sign-ins" in limited.text
+        assert 0 < int(limited.headers["retry-after"]) <= 120
+        assert attempt(session.operator, "wrong").status_code == 429  # audited once only
+        # Another name from the same address still has the address's last two failures...
+        assert attempt(f"nobody-{unique}", "x").status_code == 401
+        assert attempt(session.viewer, "wrong").status_code == 401
+        # ...then the address is spent for every name.
+        assert attempt(session.viewer, VIEWER_PASSWORD).status_code == 429
+    assert signs("wrong") - before["wrong"] == 5 and signs("limited") - before["limited"] == 3
+    refused = [
+        (r["actor"], r["role"], r["action"], r["outcome"], r["detail"]["address"])
+        for r in query(
+            database_url,
+            "SELECT actor, role, action, outcome, detail FROM console_audit"
+            " WHERE actor IN (%s, %s) ORDER BY id",
+            session.operator,
+            session.viewer,
+        )
+    ]
+    assert refused == [
+        (session.operator, "anonymous", "sign-in", "refused", "testclient"),
+        (session.viewer, "anonymous", "sign-in", "refused", "testclient"),
+    ]
 
 
 def test_a_viewer_sees_pages_but_is_refused_every_action_and_the_refusal_is_audited(
-    console_client: tuple[TestClient, ConsoleSettings],
-    hub_settings: Settings,
-    database_url: str,
-    http_sink: HttpSink,
-    unique: str,
+    console: ConsoleSession, database_url: str, http_sink: HttpSink, unique: str
 ) -> None:
-    client, _cfg = console_client
     iid = f"con-view-{unique}"
     add_webhook(database_url, iid, f"{http_sink.url}/{iid}")
-    token = sign_in(client, f"view-{unique}", VIEWER_PASSWORD)
-    page = client.get("/integrations").text
+    console.sign_in("viewer")
+    page = console.get("/integrations").text
     assert iid in page and f"/integrations/{iid}/disable" not in page  # no button for a viewer
-    r = client.post(f"/integrations/{iid}/disable", data={"csrf_token": token})
+    r = console.post(f"/integrations/{iid}/disable")
     assert r.status_code == 403 and "may not disable" in r.text
-    r = client.post("/dead/redrive", data={"csrf_token": token, "job_id": "x", "target": "t"})
-    assert r.status_code == 403
-    r = client.post("/replay/run", data={"csrf_token": token, "kind": "replay", "since": "1h"})
-    assert r.status_code == 403
+    assert console.post("/dead/redrive", {"job_id": "x", "target": "t"}).status_code == 403
+    assert console.post("/replay/run", {"kind": "replay", "since": "1h"}).status_code == 403
     assert query(database_url, "SELECT enabled FROM integrations WHERE id = %s", iid) == [
         {"enabled": True}
     ]
-    rows = audit_rows(database_url, f"view-{unique}")
+    rows = audit_rows(database_url, console.viewer)
     assert [(r["action"], r["outcome"]) for r in rows] == [
         ("disable", "refused"),
         ("redrive", "refused"),
         ("replay", "refused"),
     ]
-    assert "refused" in client.get("/audit").text
+    assert "refused" in console.get("/audit").text
 
 
-def test_the_console_will_not_serve_without_sign_in_beyond_loopback(
+def test_the_console_will_not_start_without_someone_who_can_sign_in(
     hub_env: dict[str, str],
 ) -> None:
-    env = {**hub_env, "HUB_CONSOLE_USERS": "[]", "HUB_CONSOLE_HOST": "0.0.0.0"}  # noqa: S104
-    out = CliRunner().invoke(cli_app, ["console"], env=env)
-    assert out.exit_code == 2
-    assert "without sign-in" in out.output and "HUB_CONSOLE_USERS" in out.output
+    for host in ("127.0.0.1", "0.0.0.0"):  # noqa: S104 - loopback is no exception any more
+        env = {**hub_env, "HUB_CONSOLE_USERS": "[]", "HUB_CONSOLE_HOST": host}
+        out = CliRunner().invoke(cli_app, ["console"], env=env)
+        assert out.exit_code == 2, out.output
+        assert "no one could sign in" in out.output and "hub console add-user" in out.output
     bad = CliRunner().invoke(
         cli_app,
         ["console"],
@@ -182,26 +256,107 @@ def test_the_console_will_not_serve_without_sign_in_beyond_loopback(
     assert bad.exit_code == 2 and "hash-password" in bad.output
 
 
-def test_open_access_on_loopback_is_an_operator_still_bound_by_csrf(
-    hub_settings: Settings, database_url: str
+def test_the_dead_letter_page_reads_only_what_the_topic_gained_since_the_last_load(
+    console: ConsoleSession,
+    hub_settings: Settings,
+    database_url: str,
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    cfg = ConsoleSettings(users=[], host="127.0.0.1")
-    with TestClient(create_app(hub_settings, cfg), raise_server_exceptions=False) as client:
-        page = client.get("/")
-        assert page.status_code == 200 and "No users are configured" in page.text
-        assert client.post("/integrations/none/disable", data={}).status_code == 403
-        r = client.post("/integrations/none/disable", data={"csrf_token": csrf_of(page.text)})
-        assert r.status_code == 400 and "no integration" in r.text
+    import pim_hub.ops.dead as dead_ops
+    from pim_hub.devstack.fixtures import change, job_record
+    from pim_hub.runtime import logread
+    from pim_hub.runtime.kafka import make_producer
+    from pim_hub.schemas import topics
+    from pim_hub.schemas.serde import Serde
+
+    iid, serde = f"con-dlq-{unique}", Serde(hub_settings.registry_config())
+    producer = make_producer(hub_settings)
+
+    def dead_letter(n: int, kind: str, reason: str) -> str:
+        job = job_record(iid, "webhook", "low", f"product:{unique}-{n}", [change("name", n)], None)
+        job["last_error"] = reason
+        producer.produce(
+            topics.JOBS_DEAD,
+            serde.encode("Job", job, topic=topics.JOBS_DEAD),
+            key=f"{iid}|product:{unique}-{n}",
+            headers={"error.type": kind, "error.message": reason},
+        )
+        assert producer.flush(30) == 0
+        return str(job["job_id"])
+
+    ranges: list[dict[tuple[str, int], tuple[int, int]]] = []
+    real_scan = logread.scan
+
+    def spy(consumer: Any, todo: Any, **kwargs: Any) -> Any:
+        ranges.append(dict(todo))
+        return real_scan(consumer, todo, **kwargs)
+
+    monkeypatch.setattr(logread, "scan", spy)
+    first = [dead_letter(1, "http_422", "sku rejected <b>"), dead_letter(2, "timeout", "slow")]
+    console.sign_in("viewer")
+    page = console.get("/dead", params={"integration": iid})
+    assert page.status_code == 200, page.text[:500]
+    assert f"{iid} · http_422" in page.text and f"{iid} · timeout" in page.text
+    assert "sku rejected &lt;b&gt;" in page.text and set(first) <= set(
+        re.findall(r'data-job="([^"]+)"', page.text)
+    )
+    ends = {
+        (topics.JOBS_DEAD, p): o
+        for p, o in (
+            (r["dead_partition"], r["next_offset"])
+            for r in query(database_url, "SELECT * FROM dead_letter_positions")
+        )
+    }
+    # A load with nothing new reads no record; the next reads from where the last one ended.
+    ranges.clear()
+    assert dead_ops.sync_dead_letters(hub_settings) == 0 and ranges == []
+    third = dead_letter(3, "http_422", "sku rejected again")
+    page = console.get("/dead", params={"integration": iid, "reason": "HTTP_422"})
+    assert len(ranges) == 1 and all(start >= ends[tp] for tp, (start, _) in ranges[0].items())
+    assert sum(end - start for start, end in ranges[0].values()) >= 1
+    assert "2 dead letter(s), 2 job(s)" in page.text and "timeout" not in page.text
+    assert third in page.text
+
+    # Redrive (the CLI's code path) takes the letter off the page at once.
+    console.sign_in("operator")
+    done = console.post("/dead/redrive", {"job_id": third, "target": iid})
+    assert done.status_code == 200 and "1 job(s) redriven" in done.text
+    page = console.get("/dead", params={"integration": iid})
+    assert third not in page.text and "1 dead letter(s), 1 job(s)" in page.text
+    group = console.post("/dead/confirm", {"integration": iid, "kind": "http_422"})
+    assert "<strong>1 job(s)</strong> will be sent" in group.text
+    rows = query(database_url, "SELECT job_id FROM dead_letters WHERE integration_id = %s", iid)
+    assert sorted(r["job_id"] for r in rows) == sorted([*first, third])  # copied once each
+
+    # A stored position past the partition's end means another log under the same name (the
+    # topic was recreated): that partition is copied again from its start, nothing twice.
+    import psycopg
+
+    (row,) = query(
+        database_url, "SELECT dead_partition FROM dead_letters WHERE job_id = %s", first[1]
+    )
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE dead_letter_positions SET next_offset = next_offset + 1000000"
+            " WHERE dead_partition = %s",
+            (row["dead_partition"],),
+        )
+        conn.execute("DELETE FROM dead_letters WHERE job_id = %s", (first[1],))
+    assert dead_ops.sync_dead_letters(hub_settings) >= 1
+    page = console.get("/dead", params={"integration": iid, "reason": "slow"})
+    assert f"{iid} · timeout" in page.text and first[1] in page.text
+    rows = query(database_url, "SELECT job_id FROM dead_letters WHERE integration_id = %s", iid)
+    assert sorted(r["job_id"] for r in rows) == sorted([*first, third])
 
 
 def test_find_a_product_see_its_diff_escaped_redrive_its_dead_job_and_disable_the_target(
     pipeline: Supervisor,
-    console_client: tuple[TestClient, ConsoleSettings],
+    console: ConsoleSession,
     hub_settings: Settings,
     database_url: str,
     unique: str,
 ) -> None:
-    client, _cfg = console_client
     sink = HttpSink(script=[(400, {})]).start()  # the first delivery is refused for good
     try:
         iid = f"con-{unique}"
@@ -219,57 +374,50 @@ def test_find_a_product_see_its_diff_escaped_redrive_its_dead_job_and_disable_th
             return rows[0]["status"] if rows else None
 
         wait_for(lambda: status() == "dead", timeout=90, what="a dead job", supervisor=pipeline)
-        token = sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+        console.sign_in("operator")
 
         # Entity search by SKU: the trace, the field diff, the untrusted name escaped.
-        page = client.get("/entities", params={"q": f"SKU-{feed.uuid(1)}"})
+        page = console.get("/entities", params={"q": f"SKU-{feed.uuid(1)}"})
         assert page.status_code == 200, page.text[:500]
         assert key in page.text and 'class="stage">mutation' in page.text
         assert "dead-letter" in page.text and "http_400" in page.text
         assert "<script>alert" not in page.text
         assert "&lt;script&gt;alert(\\&#34;x\\&#34;)&lt;/script&gt;&amp;&lt;b&gt;" in page.text
         assert "<td>name</td><td>en_US</td>" in page.text.replace("<td>values</td>", "")
-        missing = client.get("/entities", params={"q": f"SKU-none-{unique}"})
+        missing = console.get("/entities", params={"q": f"SKU-none-{unique}"})
         assert missing.status_code == 404 and "no entity matches" in missing.text
 
         # Dead letters: grouped by integration and reason, with the error.
-        dead = client.get("/dead", params={"integration": iid})
+        dead = console.get("/dead", params={"integration": iid})
         assert f"{iid} · http_400" in dead.text and "1 job(s)" in dead.text
         job_ids = re.findall(r'name="job_id" value="([^"]+)"', dead.text)
         assert len(set(job_ids)) == 1
-        group = {"csrf_token": token, "integration": iid, "kind": "http_400"}
-        confirm_group = client.post("/dead/confirm", data=group)
+        group = {"integration": iid, "kind": "http_400"}
+        confirm_group = console.post("/dead/confirm", group)
         assert "<strong>1 job(s)</strong> will be sent" in confirm_group.text
         assert 'name="expected" value="1"' in confirm_group.text
         # Confirmed for another count (the group changed meanwhile): nothing is sent, the new
         # count is asked for.
-        stale = client.post("/dead/redrive", data={**group, "expected": "5"})
+        stale = console.post("/dead/redrive", {**group, "expected": "5"})
         assert stale.status_code == 409 and "The group changed" in stale.text
         assert "<strong>1 job(s)</strong> will be sent" in stale.text
-        confirm = client.post(
-            "/dead/confirm", data={"csrf_token": token, "job_id": job_ids[0], "target": iid}
-        )
+        chosen = {"job_id": job_ids[0], "target": iid}
+        confirm = console.post("/dead/confirm", chosen)
         assert confirm.status_code == 200
         assert "<strong>1 job(s)</strong> will be sent" in confirm.text
-        done = client.post(
-            "/dead/redrive", data={"csrf_token": token, "job_id": job_ids[0], "target": iid}
-        )
+        done = console.post("/dead/redrive", chosen)
         assert done.status_code == 200 and "1 job(s) redriven" in done.text
         wait_for(
             lambda: status() == "delivered", timeout=90, what="redelivery", supervisor=pipeline
         )
         assert len(sink.bodies(key)) == 1
         # Asking again sends nothing: the dead letter is redriven already.
-        again = client.post(
-            "/dead/confirm", data={"csrf_token": token, "job_id": job_ids[0], "target": iid}
-        )
+        again = console.post("/dead/confirm", chosen)
         assert "redriven already" in again.text
-        assert 'id="no-dead"' in client.get("/dead", params={"integration": iid}).text
+        assert 'id="no-dead"' in console.get("/dead", params={"integration": iid}).text
 
         # Disable: through the registry (published), fan-out stops making jobs for it.
-        r = client.post(
-            f"/integrations/{iid}/disable", data={"csrf_token": token}, follow_redirects=False
-        )
+        r = console.post(f"/integrations/{iid}/disable", follow_redirects=False)
         assert r.status_code == 303
         assert query(database_url, "SELECT enabled FROM integrations WHERE id = %s", iid) == [
             {"enabled": False}
@@ -294,11 +442,11 @@ def test_find_a_product_see_its_diff_escaped_redrive_its_dead_job_and_disable_th
             database_url, "SELECT entity_key FROM deliveries WHERE integration_id = %s", iid
         )
         assert [r["entity_key"] for r in rows] == [key], "fan-out went on after disable"
-        assert "disabled" in client.get("/integrations").text
+        assert "disabled" in console.get("/integrations").text
 
         actions = [
             (r["action"], r["target"], r["jobs"], r["outcome"])
-            for r in audit_rows(database_url, f"op-{unique}")
+            for r in audit_rows(database_url, console.operator)
         ]
         assert actions == [("redrive", iid, 1, "ok"), ("disable", iid, None, "ok")], actions
     finally:
@@ -307,13 +455,12 @@ def test_find_a_product_see_its_diff_escaped_redrive_its_dead_job_and_disable_th
 
 def test_replay_counts_before_it_sends_and_reports_progress(
     pipeline: Supervisor,
-    console_client: tuple[TestClient, ConsoleSettings],
+    console: ConsoleSession,
     hub_settings: Settings,
     database_url: str,
     http_sink: HttpSink,
     unique: str,
 ) -> None:
-    client, _cfg = console_client
     iid = f"con-rp-{unique}"
     add_webhook(database_url, iid, f"{http_sink.url}/{iid}")
     time.sleep(REFRESH_S)
@@ -335,28 +482,27 @@ def test_replay_counts_before_it_sends_and_reports_progress(
         what="three deliveries",
         supervisor=pipeline,
     )
-    token = sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+    console.sign_in("operator")
     form = {
-        "csrf_token": token,
         "kind": "replay",
         "since": "1h",
         "mode": "force",
         "integration": iid,
         "key": feed.pattern,
     }
-    bad = client.post("/replay/preview", data={**form, "since": "yesterday"})
+    bad = console.post("/replay/preview", {**form, "since": "yesterday"})
     assert bad.status_code == 400 and "expected an ISO 8601 time" in bad.text
-    preview = client.post("/replay/preview", data=form)
+    preview = console.post("/replay/preview", form)
     assert preview.status_code == 200, preview.text[:800]
     assert "<strong>3 job(s)</strong> would be sent" in preview.text
     assert len(query(database_url, "SELECT 1 FROM deliveries WHERE integration_id = %s", iid)) == 3
-    started = client.post("/replay/run", data=form, follow_redirects=False)
+    started = console.post("/replay/run", form, follow_redirects=False)
     assert started.status_code == 303
     run_url = started.headers["location"]
-    assert client.get(run_url).status_code == 200
+    assert console.get(run_url).status_code == 200
 
     def finished() -> dict[str, Any]:
-        run: dict[str, Any] = client.get(run_url + ".json").json()
+        run: dict[str, Any] = console.get(run_url + ".json").json()
         return run if run["state"] != "running" else {}
 
     run: dict[str, Any] = wait_for(finished, timeout=90, what="the replay run", supervisor=pipeline)
@@ -371,11 +517,11 @@ def test_replay_counts_before_it_sends_and_reports_progress(
     )
 
     # Resync: the full current state of the three products, counted first, then sent.
-    resync = {"csrf_token": token, "kind": "resync", "integration": iid, "key": feed.pattern}
-    preview = client.post("/replay/preview", data=resync)
+    resync = {"kind": "resync", "integration": iid, "key": feed.pattern}
+    preview = console.post("/replay/preview", resync)
     assert preview.status_code == 200, preview.text[:800]
     assert "<strong>3 job(s)</strong> would be sent" in preview.text
-    started = client.post("/replay/run", data=resync, follow_redirects=False)
+    started = console.post("/replay/run", resync, follow_redirects=False)
     run_url = started.headers["location"]
     run = wait_for(finished, timeout=90, what="the resync run", supervisor=pipeline)
     assert run["state"] == "done" and run["jobs"] == 3, run
@@ -387,7 +533,7 @@ def test_replay_counts_before_it_sends_and_reports_progress(
         what="three resync jobs",
         supervisor=pipeline,
     )
-    rows = audit_rows(database_url, f"op-{unique}")
+    rows = audit_rows(database_url, console.operator)
     assert [(r["action"], r["target"], r["jobs"], r["outcome"]) for r in rows] == [
         ("replay", iid, 3, "ok"),
         ("resync", iid, 3, "ok"),
@@ -396,7 +542,7 @@ def test_replay_counts_before_it_sends_and_reports_progress(
 
 
 def test_the_overview_shows_lag_members_and_a_group_that_is_stuck(
-    console_client: tuple[TestClient, ConsoleSettings],
+    console: ConsoleSession,
     hub_settings: Settings,
     unique: str,
 ) -> None:
@@ -406,7 +552,6 @@ def test_the_overview_shows_lag_members_and_a_group_that_is_stuck(
     from pim_hub.runtime.kafka import consumer_config
     from tests.integration.test_offsets_ops import _topic
 
-    client, _cfg = console_client
     topic, driver = f"console-lag-{unique}", f"con{unique}"
     group = f"hub.dispatch.{driver}.normal"
     _topic(hub_settings, topic, 5, int(time.time() * 1000) - 60_000)
@@ -432,28 +577,27 @@ def test_the_overview_shows_lag_members_and_a_group_that_is_stuck(
         return any(g.group == group and g.stuck for g in group_rows(hub_settings, [driver]))
 
     wait_for(stuck, timeout=60, what="the group without members")
-    sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
-    page = client.get("/").text
+    console.sign_in("operator")
+    page = console.get("/").text
     assert f"3 message(s) waiting in group {group} and no consumer" in page
-    assert f"<code>{group}</code>" in client.get("/overview/live").text
+    assert f"<code>{group}</code>" in console.get("/overview/live").text
 
 
 def test_rejected_snapshots_are_listed_with_their_reason_escaped(
     pipeline: Supervisor,
-    console_client: tuple[TestClient, ConsoleSettings],
+    console: ConsoleSession,
     hub_settings: Settings,
     unique: str,
 ) -> None:
     from pim_hub.runtime.kafka import make_producer, produce_sync
     from pim_hub.schemas import topics
 
-    client, _cfg = console_client
     key = f"product:{unique}-<b>bold</b>"
     produce_sync(make_producer(hub_settings), topics.SNAPSHOTS, b"{not avro at all", key=key)
-    sign_in(client, f"view-{unique}", VIEWER_PASSWORD)
+    console.sign_in("viewer")
 
     def listed() -> str:
-        page = client.get("/invalid").text
+        page = console.get("/invalid").text
         return page if f"product:{unique}-&lt;b&gt;bold&lt;/b&gt;" in page else ""
 
     page = wait_for(listed, timeout=90, what="the rejected snapshot listed", supervisor=pipeline)
@@ -464,14 +608,13 @@ def test_rejected_snapshots_are_listed_with_their_reason_escaped(
 
 def test_the_overview_names_a_priority_whose_jobs_have_no_dispatcher(
     pipeline: Supervisor,
-    console_client: tuple[TestClient, ConsoleSettings],
+    console: ConsoleSession,
     hub_settings: Settings,
     database_url: str,
     unique: str,
 ) -> None:
     import psycopg
 
-    client, _cfg = console_client
     # An integration of a driver no dispatcher runs for (written as an older hub or another
     # tool would: the registry row alone); fan-out makes its jobs, nobody delivers them.
     iid, driver = f"con-ghost-{unique}", f"ghost{unique}"
@@ -484,11 +627,11 @@ def test_the_overview_names_a_priority_whose_jobs_have_no_dispatcher(
     try:
         time.sleep(REFRESH_S)
         Feed(hub_settings, unique).publish(1, "Nobody delivers me", version(10))
-        sign_in(client, f"view-{unique}", VIEWER_PASSWORD)
+        console.sign_in("viewer")
         group = f"hub.dispatch.{driver}.normal"
 
         def flagged() -> str:
-            page = client.get("/overview/live").text
+            page = console.get("/overview/live").text
             return page if f"hub dispatcher --driver {driver} --priority normal" in page else ""
 
         page = wait_for(flagged, timeout=90, what="the missing dispatcher", supervisor=pipeline)
@@ -496,7 +639,7 @@ def test_the_overview_names_a_priority_whose_jobs_have_no_dispatcher(
         assert "no dispatcher has ever run for it" in problem and iid in problem
         row = next(r for r in page.split("<tr") if f"<code>{group}</code>" in r)
         assert "missing" in row and 'class="stuck"' in row
-        integrations = client.get("/integrations").text
+        integrations = console.get("/integrations").text
         assert f"{group}: missing" in integrations
     finally:
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -530,12 +673,7 @@ def test_hub_console_serves_with_users_from_the_environment(
     wait_for(healthy, timeout=120, what="hub console", supervisor=supervisor)
     with httpx.Client(base_url=base, timeout=30) as client:
         assert client.get("/").status_code == 303  # sign in first
-        token = csrf_of(client.get("/login").text)
-        signed = client.post(
-            "/login",
-            data={"name": f"op-{unique}", "password": OPERATOR_PASSWORD, "csrf_token": token},
-        )
-        assert signed.status_code == 303 and signed.headers["location"] == "/"
+        sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
         page = client.get("/integrations")
         assert page.status_code == 200 and f"op-{unique}" in page.text
         assert client.get("/static/console.js").status_code == 200
@@ -543,16 +681,15 @@ def test_hub_console_serves_with_users_from_the_environment(
 
 
 def test_bad_input_gets_a_clear_answer_never_a_server_error(
-    console_client: tuple[TestClient, ConsoleSettings],
+    console: ConsoleSession,
     database_url: str,
     http_sink: HttpSink,
     unique: str,
 ) -> None:
-    client, _cfg = console_client
-    token = sign_in(client, f"op-{unique}", OPERATOR_PASSWORD)
+    console.sign_in("operator")
     off = f"con-off-{unique}"
     add_webhook(database_url, off, f"{http_sink.url}/{off}")
-    r = client.post(f"/integrations/{off}/disable", data={"csrf_token": token})
+    r = console.post(f"/integrations/{off}/disable")
     assert r.status_code == 200  # followed to the integrations page
     cases: list[tuple[str, dict[str, Any], int, str]] = [
         ("/replay/preview", {"since": "1h", "integration": f"nope-{unique}"}, 400, "nope-"),
@@ -566,11 +703,11 @@ def test_bad_input_gets_a_clear_answer_never_a_server_error(
         (f"/integrations/{off}/explode", {}, 404, "enable or"),
     ]
     for path, form, status, text in cases:
-        r = client.post(path, data={"csrf_token": token, **form})
+        r = console.post(path, form)
         assert (r.status_code, text in r.text) == (status, True), (path, form, r.text[-600:])
-    assert client.get("/runs/nope").status_code == 404
-    assert client.get("/entities", params={"q": "<>" * 500}).status_code == 404
-    long_query = client.get("/dead", params={"integration": "x" * 5000, "reason": "%"})
+    assert console.get("/runs/nope").status_code == 404
+    assert console.get("/entities", params={"q": "<>" * 500}).status_code == 404
+    long_query = console.get("/dead", params={"integration": "x" * 5000, "reason": "%"})
     assert long_query.status_code == 200 and 'id="no-dead"' in long_query.text
 
 

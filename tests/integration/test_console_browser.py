@@ -14,13 +14,13 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from pim_hub.console.app import create_app
 from pim_hub.devstack.embedded import free_port
@@ -115,53 +115,66 @@ class ConsoleServer:
         self.thread.join(30)
 
 
-def sign_in(page: Page, base: str, name: str, password: str) -> None:
+@pytest.fixture
+def console_server(hub_settings: Settings, unique: str) -> Iterator[ConsoleServer]:
+    """The console with this test's operator and viewer (tests.integration.test_console)."""
+    server = ConsoleServer(create_app(hub_settings, console_settings(unique))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def new_context(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
+    """Makes browser contexts (one per person) of a laptop's screen; all closed afterwards."""
+    made: list[BrowserContext] = []
+
+    def make() -> BrowserContext:
+        context = browser.new_context(viewport={"width": 1366, "height": 900})
+        context.set_default_timeout(WAIT_MS)
+        made.append(context)
+        return context
+
+    yield make
+    for context in made:
+        context.close()
+
+
+def sign_in(page: Page, base: str, name: str, password: str) -> Page:
+    """Sign in through the form the console sends an anonymous visitor to; returns the page."""
     page.goto(f"{base}/")
     expect(page).to_have_url(f"{base}/login?next=%2F")
     page.fill('input[name="name"]', name)
     page.fill('input[name="password"]', password)
     page.click('#login-form button[type="submit"]')
     expect(page.locator("h1")).to_have_text("Overview", timeout=WAIT_MS)
+    return page
 
 
-def post_without_token(page: Page, path: str) -> int:
-    """A forged POST from the page's own origin, without the CSRF token."""
+def post_from_page(page: Page, path: str, *, with_token: bool) -> int:
+    """A POST from the page's own origin, carrying the page's CSRF token (what a form of the
+    page sends) or not (a forged request); returns the status."""
     status: int = page.evaluate(
-        "async (path) => (await fetch(path, {method: 'POST', body: new URLSearchParams()})).status",
-        path,
-    )
-    return status
-
-
-def post_with_token(page: Page, path: str) -> int:
-    """A POST carrying the page's CSRF token (what a form of the page would send)."""
-    status: int = page.evaluate(
-        """async (path) => {
+        """async ([path, withToken]) => {
              const token = document.querySelector('meta[name="csrf-token"]').content;
-             const body = new URLSearchParams({csrf_token: token});
+             const body = new URLSearchParams(withToken ? {csrf_token: token} : {});
              return (await fetch(path, {method: 'POST', body})).status;
            }""",
-        path,
+        [path, with_token],
     )
     return status
 
 
 def test_an_operator_and_a_viewer_use_the_console_in_chromium(
     pipeline: Supervisor,
-    browser: Browser,
+    console_server: ConsoleServer,
+    new_context: Callable[[], BrowserContext],
     hub_settings: Settings,
     database_url: str,
     screenshots: Path,
     unique: str,
 ) -> None:
-    cfg = console_settings(unique)
-    server = ConsoleServer(create_app(hub_settings, cfg)).start()
     sink = HttpSink(script=[(422, {})]).start()  # the first delivery is refused for good
-    operator = browser.new_context(viewport={"width": 1366, "height": 900})
-    viewer = browser.new_context(viewport={"width": 1366, "height": 900})
-    for context in (operator, viewer):
-        context.set_default_timeout(WAIT_MS)
-    base = server.url
+    base = console_server.url
     try:
         iid = f"web-{unique}"
         other = f"web-other-{unique}"
@@ -204,7 +217,7 @@ def test_an_operator_and_a_viewer_use_the_console_in_chromium(
             supervisor=pipeline,
         )
 
-        page = operator.new_page()
+        page = new_context().new_page()
         page.goto(f"{base}/login")
         page.screenshot(path=screenshots / "login.png")
         sign_in(page, base, f"op-{unique}", OPERATOR_PASSWORD)
@@ -246,7 +259,7 @@ def test_an_operator_and_a_viewer_use_the_console_in_chromium(
         expect(page.locator("#timeline li.stage-job", has_text="redrive")).to_have_count(1)
 
         # CSRF: a POST without the session's token is refused.
-        assert post_without_token(page, f"/integrations/{iid}/disable") == 403
+        assert post_from_page(page, f"/integrations/{iid}/disable", with_token=False) == 403
 
         # Disable the integration and see fan-out stop.
         page.goto(f"{base}/integrations")
@@ -324,12 +337,11 @@ def test_an_operator_and_a_viewer_use_the_console_in_chromium(
         page.screenshot(path=screenshots / "invalid-snapshots.png", full_page=True)
 
         # A viewer sees the pages but no action; a forged action is refused and audited.
-        vpage = viewer.new_page()
-        sign_in(vpage, base, f"view-{unique}", VIEWER_PASSWORD)
+        vpage = sign_in(new_context().new_page(), base, f"view-{unique}", VIEWER_PASSWORD)
         vpage.goto(f"{base}/integrations")
         expect(vpage.locator(f"#integration-{other}")).to_be_visible()
         expect(vpage.locator("button.toggle")).to_have_count(0)
-        assert post_with_token(vpage, f"/integrations/{other}/disable") == 403
+        assert post_from_page(vpage, f"/integrations/{other}/disable", with_token=True) == 403
         assert query(database_url, "SELECT enabled FROM integrations WHERE id = %s", other) == [
             {"enabled": True}
         ]
@@ -348,14 +360,11 @@ def test_an_operator_and_a_viewer_use_the_console_in_chromium(
         ]
         assert mine == [("redrive", 1, "ok"), ("disable", None, "ok"), ("replay", 4, "ok")], mine
     finally:
-        operator.close()
-        viewer.close()
         sink.stop()
-        server.stop()
 
 
 def test_oidc_sign_in_in_chromium_across_sites(
-    browser: Browser, hub_settings: Settings, screenshots: Path
+    new_context: Callable[[], BrowserContext], hub_settings: Settings, screenshots: Path
 ) -> None:
     """The provider (127.0.0.1) and the console (localhost) are different sites, as in
     production: the session must survive the provider's redirect back."""
@@ -372,11 +381,9 @@ def test_oidc_sign_in_in_chromium_across_sites(
         oidc_operator_values=["hub-operators"],
     )
     server = ConsoleServer(create_app(hub_settings, cfg)).start()
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    context.set_default_timeout(WAIT_MS)
     try:
         provider.next_user = {"sub": "7", "email": "ana@example.com", "groups": ["hub-operators"]}
-        page = context.new_page()
+        page = new_context().new_page()
         base = f"http://localhost:{server.port}"
         page.goto(f"{base}/audit")
         expect(page.locator("#oidc-sign-in")).to_be_visible()
@@ -388,6 +395,5 @@ def test_oidc_sign_in_in_chromium_across_sites(
         expect(page.locator("header .user")).to_contain_text("ana@example.com")
         expect(page.locator("header .role")).to_have_text("operator")
     finally:
-        context.close()
         server.stop()
         provider.stop()

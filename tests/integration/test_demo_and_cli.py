@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from pim_hub.runtime.settings import Settings
+
 pytestmark = pytest.mark.integration
 
 
@@ -89,6 +91,57 @@ def test_topics_apply_dry_run_reports_each_topic(
     assert proc.returncode == 0, proc.stderr
     assert "ok        hub.mutations" in proc.stdout
     assert "created" not in proc.stdout
+    summary = proc.stdout.splitlines()[-1]
+    assert re.fullmatch(
+        r"(\d+) topics: 0 to create, 0 with drift, \1 as in the catalogue "
+        r"\(dry run: nothing changed\)",
+        summary,
+    ), summary
+
+
+def test_topics_apply_reports_each_topic_as_the_broker_answers(
+    hub_env: dict[str, str], hub_settings: Settings
+) -> None:
+    import uuid
+
+    from pim_hub.runtime.kafka import apply_topics
+    from pim_hub.schemas.topics import TopicSpec
+
+    class Steps:
+        def __init__(self) -> None:
+            self.total, self.done = 0, 0
+            self.said: list[str] = []
+
+        def start(self, total: int) -> None:
+            self.total = total
+
+        def advance(self, n: int) -> None:
+            self.done += n
+
+        def describe(self, text: str) -> None:
+            self.said.append(text)
+
+    prefix = f"test.topics-apply.{uuid.uuid4().hex[:8]}"
+    names = [f"{prefix}.{i}" for i in range(3)]
+    specs = [TopicSpec(name, 1, 3_600_000) for name in names]
+    first, steps = apply_topics(hub_settings, specs, progress=Steps()), Steps()
+    assert sorted(first.created) == names
+    assert first.summary() == (
+        "3 topics: 3 created, 0 updated, 0 with drift left as it is, 0 as in the catalogue"
+    )
+    again = apply_topics(hub_settings, specs, progress=steps)
+    assert again.created == [] and sorted(again.unchanged) == names
+    assert (steps.total, steps.done) == (3, 3)
+    assert [t for t in steps.said if t.startswith("checked ")] == [f"checked {n}" for n in names]
+
+    # The command: a line per catalogue topic, then the summary; the bar stays off stdout.
+    proc = _hub("topics", "apply", env=hub_env)
+    assert proc.returncode == 0, proc.stderr
+    *lines, summary = proc.stdout.splitlines()
+    assert all(line.startswith(("ok ", "created ", "updated ", "drift ")) for line in lines)
+    assert summary.startswith(f"{len(lines)} topics: ")
+    quiet = _hub("topics", "apply", "--no-progress", env=hub_env)
+    assert quiet.returncode == 0 and quiet.stdout.splitlines()[-1] == summary
 
 
 def test_invalid_integration_config_is_refused_with_the_bad_fields(hub_env: dict[str, str]) -> None:

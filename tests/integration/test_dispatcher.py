@@ -14,8 +14,11 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg.types.json import Jsonb
 
-from pim_hub.drivers.base import DeliveryResult
+from pim_hub.devstack.stack import wait_for
+from pim_hub.drivers.base import DeliveryResult, Driver
 from pim_hub.ops.dead import list_dead, redrive
+from pim_hub.runtime import health
+from pim_hub.runtime.health import Health
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
 from pim_hub.services.dispatcher.app import Dispatcher, run_in_thread
@@ -40,7 +43,7 @@ pytestmark = pytest.mark.integration
 
 @contextlib.contextmanager
 def dispatching(
-    settings: Settings, driver: type[RecordingDriver], *priorities: str, **options: Any
+    settings: Settings, driver: type[Driver], *priorities: str, **options: Any
 ) -> Iterator[list[Dispatcher]]:
     """Dispatchers of one test driver, running in threads until the block ends."""
     opts = DispatcherOptions.from_settings(settings, linger_ms=5, **options)
@@ -303,3 +306,20 @@ def test_the_byte_budget_bounds_the_buffer_and_drops_nothing(
     for entity in entities:  # per-entity order kept across the pauses
         sent = [j.mutation.version for _, j in driver.calls if j.mutation.entity_key == entity]
         assert sent == [version(i) for i in range(48) if entities[i % 8] == entity]
+
+
+def test_a_stopped_dispatcher_leaves_no_loop_in_the_health_registry(
+    hub_settings: Settings, database_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The registry is the process's: a stopped dispatcher's last beats would fail the
+    # liveness of whatever runs after it. A registry of this test's own sees only its loops.
+    fresh = Health()
+    monkeypatch.setattr(health, "HEALTH", fresh)
+    driver, _ = _setup(hub_settings, database_url, unique)
+    with dispatching(hub_settings, driver):
+        wait_for(
+            lambda: {"loop:poll", "loop:event-loop"} <= set(fresh.liveness()["checks"]),
+            timeout=60,
+            what="the dispatcher's loops watched",
+        )
+    assert fresh.liveness()["checks"] == {}

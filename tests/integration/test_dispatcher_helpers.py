@@ -27,7 +27,6 @@ from pim_hub.schemas.events import Job
 from pim_hub.schemas.serde import Serde
 
 SERDE = Serde()
-EXTRA_DRIVERS = "webhook_test=tests.integration.test_dispatcher_helpers:WebhookTestDriver"
 
 
 class WebhookTestConfig(WebhookConfig):

@@ -15,7 +15,6 @@ from pim_hub.devstack.supervisor import Supervisor
 from pim_hub.runtime.settings import Settings
 from tests import webhook_schema
 from tests.integration.test_dispatcher_helpers import (
-    EXTRA_DRIVERS,
     WebhookTestDriver,
     add_integration,
     catalogue_with,
@@ -39,6 +38,7 @@ def sink() -> Iterator[HttpSink]:
 
 
 def _start(supervisor: Supervisor, name: str, priority: str) -> Any:
+    """A dispatcher of the test driver (its processes know it: HUB_EXTRA_DRIVERS in hub_env)."""
     return supervisor.start(name, "dispatcher", "--driver", "webhook_test", "--priority", priority)
 
 
@@ -75,7 +75,7 @@ def test_sigkill_at_random_moments_loses_nothing(
     supervisor: Supervisor, hub_settings: Settings, database_url: str, sink: HttpSink, unique: str
 ) -> None:
     integ = _integration(database_url, f"crash-{unique}", sink)
-    supervisor.env.update({"HUB_EXTRA_DRIVERS": EXTRA_DRIVERS, "HUB_DISPATCHER_MAX_IN_FLIGHT": "4"})
+    supervisor.env["HUB_DISPATCHER_MAX_IN_FLIGHT"] = "4"
     watch = status_watcher(hub_settings, integ)
     jobs = _jobs(integ, "normal", 1000, 5, unique)
     produce_jobs(hub_settings, jobs)
@@ -126,7 +126,6 @@ def test_group_of_three_survives_losing_one(
     supervisor: Supervisor, hub_settings: Settings, database_url: str, sink: HttpSink, unique: str
 ) -> None:
     integ = _integration(database_url, f"scale-{unique}", sink, delay_s=0.01)
-    supervisor.env["HUB_EXTRA_DRIVERS"] = EXTRA_DRIVERS
     watch = status_watcher(hub_settings, integ)
     procs = [_start(supervisor, f"scale-{n}", "low") for n in range(3)]
     time.sleep(4)  # let all three join before the work arrives, so all three get partitions
@@ -156,7 +155,6 @@ def test_sigterm_drains_within_the_timeout(
     integ = _integration(database_url, f"drain-{unique}", sink, delay_s=0.5)
     supervisor.env.update(
         {
-            "HUB_EXTRA_DRIVERS": EXTRA_DRIVERS,
             "HUB_DISPATCHER_SHUTDOWN_TIMEOUT_S": "5",
             # Two batches of four in flight: most jobs are still queued at SIGTERM.
             "HUB_DISPATCHER_BATCH_SIZE": "4",

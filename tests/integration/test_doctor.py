@@ -15,6 +15,7 @@ from pim_hub.devstack.embedded import free_port
 from pim_hub.ops.doctor import diagnose
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.topics import TopicSpec
+from pim_hub.services.mutator.settings import MutatorSettings
 
 
 def _create(settings: Settings, name: str, partitions: int) -> None:
@@ -149,13 +150,13 @@ def test_hub_doctor_refuses_settings_the_mutator_cannot_use(hub_env: dict[str, s
 
 
 def test_doctor_checks_the_mutator_s_changelog(hub_settings: Settings, unique: str) -> None:
-    missing = hub_settings.model_copy(update={"mutator_app_id": f"doctor-{unique}-a"})
-    report = diagnose(missing, specs=[], drivers=[])
+    missing = MutatorSettings(app_id=f"doctor-{unique}-a")
+    report = diagnose(hub_settings, mutator=missing, specs=[], drivers=[])
     (gone,) = report.by("topic", f"doctor-{unique}-a-entity-state-changelog")
     assert gone.status == "warn" and "creates it at its first start" in gone.detail
-    wrong = hub_settings.model_copy(update={"mutator_app_id": f"doctor-{unique}-b"})
+    wrong = MutatorSettings(app_id=f"doctor-{unique}-b")
     _create(hub_settings, f"doctor-{unique}-b-entity-state-changelog", 2)
-    report = diagnose(wrong, specs=[], drivers=[])
+    report = diagnose(hub_settings, mutator=wrong, specs=[], drivers=[])
     (bad,) = report.by("topic", f"doctor-{unique}-b-entity-state-changelog")
     assert bad.status == "fail" and "co-partitioned" in bad.detail
     assert not report.ok

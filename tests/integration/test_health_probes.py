@@ -33,7 +33,10 @@ def test_the_running_services_are_live_and_ready(pipeline: Supervisor) -> None:
 
     def all_ready() -> bool:
         found[:] = check_all(targets)
-        return all(r.ok for r in found)
+        # The mutator's loop is watched from its first timer tick, a second after its worker
+        # started: it can be ready (assigned) just before.
+        beating = all("loop:event-loop" in r.checks for r in found if r.service == "mutator")
+        return all(r.ok for r in found) and beating
 
     wait_for(all_ready, timeout=120, interval=1, what="mutator and projector ready")
     by_service = {r.service: r for r in found}
@@ -72,9 +75,8 @@ class FrozenProjector(Projector):
 def test_a_projector_whose_loop_freezes_fails_liveness_not_metrics(
     hub_settings: Settings, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The health registry is the process's: services run in threads by earlier tests left
-    # their loops' last beats in it, which would fail liveness from the start.
-    HEALTH.reset()
+    # The health registry is the process's; services run in threads by earlier tests forgot
+    # their loops when they stopped (Health.forget), so liveness starts clean without a reset.
     port = free_port()
     monkeypatch.setenv("HUB_METRICS_PORT", str(port))
     monkeypatch.setenv("HUB_METRICS_HOST", "127.0.0.1")
@@ -115,10 +117,17 @@ def test_a_projector_whose_loop_freezes_fails_liveness_not_metrics(
 
         projector.release.set()
         wait_for(lambda: status("/healthz") == 200, timeout=60, what="live again")
+
+        # Stopped, the projector leaves no loop behind in the process's registry.
+        projector.stop()
+        worker.join(30)
+        assert not worker.is_alive()
+        assert f"loop:{projector.group}" not in HEALTH.liveness()["checks"]
     finally:
         projector.release.set()
         projector.stop()
         worker.join(30)
+        # The readiness conditions and checks this projector registered (its loop is gone).
         HEALTH.reset()
 
 

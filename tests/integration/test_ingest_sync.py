@@ -292,3 +292,42 @@ def test_parallel_delta_reads_only_what_changed(hub_settings, database_url, sand
     assert reports[0].published == len(edited)
     found = read_all(hub_settings, delta_topic, len(edited))
     assert sorted(m.key().decode() for m in found) == sorted(f"product:{u}" for u in edited)
+
+
+def test_sync_command_without_progress_keeps_stdout_for_the_report(
+    hub_settings, hub_env, database_url, sandbox, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from pim_hub.cli.main import app
+    from pim_hub.services.ingest import sync as sync_mod
+
+    topic = new_topic(hub_settings, "cli")
+    used: list[Any] = []
+
+    class OwnTopic(sync_mod.SyncRunner):
+        # The command publishes to pim.snapshots; this run writes to a topic of its own.
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            used.append(kw["progress"])
+            super().__init__(*args, **{**kw, "topic": topic})
+
+    monkeypatch.setattr(sync_mod, "SyncRunner", OwnTopic)
+    env = {
+        **hub_env,
+        "HUB_INGEST_AKENEO_URL": sandbox.url,
+        "HUB_INGEST_AKENEO_CLIENT_ID": CREDS["client_id"],
+        "HUB_INGEST_AKENEO_SECRET": CREDS["secret"],
+        "HUB_INGEST_AKENEO_USERNAME": CREDS["username"],
+        "HUB_INGEST_AKENEO_PASSWORD": CREDS["password"],
+    }
+    args = ["sync", "akeneo", "--full", "--entity", "channel", "--entity", "locale"]
+    result = CliRunner().invoke(app, [*args, "--no-progress"], env=env)
+    assert result.exit_code == 0, result.output
+    # No bar and no periodic lines; stdout holds the report alone, a line per type.
+    [progress] = used
+    assert isinstance(progress, LogProgress) and progress.every_s == float("inf")
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["channel", "locale"]
+    published = {line.split()[0]: int(line.split()[1]) for line in lines}
+    assert published["channel"] > 0 and published["locale"] > 0
+    assert count_types(read_all(hub_settings, topic, sum(published.values()))) == published

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -13,6 +14,7 @@ from faust.types import TP
 from pim_hub.runtime.kafka import admin_client, make_producer
 from pim_hub.runtime.settings import Settings
 from pim_hub.services.mutator.app import _true_ends, make_app
+from pim_hub.services.mutator.settings import MutatorSettings
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +48,12 @@ def test_changelog_ends_are_read_from_the_log(hub_settings: Settings) -> None:
     assert _true_ends(hub_settings, [TP(name, 0)]) == {TP(name, 0): 8}
 
 
-def test_the_faust_consumer_reports_true_highwaters(hub_settings: Settings) -> None:
+def test_the_faust_consumer_reports_true_highwaters(hub_settings: Settings, tmp_path: Path) -> None:
     name = _topic_with_two_batches(hub_settings)
 
     async def main() -> dict[TP, int]:
         # Built inside the running loop: Faust binds its services to the current loop.
-        consumer = make_app(hub_settings).consumer
+        consumer = make_app(hub_settings, MutatorSettings(data_dir=str(tmp_path))).consumer
         await consumer.start()
         try:
             return dict(await consumer.highwaters(TP(name, 0)))

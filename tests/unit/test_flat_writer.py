@@ -56,6 +56,7 @@ def _status(rng: random.Random) -> dict[str, Any]:
         "duration_ms": rng.choice([0.0, 0.01, 12, -3.5, 1e300, math.inf, rng.random()]),
         "source_received_at": None if rng.random() < 0.3 else _instant(rng),
         "occurred_at": _instant(rng),
+        "operation": rng.choice([None, "create", "update", "delete"]),
     }
 
 

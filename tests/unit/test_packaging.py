@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from pim_hub.cli import main as cli_main
 from pim_hub.runtime import db
-from pim_hub.runtime.settings import Settings
 from pim_hub.services.mutator.app import ensure_data_dir
+from pim_hub.services.mutator.settings import MutatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -69,11 +69,11 @@ def test_the_default_mutator_data_dir_is_created_with_its_parents(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HUB_MUTATOR_DATA_DIR", raising=False)
-    settings = Settings()
-    assert settings.mutator_data_dir == ".hub/mutator"  # the default, never set by the tests
-    path = ensure_data_dir(settings)
+    mutator = MutatorSettings()
+    assert mutator.data_dir == ".hub/mutator"  # the default, never set by the tests
+    path = ensure_data_dir(mutator)
     assert (tmp_path / ".hub" / "mutator").is_dir() and path == Path(".hub/mutator")
-    assert ensure_data_dir(settings) == path  # again: no error
+    assert ensure_data_dir(mutator) == path  # again: no error
 
 
 def test_nothing_in_the_repository_reads_beside_it() -> None:

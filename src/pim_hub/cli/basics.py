@@ -27,19 +27,28 @@ def topics_apply(
     profile: Annotated[
         str, typer.Option(help="default, or production: replication 3, min.insync.replicas 2")
     ] = "default",
+    progress: Annotated[bool, typer.Option(help="show a progress bar (stderr)")] = True,
 ) -> None:
-    """Create missing topics and report (and fix) config drift; safe to run again."""
+    """Create missing topics and report (and fix) config drift; safe to run again.
+
+    Prints a line per topic (created, updated, drift, ok) and a summary.
+    """
+    from confluent_kafka import KafkaException
+
+    from pim_hub.cli.ops import _progress
     from pim_hub.runtime.kafka import TOPIC_PROFILES, apply_topics
 
     settings = _settings()
     _need_bootstrap(settings)
     if profile not in TOPIC_PROFILES:
         raise _fail(f"unknown profile {profile!r}; known: {', '.join(TOPIC_PROFILES)}")
-    report = apply_topics(settings, dry_run=dry_run, profile=profile)
+    try:
+        with _progress("topics", progress) as bar:
+            report = apply_topics(settings, dry_run=dry_run, profile=profile, progress=bar)
+    except KafkaException as exc:  # the broker refused or did not answer: a runtime failure
+        raise _fail(f"the broker did not apply the topics: {exc}", 1) from exc
     for line in report.lines():
         typer.echo(line)
-    if dry_run and (report.created or report.drift):
-        typer.echo("(dry run: nothing changed)")
 
 
 @topics_app.command("list")
@@ -146,8 +155,9 @@ def deliveries(
 ) -> None:
     """Latest status per job, newest first, from the PostgreSQL projection.
 
-    The operation (create, update, delete) is shown when the local entity model
-    (`hub entities project`) holds the job's mutation as the entity's latest one.
+    The operation (create, update, delete) comes with the status; for statuses written
+    before it did (DeliveryStatus v1) it is shown when the local entity model
+    (`hub entities project`) holds the job's mutation as the entity's latest one, "-" otherwise.
     """
     import psycopg
     from psycopg.rows import dict_row
@@ -168,7 +178,7 @@ def deliveries(
     sql = (
         "SELECT d.job_id, d.mutation_id, d.integration_id, d.driver, d.entity_key, d.priority,"
         " d.status, d.attempt, d.error_kind, d.error_message, d.target_ref, d.duration_ms,"
-        " d.occurred_at, e.operation"
+        " d.occurred_at, COALESCE(d.operation, e.operation) AS operation"
         " FROM deliveries d LEFT JOIN entities e"
         " ON e.entity_key = d.entity_key AND e.mutation_id = d.mutation_id"
     )
@@ -207,14 +217,20 @@ def doctor(
 
     from pim_hub.drivers.discovery import discover
     from pim_hub.ops.doctor import diagnose
+    from pim_hub.services.mutator.settings import MutatorSettings
 
     try:
         settings = _settings()
+        mutator = MutatorSettings()
     except ValidationError as exc:
         raise _fail(f"the settings are invalid: {exc}") from exc
     _need_bootstrap(settings)
     report = diagnose(
-        settings, drivers=sorted(discover().drivers), profile=profile, timeout_s=timeout
+        settings,
+        mutator=mutator,
+        drivers=sorted(discover().drivers),
+        profile=profile,
+        timeout_s=timeout,
     )
     for line in report.lines():
         typer.echo(line)

@@ -202,7 +202,10 @@ def list_(
 @registry_app.command("show")
 def show(integration_id: str) -> None:
     """One integration as JSON (secrets masked), with the priorities its jobs can go to and
-    the dispatchers it needs; with HUB_KAFKA_BOOTSTRAP set, whether each is running."""
+    the dispatchers it needs; with HUB_KAFKA_BOOTSTRAP set, whether each is running; and
+    its circuits: each dispatcher process's circuit breaker (closed, open, half_open; since
+    when; last and next probe) and concurrency limit (lowered while the target throttles)."""
+    from pim_hub.ops.circuits import circuits
     from pim_hub.ops.dispatchers import coverage, integration_priorities, needed_dispatchers
 
     registry = _registry(publish=False)
@@ -219,7 +222,21 @@ def show(integration_id: str) -> None:
     for row in rows:
         row.pop("integrations", None)
     shown["dispatchers"] = rows
+    try:
+        shown["circuits"] = circuits(settings.require_database(), integration_id)
+    except Exception as exc:  # an older schema (no migration 0020) or the database away
+        shown["circuits"] = []
+        typer.secho(f"warning: circuits unknown: {exc}", fg="yellow", err=True)
     typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+    for c in shown["circuits"]:
+        if c["state"] != "closed" and not c["stale"]:
+            typer.secho(
+                f"warning: the circuit of {integration_id} ({c['priority']}) is {c['state']} "
+                f"since {c['opened_at']} in {c['process']}: its target fails for everything; "
+                "its jobs wait (docs/runbooks.md#pimhubcircuitopen)",
+                fg="yellow",
+                err=True,
+            )
     for row in rows:
         if row["state"] == "missing":
             typer.secho(

@@ -15,8 +15,9 @@ from pim_hub.runtime.settings import Settings
 
 invalid_app = typer.Typer(
     no_args_is_help=True,
-    help="Records the hub refused (pim.snapshots.invalid), with their reasons: list, show, "
-    "publish again after a fix; rows a projector set aside (rows).",
+    help="Records the hub refused (pim.snapshots.invalid: snapshots, events and producers' "
+    "patches), with their reasons: list, show, publish again after a fix; rows a projector "
+    "set aside (rows).",
 )
 
 
@@ -42,7 +43,9 @@ def _since(text: str | None) -> datetime | None:
 @invalid_app.command("list")
 def invalid_list(
     key: Annotated[str | None, typer.Option(help="entity key glob, e.g. 'product:*'")] = None,
-    error_type: Annotated[str | None, typer.Option(help="e.g. invalid_snapshot")] = None,
+    error_type: Annotated[
+        str | None, typer.Option(help="e.g. invalid_snapshot, invalid_patch")
+    ] = None,
     since: Annotated[str | None, typer.Option(help="30m, 2h, 7d or an ISO 8601 time")] = None,
     limit: Annotated[int, typer.Option(help="the newest N (0: all)")] = 100,
     topic: Annotated[str | None, typer.Option(help="default pim.snapshots.invalid")] = None,
@@ -96,7 +99,11 @@ def invalid_redrive(
     record_id: Annotated[str, typer.Argument(metavar="ID", help="PARTITION:OFFSET")],
     fixed: Annotated[
         Path | None,
-        typer.Option("--payload", help="the fixed entity as a JSON file; default: the record's"),
+        typer.Option(
+            "--payload",
+            help="the fixed entity as a JSON file (for a patch: its fixed values, the patch's "
+            "`payload`); default: the record's",
+        ),
     ] = None,
     entity_type: Annotated[
         str | None, typer.Option(help="when the record does not say (a sync resource)")
@@ -109,7 +116,9 @@ def invalid_redrive(
     """Publish a set-aside record again, as a new snapshot on pim.snapshots.
 
     The payload (the record's own, or --payload after a fix) is checked with the mutator's
-    rules first: when it would be refused again nothing is published (exit 2).
+    rules first: when it would be refused again nothing is published (exit 2). A refused
+    patch goes back to the patches topic it came from, after the patch service's own checks
+    (source, field ownership, the entity known in the local model now).
     """
     import orjson
 

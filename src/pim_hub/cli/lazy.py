@@ -4,7 +4,9 @@ Each command of `hub` lives in a module that imports what it needs (Kafka, Postg
 pydantic settings, Faust...). Importing them all to print `--help` took more than a second,
 so the root group knows each command by name, section and one help line, and imports its
 module when it is invoked (or its own `--help` is asked for). The `--help` listing is built
-from that table alone.
+from that table alone, and printed as plain text: rich's help formatting (typer.rich_utils,
+rich, markdown-it) was more than half of what `hub --help` cost. A command's own `--help`
+keeps typer's rich formatting.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -21,6 +22,12 @@ import typer
 from typer._click.core import Command, Context
 from typer._click.formatting import HelpFormatter
 from typer.core import TyperCommand, TyperGroup
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+#: The heading of commands that name no section.
+OTHER_SECTION = "Commands"
 
 
 @dataclass(frozen=True)
@@ -121,9 +128,27 @@ class LazyGroup(TyperGroup):
         return None
 
     def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
-        """The help page, listing lazy commands without importing them."""
+        """The help page as plain text, listing lazy commands without importing them."""
         self._listing = True
         try:
-            super().format_help(ctx, formatter)
+            # click's own layout (usage, text, options, commands), not typer's rich one.
+            Command.format_help(self, ctx, formatter)
         finally:
             self._listing = False
+
+    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
+        """The commands under their sections' headings, in the order of first appearance."""
+        sections: dict[str, list[tuple[str, str]]] = {}
+        names = self.list_commands(ctx)
+        width = max(map(len, names), default=0)  # one column for every section
+        for name in names:
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            section = getattr(command, "rich_help_panel", None) or OTHER_SECTION
+            # The whole help line (wrapped), not click's first 45 characters.
+            line = command.get_short_help_str(1000)
+            sections.setdefault(section, []).append((name.ljust(width), line))
+        for section, rows in sections.items():
+            with formatter.section(section):
+                formatter.write_dl(rows)

@@ -13,15 +13,16 @@ a check that found problems, records not found for a redrive); 2 a usage error o
 
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points
-from importlib.metadata import version as dist_version
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from typer._click.core import Command, Context
 from typer.core import TyperCommand
 
 from pim_hub.cli.lazy import Lazy, LazyGroup
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 #: The entry point group of command groups from other packages.
 COMMANDS_GROUP = "pim_hub.commands"
@@ -152,14 +153,33 @@ COMMANDS: list[Lazy] = [
 
 #: Help lines of the local stack's commands (their module is slow to import).
 PLUGIN_HELP = {
+    "console": "Serve the operations console (web pages over the hub); hash a password.",
     "up": "Start an embedded broker and PostgreSQL; print the exports.",
     "demo": "Run the main job on embedded defaults and show each stage.",
     "sandbox": "Akeneo and Magento API simulators.",
 }
 
 
+def entry_points(group: str) -> list[EntryPoint]:
+    """The installed entry points of a group.
+
+    importlib.metadata is imported here, not with the module: it costs a fifth of
+    `hub --help`'s start-up, and only the listing and the plugins need it.
+    """
+    from importlib.metadata import entry_points as installed
+
+    return list(installed(group=group))
+
+
+#: Plugins that belong to another section than Develop.
+PLUGIN_SECTIONS = {"console": OPERATE}
+
+
 def package_version() -> str:
     """The installed distribution's version (the package metadata, not a constant)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
     try:
         return dist_version("pim-hub")
     except PackageNotFoundError:  # running from a source tree that was never installed
@@ -202,7 +222,11 @@ class HubGroup(LazyGroup):
     def list_commands(self, ctx: Context) -> list[str]:
         """The table's commands, then the plugins found now (entry points are cheap to list)."""
         type(self).plugins = {
-            ep.name: (ep, DEVELOP, PLUGIN_HELP.get(ep.name, f"(from {ep.value})"))
+            ep.name: (
+                ep,
+                PLUGIN_SECTIONS.get(ep.name, DEVELOP),
+                PLUGIN_HELP.get(ep.name, f"(from {ep.value})"),
+            )
             for ep in entry_points(group=COMMANDS_GROUP)
         }
         return super().list_commands(ctx)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -64,6 +62,11 @@ class _Bar:
         if self.task is not None:
             self.progress.advance(self.task, n)
 
+    def describe(self, text: str) -> None:
+        """Show what is being done now after the label."""
+        if self.task is not None:
+            self.progress.update(self.task, description=f"{self.label}: {text}")
+
 
 @contextmanager
 def _progress(label: str, enabled: bool) -> Iterator[_Bar | None]:
@@ -73,25 +76,20 @@ def _progress(label: str, enabled: bool) -> Iterator[_Bar | None]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as progress:
-        # Rich redirects sys.stderr while the bar shows, so that lines print above it; the
-        # log handlers hold the stderr of before and would write into the bar's line (and
-        # leave their text on the report's line): point them at the redirected stream.
-        handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
-        streams = [h.setStream(sys.stderr) for h in handlers]
-        try:
-            yield _Bar(label, progress)
-        finally:
-            for handler, stream in zip(handlers, streams, strict=True):
-                if stream is not None:
-                    handler.setStream(stream)
+    from pim_hub.runtime.logs import to_current_stderr
+
+    with (
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as progress,
+        to_current_stderr(),
+    ):
+        yield _Bar(label, progress)
 
 
 def _filter(entity_type: list[str] | None, key: str | None) -> Any:

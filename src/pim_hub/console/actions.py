@@ -39,14 +39,31 @@ def audit(
     outcome: str,
     jobs: int | None = None,
     detail: dict[str, Any] | None = None,
+    *,
+    role: str | None = None,
 ) -> None:
-    """Append one entry to the audit log."""
+    """Append one entry to the audit log (`role` overrides the identity's: `anonymous`)."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO console_audit (actor, role, action, target, jobs, outcome, detail)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (who.name, who.role, action, target, jobs, outcome, Jsonb(detail or {})),
+            (who.name, role or who.role, action, target, jobs, outcome, Jsonb(detail or {})),
         )
+
+
+def audit_sign_in(url: str, name: str, address: str, outcome: str, detail: dict[str, Any]) -> None:
+    """A sign-in attempt worth keeping (refused by the rate limit): the name tried, role
+    `anonymous` (nobody is signed in), the client address in the detail."""
+    audit(
+        url,
+        Identity(name[:100] or "(no name)", "viewer"),
+        "sign-in",
+        name[:100],
+        outcome,
+        None,
+        {"address": address, **detail},
+        role="anonymous",
+    )
 
 
 def redrive_jobs(

@@ -1,7 +1,8 @@
 """The console's web application (Starlette, Jinja2 templates, a little vanilla JavaScript).
 
-Every page needs a signed-in user (unless no users are configured, which `hub console` allows
-on a loopback address only); every POST needs the session's CSRF token; every action is
+Every page needs a signed-in user (with no users nor OIDC configured nothing but the sign-in
+page is served, and `hub console` refuses to start); failed sign-ins are limited per client
+address and per user name; every POST needs the session's CSRF token; every action is
 refused to viewers and written to the audit log. All data is escaped by the templates
 (autoescape) and no inline script runs (Content-Security-Policy): product data is untrusted.
 """
@@ -12,6 +13,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -32,19 +34,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pim_hub.console import actions, data, oidc
 from pim_hub.console.auth import Identity, authenticate, csrf_matches, new_csrf_token
 from pim_hub.console.cache import Refreshing
+from pim_hub.console.ratelimit import SignInLimiter, SlidingWindow
 from pim_hub.console.settings import ConsoleSettings
 from pim_hub.drivers.discovery import DriverCatalogue, discover
+from pim_hub.ops.dead import pending_job_ids
 from pim_hub.ops.replay import ReplayError
 from pim_hub.ops.trace import TraceError, collect, describe_change
 from pim_hub.registry.model import IntegrationError
 from pim_hub.runtime.logread import OffsetsError
+from pim_hub.runtime.metrics import CONSOLE_SIGN_INS
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.entities import ENTITY_TYPES
 
 logger = logging.getLogger(__name__)
-
-#: The identity everyone has when no users are configured (loopback only).
-LOCAL = Identity("local", "operator")
 
 #: No inline script or style, nothing from elsewhere, no framing.
 CSP = (
@@ -135,13 +137,17 @@ class Console:
         )
         self.dispatch_figures = Refreshing(self._dispatch_figures, console.refresh_s, "dispatch")
         self.provider: oidc.Provider | None = None  # the OIDC discovery document, once read
+        self.sign_ins = SignInLimiter(
+            console.sign_in_limit_per_address,
+            console.sign_in_limit_per_user,
+            console.sign_in_window_s,
+        )
+        self.refusals_audited = SlidingWindow(1, console.sign_in_window_s)
 
     # identity, CSRF, rendering
 
     def identity(self, request: Request) -> Identity:
         """The signed-in user; raises NeedLogin without one."""
-        if self.console.open_access:
-            return LOCAL
         user = request.session.get("user")
         role = request.session.get("role")
         if not user or role not in ("viewer", "operator"):
@@ -192,7 +198,6 @@ class Console:
             request_path=request.url.path,
             who=who,
             csrf=self.csrf(request),
-            open_access=self.console.open_access,
             nav=NAV,
             **context,
         )
@@ -201,13 +206,11 @@ class Console:
     # sign-in
 
     async def login_page(self, request: Request) -> Response:
-        if self.console.open_access:
-            return RedirectResponse("/", 303)
         nxt = _safe_next(request.query_params.get("next") or "/")
         return self.render(request, "login.html", error=None, name="", next=nxt, **self._login())
 
     def _login(self) -> dict[str, Any]:
-        """How the sign-in page offers to sign in."""
+        """How the sign-in page offers to sign in (neither: it says how to add a user)."""
         return {"passwords": bool(self.console.users), "oidc": self.console.oidc_enabled}
 
     def _provider(self) -> oidc.Provider:
@@ -289,17 +292,51 @@ class Console:
         form = await self.checked_form(request)
         name = str(form.get("name") or "")
         password = str(form.get("password") or "")
+        nxt = _safe_next(str(form.get("next") or "/"))
+        address = request.client.host if request.client else "unknown"
+        wait = self.sign_ins.retry_after(address, name)
+        if wait:
+            CONSOLE_SIGN_INS.labels("limited").inc()
+            # Refused before the password is checked: a guesser learns nothing more. The
+            # refusal is audited (who was tried, from where) once per address, name and window:
+            # a flood of attempts does not flood the audit log.
+            audit_key = f"{address}\n{name[:200]}"
+            if not self.refusals_audited.retry_after(audit_key):
+                self.refusals_audited.hit(audit_key)
+                await run_in_threadpool(
+                    actions.audit_sign_in,
+                    self.settings.require_database(),
+                    name,
+                    address,
+                    "refused",
+                    {"reason": "too many failed sign-ins", "retry_after": wait},
+                )
+            response = self.render(
+                request,
+                "login.html",
+                429,
+                error=f"Too many failed sign-ins: try again in {wait} s.",
+                name=name,
+                next=nxt,
+                **self._login(),
+            )
+            response.headers["Retry-After"] = str(wait)
+            return response
         who = await run_in_threadpool(authenticate, self.console, name, password)
         if who is None:
+            CONSOLE_SIGN_INS.labels("wrong").inc()
+            self.sign_ins.failed(address, name)
             return self.render(
                 request,
                 "login.html",
                 401,
                 error="Wrong user name or password.",
                 name=name,
-                next=_safe_next(str(form.get("next") or "/")),
+                next=nxt,
                 **self._login(),
             )
+        CONSOLE_SIGN_INS.labels("ok").inc()
+        self.sign_ins.succeeded(name)
         request.session.clear()
         request.session.update(
             {
@@ -309,7 +346,7 @@ class Console:
                 "sid": secrets.token_hex(8),
             }
         )
-        return RedirectResponse(_safe_next(str(form.get("next") or "/")), 303)
+        return RedirectResponse(nxt, 303)
 
     async def logout(self, request: Request) -> Response:
         await self.checked_form(request)
@@ -367,11 +404,14 @@ class Console:
         who = self.identity(request)
         integration = (request.query_params.get("integration") or "").strip()
         reason = (request.query_params.get("reason") or "").strip()
-        groups = await run_in_threadpool(data.dead_groups, self.settings, integration, reason)
+        view = await run_in_threadpool(
+            data.dead_page, self.settings, integration, reason, self.console.dead_letter_limit
+        )
         return self.render(
             request,
             "dead.html",
-            groups=groups,
+            groups=view.groups,
+            error=view.error,
             integration=integration,
             reason=reason,
             limit=self.console.dead_letter_limit,
@@ -380,9 +420,9 @@ class Console:
         )
 
     def _group_jobs(self, integration: str, kind: str) -> list[str]:
-        """The job ids of one dead-letter group as the topic holds it now."""
-        groups = data.dead_groups(self.settings, integration, None)
-        return next((g.job_ids for g in groups if g.kind == kind), [])
+        """The job ids of one dead-letter group now (the read model caught up first)."""
+        data.catch_up_dead(self.settings)
+        return pending_job_ids(self.settings.require_database(), integration=integration, kind=kind)
 
     def _nothing_chosen(self, request: Request) -> Response:
         return self.render(
@@ -411,9 +451,12 @@ class Console:
         target = str(form.get("target") or "selection")
         if not job_ids:
             return self._nothing_chosen(request)
-        # Count against the topic now: only dead letters not yet redriven are sent.
-        live = await run_in_threadpool(data.dead_groups, self.settings, None, None)
-        pending = {j for g in live for j in g.job_ids}
+        # Count against the read model now: only dead letters not yet redriven are sent.
+        pending = set(
+            await run_in_threadpool(
+                partial(pending_job_ids, self.settings.require_database(), among=job_ids)
+            )
+        )
         sendable = [j for j in dict.fromkeys(job_ids) if j in pending]
         return self.render(
             request,

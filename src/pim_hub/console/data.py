@@ -1,6 +1,7 @@
 """What the console's pages show, read from the same PostgreSQL read models and Kafka topics
-as the CLI (the deliveries and entity projections, the registry, hub.jobs.dead, the consumer
-groups' offsets). Nothing here writes: actions are in `pim_hub.console.actions`.
+as the CLI (the deliveries and entity projections, the registry, hub.jobs.dead through its read
+model, the consumer groups' offsets). Nothing here acts: actions are in
+`pim_hub.console.actions`; the only write is the dead-letter read model catching up.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from confluent_kafka import KafkaException
 from psycopg.rows import dict_row
 
 from pim_hub.drivers.discovery import DriverCatalogue
-from pim_hub.ops.dead import DeadLetter, list_dead
+from pim_hub.ops.dead import DeadLetter, PendingGroup, pending_groups, sync_dead_letters
 from pim_hub.ops.dispatchers import Coverage, coverage, needed_dispatchers
 from pim_hub.ops.exporter import LagReader, known_groups
 from pim_hub.ops.offsets import ACTIVE_STATES
@@ -237,32 +238,30 @@ def overview(settings: Settings, catalogue: DriverCatalogue) -> Overview:
 
 
 @dataclass
-class DeadGroup:
-    """Dead letters of one integration with one error kind."""
+class DeadPage:
+    """The dead-letter page: the read model's groups, and what could not be read (the page
+    then shows the dead letters copied before)."""
 
-    integration_id: str
-    kind: str
-    letters: list[DeadLetter]
-
-    @property
-    def job_ids(self) -> list[str]:
-        """The distinct job ids of the group, in topic order."""
-        return list(dict.fromkeys(d.job_id for d in self.letters if d.job_id))
-
-    @property
-    def last(self) -> DeadLetter:
-        """The newest dead letter (its error is shown)."""
-        return self.letters[-1]
+    groups: list[PendingGroup]
+    error: str | None = None
 
 
-def dead_groups(
-    settings: Settings, integration: str | None = None, reason: str | None = None
-) -> list[DeadGroup]:
-    """Dead letters not yet redriven, grouped by integration and error kind."""
-    groups: dict[tuple[str, str], list[DeadLetter]] = {}
-    for d in list_dead(settings, integration or None, reason or None):
-        groups.setdefault((d.integration_id or "(undecodable)", d.kind), []).append(d)
-    return [DeadGroup(i, k, v) for (i, k), v in sorted(groups.items())]
+def catch_up_dead(settings: Settings) -> str | None:
+    """Copy the dead letters added since the last page load; the error, when it failed."""
+    try:
+        sync_dead_letters(settings)
+    except Exception as exc:  # the broker may be down: what was copied before still helps
+        logger.warning("cannot read new dead letters", extra={"error": str(exc)})
+        return f"new dead letters could not be read ({type(exc).__name__}: {exc})"
+    return None
+
+
+def dead_page(settings: Settings, integration: str, reason: str, limit: int) -> DeadPage:
+    """Dead letters not yet redriven, grouped by integration and error kind, from the read
+    model after copying what hub.jobs.dead gained since the last load (never a full scan)."""
+    error = catch_up_dead(settings)
+    groups = pending_groups(settings.require_database(), integration, reason, limit)
+    return DeadPage(groups, error)
 
 
 def entity_of(letter: DeadLetter) -> str:
@@ -323,19 +322,28 @@ def integration_views(
 
 @dataclass
 class InvalidSnapshot:
-    """One rejected snapshot of pim.snapshots.invalid (its reason, never its payload)."""
+    """One record of pim.snapshots.invalid: a refused snapshot, event or producer's patch
+    (its reason, never its payload)."""
 
     at: datetime
     partition: int
     offset: int
     key: str
     entity_type: str
-    kind: str
+    kind: str  # error.type: invalid_snapshot, invalid_patch, ...
     reason: str
+    code: str | None = None  # error.reason: not_owner, unseen_entity, ...
+    record: str = "bytes"  # what it is: snapshot, patch, json or bytes
+    source_topic: str | None = None  # the topic it came from, when it says
+    patch_source: str | None = None  # a patch's producing source (erp, ...)
 
 
 def invalid_snapshots(settings: Settings, limit: int) -> list[InvalidSnapshot]:
-    """The latest rejected snapshots, newest first."""
+    """The latest set-aside records, newest first, read as `hub invalid list` reads them."""
+    from pim_hub.ops.invalid import decode
+    from pim_hub.schemas.serde import Serde
+
+    serde = Serde(settings.registry_config())
     consumer = ephemeral_consumer(settings, "console")
     try:
         tps = [
@@ -345,26 +353,20 @@ def invalid_snapshots(settings: Settings, limit: int) -> list[InvalidSnapshot]:
         ranges = {tp: (max(lo, hi - limit), hi) for tp, (lo, hi) in bounds.items()}
         out = []
         for msg in scan(consumer, ranges):
-            raw = msg.headers() or []
-            items = raw.items() if isinstance(raw, dict) else raw
-            headers = {
-                k: v.decode(errors="replace") if isinstance(v, bytes) else str(v or "")
-                for k, v in items
-            }
-            _kind, ts = msg.timestamp()
-            at = datetime.fromtimestamp(max(ts, 0) / 1000, UTC)
-            key = (msg.key() or b"").decode(errors="replace")
-            partition, offset = msg.partition(), msg.offset()
-            assert partition is not None and offset is not None
+            rec = decode(msg, serde)
             out.append(
                 InvalidSnapshot(
-                    at,
-                    partition,
-                    offset,
-                    key,
-                    headers.get("entity_type", key.partition(":")[0]),
-                    headers.get("error.type", "invalid"),
-                    headers.get("error.message", ""),
+                    rec.at,
+                    rec.partition,
+                    rec.offset,
+                    rec.key or "",
+                    rec.entity_type or (rec.key or "").partition(":")[0],
+                    rec.error_type if rec.error_type != "unknown" else "invalid",
+                    rec.headers.get("error.message", ""),
+                    rec.code,
+                    rec.kind,
+                    rec.source_topic,
+                    str(rec.patch.get("source")) if rec.patch is not None else None,
                 )
             )
     finally:

@@ -46,8 +46,8 @@ class ConsoleSettings(BaseSettings):
     port: int = Field(default=8095, ge=0, le=65535, description="port to listen on")
     users: list[ConsoleUser] = Field(
         default_factory=list,
-        description='JSON list of {"name", "role": viewer|operator, "password_hash"}; empty: '
-        "no sign-in, allowed only when listening on a loopback address",
+        description='JSON list of {"name", "role": viewer|operator, "password_hash"} (`hub console '
+        "add-user` prints it); empty without OIDC: the console refuses to start",
     )
     secret_key: SecretStr | None = Field(
         default=None,
@@ -59,6 +59,18 @@ class ConsoleSettings(BaseSettings):
         default=None,
         description="send the session cookie over HTTPS only; unset: on unless listening on "
         "a loopback address (put TLS in front of a console reachable from elsewhere)",
+    )
+    sign_in_limit_per_address: int = Field(
+        default=20,
+        ge=1,
+        description="failed sign-ins one client address may make within the window; more are "
+        "answered 429 with Retry-After (and audited)",
+    )
+    sign_in_limit_per_user: int = Field(
+        default=5, ge=1, description="failed sign-ins one user name may take within the window"
+    )
+    sign_in_window_s: float = Field(
+        default=300.0, gt=0, description="the sliding window of the sign-in limits (seconds)"
     )
     refresh_s: float = Field(
         default=5.0,
@@ -109,10 +121,10 @@ class ConsoleSettings(BaseSettings):
         return bool(self.oidc_issuer and self.oidc_client_id)
 
     @property
-    def open_access(self) -> bool:
-        """No users nor OIDC configured: everyone reaching the console is an operator
-        (loopback only)."""
-        return not self.users and not self.oidc_enabled
+    def sign_in_configured(self) -> bool:
+        """Someone can sign in: a users list, OIDC, or both. Without either nothing but the
+        sign-in page (saying how to add a user) is served, and `hub console` refuses to start."""
+        return bool(self.users) or self.oidc_enabled
 
     def cookies_secure(self) -> bool:
         """Whether the session cookie carries the Secure flag."""

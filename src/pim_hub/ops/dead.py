@@ -1,4 +1,9 @@
-"""Dead letters: list them, and redrive them to their priority topic exactly once each."""
+"""Dead letters: list them, and redrive them to their priority topic exactly once each.
+
+The console reads them from a read model (`dead_letters`, migration 0022) that
+`sync_dead_letters` extends with the records added since its last call, so a page load reads
+rows, not the topic. `hub dead list` and the redrive read the topic itself.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from psycopg.types.json import Jsonb
 
+from pim_hub.runtime import logread
 from pim_hub.runtime.kafka import consumer_config, make_producer
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
@@ -137,19 +145,24 @@ def read_dead(
                 todo.discard(p)
             if off >= ends[p]:
                 continue
-            headers = _headers(msg.headers())
-            try:
-                job: dict[str, Any] | None = serde.decode(
-                    "Job", msg.value(), topic=topics.JOBS_DEAD
-                )
-            except SchemaError:
-                job = None
-            reason = headers.get("error.message") or (job or {}).get("last_error") or ""
-            kind = headers.get("error.type", "unknown")
-            out.append(DeadLetter(p, off, msg.key(), msg.value(), kind, reason, job))
+            out.append(_letter(msg, serde))
     if todo:
         logger.warning("dead-letter topic not read to its end", extra={"partitions": sorted(todo)})
     return out, consumer
+
+
+def _letter(msg: Message, serde: Serde) -> DeadLetter:
+    """One record of hub.jobs.dead, decoded (an undecodable value gives job None)."""
+    p, off = msg.partition(), msg.offset()
+    assert p is not None and off is not None
+    headers = _headers(msg.headers())
+    try:
+        job: dict[str, Any] | None = serde.decode("Job", msg.value(), topic=topics.JOBS_DEAD)
+    except SchemaError:
+        job = None
+    reason = headers.get("error.message") or (job or {}).get("last_error") or ""
+    kind = headers.get("error.type", "unknown")
+    return DeadLetter(p, off, msg.key(), msg.value(), kind, reason, job)
 
 
 def redriven_offsets(url: str) -> set[tuple[int, int]]:
@@ -305,6 +318,7 @@ def _status(job: dict[str, Any], d: DeadLetter, now: datetime) -> dict[str, Any]
         "duration_ms": 0.0,
         "source_received_at": job["mutation"]["source_received_at"],
         "occurred_at": now,
+        "operation": job["mutation"]["operation"],
     }
 
 
@@ -326,3 +340,175 @@ def _commit_settled(
             offsets.append(TopicPartition(topics.JOBS_DEAD, p, point))
     if offsets:
         consumer.commit(offsets=offsets, asynchronous=False)
+
+
+# --- the read model (dead_letters) -----------------------------------------------------------
+
+#: Serializes catch-ups (console replicas, concurrent page loads): the others wait, then find
+#: nothing new to copy.
+_SYNC_LOCK = "pim_hub.dead_letters"
+_BATCH = 1000
+
+
+def sync_dead_letters(settings: Settings, serde: Serde | None = None) -> int:
+    """Copy the records hub.jobs.dead gained since the last call into `dead_letters`; returns
+    how many were copied.
+
+    Rows and the next offsets go in one transaction: a record is copied exactly once, and a
+    failed call leaves the read model as it was. Records gone by retention leave the read model
+    too; a partition whose end is before the stored position (the topic was recreated) is
+    copied again from its start.
+    """
+    url = settings.require_database()
+    consumer = logread.ephemeral_consumer(settings, "dead-letters")
+    copied = 0
+    try:
+        with psycopg.connect(url) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_SYNC_LOCK,))
+            stored = {
+                int(p): int(o)
+                for p, o in conn.execute(
+                    "SELECT dead_partition, next_offset FROM dead_letter_positions"
+                ).fetchall()
+            }
+            ranges: dict[tuple[str, int], tuple[int, int]] = {}
+            for p in logread.partitions_of(consumer, topics.JOBS_DEAD):
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topics.JOBS_DEAD, p), timeout=10
+                )
+                low, high = max(low, 0), max(high, 0)
+                start = stored.get(p, low)
+                if start > high:  # another log under the same name: what we hold is not of it
+                    conn.execute("DELETE FROM dead_letters WHERE dead_partition = %s", (p,))
+                    start = low
+                if low > 0:  # removed by retention: no longer redrivable either
+                    conn.execute(
+                        "DELETE FROM dead_letters WHERE dead_partition = %s AND dead_offset < %s",
+                        (p, low),
+                    )
+                ranges[(topics.JOBS_DEAD, p)] = (max(start, low), high)
+            rows: list[tuple[Any, ...]] = []
+            todo = {tp: r for tp, r in ranges.items() if r[1] > r[0]}
+            if todo:
+                serde = serde or Serde(settings.registry_config())
+                for msg in logread.scan(consumer, todo):
+                    rows.append(_row(_letter(msg, serde), msg))
+                    if len(rows) >= _BATCH:
+                        copied += _insert(conn, rows)
+                        rows = []
+                copied += _insert(conn, rows)
+            if ranges:
+                conn.execute(
+                    """
+                    INSERT INTO dead_letter_positions (dead_partition, next_offset)
+                    SELECT * FROM unnest(%s::int[], %s::bigint[])
+                    ON CONFLICT (dead_partition) DO UPDATE
+                    SET next_offset = excluded.next_offset, updated_at = now()
+                    WHERE dead_letter_positions.next_offset <> excluded.next_offset
+                    """,
+                    ([tp[1] for tp in ranges], [r[1] for r in ranges.values()]),
+                )
+    finally:
+        consumer.close()
+    return copied
+
+
+def _row(d: DeadLetter, msg: Message) -> tuple[Any, ...]:
+    _kind, ts = msg.timestamp()
+    at = datetime.fromtimestamp(max(ts, 0) / 1000, UTC)
+    # The job is kept for display only (the redrive reads the record itself): dates as text.
+    job = Jsonb(orjson.loads(orjson.dumps(d.job, default=str))) if d.job is not None else None
+    return (d.partition, d.offset, d.job_id, d.integration_id, d.kind, d.reason, job, at)
+
+
+def _insert(conn: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> int:
+    if not rows:
+        return 0
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO dead_letters (dead_partition, dead_offset, job_id, integration_id, kind,"
+            " reason, job, dead_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            rows,
+        )
+    return len(rows)
+
+
+#: Dead letters of the read model not yet redriven, filtered as `hub dead list` filters
+#: (integration id; a reason equal to the kind or found in the message, case-insensitive).
+_PENDING = """
+    SELECT d.*, coalesce(d.integration_id, '(undecodable)') AS grp FROM dead_letters d
+    WHERE NOT EXISTS (SELECT 1 FROM dead_letter_redrives r
+                      WHERE r.dead_partition = d.dead_partition
+                        AND r.dead_offset = d.dead_offset)
+      AND (%(integration)s::text IS NULL OR d.integration_id = %(integration)s)
+      AND (%(reason)s::text IS NULL OR lower(d.kind) = lower(%(reason)s)
+           OR strpos(lower(d.reason), lower(%(reason)s)) > 0)
+"""
+
+
+@dataclass
+class PendingGroup:
+    """Dead letters of one integration with one error kind, not yet redriven."""
+
+    integration_id: str
+    kind: str
+    letters: int  # dead letters in the group
+    jobs: int  # distinct jobs among them
+    last_reason: str  # the newest dead letter's reason
+    shown: list[DeadLetter]  # the oldest `limit` of them
+
+
+def pending_groups(
+    url: str, integration: str | None, reason: str | None, limit: int
+) -> list[PendingGroup]:
+    """The read model's dead letters not yet redriven, grouped by integration and kind, with
+    at most `limit` letters listed per group (the counts are of all of them)."""
+    params = {"integration": integration or None, "reason": reason or None, "limit": limit}
+    with psycopg.connect(url) as conn:
+        groups = conn.execute(
+            f"WITH pending AS ({_PENDING})"
+            " SELECT grp, kind, count(*), count(DISTINCT job_id),"
+            " (array_agg(reason ORDER BY dead_at DESC, dead_offset DESC))[1]"
+            " FROM pending GROUP BY grp, kind ORDER BY grp, kind",
+            params,
+        ).fetchall()
+        rows = conn.execute(
+            f"WITH pending AS ({_PENDING})"
+            " SELECT grp, dead_partition, dead_offset, kind, reason, job FROM ("
+            "  SELECT *, row_number() OVER (PARTITION BY grp, kind"
+            "   ORDER BY dead_at, dead_partition, dead_offset) AS n FROM pending) x"
+            " WHERE n <= %(limit)s ORDER BY dead_at, dead_partition, dead_offset",
+            params,
+        ).fetchall()
+    shown: dict[tuple[str, str], list[DeadLetter]] = {}
+    for grp, p, off, kind, why, job in rows:
+        shown.setdefault((grp, kind), []).append(
+            DeadLetter(int(p), int(off), None, None, kind, why, job)
+        )
+    return [
+        PendingGroup(grp, kind, int(n), int(jobs), last or "", shown.get((grp, kind), []))
+        for grp, kind, n, jobs, last in groups
+    ]
+
+
+def pending_job_ids(
+    url: str,
+    *,
+    integration: str | None = None,
+    kind: str | None = None,
+    among: list[str] | None = None,
+) -> list[str]:
+    """Distinct job ids of the read model's dead letters not yet redriven, oldest first: of
+    one group (integration and kind), or those of `among` still pending."""
+    sql = f"WITH pending AS ({_PENDING}) SELECT job_id FROM pending WHERE job_id IS NOT NULL"
+    params: dict[str, Any] = {"integration": None, "reason": None}
+    if integration is not None and kind is not None:
+        sql += " AND grp = %(grp)s AND kind = %(kind)s"
+        params |= {"grp": integration, "kind": kind}
+    if among is not None:
+        sql += " AND job_id = ANY(%(among)s)"
+        params["among"] = among
+    sql += " GROUP BY job_id ORDER BY min(dead_at), min(dead_offset)"
+    with psycopg.connect(url) as conn:
+        return [str(j) for (j,) in conn.execute(sql, params).fetchall()]

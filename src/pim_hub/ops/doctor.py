@@ -26,6 +26,7 @@ from pim_hub.runtime.kafka import (
 from pim_hub.runtime.logread import ephemeral_consumer
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.topics import TopicSpec
+from pim_hub.services.mutator.settings import MutatorSettings, default_mutator_settings
 
 logger = logging.getLogger(__name__)
 
@@ -354,15 +355,16 @@ def _check_group_acls(report: DoctorReport, admin: AdminApi, groups: list[str]) 
         )
 
 
-#: The mutator's Faust table (pim_hub.services.mutator.app): its changelog topic is
-#: `<HUB_MUTATOR_APP_ID>-entity-state-changelog`, created by Faust at the first start.
-STATE_TABLE = "entity-state"
-
-
 def _check_changelog(
-    report: DoctorReport, admin: AdminApi, settings: Settings, metadata: Any
+    report: DoctorReport,
+    admin: AdminApi,
+    settings: Settings,
+    mutator: MutatorSettings,
+    metadata: Any,
 ) -> None:
-    name = f"{settings.mutator_app_id}-{STATE_TABLE}-changelog"
+    # The changelog of the mutator's Faust table: `<HUB_MUTATOR_APP_ID>-entity-state-changelog`,
+    # created by Faust at the first start.
+    name = mutator.changelog_topic
     topic = metadata.topics.get(name)
     if topic is not None and topic.error is None:
         parts = len(topic.partitions)
@@ -393,7 +395,7 @@ def _check_changelog(
             "fail",
             "missing, and the principal may not CREATE topics: the mutator cannot make it",
             f"create it with {settings.topic_partitions} partitions and cleanup.policy=compact, "
-            f"or grant CREATE on topics prefixed {settings.mutator_app_id}-",
+            f"or grant CREATE on topics prefixed {mutator.app_id}-",
         )
     else:
         report.add(
@@ -406,23 +408,28 @@ def _check_changelog(
         )
 
 
-def hub_groups(settings: Settings, drivers: Iterable[str]) -> list[str]:
+def hub_groups(mutator: MutatorSettings, drivers: Iterable[str]) -> list[str]:
     """The consumer groups the hub's services use."""
     names = known_groups(drivers)
-    names += [f"{settings.mutator_app_id}-fanout", "hub.dead.redrive"]
+    names += [mutator.group("fanout"), "hub.dead.redrive"]
     return sorted(set(names))
 
 
 def diagnose(
     settings: Settings,
     *,
+    mutator: MutatorSettings | None = None,
     drivers: Iterable[str] = ("magento2", "webhook", "log"),
     specs: Sequence[TopicSpec] | None = None,
     profile: str = "default",
     admin: AdminApi | None = None,
     timeout_s: float = 15.0,
 ) -> DoctorReport:
-    """Check the cluster for the hub; never raises for a cluster problem (it is a finding)."""
+    """Check the cluster for the hub; never raises for a cluster problem (it is a finding).
+
+    `mutator`: the mutator's settings (its changelog and groups); None: the defaults.
+    """
+    mutator = mutator or default_mutator_settings()
     report = DoctorReport()
     try:
         conf = settings.kafka_config()
@@ -507,10 +514,10 @@ def diagnose(
             )
         else:
             report.add("topic", spec.name, "ok", f"{partitions} partitions")
-    _check_changelog(report, admin, settings, metadata)
+    _check_changelog(report, admin, settings, mutator, metadata)
     hub_max = settings.kafka.message_max_bytes
     _check_configs(report, admin, present, hub_max)
     _check_broker_size(report, admin, metadata, hub_max)
     _check_topic_acls(report, admin, settings, [s.name for s in present])
-    _check_group_acls(report, admin, hub_groups(settings, drivers))
+    _check_group_acls(report, admin, hub_groups(mutator, drivers))
     return report

@@ -341,11 +341,14 @@ class LagCollector(Collector):
 
     def run(self) -> None:
         """Refresh until stopped."""
-        while not self._stop.is_set():
-            # A reading that hangs (a broker that never answers) is a stuck exporter.
-            HEALTH.beat("lag", self.interval_s + 120)
-            self.refresh()
-            self._stop.wait(self.interval_s)
+        try:
+            while not self._stop.is_set():
+                # A reading that hangs (a broker that never answers) is a stuck exporter.
+                HEALTH.beat("lag", self.interval_s + 120)
+                self.refresh()
+                self._stop.wait(self.interval_s)
+        finally:
+            HEALTH.forget("lag")  # stopped: no longer a loop of this process to watch
 
     def stop(self) -> None:
         """Stop refreshing."""

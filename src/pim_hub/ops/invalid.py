@@ -1,14 +1,17 @@
 """Set-aside records: what the hub refused, why, and publishing a fixed one again.
 
-`pim.snapshots.invalid` holds three kinds of records, each with its reason in the headers
+`pim.snapshots.invalid` holds four kinds of records, each with its reason in the headers
 (`error.type`, `error.message`):
 
 - snapshots the mutator refused (the Avro Snapshot as it arrived; `entity_type` header),
 - raw events the enricher could not read (Akeneo's JSON; `source.topic`, `source.offset`),
-- resources a REST sync could not turn into a snapshot (Akeneo's JSON).
+- resources a REST sync could not turn into a snapshot (Akeneo's JSON),
+- producers' patches the patch service refused (`error.type=invalid_patch`, the Avro or JSON
+  Patch as it came; `source.topic` names the patches topic it came from).
 
 `read` lists them, `get` reads one by its position, `redrive` validates a (fixed) payload with
-the mutator's own rules and publishes it to `pim.snapshots` as a new snapshot.
+the mutator's own rules and publishes it to `pim.snapshots` as a new snapshot; a patch goes
+back to its patches topic after the patch service's own checks (`redrive_patch`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ from pim_hub.schemas import topics
 from pim_hub.schemas.entities import ENTITY_TYPES, entity_key
 from pim_hub.schemas.errors import PermanentError, SchemaError
 from pim_hub.schemas.serde import Serde
+
+#: `error.type` of a producer's patch the patch service refused.
+INVALID_PATCH = "invalid_patch"
+#: The topics patches come from (`source.topic` of a refused patch).
+PATCH_TOPICS: tuple[str, ...] = (topics.PATCHES, topics.PATCHES_JSON)
 
 #: Topics of records the hub set aside with a reason (dead jobs have `hub dead`).
 SET_ASIDE_TOPICS: tuple[str, ...] = (topics.SNAPSHOTS_INVALID,)
@@ -51,11 +59,19 @@ class InvalidRecord:
     headers: dict[str, str]
     #: the short reason code, when the stage gave one (the mutator's `error.reason`)
     code: str | None
-    #: snapshot (a refused Snapshot record), json (an Akeneo event or resource) or bytes
+    #: snapshot (a refused Snapshot record), patch (a refused producer's patch),
+    #: json (an Akeneo event or resource) or bytes
     kind: str
     entity_type: str | None = None
     snapshot: dict[str, Any] | None = field(default=None, repr=False)
     body: Any = field(default=None, repr=False)
+    #: a refused patch as it came (its `payload` parsed when it is JSON text)
+    patch: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def source_topic(self) -> str | None:
+        """The topic the record was read from before it was set aside, when it says."""
+        return self.headers.get("source.topic") or None
 
     @property
     def id(self) -> str:
@@ -87,6 +103,7 @@ class InvalidRecord:
             "error_type": self.error_type,
             "code": self.code,
             "reason": self.reason,
+            "source_topic": self.source_topic,
         }
 
     def detail(self) -> dict[str, Any]:
@@ -103,6 +120,10 @@ class InvalidRecord:
                         pass  # shown as the text it was: that may be why it was refused
             out["snapshot"] = {
                 k: v.isoformat() if isinstance(v, datetime) else v for k, v in snap.items()
+            }
+        elif self.patch is not None:
+            out["patch"] = {
+                k: v.isoformat() if isinstance(v, datetime) else v for k, v in self.patch.items()
             }
         else:
             out["body"] = self.body
@@ -139,6 +160,8 @@ def decode(msg: Message, serde: Serde) -> InvalidRecord:
         kind="bytes",
         entity_type=headers.get("entity_type") or None,
     )
+    if record.error_type == INVALID_PATCH and _decode_patch(record, value, serde):
+        return record
     try:
         record.snapshot = serde.decode("Snapshot", value, topic=topics.SNAPSHOTS)
         record.kind = "snapshot"
@@ -155,6 +178,38 @@ def decode(msg: Message, serde: Serde) -> InvalidRecord:
     if record.entity_type in (None, "unknown"):
         record.entity_type = _key_type(record.key)
     return record
+
+
+def decode_patch(topic: str | None, value: bytes, serde: Serde) -> dict[str, Any] | None:
+    """A patch record of a patches topic (Avro on pim.patches, JSON on pim.patches.json), its
+    `payload` parsed when it is JSON text; None when it cannot be read as one."""
+    patch: Any
+    try:
+        if topic == topics.PATCHES_JSON:
+            patch = orjson.loads(value)
+        else:
+            patch = serde.decode("Patch", value, topic=topics.PATCHES)
+    except (SchemaError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(patch, dict) or "identifier" not in patch:
+        return None
+    if isinstance(patch.get("payload"), str):
+        try:
+            patch["payload"] = orjson.loads(patch["payload"])
+        except orjson.JSONDecodeError:
+            pass  # shown as the text it was: that may be why it was refused
+    return patch
+
+
+def _decode_patch(record: InvalidRecord, value: bytes, serde: Serde) -> bool:
+    patch = decode_patch(record.source_topic, value, serde)
+    if patch is None:
+        return False  # not even a patch: shown as JSON or bytes like any other record
+    record.patch = patch
+    record.kind = "patch"
+    etype = patch.get("entity_type")
+    record.entity_type = etype if etype in ENTITY_TYPES else _key_type(record.key)
+    return True
 
 
 def _key_type(key: str | None) -> str | None:
@@ -258,6 +313,8 @@ def redrive(
         entity_type: needed when the record does not say (a sync resource, a raw event).
         version: the source version; default the original snapshot's, else `updated`.
 
+    A refused patch goes back to its patches topic instead (`redrive_patch`).
+
     Raises:
         InvalidRecordError: no payload or entity type to publish, or it is still invalid.
     """
@@ -265,6 +322,8 @@ def redrive(
     from pim_hub.schemas.records import snapshot_record
     from pim_hub.services.mutator.processing import snapshot_problem
 
+    if record.kind == "patch":
+        return redrive_patch(settings, record, payload, version)
     payload = payload if payload is not None else record.payload()
     if not isinstance(payload, dict):
         raise InvalidRecordError(
@@ -283,7 +342,7 @@ def redrive(
     original = record.snapshot or {}
     if version is None:
         version = original.get("source_version") or payload.get("updated")
-    problem = snapshot_problem(etype, key, payload, version)
+    problem = snapshot_problem(etype, key, payload, version, settings.version_max_future_s)
     if problem is not None:
         raise InvalidRecordError(f"still invalid, nothing published: {problem}")
     snap = snapshot_record(
@@ -302,6 +361,84 @@ def redrive(
         key=key,
     )
     return Redriven(key, topics.SNAPSHOTS, msg.partition() or 0, msg.offset() or 0)
+
+
+def redrive_patch(
+    settings: Settings,
+    record: InvalidRecord,
+    payload: Any = None,
+    version: str | None = None,
+    resolver: Any = None,
+) -> Redriven:
+    """Publish a refused patch (or its fixed values) again to the patches topic it came from.
+
+    The patch is checked first exactly as the patch service checks it (its schema, its
+    source, the ownership of every field, its mode, and that the entity is known now, looked
+    up once without waiting); nothing is published when it would be refused again. It goes
+    out as a new patch (a new `event_id`, `correlation_id` the refused one's) in the
+    topic's own format, keyed `<entity_type>:<identifier>`.
+
+    Args:
+        payload: the fixed values (the patch's `payload` object); None keeps the patch's own.
+        version: the source version; default the refused patch's.
+        resolver: finds entity keys (tests); default the local model, as the service does.
+
+    Raises:
+        InvalidRecordError: not a patch, or still refused (the reason says why).
+    """
+    import uuid
+
+    from pim_hub.runtime.kafka import make_producer, produce_sync
+    from pim_hub.services.patches.service import PatchService
+
+    if record.patch is None:
+        raise InvalidRecordError(f"{record.id} is not a refused patch ({record.kind})")
+    topic = record.source_topic or ""
+    if topic not in PATCH_TOPICS:
+        raise InvalidRecordError(
+            f"{record.id}: refused patch from {topic or 'an unnamed topic'}, not from one of "
+            f"{', '.join(PATCH_TOPICS)}: it cannot be sent back"
+        )
+    if resolver is None and not settings.database_url:
+        raise InvalidRecordError(
+            "a patch is checked against the local model before it is sent again: set "
+            "HUB_DATABASE_URL"
+        )
+    original = record.patch
+    fixed = dict(original)
+    fixed["event_id"] = str(uuid.uuid4())
+    fixed["correlation_id"] = original.get("correlation_id") or original.get("event_id")
+    if payload is not None:
+        fixed["payload"] = payload
+    if version is not None:
+        fixed["version"] = version
+    identifier = fixed.get("identifier")
+    key = record.key or f"{fixed.get('entity_type')}:{identifier}"
+    serde = Serde(settings.registry_config())
+    if topic == topics.PATCHES_JSON:
+        fixed["received_at"] = int(datetime.now(UTC).timestamp() * 1000)  # ms in JSON
+        value = orjson.dumps({k: v for k, v in fixed.items() if v is not None})
+    else:
+        text = fixed.get("payload")
+        fixed["payload"] = text if isinstance(text, str) else orjson.dumps(text).decode()
+        fixed["received_at"] = datetime.now(UTC)
+        try:
+            value = serde.encode("Patch", fixed, topic=topics.PATCHES)
+        except SchemaError as exc:
+            raise InvalidRecordError(f"still invalid, nothing published: {exc}") from exc
+    service = PatchService(settings, resolver=resolver)
+    try:
+        outcome = service.decide(topic, value, wait=False)
+    finally:
+        close = getattr(service.resolver, "close", None)
+        if resolver is None and close is not None:
+            close()
+    if outcome.refused is not None:
+        raise InvalidRecordError(
+            f"still refused ({outcome.refused.code}), nothing published: {outcome.refused}"
+        )
+    msg = produce_sync(make_producer(settings), topic, value, key=key)
+    return Redriven(key, topic, msg.partition() or 0, msg.offset() or 0)
 
 
 def set_aside_rows(

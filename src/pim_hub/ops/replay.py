@@ -322,6 +322,32 @@ class ReplayOptions:
     run_id: str | None = None
 
 
+#: Mutation's first fields: mutation_id, entity_type, entity_key, operation; then changes.
+_HEAD_FIELDS = 4
+
+
+def _planning_fields(serde: Serde, value: bytes | None) -> dict[str, Any]:
+    """What a dry run needs of a mutation: its key, type and operation, and an update's changes.
+
+    A creation's changes list every value of the entity and its state is the whole entity;
+    the priority of a creation does not depend on its changes (registry.priority), so only
+    the first fields are read. A record of an older schema version is decoded whole.
+
+    Raises:
+        SchemaError: the record cannot be decoded.
+    """
+    head = serde.decode_head("Mutation", value, _HEAD_FIELDS, topic=topics.MUTATIONS)
+    if head is None:
+        return serde.decode("Mutation", value, topic=topics.MUTATIONS)
+    if head["operation"] == "create":
+        head["changes"] = []
+        return head
+    with_changes = serde.decode_head("Mutation", value, _HEAD_FIELDS + 1, topic=topics.MUTATIONS)
+    if with_changes is None:  # not reached: the head was read with the same writer schema
+        return serde.decode("Mutation", value, topic=topics.MUTATIONS)
+    return with_changes
+
+
 def replay(
     settings: Settings,
     options: ReplayOptions,
@@ -382,6 +408,7 @@ def replay(
             progress.start(sum(hi - lo for lo, hi in ranges.values()))
         publisher = None if options.dry_run else JobPublisher(settings, serde, queue_map.topic)
         pacer = Pacer(options.rate)
+        plans: dict[tuple[str, str], list[tuple[str, str]]] = {}
 
         def past_until(msg: Message) -> bool:
             stamp = timestamp_ms(msg)
@@ -405,7 +432,10 @@ def replay(
             if not options.filter.matches(key):
                 continue
             try:
-                mutation = serde.decode("Mutation", msg.value(), topic=topics.MUTATIONS)
+                if options.dry_run:
+                    mutation = _planning_fields(serde, msg.value())
+                else:
+                    mutation = serde.decode("Mutation", msg.value(), topic=topics.MUTATIONS)
             except SchemaError as exc:
                 report.invalid.append(
                     f"{topics.MUTATIONS}[{msg.partition()}]@{msg.offset()}: {exc}"
@@ -418,15 +448,25 @@ def replay(
             if not options.filter.matches(mutation["entity_key"]):
                 continue
             report.matched += 1
+            if publisher is None:
+                if mutation["changes"]:
+                    planned = fanout.priorities_for(mutation, chosen)
+                else:
+                    # Without changes (creations as read above, deletions) the jobs depend
+                    # on the entity type and operation alone: planned once for each.
+                    kind = (mutation["entity_type"], mutation["operation"])
+                    if kind not in plans:
+                        plans[kind] = fanout.priorities_for(mutation, chosen)
+                    planned = plans[kind]
+                report.jobs.update(planned)
+                continue
             for priority, job_key, job in fanout.jobs_for(mutation, chosen, mode=job_mode):
                 report.jobs[(job["integration_id"], priority)] += 1
-                if publisher is not None:
-                    # Only published jobs need their run's id (a dry run counts them).
-                    job["job_id"] = rerun_job_id(
-                        mutation["mutation_id"], job["integration_id"], report.run_id
-                    )
-                    pacer.wait()
-                    publisher.publish(priority, job_key, job, msg.value())
+                job["job_id"] = rerun_job_id(
+                    mutation["mutation_id"], job["integration_id"], report.run_id
+                )
+                pacer.wait()
+                publisher.publish(priority, job_key, job, msg.value())
         if publisher is not None:
             publisher.close()
     finally:

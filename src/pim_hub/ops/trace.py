@@ -1,13 +1,19 @@
 """`hub trace ENTITY`: one entity's timeline from raw event to snapshot, mutation, jobs and
 delivery statuses, read from the topics (whatever their retention still holds) and the
 PostgreSQL projections (entity model and deliveries).
+
+Producers' patches are part of it: the patches sent for the entity's identifier (SKU) or code
+on `pim.patches` and `pim.patches.json` (keyed `<entity_type>:<identifier>`), each marked
+accepted (the snapshot that carried it to the mutator) or refused (its record on
+`pim.snapshots.invalid`, with the reason). A SKU no entity has yet is traced through its
+patches alone.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,12 +35,14 @@ from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
 from pim_hub.schemas.entities import ENTITY_TYPES
 from pim_hub.schemas.errors import PermanentError, SchemaError
+from pim_hub.schemas.ownership import patch_of
 from pim_hub.schemas.serde import Serde
 
 logger = logging.getLogger(__name__)
 
 #: Order of stages with the same timestamp (what causes what).
 STAGE_ORDER = {
+    "patch": 0,
     "raw-event": 0,
     "snapshot": 1,
     "invalid": 2,
@@ -178,8 +186,11 @@ def raw_event(msg: Message) -> TraceEvent:
 
 
 def snapshot_event(msg: Message, record: dict[str, Any]) -> TraceEvent:
-    """A pim.snapshots record."""
+    """A pim.snapshots record (a patch the patch service accepted is one, its delta the patch)."""
+    patch = patch_of(_json_text(record.get("delta")))
     what = "deletion" if record["payload"] is None else ("delta" if record.get("delta") else "full")
+    if patch is not None:
+        what = "patch"
     data = {
         "event_id": record["event_id"],
         "origin": record["origin"],
@@ -188,7 +199,44 @@ def snapshot_event(msg: Message, record: dict[str, Any]) -> TraceEvent:
         "received_at": record["received_at"],
     }
     summary = f"{what} snapshot from {record['origin']}, version {record['source_version']}"
+    if patch is not None:
+        data["patch_source"] = patch.get("source")
+        summary = (
+            f"patch snapshot from source {patch.get('source')} (patch {_short(record['event_id'])}"
+            f" resolved to the entity), version {record['source_version']}"
+        )
     return _with_trace(TraceEvent(_ms(msg), "snapshot", *_where(msg), summary, data), msg)
+
+
+def patch_fields(payload: Any) -> list[str]:
+    """The field names a patch payload touches (`values.stock`, `enabled`), for a summary."""
+    if not isinstance(payload, dict):
+        return []
+    names = [k for k in payload if k != "values"]
+    values = payload.get("values")
+    if isinstance(values, dict):
+        names += [f"values.{a}" for a in values]
+    return sorted(names)
+
+
+def patch_event(msg: Message, patch: dict[str, Any]) -> TraceEvent:
+    """A producer's patch on pim.patches or pim.patches.json, as the producer sent it."""
+    fields = patch_fields(patch.get("payload"))
+    data = {
+        "event_id": patch.get("event_id"),
+        "source": patch.get("source"),
+        "identifier": patch.get("identifier"),
+        "mode": patch.get("mode") or "patch",
+        "version": patch.get("version"),
+        "fields": fields,
+        "payload": patch.get("payload"),
+    }
+    summary = (
+        f"patch {_short(patch.get('event_id'))} from source {patch.get('source')} by"
+        f" {patch.get('identifier')} ({data['mode']}, version {patch.get('version')}):"
+        f" {', '.join(fields) or '(nothing)'}"
+    )
+    return _with_trace(TraceEvent(_ms(msg), "patch", *_where(msg), summary, data), msg)
 
 
 def invalid_event(msg: Message, serde: Serde) -> TraceEvent:
@@ -196,14 +244,49 @@ def invalid_event(msg: Message, serde: Serde) -> TraceEvent:
     from pim_hub.ops.invalid import decode
 
     rec = decode(msg, serde)
-    data = {
+    data: dict[str, Any] = {
         "error_type": rec.error_type,
         "reason": rec.reason,
         "kind": rec.kind,
         "record_id": rec.id,
     }
-    summary = f"refused ({rec.error_type}): {rec.reason} [hub invalid show {rec.id}]"
+    what = f"{rec.error_type}/{rec.code}" if rec.code else rec.error_type
+    summary = f"refused ({what}): {rec.reason} [hub invalid show {rec.id}]"
+    if rec.patch is not None:
+        data["code"] = rec.code
+        data["event_id"] = rec.patch.get("event_id")
+        data["source"] = rec.patch.get("source")
+        summary = (
+            f"patch {_short(rec.patch.get('event_id'))} refused ({what}): {rec.reason}"
+            f" [hub invalid show {rec.id}; hub invalid redrive {rec.id}]"
+        )
     return _with_trace(TraceEvent(_ms(msg), "invalid", *_where(msg), summary, data), msg)
+
+
+def mark_patch_outcomes(events: list[TraceEvent]) -> list[TraceEvent]:
+    """Each patch marked `accepted` (a snapshot carried it on) or `refused` (set aside), or
+    `pending` while neither is found (the patch service has not read it yet, or waits for
+    its entity)."""
+    accepted = {e.data.get("event_id") for e in events if e.stage == "snapshot"}
+    refused = {
+        e.data.get("event_id"): e.data.get("code")
+        for e in events
+        if e.stage == "invalid" and e.data.get("kind") == "patch"
+    }
+    out = []
+    for e in events:
+        if e.stage == "patch":
+            ident = e.data.get("event_id")
+            if ident in accepted:
+                outcome = "accepted"
+            elif ident in refused:
+                outcome = f"refused ({refused[ident]})" if refused[ident] else "refused"
+            else:
+                outcome = "pending"
+            data = {**e.data, "outcome": outcome.partition(" ")[0]}
+            e = replace(e, summary=f"{e.summary} → {outcome}", data=data)
+        out.append(e)
+    return out
 
 
 def _change(c: dict[str, Any]) -> dict[str, Any]:
@@ -274,6 +357,7 @@ def status_event(msg: Message, s: dict[str, Any]) -> TraceEvent:
         "error_message": s["error_message"],
         "target_ref": s["target_ref"],
         "duration_ms": s["duration_ms"],
+        "operation": s.get("operation"),  # None in statuses written before schema v2
     }
     err = f": {s['error_kind']}: {s['error_message']}" if s["error_message"] else ""
     summary = (
@@ -398,7 +482,8 @@ def deliveries_of(url: str | None, keys: Sequence[str]) -> list[dict[str, Any]]:
     with psycopg.connect(url, row_factory=dict_row) as conn:
         return conn.execute(
             "SELECT job_id, mutation_id, integration_id, priority, status, attempt, error_kind,"
-            " error_message, target_ref, occurred_at FROM deliveries WHERE entity_key = ANY(%s)"
+            " error_message, target_ref, occurred_at, operation FROM deliveries"
+            " WHERE entity_key = ANY(%s)"
             " ORDER BY occurred_at",
             (list(keys),),
         ).fetchall()
@@ -414,11 +499,14 @@ def collect(
     """
     serde = serde or Serde(settings.registry_config())
     keys, rows = resolve(settings, query, serde)
-    if not keys:
+    patch_keys = patch_keys_of(query, rows)
+    if not keys and not patch_keys:
         raise TraceError(f"no entity matches {query!r} (give an entity key like product:<uuid>)")
     trace = Trace(query, keys, entities=rows)
     keyset = {k.encode() for k in keys}
     suffixes = tuple(b"|" + k for k in keyset)
+    # Patches and refused patches are keyed by identifier, the rest by entity key.
+    patch_keyset = {k.encode() for k in patch_keys}
     entity_topics = [
         topics.RAW_EVENTS,
         topics.SNAPSHOTS,
@@ -426,10 +514,11 @@ def collect(
         topics.MUTATIONS,
         topics.DELIVERY_STATUS,
     ]
+    patch_topics = [topics.PATCHES, topics.PATCHES_JSON]
     consumer = ephemeral_consumer(settings, "trace")
     try:
         tps: list[TP] = []
-        for name in [*entity_topics, *job_topics(settings)]:
+        for name in [*entity_topics, *patch_topics, *job_topics(settings)]:
             try:
                 tps += [(name, p) for p in partitions_of(consumer, name)]
             except Exception:
@@ -442,25 +531,60 @@ def collect(
         for msg in scan(consumer, ranges):
             key = msg.key() or b""
             topic = _where(msg)[0]
-            if topic in entity_topics:
+            if topic in patch_topics or topic == topics.SNAPSHOTS_INVALID:
+                if key not in keyset and key not in patch_keyset:
+                    continue
+            elif topic in entity_topics:
                 if key not in keyset:
                     continue
-            elif not key.endswith(suffixes):
+            elif not keyset or not key.endswith(suffixes):
                 continue
             event = _decode(msg, topic, serde, trace)
             if event is not None:
                 trace.events.append(event)
     finally:
         consumer.close()
-    trace.events.sort(key=TraceEvent.sort_key)
+    if not keys:
+        if not trace.events:
+            raise TraceError(
+                f"no entity matches {query!r}, and no patch was sent for it (give an entity "
+                "key like product:<uuid>)"
+            )
+        trace.notes.append(
+            f"no entity has identifier {query!r} yet: only the patches sent for it are shown"
+        )
+    trace.events = mark_patch_outcomes(sorted(trace.events, key=TraceEvent.sort_key))
     trace.deliveries = deliveries_of(settings.database_url, keys)
     return trace
+
+
+def patch_keys_of(query: str, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The keys patches for the traced entity have: `<entity_type>:<identifier or code>`.
+
+    A SKU or code queried is one (for a product the hub may not have seen yet); so is each
+    entity model row's identifier or code. Entity keys by code (`category:shoes`) are
+    patch keys already.
+    """
+    out = []
+    if not looks_like_key(query) and query.strip():
+        out.append(f"product:{query}")
+    for row in rows:
+        if row.get("code"):
+            out.append(f"{row['entity_type']}:{row['code']}")
+    return list(dict.fromkeys(out))
 
 
 def _decode(msg: Message, topic: str, serde: Serde, trace: Trace) -> TraceEvent | None:
     try:
         if topic == topics.RAW_EVENTS:
             return raw_event(msg)
+        if topic in (topics.PATCHES, topics.PATCHES_JSON):
+            from pim_hub.ops.invalid import decode_patch
+
+            patch = decode_patch(topic, msg.value() or b"", serde)
+            if patch is None:
+                raise SchemaError(f"not a patch of {topic}")
+            return patch_event(msg, patch)
         if topic == topics.SNAPSHOTS_INVALID:
             return invalid_event(msg, serde)
         if topic == topics.SNAPSHOTS:
@@ -478,7 +602,7 @@ def _decode(msg: Message, topic: str, serde: Serde, trace: Trace) -> TraceEvent 
 
 def render(trace: Trace, changes: bool = True) -> list[str]:
     """Human-readable timeline."""
-    out = [f"trace of {', '.join(trace.keys)}"]
+    out = [f"trace of {', '.join(trace.keys) or trace.query}"]
     for row in trace.entities:
         state = "deleted" if row.get("deleted") else "live"
         out.append(
@@ -492,6 +616,7 @@ def render(trace: Trace, changes: bool = True) -> list[str]:
     if ids:
         out.append(f"  trace id(s): {', '.join(ids)}")
     indent = {
+        "patch": 0,
         "raw-event": 0,
         "snapshot": 0,
         "invalid": 1,

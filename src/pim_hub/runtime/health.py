@@ -72,7 +72,12 @@ class Health:
                 state.allowance_s = allowance_s
 
     def forget(self, loop: str) -> None:
-        """The loop ended on purpose (a clean stop): no longer watched."""
+        """The loop ended on purpose (a clean stop): no longer watched.
+
+        Every service calls it for its loops on its way out: the registry is the process's,
+        and a stopped service's last beat would otherwise age until it failed the liveness
+        of whatever still runs in the process (another service in a thread, a test).
+        """
         with self._lock:
             self._loops.pop(loop, None)
 
@@ -153,23 +158,40 @@ def watch_event_loop(
     loop: asyncio.AbstractEventLoop | None = None,
     name: str = "event-loop",
     allowance_s: float = DEFAULT_ALLOWANCE_S,
-    health: Health = HEALTH,
-) -> None:
+    health: Health | None = None,
+) -> Callable[[], None]:
     """Beat from inside an asyncio loop every second: a loop blocked by a synchronous call
     (or a callback that never yields) stops beating and fails liveness.
 
     Callable from the loop's thread or any other (the first beat is scheduled thread-safely).
+
+    Returns:
+        A function that ends the watch and forgets the loop (`Health.forget`), from any
+        thread: a service calls it when it stops. No tick beats after it returns, even one
+        already scheduled while the loop shuts down.
     """
     loop = loop or asyncio.get_running_loop()
-    health.beat(name, allowance_s)
+    watched = health if health is not None else HEALTH  # the process's, as it is now
+    watched.beat(name, allowance_s)
+    watching = [True]
+    guard = threading.Lock()
 
     def tick() -> None:
-        if loop.is_closed():
-            return
-        health.beat(name)
+        with guard:
+            if not watching[0] or loop.is_closed():
+                return
+            # With the allowance each time: a second watch of the same name in the process
+            # (two services in threads) beats it back after the first one's stop.
+            watched.beat(name, allowance_s)
         loop.call_later(TICK_S, tick)
 
+    def stop() -> None:
+        with guard:
+            watching[0] = False
+            watched.forget(name)
+
     loop.call_soon_threadsafe(tick)
+    return stop
 
 
 # ---- common readiness checks ----------------------------------------------------------------

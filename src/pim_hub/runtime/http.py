@@ -3,15 +3,43 @@ trace context on every outgoing request (`runtime.tracing`), for httpx and aioht
 
 from __future__ import annotations
 
+import socket
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import httpx
+from aiohttp.abc import ResolveResult
+from aiohttp.resolver import ThreadedResolver
 from httpx_aiohttp import AiohttpTransport
 
 from pim_hub.runtime import tracing
-from pim_hub.runtime.outbound import PolicyResolver, policy
+from pim_hub.runtime.outbound import OutboundPolicy, policy
+
+# Why here and not in runtime.outbound: the settings read the outbound policy's default, and
+# every command loads the settings; aiohttp is imported only by what sends requests.
+
+
+class PolicyResolver(ThreadedResolver):
+    """aiohttp's resolver, keeping only the addresses the policy allows (checked per
+    connection, so a name that later resolves elsewhere is checked again)."""
+
+    def __init__(self, checked: OutboundPolicy | None = None) -> None:
+        super().__init__()
+        self._policy = checked
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The allowed addresses of host.
+
+        Raises:
+            RefusedAddress: a metadata name, or no allowed address.
+        """
+        active = self._policy or policy()
+        active.check_host(host)
+        records = await super().resolve(host, port, family)
+        return active.filter_resolved(host, records)  # type: ignore[arg-type,return-value]
 
 
 async def _check_outbound(request: httpx.Request) -> None:

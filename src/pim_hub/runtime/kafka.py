@@ -8,7 +8,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -225,20 +225,49 @@ def admin_client(settings: Settings, **extra: Any) -> AdminClient:
 
 @dataclass
 class TopicReport:
-    """What `hub topics apply` found and did."""
+    """What `hub topics apply` found and did (with dry_run: what it would do)."""
 
     created: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
+    dry_run: bool = False
 
     def lines(self) -> list[str]:
-        """Human-readable report."""
-        out = [f"created   {t}" for t in self.created]
+        """Human-readable report: a line per topic, then the summary."""
+        created = "to create" if self.dry_run else "created  "
+        out = [f"{created} {t}" for t in self.created]
         out += [f"updated   {t}" for t in self.updated]
         out += [f"drift     {d}" for d in self.drift]
         out += [f"ok        {t}" for t in self.unchanged]
-        return out
+        return [*out, self.summary()]
+
+    def summary(self) -> str:
+        """One line: how many topics, and what happened to them."""
+        total = len(self.created) + len(self.drift) + len(self.unchanged)
+        if self.dry_run:
+            return (
+                f"{total} topics: {len(self.created)} to create, {len(self.drift)} with drift, "
+                f"{len(self.unchanged)} as in the catalogue (dry run: nothing changed)"
+            )
+        left = len(self.drift) - len(self.updated)
+        return (
+            f"{total} topics: {len(self.created)} created, {len(self.updated)} updated, "
+            f"{left} with drift left as it is, {len(self.unchanged)} as in the catalogue"
+        )
+
+
+class StepProgress(Protocol):
+    """Where a long operation reports its steps (the CLI's progress bar)."""
+
+    def start(self, total: int) -> None:
+        """The number of steps to come."""
+
+    def advance(self, n: int) -> None:
+        """n more steps done."""
+
+    def describe(self, text: str) -> None:
+        """What is being done now."""
 
 
 def settings_catalogue(settings: Settings) -> list[TopicSpec]:
@@ -419,11 +448,13 @@ def apply_topics(
     dry_run: bool = False,
     fix_configs: bool = True,
     profile: str = "default",
+    progress: StepProgress | None = None,
 ) -> TopicReport:
     """Create missing topics and report (and fix, unless dry_run) config drift, idempotently.
 
     A profile (see TOPIC_PROFILES) sets the replication of new topics and adds its configs
     to every topic; a replication drift is reported, never changed (that is a reassignment).
+    `progress` gets a step per topic, as the broker answers for it.
     """
     extra = topic_profile(profile).configs
     replication = profile_replication(settings, profile)
@@ -432,10 +463,15 @@ def apply_topics(
         for s in (specs if specs is not None else settings_catalogue(settings))
     ]
     admin = admin_client(settings)
+    if progress is not None:
+        progress.start(len(specs))
+        progress.describe("listing topics")
     existing = admin.list_topics(timeout=10).topics
-    report = TopicReport()
+    report = TopicReport(dry_run=dry_run)
     missing = [s for s in specs if s.name not in existing]
     if missing and not dry_run:
+        if progress is not None:
+            progress.describe(f"creating {len(missing)} topics")
         futures = admin.create_topics(
             [
                 NewTopic(
@@ -447,15 +483,22 @@ def apply_topics(
                 for s in missing
             ]
         )
-        for _name, fut in futures.items():
+        for name, fut in futures.items():
             try:
                 fut.result()
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
+            if progress is not None:
+                progress.describe(f"created {name}")
+                progress.advance(1)
+    elif missing and progress is not None:
+        progress.advance(len(missing))
     report.created = [s.name for s in missing]
     present = [s for s in specs if s.name in existing]
     if present:
+        if progress is not None:
+            progress.describe(f"checking the configs of {len(present)} topics")
         resources = [ConfigResource("topic", s.name) for s in present]
         described = admin.describe_configs(resources)
         to_alter: list[TopicSpec] = []
@@ -472,15 +515,23 @@ def apply_topics(
                 have = actual.get(key)
                 if have is not None and have.value != want:
                     drift.append(f"{key}={have.value} (catalogue {want})")
+            fixing = fix_configs and not dry_run
             if drift:
                 report.drift.append(f"{spec.name}: " + ", ".join(drift))
                 if any(not d.startswith(("partitions", "replication")) for d in drift):
                     to_alter.append(spec)
             else:
                 report.unchanged.append(spec.name)
+            if progress is not None and not (fixing and to_alter and to_alter[-1] is spec):
+                progress.describe(f"checked {spec.name}")
+                progress.advance(1)
         if to_alter and fix_configs and not dry_run:
+            if progress is not None:
+                progress.describe(f"updating the configs of {len(to_alter)} topics")
             _alter_configs(admin, to_alter)
             report.updated = [s.name for s in to_alter]
+            if progress is not None:
+                progress.advance(len(to_alter))
     return report
 
 

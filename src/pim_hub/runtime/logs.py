@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -80,3 +82,21 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     # Libraries are chatty at INFO; their warnings still show.
     for noisy in ("faust", "mode", "aiokafka", "httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+@contextmanager
+def to_current_stderr() -> Iterator[None]:
+    """Point the root logger's stream handlers at `sys.stderr` as it is now, then back.
+
+    Rich redirects sys.stderr while a progress bar shows, so that lines print above it; the
+    handlers hold the stream of before and would write into the bar's line (and leave their
+    text on the report's line). Enter this after the bar has started.
+    """
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.setStream(sys.stderr) for h in handlers]
+    try:
+        yield
+    finally:
+        for handler, stream in zip(handlers, streams, strict=True):
+            if stream is not None:
+                handler.setStream(stream)

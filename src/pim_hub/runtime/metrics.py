@@ -50,6 +50,12 @@ LATENCY_BUCKETS = (
 
 SERVICE_INFO = Gauge("pimhub_service_info", "1 for each running hub service process", ["service"])
 
+# The console's sign-in form: ok, wrong (name or password), limited (refused with 429 by the
+# sign-in limits before the password was checked). A rise of `limited` is someone guessing.
+CONSOLE_SIGN_INS = Counter(
+    "pimhub_console_sign_ins", "Password sign-ins to the console by outcome", ["outcome"]
+)
+
 # Every stage counts what it sets aside (invalid or dead-letter topic, or a recorded row)
 # instead of processing: stage is the service, reason a short bounded code (too_large,
 # too_deep, control_character, bad_version, ...), never the free-text message.
@@ -165,13 +171,35 @@ DISPATCH_HELD = Counter(
     "pimhub_dispatcher_held",
     "Times a job was held back without spending an attempt, by driver, integration, priority "
     "and reason (order: an older job of its entity pending in another lane; circuit: its "
-    "target is down; guard: the version guard's database is away)",
+    "target is down; throttle: its target answered 429; guard: the version guard's database "
+    "is away; parked: its circuit is open and the buffer was full, so it went to the longest "
+    "retry tier until the circuit closes)",
     ["driver", "integration", "priority", "reason"],
 )
 DISPATCH_CIRCUIT = Gauge(
     "pimhub_dispatcher_circuit_state",
     "Circuit breaker of each integration's target: 0 closed, 1 half-open (probing), 2 open "
     "(jobs wait), by driver, integration and priority",
+    ["driver", "integration", "priority"],
+)
+DISPATCH_CIRCUIT_OPENED = Gauge(
+    "pimhub_dispatcher_circuit_opened_timestamp_seconds",
+    "When the circuit of an integration's target opened (Unix time; 0 while closed), by "
+    "driver, integration and priority",
+    ["driver", "integration", "priority"],
+)
+DISPATCH_OUTAGE_CEILING = Gauge(
+    "pimhub_dispatcher_outage_ceiling_seconds",
+    "How long an outage holds an integration's jobs at most (HUB_DISPATCHER_OUTAGE_CEILING_S; "
+    "then they go through the retry tiers to the dead-letter topic; 0: no limit), by driver, "
+    "integration and priority",
+    ["driver", "integration", "priority"],
+)
+DISPATCH_CONCURRENCY = Gauge(
+    "pimhub_dispatcher_concurrency_limit",
+    "Driver calls an integration may have in flight now: its configured concurrency, lowered "
+    "while its target throttles (429, slow answers) and raised again one by one (AIMD), by "
+    "driver, integration and priority",
     ["driver", "integration", "priority"],
 )
 TARGET_CALLS = Counter(

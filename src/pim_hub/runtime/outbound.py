@@ -23,9 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from aiohttp.abc import ResolveResult
-from aiohttp.resolver import ThreadedResolver
-
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -178,25 +175,3 @@ def configure(allow: str) -> None:
 def policy() -> OutboundPolicy:
     """The policy of this process."""
     return _policy
-
-
-class PolicyResolver(ThreadedResolver):
-    """aiohttp's resolver, keeping only the addresses the policy allows (checked per
-    connection, so a name that later resolves elsewhere is checked again)."""
-
-    def __init__(self, checked: OutboundPolicy | None = None) -> None:
-        super().__init__()
-        self._policy = checked
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        """The allowed addresses of host.
-
-        Raises:
-            RefusedAddress: a metadata name, or no allowed address.
-        """
-        active = self._policy or policy()
-        active.check_host(host)
-        records = await super().resolve(host, port, family)
-        return active.filter_resolved(host, records)  # type: ignore[arg-type,return-value]

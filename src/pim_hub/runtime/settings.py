@@ -180,11 +180,7 @@ class Settings(BaseSettings):
     topic_partitions: int = 6
     topic_replication: int = 1
     mutations_retention_ms: int = 365 * 24 * 3600 * 1000
-    mutator_app_id: str = "hub-mutator"
-    mutator_data_dir: str = ".hub/mutator"
-    # HUB_MUTATOR_STORE: memory keeps every entity's last state in RAM (about 20 KB a product)
-    # and replays the changelog at start; rocksdb keeps it on disk under mutator_data_dir.
-    mutator_store: Literal["memory", "rocksdb"] = "memory"
+    # The mutator's own settings (HUB_MUTATOR_*) are pim_hub.services.mutator.settings.
     integrations_refresh_s: float = 2.0
     queue_map_file: str | None = None  # HUB_QUEUE_MAP_FILE: priorities YAML
     retry_delays_s: list[int] = Field(default_factory=lambda: list(topics.RETRY_DELAYS_S))
@@ -211,11 +207,18 @@ class Settings(BaseSettings):
     # waits at most for an older job of its entity pending in another lane; 0: off.
     dispatcher_order_hold_s: float = 60.0
     # Circuit breaker per integration (docs/delivery-semantics.md): consecutive outage failures
-    # (unreachable, timeouts, 5xx, 429) that pause an integration's jobs (0: never), and the
+    # (unreachable, timeouts, 5xx) that pause an integration's jobs (0: never), and the
     # first and longest waits between probes of its target.
     dispatcher_breaker_threshold: int = 5
     dispatcher_breaker_probe_min_s: float = 1.0
     dispatcher_breaker_probe_max_s: float = 5.0
+    # How long an outage holds an integration's jobs at most (seconds; 0: no limit): after it
+    # they go through the retry tiers to the dead-letter topic. Alert PimHubOutageCeilingNear
+    # fires at half of it.
+    dispatcher_outage_ceiling_s: float = Field(default=86400.0, ge=0)
+    # Throttling (docs/delivery-semantics.md): a call slower than this (seconds) lowers the
+    # integration's concurrency like a 429 does (0: latency is no signal).
+    dispatcher_throttle_latency_s: float = Field(default=10.0, ge=0)
     log_level: str = "INFO"
     log_format: str = "json"
     # Schema Registry: the Confluent client's auth, TLS and caching; register or look up only.

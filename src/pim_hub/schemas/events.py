@@ -96,6 +96,7 @@ class DeliveryStatus(_Event):
     duration_ms: float = 0.0
     source_received_at: datetime | None = None
     occurred_at: datetime
+    operation: Operation | None = None  # None in statuses written before schema v2
 
 
 class Patch(_Event):

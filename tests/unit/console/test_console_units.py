@@ -82,12 +82,17 @@ def test_csrf_tokens_are_random_and_compared_strictly() -> None:
     assert not csrf_matches("", "")
 
 
-def test_open_access_and_cookies_follow_the_address() -> None:
+def test_sign_in_needs_users_or_oidc_and_cookies_follow_the_address() -> None:
     for host in ("127.0.0.1", "127.1.2.3", "::1", "localhost"):
         assert is_loopback(host)
     for host in ("0.0.0.0", "10.0.0.5", "console.example.com", "::"):  # noqa: S104
         assert not is_loopback(host)
-    assert ConsoleSettings().open_access
+    assert not ConsoleSettings().sign_in_configured  # loopback or not: nobody can sign in
+    user = ConsoleUser(name="ana", password_hash=SecretStr(hash_password("a1", **CHEAP)))
+    assert ConsoleSettings(users=[user]).sign_in_configured
+    assert ConsoleSettings(
+        oidc_issuer="https://id.example", oidc_client_id="hub"
+    ).sign_in_configured
     assert not ConsoleSettings(host="127.0.0.1").cookies_secure()
     assert ConsoleSettings(host="10.0.0.5").cookies_secure()
     assert not ConsoleSettings(host="10.0.0.5", secure_cookies=False).cookies_secure()
@@ -209,7 +214,6 @@ def test_untrusted_product_data_is_escaped_in_every_place_it_is_shown() -> None:
             request_path="/entities",
             who=Identity("ana", "viewer"),
             csrf="t",
-            open_access=False,
             nav=[],
             query=hostile,
             trace=trace,
@@ -282,3 +286,112 @@ def test_sign_in_returns_to_the_page_asked_for_and_never_to_another_site() -> No
                 follow_redirects=False,
             )
             assert r.status_code == 303 and r.headers["location"] == landing, asked
+
+
+def test_without_users_only_the_sign_in_page_is_served_and_it_says_how_to_add_one() -> None:
+    import re
+
+    from starlette.testclient import TestClient
+
+    from pim_hub.console.app import create_app
+    from pim_hub.runtime.settings import Settings
+
+    with TestClient(create_app(Settings(), ConsoleSettings(host="127.0.0.1"))) as client:
+        for path in ("/", "/dead", "/integrations", "/replay", "/audit", "/entities?q=x"):
+            r = client.get(path, follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"].startswith("/login"), path
+        assert client.get("/runs/x.json").status_code == 401
+        page = client.get("/login")
+        assert page.status_code == 200 and 'id="no-users"' in page.text
+        assert "hub console add-user" in page.text and 'id="login-form"' not in page.text
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+        assert token is not None
+        r = client.post(
+            "/integrations/x/disable", data={"csrf_token": token.group(1)}, follow_redirects=False
+        )
+        assert r.status_code == 401  # no session, no action
+        r = client.post(
+            "/login",
+            data={"name": "local", "password": "", "csrf_token": token.group(1)},
+            follow_redirects=False,
+        )
+        assert r.status_code == 401
+
+
+def test_the_sliding_window_refuses_past_the_limit_until_the_oldest_failure_leaves() -> None:
+    from pim_hub.console.ratelimit import SignInLimiter, SlidingWindow
+
+    now = [1000.0]
+    window = SlidingWindow(3, 60, clock=lambda: now[0], max_keys=2)
+    for step in range(3):
+        assert window.retry_after("a") == 0
+        window.hit("a")
+        now[0] += 10 * (step < 2)  # failures at 1000, 1010, 1020
+    assert window.retry_after("a") == pytest.approx(40)  # the one at 1000 leaves at 1060
+    now[0] = 1059.0
+    assert window.retry_after("a") == pytest.approx(1)
+    now[0] = 1060.0
+    assert window.retry_after("a") == 0  # sliding: one slot free, not the whole window
+    window.hit("a")
+    assert window.retry_after("a") == pytest.approx(10)
+    # Bounded memory: a third key evicts the stalest.
+    window.hit("b")
+    window.hit("c")
+    assert "a" not in window._events and set(window._events) == {"b", "c"}
+    with pytest.raises(ValueError):
+        SlidingWindow(0, 60)
+
+    now[0] = 0.0
+    limiter = SignInLimiter(per_address=4, per_user=2, window_s=300, clock=lambda: now[0])
+    limiter.failed("10.0.0.1", "ana")
+    assert limiter.retry_after("10.0.0.1", "ana") == 0
+    limiter.failed("10.0.0.2", "ana")
+    # The name is limited whoever tries it; other names from the first address are not yet.
+    assert limiter.retry_after("10.0.0.3", "ana") == 300
+    assert limiter.retry_after("10.0.0.1", "bob") == 0
+    limiter.failed("10.0.0.1", "bob")
+    limiter.failed("10.0.0.1", "cy")
+    limiter.failed("10.0.0.1", "dee")
+    now[0] = 0.5
+    assert limiter.retry_after("10.0.0.1", "eve") == 300  # the address spent its four (ceil)
+    limiter.succeeded("ana")  # ana's own sign-in forgives her name, not the address
+    assert limiter.retry_after("10.0.0.3", "ana") == 0
+    assert limiter.retry_after("10.0.0.1", "ana") == 300
+
+
+def test_add_user_prints_the_users_list_with_the_new_user_and_a_hash() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from pim_hub.cli.main import app
+
+    existing = json.dumps(
+        [
+            {"name": "vic", "role": "viewer", "password_hash": hash_password("v", **CHEAP)},
+            {"name": "ana", "role": "viewer", "password_hash": hash_password("old", **CHEAP)},
+        ]
+    )
+    out = CliRunner().invoke(
+        app,
+        ["console", "add-user", "ana", "--role", "operator", "--password-stdin"],
+        input="s3cret\n",
+        env={"HUB_CONSOLE_USERS": existing},
+    )
+    assert out.exit_code == 0, out.output
+    users = json.loads(out.stdout.strip().splitlines()[0])
+    assert [(u["name"], u["role"]) for u in users] == [("vic", "viewer"), ("ana", "operator")]
+    assert verify_password("s3cret", users[1]["password_hash"])
+    cfg = ConsoleSettings(users=users)  # what the console reads back
+    assert authenticate(cfg, "ana", "s3cret") == Identity("ana", "operator")
+    bad = CliRunner().invoke(
+        app,
+        ["console", "add-user", "x", "--role", "admin", "--password-stdin"],
+        input="p\n",
+        env={"HUB_CONSOLE_USERS": ""},
+    )
+    assert bad.exit_code == 2 and "viewer or operator" in bad.output
+    empty = CliRunner().invoke(
+        app, ["console", "add-user", "x", "--password-stdin"], input="\n", env={}
+    )
+    assert empty.exit_code == 2 and "empty" in empty.output

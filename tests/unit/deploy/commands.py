@@ -30,6 +30,7 @@ EXPECTED_COMMANDS: tuple[tuple[str, ...], ...] = (
     ("dispatcher",),
     ("topics", "apply"),
     ("db", "migrate"),
+    ("console",),
 )
 
 
@@ -44,6 +45,12 @@ def resolve(args: list[str]) -> tuple[str, ...]:
     path: list[str] = []
     rest = list(args)
     while isinstance(group, TyperGroup):
+        if (
+            path
+            and getattr(group, "invoke_without_command", False)
+            and (not rest or rest[0].startswith("-"))
+        ):
+            break  # a group that runs itself (`hub console --host ...`): its options follow
         if not rest:
             raise ValueError(f"`hub {' '.join(path)}` needs a sub-command")
         name = rest.pop(0)

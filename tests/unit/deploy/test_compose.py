@@ -129,3 +129,31 @@ def test_every_long_running_hub_service_has_a_healthcheck_asking_hub_health() ->
             _compose()["services"][name].get("environment", {}).get("HUB_METRICS_PORT", "9100")
             == "9100"
         ), name
+
+
+def test_the_console_takes_its_users_and_key_from_the_environment_file() -> None:
+    console = _compose()["services"]["console"]
+    assert resolve(console["command"]) == ("console",)
+    assert console["command"][console["command"].index("--host") + 1] == "0.0.0.0"  # noqa: S104
+    env = console["environment"]
+    # Opt-in through a profile: a `docker compose up` of the hub never needs the console's
+    # variables (a `:?` would fail the whole file, profiles or not); the console itself
+    # refuses to start without a user. The cookie stays Secure unless turned off.
+    assert console["profiles"] == ["console"]
+    for name in ("HUB_CONSOLE_USERS", "HUB_CONSOLE_SECRET_KEY"):
+        assert env[name] == f"${{{name}:-}}", env[name]
+    assert env["HUB_CONSOLE_SECURE_COOKIES"] == "${HUB_CONSOLE_SECURE_COOKIES:-true}"
+    assert env["HUB_KAFKA_BOOTSTRAP"] == "kafka:9092"  # the shared hub settings too
+    assert console["ports"] == ["${HUB_CONSOLE_PORT:-8095}:8095"]
+    example = (COMPOSE.parent / ".env.example").read_text()
+    assert "HUB_CONSOLE_USERS=" in example and "HUB_CONSOLE_SECRET_KEY=" in example
+
+
+def test_the_image_holds_the_console_extra() -> None:
+    # The image installs requirements/runtime.lock: it must carry the console's packages.
+    from pim_hub.console.commands import CONSOLE_PACKAGES
+
+    lock = (ROOT / "requirements" / "runtime.lock").read_text().lower()
+    for package in CONSOLE_PACKAGES:
+        name = {"multipart": "python-multipart"}.get(package, package)
+        assert re.search(rf"^{re.escape(name)}==", lock, re.M), f"{name} not in runtime.lock"

@@ -14,7 +14,7 @@ import yaml
 
 from pim_hub.ops.dead import REDRIVE_GROUP
 from pim_hub.ops.exporter import known_groups
-from pim_hub.services.mutator.app import app_id
+from pim_hub.services.mutator.settings import default_mutator_settings
 from tests.unit.deploy.commands import load_generator
 from tests.unit.deploy.kustomize import pod_specs
 from tests.unit.deploy.test_kubernetes import BUILDS, ROOT, of_kind, rendered
@@ -125,8 +125,7 @@ def _allowed(user: dict[str, Any], kind: str, name: str, operation: str) -> bool
 
 
 def test_the_kafka_user_may_use_every_topic_and_group_of_the_hub() -> None:
-    gen = load_generator()
-    settings = gen.default_settings()
+    mutator = default_mutator_settings()
     (user,) = of_kind("base", "KafkaUser")
     topics = [t["spec"]["topicName"] for t in of_kind("base", "KafkaTopic")]
     assert len(topics) >= 10
@@ -135,11 +134,12 @@ def test_the_kafka_user_may_use_every_topic_and_group_of_the_hub() -> None:
             assert _allowed(user, "topic", topic, op), f"{op} on topic {topic}"
         assert not _allowed(user, "topic", topic, "Create"), "the topic operator owns topics"
     # Faust's changelog and leader topics, which it creates itself.
-    changelog = f"{app_id(settings, 'mutate')}-entity-state-changelog"
+    changelog = mutator.changelog_topic
+    assert changelog == "hub-mutator-entity-state-changelog"
     assert _allowed(user, "topic", changelog, "Create")
     groups = [
-        *known_groups(gen.DRIVERS),
-        app_id(settings, "fanout"),
+        *known_groups(load_generator().DRIVERS),
+        mutator.group("fanout"),
         REDRIVE_GROUP,
     ]
     for group in groups:
@@ -171,3 +171,30 @@ def test_every_pod_in_production_mounts_the_cluster_ca() -> None:
         for pod in pod_specs(res):
             volumes = {v["name"]: v for v in pod["volumes"]}
             assert volumes["kafka-ca"]["secret"]["secretName"] == "pim-hub-cluster-ca-cert"
+
+
+@pytest.mark.parametrize("which", BUILDS)
+def test_the_console_reads_users_and_session_key_from_its_secret_behind_a_service(
+    which: str,
+) -> None:
+    gen = load_generator()
+    deployments = {d["metadata"]["name"]: d for d in of_kind(which, "Deployment")}
+    console = deployments["hub-console"]
+    assert console["spec"]["replicas"] == 1  # a replay's progress lives in its process
+    (container,) = console["spec"]["template"]["spec"]["containers"]
+    want = ["console", "--host", "0.0.0.0", "--port", str(gen.CONSOLE_PORT)]  # noqa: S104
+    assert container["args"] == want
+    secrets = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
+    assert secrets == ["hub-secrets", gen.CONSOLE_SECRET]
+    assert {"name": "http", "containerPort": gen.CONSOLE_PORT} in container["ports"]
+    services = {s["metadata"]["name"]: s for s in of_kind(which, "Service")}
+    ports = {p["name"]: p for p in services["hub-console"]["spec"]["ports"]}
+    assert ports["http"] == {"name": "http", "port": gen.CONSOLE_PORT, "targetPort": "http"}
+    labels = console["spec"]["template"]["metadata"]["labels"]
+    assert matches(services["hub-console"]["spec"]["selector"], labels)
+    # No literal secret in the manifests: the Secret is created outside Git.
+    assert not [
+        r
+        for r in rendered(which)
+        if r["kind"] == "Secret" and r["metadata"]["name"] == "hub-console"
+    ]

@@ -20,7 +20,7 @@ def state(br: CircuitBreaker) -> str:
         ("failed", True, None, "connection", True),
         ("failed", True, None, "timeout", True),
         ("failed", True, 503, "http_503", True),
-        ("failed", True, 429, "http_429", True),
+        ("failed", True, 429, "http_429", False),  # throttling: core/throttle.py
         ("failed", True, None, "guard_unavailable", False),  # the database, not the target
         ("failed", True, None, "concurrent_update", False),  # this job's own trouble
         ("failed", False, 500, "http_500", False),  # permanent: the job, not the target
@@ -78,3 +78,25 @@ def test_threshold_zero_never_opens() -> None:
     br = CircuitBreaker(BreakerPolicy(threshold=0))
     assert not any(br.failed(float(t)) for t in range(100))
     assert state(br) == "closed"
+
+
+def test_an_outage_longer_than_the_ceiling_holds_the_jobs_no_longer() -> None:
+    br = CircuitBreaker(BreakerPolicy(threshold=1, probe_min_s=1.0, probe_max_s=4.0, ceiling_s=60))
+    assert br.failed(100.0)
+    assert br.holding(100.0) and br.holding(159.9)
+    assert br.probe_wait(159.9) is not None
+    # Past the ceiling: no more waiting for probes, the jobs go out and their failures count.
+    assert br.expired(160.0) and not br.holding(160.0)
+    assert br.probe_wait(160.0) is None
+    br.failed(161.0)
+    assert state(br) == "open" and br.expired(161.0)  # still open in name (metrics, alert)
+    assert br.succeeded()  # the target answers: closed, and the next outage starts afresh
+    assert not br.expired(200.0)
+    br.failed(200.0)
+    assert br.holding(200.0)
+
+
+def test_ceiling_zero_holds_for_ever() -> None:
+    br = CircuitBreaker(BreakerPolicy(threshold=1, ceiling_s=0))
+    br.failed(0.0)
+    assert br.holding(10.0**9) and not br.expired(10.0**9)

@@ -261,3 +261,53 @@ def test_a_revocation_served_on_the_loop_thread_neither_waits_nor_loses_work() -
     assert [[(tp.topic, tp.partition, tp.offset) for tp in c] for c in consumer.commits] == [
         [(*TP, 0)]
     ]
+
+
+def test_the_held_jobs_of_an_open_circuit_are_parked_in_order_and_their_offsets_finish() -> None:
+    from pim_hub.services.dispatcher.core.breaker import BreakerPolicy
+
+    integration = "i-park"
+    driver = recording_driver("pump-park")
+
+    async def main() -> tuple[Dispatcher, list[str]]:
+        d = _dispatcher(
+            driver,
+            integration,
+            linger_ms=0,
+            order_hold_s=0,
+            retry_delays_s=(1, 2),
+            breaker=BreakerPolicy(threshold=1, probe_min_s=60),
+        )
+        lane = d._lanes[integration] = _Lane(d, integration)
+        lane.breaker.failed(time.monotonic())  # open: nothing goes out for a minute
+        for off in range(6):
+            record = job_record(
+                integration, d.driver_key, "normal", f"product:p{off % 3}", [], version(off)
+            )
+            d._parts[TP].take(off, 100)
+            lane.submit(_Work(TP, off, b"k", Job.model_validate(record)))
+        await asyncio.sleep(0.05)
+        assert d._parts[TP].in_flight() == 6  # held in the buffer
+        works = [w for chain in lane.chains.values() for w in chain]
+        d._park_held()
+        lane.task.cancel()
+        assert all(w.state == "parked" for w in works)
+        return d, [w.job.mutation.entity_key for w in works]
+
+    d, keys = asyncio.run(main())
+    assert driver.calls == []
+    producer = d._producer.producer
+    assert isinstance(producer, _Producer)
+    # Each to the longest retry tier, acknowledged: the offsets can be committed.
+    assert producer.topics == [d.retry_topics[-1]] * 6
+    assert d._parts[TP].in_flight() == 0 and d._parts[TP].commit_point() == 6
+    assert d.stats.parked == 6 and not d._lanes[integration].chains
+    # Entity by entity, each entity's jobs in their order.
+    assert keys == [
+        "product:p0",
+        "product:p0",
+        "product:p1",
+        "product:p1",
+        "product:p2",
+        "product:p2",
+    ]

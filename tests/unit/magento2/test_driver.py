@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from pim_hub.drivers.base import IntegrationContext
-from pim_hub.drivers.magento2 import Magento2Driver
-from pim_hub.drivers.magento2 import driver as driver_module
+from pim_hub.drivers.magento2 import Magento2Driver, lookups
 from pim_hub.drivers.magento2.keys import M_CATEGORY, M_MODEL, M_OPTION, M_TYPE
 from pim_hub.sandbox.magento import SandboxConfig
 from tests.spec_validation import SwaggerDocument
@@ -584,7 +583,7 @@ async def test_async_bulk_links_the_variants_of_every_parent_in_a_few_requests(
         # Variants delivered again: "already attached" is success, and the complete
         # options are left alone.
         h.sent.clear()
-        again = await driver._link_families(
+        again = await driver._configurables.link_families(
             {"model_x": list(zip(variants[:3], skus[:3], strict=True))},
             driver._api(ctx),
             mapping,
@@ -635,8 +634,8 @@ async def test_searches_by_sku_are_split_to_keep_urls_short(
         )
         assert [r.outcome for r in results] == ["delivered"] * 7
         h.sent.clear()
-        monkeypatch.setattr(driver_module, "SEARCH_SKUS_CHARS", 20)
-        found = await driver._products_by_sku(driver._api(ctx), [*skus, "SKU-none"])
+        monkeypatch.setattr(lookups, "SEARCH_SKUS_CHARS", 20)
+        found = await lookups.products_by_sku(driver._api(ctx), [*skus, "SKU-none"])
         assert sorted(found) == skus
         searches = [p for m, p, _ in h.sent if (m, p) == ("GET", "/rest/all/V1/products")]
         assert len(searches) == 3  # "SKU-S0,SKU-S1,SKU-S2" is 20 characters: three per search

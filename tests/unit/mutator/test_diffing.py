@@ -678,3 +678,78 @@ def test_numbers_and_booleans_that_python_finds_equal_are_compared_exactly(
     assert [c.locale for c in diff(a, b)] == changed
     source = source_of(b, "values|n|en_US|")
     assert source == after and type(source) is type(after)
+
+
+# --- fields kept in the state but not compared -----------------------------------------------
+
+READ_ONLY = {
+    "created": "2024-01-01T08:00:00+00:00",
+    "metadata": {"workflow_status": "working_copy"},
+    "quality_scores": [{"scope": "ecommerce", "locale": "en_US", "data": "B"}],
+    "completenesses": [{"scope": "ecommerce", "locale": "en_US", "data": 80}],
+    "_links": {"self": {"href": f"https://pim.example/api/rest/v1/products-uuid/{UUID}"}},
+}
+
+
+def linked_shoe(**overrides: Any) -> dict[str, Any]:
+    payload = shoe(**{**READ_ONLY, **overrides})
+    payload["values"]["colors"][0]["linked_data"] = {
+        "attribute": "colors",
+        "code": "red",
+        "labels": {"en_US": "Red"},
+    }
+    return payload
+
+
+def test_read_only_fields_and_linked_data_are_kept_in_the_state() -> None:
+    d = decide_new(linked_shoe())
+    assert d.state_payload is not None
+    for field, value in READ_ONLY.items():
+        assert d.state_payload[field] == value
+    assert d.state_payload["updated"] == T1
+    [colors] = d.state_payload["values"]["colors"]
+    assert colors["linked_data"]["labels"] == {"en_US": "Red"}
+    # ... and none of them is a change, nor part of the mutation id.
+    assert {c.field for c in d.changes}.isdisjoint(READ_ONLY)
+    assert d.mutation_id == decide_new(shoe()).mutation_id
+
+
+def test_read_only_fields_alone_make_no_mutation_but_the_next_one_carries_them() -> None:
+    created = decide_new(linked_shoe())
+    later = linked_shoe(
+        updated=T2, quality_scores=[{"scope": "ecommerce", "locale": "en_US", "data": "A"}]
+    )
+    later["values"]["colors"][0]["linked_data"]["labels"] = {"en_US": "Crimson"}
+    d = decide_new(later, created.new_state)
+    assert (d.kind, d.changes, d.mutation_id) == ("noop", (), None)
+    assert d.new_state is not None  # remembered, with the new version
+    # The same snapshot again (every snapshot carries `created`): still nothing.
+    assert decide_new(later, d.new_state).kind == "duplicate"
+    changed = copy.deepcopy(later)
+    changed["updated"] = T3
+    changed["enabled"] = False
+    m = decide_new(changed, d.new_state)
+    assert [c.field for c in m.changes] == ["enabled"]
+    assert m.state_payload is not None
+    assert m.state_payload["quality_scores"][0]["data"] == "A"
+    assert m.state_payload["created"] == READ_ONLY["created"]
+    assert m.state_payload["values"]["colors"][0]["linked_data"]["labels"] == {"en_US": "Crimson"}
+
+
+def test_a_delta_keeps_read_only_fields_and_drops_the_linked_data_of_a_changed_value() -> None:
+    created = decide_new(linked_shoe())
+    assert created.new_state is not None
+    state = apply(created.new_state, [Change("values", "colors", new=["green"])])
+    from pim_hub.services.mutator.core.normalise import denormalise
+
+    payload = denormalise(state)
+    assert payload["created"] == READ_ONLY["created"]
+    assert "linked_data" not in payload["values"]["colors"][0]  # it named "red"
+    assert "linked_data" in denormalise(created.new_state)["values"]["colors"][0]
+    kept = apply(created.new_state, [Change("enabled", new=False)])
+    assert denormalise(kept)["values"]["colors"][0]["linked_data"]["code"] == "red"
+
+
+def test_states_without_read_only_fields_are_as_before() -> None:
+    state = index_state("product", shoe())
+    assert set(state) == {"t", "v", "c", "s", "a"}

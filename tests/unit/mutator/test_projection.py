@@ -8,8 +8,16 @@ from typing import Any
 import orjson
 import pytest
 
+from pim_hub.schemas.ownership import Ownership
 from pim_hub.services.mutator.core import diffing
-from pim_hub.services.projections.entities import Stored, classify, code_of, plan_batch, values_of
+from pim_hub.services.projections.entities import (
+    Stored,
+    classify,
+    code_of,
+    plan_batch,
+    source_mutations,
+    values_of,
+)
 
 T0 = datetime(2024, 6, 1, tzinfo=UTC)
 KEY = "product:u-1"
@@ -100,6 +108,42 @@ def test_update_touches_only_changed_values_and_deletes_removed_ones() -> None:
     assert row is not None and row["mutation_id"] == m2["mutation_id"]
     assert (KEY, ("sku", None, None)) not in second.values  # untouched: keeps m1
     assert existing[KEY] == {("sku", None, None), ("name", "en_US", None)}
+
+
+def test_a_source_patch_behind_akeneos_clock_is_projected_and_does_not_reorder_akeneo() -> None:
+    """An ERP whose clock is years behind Akeneo's: its stock still lands in the model, and
+    the entity keeps Akeneo's version, so a replayed older Akeneo mutation stays stale."""
+    ownership = Ownership.from_sources({"erp": ["values.stock"]})
+    foreign = source_mutations(ownership)
+    assert foreign is not None and source_mutations(Ownership()) is None
+    akeneo_old, akeneo = "2026-01-01T09:00:00+00:00", "2026-01-01T10:00:00+00:00"
+    erp = "2020-05-02T10:00:00+00:00"
+    d0 = diffing.decide("product", KEY, None, _product(akeneo_old, "Runner"), akeneo_old)
+    d1 = diffing.decide("product", KEY, d0.new_state, _product(akeneo, "Runner 1"), akeneo)
+    stock = [{"locale": None, "scope": None, "data": 5}]
+    # The mutator's decision (made against the ERP's own earlier versions), as it emits it.
+    later = "2026-01-01T10:00:01+00:00"
+    d2 = diffing.decide(
+        "product", KEY, d1.new_state, _product(akeneo, "Runner 1", stock=stock), later
+    )
+    m0, m1, m2 = _mutation(d0, akeneo_old, 0), _mutation(d1, akeneo, 1), _mutation(d2, erp, 2)
+    assert not foreign(m1) and foreign(m2)
+    stored: dict[str, Stored] = {}
+    existing: dict[str, set[Any]] = {}
+    plan_batch([m0, m1], stored, existing, foreign)
+    patch = plan_batch([m2], stored, existing, foreign)
+    assert patch.counts == {"update": 1}
+    row = patch.entities[KEY]
+    assert row["version"] == datetime(2026, 1, 1, 10, tzinfo=UTC)  # Akeneo's, not the ERP's
+    value = patch.values[(KEY, ("stock", None, None))]
+    assert value is not None and value["version"] == datetime(2020, 5, 2, 10, tzinfo=UTC)
+    # Without the sources the ERP's clock made it look older than Akeneo's last version.
+    assert classify(m2, Stored("x", datetime(2026, 1, 1, 10, tzinfo=UTC), m1["created_at"])) == (
+        "stale"
+    )
+    # A replayed older Akeneo mutation is still stale after the patch.
+    replayed = {**m0, "mutation_id": "replayed", "created_at": T0 + timedelta(seconds=9)}
+    assert plan_batch([replayed], stored, existing, foreign).counts == {"stale": 1}
 
 
 def test_delete_removes_every_value_and_keeps_the_entity_row() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from pim_hub.runtime.settings import Settings
 from pim_hub.services.mutator.app import make_app
+from pim_hub.services.mutator.settings import MutatorSettings
 
 
 @pytest.mark.parametrize(
@@ -21,13 +22,9 @@ from pim_hub.services.mutator.app import make_app
 def test_a_role_runs_its_agents_in_its_group(
     role: str, agents: list[str], tables: list[str], group: str, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        kafka_bootstrap="127.0.0.1:9",
-        mutator_app_id="roles-test",
-        mutator_data_dir=str(tmp_path),
-        mutator_store="memory",
-    )
-    app = make_app(settings, role)  # type: ignore[arg-type]
+    settings = Settings(kafka_bootstrap="127.0.0.1:9")
+    mutator = MutatorSettings(app_id="roles-test", data_dir=str(tmp_path), store="memory")
+    app = make_app(settings, mutator, role)  # type: ignore[arg-type]
     assert sorted(a.name.rsplit(".", 1)[-1] for a in app.agents.values()) == agents
     assert sorted(app.tables.keys()) == tables
     assert app.conf.id == group
@@ -47,13 +44,9 @@ def test_an_unknown_role_is_refused_before_anything_starts() -> None:
 
 
 def test_a_fanout_worker_claims_no_table_directory(tmp_path: Path) -> None:
-    settings = Settings(
-        kafka_bootstrap="127.0.0.1:9",
-        mutator_app_id="roles-rocks",
-        mutator_data_dir=str(tmp_path),
-        mutator_store="rocksdb",
-    )
-    app = make_app(settings, "fanout")
+    settings = Settings(kafka_bootstrap="127.0.0.1:9")
+    mutator = MutatorSettings(app_id="roles-rocks", data_dir=str(tmp_path), store="rocksdb")
+    app = make_app(settings, mutator, "fanout")
     assert str(app.conf.store) == "memory:"
     # The mutate workers' slots under the data dir stay free for them.
     assert not (tmp_path / "roles-rocks").exists()

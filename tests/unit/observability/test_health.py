@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -168,3 +169,57 @@ def test_hub_health_reports_each_service_and_fails_on_one_not_live(
     done = runner.invoke(app, ["health", "--json", "127.0.0.1:1"])
     assert done.exit_code == 1
     assert '"live": false' in done.output and "ConnectError" in done.output
+
+
+def test_a_forgotten_loop_no_longer_fails_liveness() -> None:
+    now = [0.0]
+    health = Health(clock=lambda: now[0])
+    health.beat("poll", 5.0)
+    health.beat("other", 50.0)
+    now[0] = 10.0  # "poll" stopped beating: its service stopped
+    assert health.liveness()["status"] == "failing"
+    health.forget("poll")
+    live = health.liveness()
+    assert live["status"] == "ok" and set(live["checks"]) == {"loop:other"}
+    health.forget("never-watched")  # nothing to forget: no error
+
+
+def test_stopping_an_event_loop_watch_forgets_the_loop_for_good(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(health_mod, "TICK_S", 0.01)
+    health = Health()
+    loop = asyncio.new_event_loop()
+    worker = threading.Thread(target=loop.run_forever, daemon=True)
+    worker.start()
+    try:
+        unwatch = watch_event_loop(loop, name="watched", allowance_s=1.0, health=health)
+        deadline = time.monotonic() + 10
+        while health._loops["watched"].beats < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert health._loops["watched"].beats >= 3
+        unwatch()
+        assert "loop:watched" not in health.liveness()["checks"]
+        time.sleep(0.1)  # ten ticks' time, the loop still running: none beats again
+        assert "loop:watched" not in health.liveness()["checks"]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        worker.join(5)
+        loop.close()
+
+
+def test_a_stopped_mutator_worker_forgets_its_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pim_hub.runtime.settings import Settings
+    from pim_hub.services.mutator.app import make_app, watch_health
+    from pim_hub.services.mutator.settings import MutatorSettings
+
+    mutator = MutatorSettings(app_id=f"health-{tmp_path.name}", data_dir=str(tmp_path))
+    app = make_app(Settings(kafka_bootstrap="127.0.0.1:9"), mutator, "fanout")
+    watch_health(app)
+    fresh = Health()  # the process's registry keeps nothing of this test
+    monkeypatch.setattr(health_mod, "HEALTH", fresh)
+    fresh.beat("event-loop")
+    asyncio.run(app.on_before_shutdown.send())
+    assert "loop:event-loop" not in fresh.liveness()["checks"]

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import faust
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -20,6 +21,8 @@ from pim_hub.schemas import topics
 from pim_hub.schemas.records import snapshot_record
 from pim_hub.schemas.serde import Serde
 from pim_hub.services.mutator import app as mutator_app
+from pim_hub.services.mutator.app import Role
+from pim_hub.services.mutator.settings import MutatorSettings
 
 UID = "00000000-0000-4000-8000-000000000777"
 KEY = f"product:{UID}"
@@ -58,12 +61,11 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     tracing.use(None)
 
 
-def settings(tmp_path: Path) -> Settings:
-    return Settings(
-        kafka_bootstrap="127.0.0.1:9",
-        mutator_app_id=f"trace-{tmp_path.name}",
-        mutator_data_dir=str(tmp_path),
-        mutator_store="memory",
+def make_app(tmp_path: Path, role: Role) -> faust.App:
+    return mutator_app.make_app(
+        Settings(kafka_bootstrap="127.0.0.1:9"),
+        MutatorSettings(app_id=f"trace-{tmp_path.name}", data_dir=str(tmp_path), store="memory"),
+        role,
     )
 
 
@@ -95,7 +97,7 @@ def test_snapshot_to_mutation_to_job_is_one_trace(
     outside = [("traceparent", f"00-{TRACE}-{PARENT}-01".encode())]
 
     async def mutate() -> tuple[bytes, Any]:
-        app = mutator_app.make_app(settings(tmp_path), "mutate")
+        app = make_app(tmp_path, "mutate")
         await run_agent(app, snapshot, KEY.encode(), outside)
         ((topic, value, key, headers),) = Captured.instances[-1].sent
         assert (topic, key) == (topics.MUTATIONS, KEY.encode())
@@ -106,7 +108,7 @@ def test_snapshot_to_mutation_to_job_is_one_trace(
     Captured.instances.clear()
 
     async def fan_out() -> list[tuple[str, bytes | None, bytes | None, Any]]:
-        app = mutator_app.make_app(settings(tmp_path), "fanout")
+        app = make_app(tmp_path, "fanout")
         targets: list[IntegrationTarget] = app.hub_targets  # type: ignore[attr-defined]
         targets.append(IntegrationTarget("shop", "webhook", True, frozenset({"product"})))
         await run_agent(app, mutation, KEY.encode(), mutation_headers)

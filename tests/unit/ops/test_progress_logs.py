@@ -25,3 +25,24 @@ def test_log_handlers_follow_the_bars_redirected_stderr(monkeypatch: pytest.Monk
         assert redirected is not original
         assert handler.stream is redirected
     assert handler.stream is original
+
+
+def test_the_sync_bar_goes_to_stderr_and_log_lines_above_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pim_hub.services.ingest.sync import LogProgress, RichProgress, default_progress
+
+    monkeypatch.setattr(rich.console.Console, "is_terminal", property(lambda self: True))
+    original = io.StringIO()
+    handler = logging.StreamHandler(original)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [handler])
+    bar = RichProgress()
+    assert handler.stream is sys.stderr and handler.stream is not original
+    bar.begin("product", 0)
+    bar.advance("product", 10)
+    bar.end("product")
+    bar.close()
+    assert handler.stream is original
+    assert capsys.readouterr().out == ""  # stdout keeps the report alone
+    quiet = default_progress(False)
+    assert isinstance(quiet, LogProgress) and quiet.every_s == float("inf")

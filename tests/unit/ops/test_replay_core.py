@@ -163,3 +163,79 @@ def test_full_state_mutation_is_a_create_with_every_field() -> None:
     assert {("parent", None, None), ("labels", None, "en_US"), ("labels", None, "fr_FR")} <= slots
     assert orjson.loads(m["state"])["labels"]["fr_FR"] == "Chaussures"
     assert m["mutation_id"] == full_state_mutation(entity, "run2", now)["mutation_id"]
+
+
+def test_a_dry_run_reads_the_fields_planning_needs_and_counts_what_a_run_would_publish() -> None:
+    import json
+
+    from pim_hub.ops.replay import _planning_fields
+    from pim_hub.registry.priority import PriorityRules
+    from pim_hub.schemas.serde import Serde, current
+    from pim_hub.services.mutator.core import diffing
+    from pim_hub.services.mutator.processing import FanOut
+
+    # The head read by a dry run is the schema's first fields, in this order.
+    names = [f["name"] for f in current("Mutation").raw["fields"]]
+    assert names[:5] == ["mutation_id", "entity_type", "entity_key", "operation", "changes"]
+    serde = Serde()
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    price = [{"amount": "10.00", "currency": "EUR"}]
+
+    def product(**over: object) -> dict[str, object]:
+        name = over.pop("name", "Tee")
+        values = {
+            "price": [{"locale": None, "scope": None, "data": price}],
+            "name": [{"locale": None, "scope": None, "data": name}],
+        }
+        return {"uuid": "u-1", "enabled": True, "values": values, **over}
+
+    records, stored = [], None
+    for payload, version in (
+        (product(), "2026-01-01T00:00:00+00:00"),  # create: every value is a change
+        (product(name="Shirt"), "2026-01-02T00:00:00+00:00"),  # update of a value
+        (None, "2026-01-03T00:00:00+00:00"),  # delete
+    ):
+        d = diffing.decide("product", "product:u-1", stored, payload, version)
+        stored = d.new_state
+        records.append(
+            {
+                "mutation_id": d.mutation_id,
+                "entity_type": "product",
+                "entity_key": "product:u-1",
+                "operation": d.operation,
+                "changes": [diffing.change_to_record(c) for c in d.changes],
+                "state": json.dumps(d.state_payload),
+                "version": version,
+                "causation_id": "e",
+                "source_received_at": now,
+                "created_at": now,
+            }
+        )
+    # Names are urgent for one integration: the update's changes decide its priority.
+    targets = [
+        IntegrationTarget(
+            "shop", "webhook", True, None, priority_map={"attributes": {"name": "immediate"}}
+        ),
+        IntegrationTarget("erp", "webhook", True, None),
+    ]
+    fanout = FanOut(serde, rules=PriorityRules())
+    for record in records:
+        value = serde.encode("Mutation", record)
+        head = _planning_fields(serde, value)
+        assert "state" not in head
+        assert head["entity_key"] == "product:u-1" and head["operation"] == record["operation"]
+        if record["operation"] == "create":
+            assert head["changes"] == []  # not read: a creation's priority ignores them
+        else:
+            assert head["changes"] == record["changes"]
+        full = serde.decode("Mutation", value)
+        published = sorted((j["integration_id"], p) for p, _k, j in fanout.jobs_for(full, targets))
+        assert sorted(fanout.priorities_for(head, targets)) == published
+    assert dict(
+        fanout.priorities_for(
+            _planning_fields(serde, serde.encode("Mutation", records[1])), targets
+        )
+    ) == {
+        "erp": "normal",
+        "shop": "immediate",
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pim_hub.drivers.base import DeliveryResult
 from pim_hub.schemas.errors import HubError
 from pim_hub.schemas.errors import PermanentError as HubPermanent
 from pim_hub.schemas.errors import RetryableError as HubRetryable
@@ -108,3 +109,18 @@ class MappingError(PermanentError):
     """The data cannot be mapped with the configured rules."""
 
     kind = "mapping"
+
+
+def as_result(exc: MagentoError) -> DeliveryResult:
+    """The dispatcher's result for a failed delivery: retried later, or permanent."""
+    if exc.retryable:
+        return DeliveryResult.retry(
+            str(exc),
+            retry_after=exc.retry_after,
+            status=exc.status,
+            response=exc.response,
+            kind=exc.kind,
+        )
+    return DeliveryResult.permanent(
+        str(exc), status=exc.status, response=exc.response, kind=exc.kind
+    )

@@ -23,8 +23,8 @@ from pim_hub.drivers.base import (
     decoded_changes,
     retry_after_seconds,
 )
-from pim_hub.runtime.http import trace_configs
-from pim_hub.runtime.outbound import PolicyResolver, RefusedAddress, policy
+from pim_hub.runtime.http import PolicyResolver, trace_configs
+from pim_hub.runtime.outbound import RefusedAddress, policy
 from pim_hub.schemas.events import Job
 
 ALL_ENTITY_TYPES = frozenset(

@@ -34,6 +34,7 @@ from pim_hub.runtime.kafka import (
     make_producer,
 )
 from pim_hub.schemas import topics
+from pim_hub.services.dispatcher.circuits import CircuitReporter
 from pim_hub.services.dispatcher.delivery import DeliveryMixin
 from pim_hub.services.dispatcher.flow import FlowMixin
 from pim_hub.services.dispatcher.guard_store import GuardStore
@@ -102,6 +103,13 @@ class Dispatcher(
         pool_size = self.guard_slots + 2
         self._pool = await open_pool(self.settings.require_database(), max_size=pool_size)
         self._guard = GuardStore(self._pool, self.options.guard_synchronous_commit)
+        circuits = CircuitReporter(
+            self._pool,
+            self.driver_key,
+            self.priority,
+            lambda: list(self._lanes.values()),
+            self.circuit_changed,
+        )
         self._http = async_client(timeout=30, max_connections=200)
         loop = self._loop
         metrics.start_from_env(
@@ -110,9 +118,10 @@ class Dispatcher(
             database_url=self.settings.require_database(),
             group=self.group,
         )
-        health.watch_event_loop(loop)
+        unwatch = health.watch_event_loop(loop)
         logger.info("dispatcher started", extra={"group": self.group})
         streaming = False
+        circuit_task = asyncio.create_task(circuits.run(), name="circuits")
         try:
             while not self._stop.is_set():
                 health.HEALTH.beat("poll", health.POLL_ALLOWANCE_S)
@@ -132,6 +141,8 @@ class Dispatcher(
                         )
                     streaming = bool(msgs)
                 else:
+                    # Jobs an open circuit holds must not keep the others out: parked.
+                    self._park_held()
                     # The byte budget is spent: take nothing until batches finish. Not a
                     # pause: pausing makes librdkafka drop what it has fetched, and every
                     # resume fetched it again (the embedded broker answers a fetch with the
@@ -142,10 +153,23 @@ class Dispatcher(
                 if msgs:
                     await self._route(consumer, msgs)
                 self._apply_backpressure(consumer)
+                if self._backpressured:
+                    # A partition paused for its count of records may be full of held jobs.
+                    self._park_held()
                 if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
                     self._commit(consumer, asynchronous=True)
         finally:
-            await self._shutdown(consumer)
+            circuit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await circuit_task
+            try:
+                await circuits.close()
+                await self._shutdown(consumer)
+            finally:
+                # Out of the process's health registry: the last beats of a stopped
+                # dispatcher would fail the liveness of what still runs beside it.
+                unwatch()
+                health.HEALTH.forget("poll")
         if self.failure is not None:
             raise RuntimeError(self.failure)
 

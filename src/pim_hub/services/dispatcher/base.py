@@ -105,6 +105,8 @@ class DispatcherBase:
         self.locks_held = 0
         #: Set whenever a batch finishes: pumps waiting for a slot or for lock room look again.
         self.batch_done = asyncio.Event()
+        #: Set when a lane's circuit or concurrency changes: its row is written at once.
+        self.circuit_changed = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -162,3 +164,9 @@ class DispatcherBase:
 
     def _dead_letter_raw(self, msg: Message, reason: str, acks: _Acks) -> None:
         raise NotImplementedError  # reporting.ReportingMixin
+
+    def _park(self, integration_id: str, works: list[_Work]) -> None:
+        raise NotImplementedError  # reporting.ReportingMixin
+
+    async def _settle_apart(self, integration_id: str, batch: list[_Work]) -> None:
+        raise NotImplementedError  # delivery.DeliveryMixin

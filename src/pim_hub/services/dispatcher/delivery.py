@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Coroutine
 from datetime import UTC, datetime
+from time import monotonic as clock
 from typing import Any
 
 from psycopg import OperationalError
@@ -23,6 +24,7 @@ from pim_hub.services.dispatcher.core.guard import (
     decide,
     parse_version,
 )
+from pim_hub.services.dispatcher.core.throttle import is_throttled
 from pim_hub.services.dispatcher.guard_store import Recording
 from pim_hub.services.dispatcher.lane import _Lane
 from pim_hub.services.dispatcher.work import (
@@ -45,7 +47,7 @@ class DeliveryMixin(DispatcherBase):
 
         Returns the indexes of the jobs held back, and why: not reported, to be tried again
         (order: an older job of their entity is pending in another lane; circuit: the
-        target is down; guard: the database is away).
+        target is down; throttle: the target answered 429; guard: the database is away).
         """
         started = time.perf_counter()
         b = self._bound.get(integration_id)
@@ -175,6 +177,7 @@ class DeliveryMixin(DispatcherBase):
                 traced = tracing.enabled()
                 if b.batching:
                     await lane.throttle(1)
+                    t0 = clock()
                     with tracing.batch_stage(
                         "dispatcher.deliver_batch",
                         [batch[i].trace for i, _, _ in send],
@@ -187,20 +190,31 @@ class DeliveryMixin(DispatcherBase):
                     driver, context = b.driver, b.context
                     done: list[DeliveryResult | None] = [None] * len(jobs)
                     todo = iter(range(len(jobs)))
-                    sem, limited = lane.sem, lane.bucket.rate is not None
+                    slots, limited = lane.slots, lane.bucket.rate is not None
 
                     async def worker() -> None:
                         # A few workers per batch rather than a task per job; each holds one
-                        # of the lane's `concurrent` slots while it calls the driver for one
-                        # job after another (a slot taken per job cost more than a quick
-                        # driver's call). The driver is awaited directly: a wrapper
-                        # coroutine per job cost more too.
-                        async with sem:
+                        # of the lane's call slots (its concurrency, lowered while the target
+                        # throttles) while it calls the driver for one job after another (a
+                        # slot taken per job cost more than a quick driver's call). The
+                        # driver is awaited directly: a wrapper coroutine per job cost more.
+                        await slots.acquire()
+                        try:
                             for k in todo:
-                                if lane.breaker.state == "open":
-                                    continue  # opened meanwhile: the rest are not sent
+                                now = clock()
+                                if (
+                                    lane.breaker.state == "open" and lane.breaker.holding(now)
+                                ) or lane.aimd.wait(now) > 0:
+                                    # The circuit opened or the target said 429 meanwhile:
+                                    # the rest are not sent (they wait in the lane).
+                                    continue
+                                if slots.over():
+                                    # The limit was lowered: give the slot back, wait for one.
+                                    slots.release()
+                                    await slots.acquire()
                                 if limited:
                                     await lane.throttle(1)
+                                t0 = clock()
                                 try:
                                     if traced:
                                         r = await self._traced(
@@ -212,10 +226,12 @@ class DeliveryMixin(DispatcherBase):
                                     r = self._raised(b, exc)
                                 done[k] = r
                                 # Each answer counts at once, so a target that went down
-                                # stops this batch's other calls too.
-                                lane.account([r])
+                                # or throttles stops this batch's other calls too.
+                                lane.account([r], clock() - t0)
+                        finally:
+                            slots.release()
 
-                    workers = min(len(jobs), max(1, lane.sem_size))
+                    workers = min(len(jobs), lane.aimd.current)
                     began = time.perf_counter()
                     if workers == 1:
                         await worker()
@@ -226,12 +242,20 @@ class DeliveryMixin(DispatcherBase):
                     lane.call_s = took if lane.call_s is None else 0.7 * lane.call_s + 0.3 * took
                     out = done
                 if b.batching:
-                    lane.account([r for r in out if r is not None])
-                circuit_open = lane.breaker.state != "closed"
+                    lane.account([r for r in out if r is not None], clock() - t0)
+                # Past the outage ceiling the circuit holds nothing: failures are reported.
+                circuit_open = lane.breaker.holding(clock())
                 rows = []
                 for (i, job, dec), result in zip(send, out, strict=True):
                     if result is None:
-                        held[i] = "circuit"  # not called: the circuit opened before its turn
+                        # Not called: the circuit opened, or the target throttled, before
+                        # its turn.
+                        held[i] = "throttle" if lane.aimd.wait(clock()) > 0 else "circuit"
+                        continue
+                    if is_throttled(result.outcome, result.retryable, result.target_status):
+                        # The target asks for fewer requests: the job waits in its lane for
+                        # the lane's hold (Retry-After) to pass, no attempt spent.
+                        held[i] = "throttle"
                         continue
                     if circuit_open and is_outage(
                         result.outcome, result.retryable, result.target_status, result.error_kind

@@ -1,5 +1,5 @@
 """A lane: the jobs of one integration, one queue per entity, sent in batches under the
-integration's limits and its circuit breaker."""
+integration's limits, its adaptive concurrency (AIMD) and its circuit breaker."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pim_hub.drivers.base import DeliveryResult
@@ -16,6 +17,7 @@ from pim_hub.registry.limits import (
 )
 from pim_hub.runtime import metrics
 from pim_hub.services.dispatcher.core.breaker import STATE_VALUES, CircuitBreaker, is_outage
+from pim_hub.services.dispatcher.core.throttle import Aimd, is_throttled
 from pim_hub.services.dispatcher.settings import DispatcherOptions
 from pim_hub.services.dispatcher.work import TP, _Bound, _Work, logger
 
@@ -29,6 +31,7 @@ class LaneHost(Protocol):
     guard_slots: int
     locks_held: int
     batch_done: asyncio.Event
+    circuit_changed: asyncio.Event
     _bound: dict[str, _Bound]
     _busy: dict[TP, int]
     _tasks: set[asyncio.Task[Any]]
@@ -44,6 +47,29 @@ class LaneHost(Protocol):
     def release_retries(self, integration_id: str) -> None: ...
 
 
+class Slots:
+    """The lane's driver calls at once, within a limit that moves (see core/throttle.py)."""
+
+    def __init__(self, aimd: Aimd) -> None:
+        self.aimd = aimd
+        self.used = 0
+        self.freed = asyncio.Event()
+
+    async def acquire(self) -> None:
+        while self.used >= self.aimd.current:
+            self.freed.clear()
+            await self.freed.wait()
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
+        self.freed.set()
+
+    def over(self) -> bool:
+        """More calls at once than the limit allows now (it was lowered meanwhile)."""
+        return self.used > self.aimd.current
+
+
 class _Lane:
     """The jobs of one integration: per-entity queues, batching, limits."""
 
@@ -56,8 +82,8 @@ class _Lane:
         self.bucket = TokenBucket(None, 1)
         self.wake = asyncio.Event()
         self.throttle_lock = asyncio.Lock()
-        self.sem_size = 0
-        self.sem = asyncio.Semaphore(1)
+        self.aimd = Aimd(dispatcher.options.throttle, self.limit().concurrent)
+        self.slots = Slots(self.aimd)
         self.call_s: float | None = None  # mean time of one driver call (job by job)
         self.lingered_at = float("-inf")  # when the pump last waited for a batch to fill
         self.breaker = CircuitBreaker(dispatcher.options.breaker)
@@ -66,6 +92,15 @@ class _Lane:
             dispatcher.driver_key, integration_id, dispatcher.priority
         )
         self.circuit_gauge.set(STATE_VALUES["closed"])
+        self.limit_gauge = metrics.DISPATCH_CONCURRENCY.labels(
+            dispatcher.driver_key, integration_id, dispatcher.priority
+        )
+        self.limit_gauge.set(self.aimd.current)
+        labels = (dispatcher.driver_key, integration_id, dispatcher.priority)
+        self.opened_gauge = metrics.DISPATCH_CIRCUIT_OPENED.labels(*labels)
+        self.opened_gauge.set(0)
+        metrics.DISPATCH_OUTAGE_CEILING.labels(*labels).set(dispatcher.options.breaker.ceiling_s)
+        self.ceiling_logged = False  # the WARNING that the outage ceiling passed, once an outage
         self.task = asyncio.create_task(self._pump(), name=f"lane-{integration_id}")
 
     def submit(self, w: _Work) -> None:
@@ -106,6 +141,22 @@ class _Lane:
         for w in self.ready:
             w.state = "ready"
 
+    def park(self) -> list[_Work]:
+        """Take out every job not being delivered (its circuit is open), in entity order."""
+        out: list[_Work] = []
+        for ekey in list(self.chains):
+            chain = self.chains[ekey]
+            kept = deque(w for w in chain if w.state == "running")
+            out.extend(w for w in chain if w.state != "running")
+            if kept:
+                self.chains[ekey] = kept
+            else:
+                del self.chains[ekey]
+        self.ready = deque(w for w in self.ready if w.state == "running")
+        for w in out:
+            w.state = "parked"  # a pending requeue of a held one finds it gone
+        return out
+
     def limit(self) -> RateLimit:
         bound = self.d._bound.get(self.integration_id)
         return bound.limit if bound else RateLimit(None, self.d.options.max_in_flight, 1)
@@ -119,8 +170,10 @@ class _Lane:
                 limit = self.limit()
                 if self.bucket.rate != limit.requests_per_s or self.bucket.burst != limit.burst:
                     self.bucket = TokenBucket(limit.requests_per_s, limit.burst)
-                if self.sem_size != limit.concurrent:
-                    self.sem, self.sem_size = asyncio.Semaphore(limit.concurrent), limit.concurrent
+                if self.aimd.ceiling != max(1, limit.concurrent):
+                    self.aimd.set_ceiling(limit.concurrent)
+                    self.limit_gauge.set(self.aimd.current)
+                concurrent = self.aimd.current  # the configured ceiling, or less if throttled
                 bound = self.d._bound.get(self.integration_id)
                 batching = bound is not None and bound.batching
                 # Batching drivers: one request per batch, so batches are the requests.
@@ -128,7 +181,7 @@ class _Lane:
                 # recording and reporting overlaps the next one's requests; their requests
                 # share the lane's semaphore. Every batch holds a guard connection: never
                 # more batches than the dispatcher has guard connections.
-                slots = min(limit.concurrent + (0 if batching else 1), self.d.guard_slots)
+                slots = min(concurrent + (0 if batching else 1), self.d.guard_slots)
                 if self.running >= slots:
                     await self.d.wait_batch_done()
                     continue
@@ -156,7 +209,7 @@ class _Lane:
                     free = max(1, slots - self.running)
                     most = opts.batch_size
                     if self.call_s is not None:
-                        quick = int(limit.concurrent * opts.guard_batch_s / max(self.call_s, 1e-6))
+                        quick = int(concurrent * opts.guard_batch_s / max(self.call_s, 1e-6))
                         most = max(most, min(opts.guard_batch_size, quick))
                     size = min(most, max(1, -(-len(self.ready) // free)))
                 # Every job of a batch holds an advisory lock until its transaction ends:
@@ -168,7 +221,24 @@ class _Lane:
                     await self.d.wait_batch_done()
                     continue
                 size = min(size, room)
-                wait = self.breaker.probe_wait(time.monotonic())
+                hold = self.aimd.wait(time.monotonic())
+                if hold > 0:
+                    # The target answered 429: nothing goes before its Retry-After.
+                    await self._nap(hold)
+                    continue
+                now = time.monotonic()
+                if not self.ceiling_logged and self.breaker.expired(now):
+                    self.ceiling_logged = True
+                    logger.warning(
+                        "outage ceiling passed: the circuit holds the jobs no longer; they go "
+                        "through the retry tiers to the dead-letter topic",
+                        extra={
+                            "integration": self.integration_id,
+                            "priority": self.d.priority,
+                            "ceiling_s": self.breaker.policy.ceiling_s,
+                        },
+                    )
+                wait = self.breaker.probe_wait(now)
                 if wait is not None:
                     if wait > 0:
                         # The target is down: the jobs wait here, no attempt spent, until
@@ -177,6 +247,7 @@ class _Lane:
                         continue
                     size = 1  # the probe: one job, alone
                     self.circuit_gauge.set(STATE_VALUES["half_open"])
+                    self.d.circuit_changed.set()
                 batch = [self.ready.popleft() for _ in range(min(size, len(self.ready)))]
                 for w in batch:
                     w.state = "running"
@@ -234,17 +305,35 @@ class _Lane:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.kick.wait(), seconds)
 
-    def account(self, results: list[DeliveryResult]) -> None:
-        """The answers of the target to one batch's calls, in order, for the breaker."""
+    def account(self, results: list[DeliveryResult], latency_s: float = 0.0) -> None:
+        """The answers of the target to one batch's calls, in order, for the breaker and the
+        concurrency limit (latency_s: how long each call took)."""
         br, before = self.breaker, self.breaker.state
         now = time.monotonic()
+        moved = False
         for r in results:
             if is_outage(r.outcome, r.retryable, r.target_status, r.error_kind):
                 br.failed(now, r.retry_after)
+                continue
+            # Any other answer says the target is up; a 429 asks for fewer calls at once.
+            br.succeeded()
+            if is_throttled(r.outcome, r.retryable, r.target_status):
+                moved |= self.aimd.throttled(now, r.retry_after, now - latency_s)
             else:
-                br.succeeded()
+                moved |= self.aimd.answered(now, latency_s)
+        if moved:
+            self.d.circuit_changed.set()
+            self.limit_gauge.set(self.aimd.current)
+            self.slots.freed.set()  # raised: waiting calls may go
         if br.state != before:
+            self.d.circuit_changed.set()
             self.circuit_gauge.set(STATE_VALUES[br.state])
+            if br.state == "closed":
+                self.opened_gauge.set(0)
+                self.ceiling_logged = False
+            elif before == "closed" and br.opened_at is not None:
+                # Wall clock, for the alert on the ceiling and `hub integrations show`.
+                self.opened_gauge.set(time.time() - (now - br.opened_at))
         if br.state == before or {br.state, before} == {"open", "half_open"}:
             return  # a failed probe: still open, a longer wait
         self.kick.set()
@@ -266,6 +355,20 @@ class _Lane:
             )
             self.wake.set()
             self.d.release_retries(self.integration_id)
+
+    def circuit_row(self, wall: Callable[[float | None], str | None]) -> dict[str, Any]:
+        """The lane's circuit and concurrency now (times through `wall`: monotonic to ISO)."""
+        br, aimd = self.breaker, self.aimd
+        return {
+            "integration_id": self.integration_id,
+            "state": br.state,
+            "opened_at": wall(br.opened_at),
+            "last_probe": wall(br.last_probe),
+            "next_probe": wall(br.next_probe) if br.state == "open" else None,
+            "concurrency": aimd.current,
+            "concurrency_max": aimd.ceiling,
+            "throttled_until": wall(aimd.resume_at) if aimd.wait(time.monotonic()) > 0 else None,
+        }
 
     def requeue(self, w: _Work) -> None:
         """A held job is ready again (unless handed back meanwhile)."""

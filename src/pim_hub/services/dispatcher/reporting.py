@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Message
 
@@ -19,6 +20,7 @@ from pim_hub.services.dispatcher.core.guard import (
 )
 from pim_hub.services.dispatcher.policy import classify
 from pim_hub.services.dispatcher.work import (
+    PARKED,
     _tp,
     _Work,
     logger,
@@ -128,6 +130,7 @@ class ReportingMixin(DispatcherBase):
             "duration_ms": duration_ms,
             "source_received_at": job.mutation.source_received_at,
             "occurred_at": now,
+            "operation": job.mutation.operation,
         }
         # Every output is queued before any can be acknowledged (callbacks run in poll()).
         acks = _Acks(self, w.tp, w.offset, len(outputs) + 1)
@@ -156,6 +159,31 @@ class ReportingMixin(DispatcherBase):
                 },
             )
         return obs
+
+    def _park(self, integration_id: str, works: list[_Work]) -> None:
+        """Jobs of an open circuit to the longest retry tier, no attempt spent (see
+        RoutingMixin._park_held); each is finished once the broker has it."""
+        delay = self.options.retry_delays_s[-1]
+        topic = self.retry_topics[-1]
+        due = datetime.now(UTC) + timedelta(seconds=delay)
+        for w in works:
+            record = {**w.job.to_record(), "not_before": due, "last_error": PARKED}
+            self._busy[w.tp] += 1
+            acks = _Acks(self, w.tp, w.offset, 1)
+            self._send(topic, self.serde.encode("Job", record, topic=topic), w.key, acks, w.trace)
+        self.stats.parked += len(works)
+        metrics.DISPATCH_HELD.labels(self.driver_key, integration_id, self.priority, "parked").inc(
+            len(works)
+        )
+        logger.warning(
+            "buffer full while the circuit is open: jobs parked until it closes",
+            extra={"integration": integration_id, "jobs": len(works), "topic": topic},
+        )
+        if self.options.order_hold_s > 0:
+            # Off the pending list: they hold no other lane back while parked.
+            task = asyncio.create_task(self._settle_apart(integration_id, works))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _dead_letter_raw(self, msg: Message, reason: str, acks: _Acks) -> None:
         logger.error(

@@ -17,6 +17,7 @@ from pim_hub.services.dispatcher.core.guard import (
 )
 from pim_hub.services.dispatcher.lane import _Lane
 from pim_hub.services.dispatcher.work import (
+    PARKED,
     TP,
     _offset,
     _tp,
@@ -144,9 +145,32 @@ class RoutingMixin(DispatcherBase):
             if tp[0] in retry:
                 self._not_due[tp] = 0.0
 
+    def _park_held(self) -> None:
+        """The buffer is full: park the jobs of integrations whose circuit is open.
+
+        Held in the buffer they would keep the dispatcher from reading anything else, so the
+        other integrations of the same driver and priority would wait for that target too.
+        Parked, they go to the longest retry tier (no attempt spent, `last_error` PARKED),
+        their offsets are committed once the broker has them, and they are read back when the
+        circuit closes (`release_retries`) or when due (then held and parked again while it
+        is still open).
+        """
+        if not self.options.retry_delays_s:
+            return
+        now = time.monotonic()
+        for lane in self._lanes.values():
+            if lane.breaker.holding(now):
+                works = lane.park()
+                if works:
+                    self._park(lane.integration_id, works)
+
     def _released(self, job: Job) -> bool:
-        """Whether a retry not due yet failed before its integration's circuit last closed."""
+        """Whether a retry not due yet failed (or was parked) before its integration's
+        circuit last closed."""
         closed = self._closed_at.get(job.integration_id)
+        if closed is not None and job.last_error == PARKED and job.not_before is not None:
+            parked_at = job.not_before.timestamp() - self.options.retry_delays_s[-1]
+            return parked_at <= closed
         if closed is None or job.attempt < 2 or job.not_before is None:
             return False
         delays = self.options.retry_delays_s

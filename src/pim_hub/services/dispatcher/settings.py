@@ -8,6 +8,7 @@ from typing import Any
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
 from pim_hub.services.dispatcher.core.breaker import BreakerPolicy
+from pim_hub.services.dispatcher.core.throttle import ThrottlePolicy
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,10 @@ class DispatcherOptions:
             guard's database is unreachable (a restart): no attempt is spent meanwhile.
         breaker: when an integration's circuit opens (consecutive outage failures:
             HUB_DISPATCHER_BREAKER_THRESHOLD, 0: never) and how often it probes its target
-            (HUB_DISPATCHER_BREAKER_PROBE_MAX_S at most); see core/breaker.py.
+            (HUB_DISPATCHER_BREAKER_PROBE_MAX_S at most), and how long an outage holds the
+            jobs at most (HUB_DISPATCHER_OUTAGE_CEILING_S); see core/breaker.py.
+        throttle: how an integration's concurrency follows a throttling target (429 answers,
+            calls slower than HUB_DISPATCHER_THROTTLE_LATENCY_S); see core/throttle.py.
     """
 
     batch_size: int = 50
@@ -78,6 +82,7 @@ class DispatcherOptions:
     order_recheck_s: float = 0.2
     guard_retry_s: float = 1.0
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DispatcherOptions:
@@ -96,6 +101,8 @@ class DispatcherOptions:
                 threshold=settings.dispatcher_breaker_threshold,
                 probe_min_s=settings.dispatcher_breaker_probe_min_s,
                 probe_max_s=settings.dispatcher_breaker_probe_max_s,
+                ceiling_s=settings.dispatcher_outage_ceiling_s,
             ),
+            throttle=ThrottlePolicy(latency_s=settings.dispatcher_throttle_latency_s),
         )
         return replace(base, **overrides)

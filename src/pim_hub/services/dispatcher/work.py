@@ -25,6 +25,10 @@ TP = tuple[str, int]
 #: Attempts to record one delivery on its own after its batch's transaction failed.
 RECORD_ATTEMPTS = 12
 
+#: The `last_error` of a job parked while its integration's circuit was open (no attempt
+#: spent): read back when the circuit closes, or when due.
+PARKED = "parked: the integration's circuit was open"
+
 #: How long librdkafka waits before fetching again for a partition whose prefetch queue was
 #: full (see `Dispatcher.run`).
 FETCH_QUEUE_BACKOFF_MS = 10
@@ -63,7 +67,7 @@ class _Work:
         self.key = key
         self.job = job
         self.chain = job.mutation.entity_key  # the entity: one job of it at a time
-        self.state = "queued"  # queued | ready | running | finished
+        self.state = "queued"  # queued | ready | running | held | parked | finished
         #: The record's trace headers (`runtime.tracing`): passed on to its retry, dead
         #: letter and status, and the parent of its delivery's span.
         self.trace: tracing.TraceHeaders | None = None
@@ -83,6 +87,9 @@ class Stats:
     budget_returns: int = 0
     #: Times a job waited for an older job of its entity in another lane.
     held: int = 0
+    #: Jobs of an integration whose circuit is open, parked on a retry topic so that they
+    #: do not fill the buffer (see RoutingMixin._park_held).
+    parked: int = 0
 
     @property
     def finished(self) -> int:

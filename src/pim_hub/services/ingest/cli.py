@@ -65,8 +65,11 @@ def enrich() -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, enricher.stop)
-            health.watch_event_loop(loop)
-            await enricher.run()
+            unwatch = health.watch_event_loop(loop)
+            try:
+                await enricher.run()
+            finally:
+                unwatch()
 
     asyncio.run(main())
 
@@ -80,6 +83,10 @@ def sync_akeneo(
     entity: Annotated[
         list[str] | None, typer.Option("--entity", help="entity type (repeatable); default all")
     ] = None,
+    progress: Annotated[
+        bool,
+        typer.Option(help="a bar per entity type on stderr (on a terminal; log lines otherwise)"),
+    ] = True,
 ) -> None:
     """Publish Akeneo entities as snapshots; a crashed run resumes where it stopped."""
     from pim_hub.runtime.kafka import AsyncProducer, make_producer
@@ -125,7 +132,7 @@ def sync_akeneo(
                     store,
                     page_size=ingest.sync_page_size,
                     overlap_s=ingest.sync_overlap_s,
-                    progress=default_progress(),
+                    progress=default_progress(progress),
                     streams=ingest.sync_streams,
                     window=ingest.sync_window,
                     record_budget=settings.record_budget,

@@ -211,6 +211,7 @@ class Enricher:
                 await self.handled.close()
             await producer.close()
             await loop.run_in_executor(None, consumer.close)
+            HEALTH.forget("poll")  # stopped: no longer a loop of this process to watch
             logger.info("enricher stopped", extra=dict(self.stats))
 
     async def _handle(self, batch: list[Message], producer: AsyncProducer) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import sys
 import threading
 import time
@@ -272,9 +273,13 @@ class LogProgress:
 
 
 class RichProgress:
-    """A progress bar per entity type with counts and rate (on a terminal)."""
+    """A progress bar per entity type with counts and rate, on stderr (stdout has the report).
+
+    Like `hub replay`'s bar, it is gone when the run ends: the report says what was done.
+    """
 
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import (
             Progress as Bar,
         )
@@ -284,17 +289,23 @@ class RichProgress:
             TimeElapsedColumn,
         )
 
+        from pim_hub.runtime.logs import to_current_stderr
+
         self._bar = Bar(
             SpinnerColumn(),
             TextColumn("{task.description:16}"),
             TextColumn("{task.completed:>9,.0f} items"),
             TextColumn("{task.fields[rate]:>8.0f}/s"),
             TimeElapsedColumn(),
-            transient=False,
+            console=Console(stderr=True),
+            transient=True,
         )
         self._tasks: dict[str, Any] = {}
         self._started: dict[str, float] = {}
         self._bar.start()
+        # Log lines print above the bar, not into it.
+        self._logs = to_current_stderr()
+        self._logs.__enter__()
 
     def begin(self, entity_type: str, resumed_items: int) -> None:
         self._started[entity_type] = time.monotonic()
@@ -313,11 +324,15 @@ class RichProgress:
         self._bar.update(task, total=self._bar.tasks[task].completed)
 
     def close(self) -> None:
+        self._logs.__exit__(None, None, None)
         self._bar.stop()
 
 
-def default_progress() -> Progress:
-    """A bar on a terminal, log lines otherwise."""
+def default_progress(enabled: bool = True) -> Progress:
+    """A bar on a terminal, log lines otherwise; without progress (`--no-progress`) neither
+    bar nor periodic lines: only each type's `sync started` and `sync done` log lines."""
+    if not enabled:
+        return LogProgress(every_s=math.inf)
     return RichProgress() if sys.stderr.isatty() else LogProgress()
 
 

@@ -592,10 +592,11 @@ def kafka_app(settings: Settings, ingest: IngestSettings) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await publisher.start()
         quiet_gc()  # collector pauses show up in the latency tail
-        health.watch_event_loop()  # /healthz fails when a request blocks the loop
+        unwatch = health.watch_event_loop()  # /healthz fails when a request blocks the loop
         try:
             yield
         finally:
+            unwatch()
             await publisher.close()
 
     return create_app(

@@ -37,6 +37,7 @@ from pim_hub.services.mutator.processing import (
     set_aside_record,
     summarise,
 )
+from pim_hub.services.mutator.settings import STATE_TABLE, MutatorSettings
 
 logger = logging.getLogger(__name__)
 
@@ -187,12 +188,7 @@ _MAX_WORKER_SLOTS = 64
 _claimed: dict[Path, tuple[Path, IO[bytes]]] = {}
 
 
-def store_kind(settings: Settings) -> str:
-    """`memory` or `rocksdb`: where the mutator keeps its table (HUB_MUTATOR_STORE)."""
-    return settings.mutator_store
-
-
-def table_dir(settings: Settings) -> Path:
+def table_dir(mutator: MutatorSettings) -> Path:
     """A table directory under the data dir that no other running worker uses.
 
     RocksDB locks each partition's database: workers of one app sharing a data dir would
@@ -202,7 +198,7 @@ def table_dir(settings: Settings) -> Path:
     the offsets stored there. The app id is part of the path: another app's (or
     changelog's) databases are never read.
     """
-    base = (Path(settings.mutator_data_dir) / settings.mutator_app_id).resolve()
+    base = (Path(mutator.data_dir) / mutator.app_id).resolve()
     claimed = _claimed.get(base)
     if claimed is not None:
         return claimed[0]
@@ -220,12 +216,14 @@ def table_dir(settings: Settings) -> Path:
     raise RuntimeError(f"{_MAX_WORKER_SLOTS} mutator workers already use {base}")
 
 
-def faust_config(settings: Settings, tables: bool = True) -> dict[str, Any]:
+def faust_config(
+    settings: Settings, mutator: MutatorSettings, tables: bool = True
+) -> dict[str, Any]:
     """The faust.App settings of the mutator (the benchmark's naive Faust baseline uses them too).
 
     `tables=False` (fan-out) keeps no table: memory store, and no table directory claimed.
     """
-    rocksdb = tables and store_kind(settings) == "rocksdb"
+    rocksdb = tables and mutator.store == "rocksdb"
     return {
         **faust_broker_options(settings),
         # Faust checks the offset stored with a RocksDB table against the changelog's end: a
@@ -241,8 +239,8 @@ def faust_config(settings: Settings, tables: bool = True) -> dict[str, Any]:
         # With RocksDB a standby would save that replay, at the cost of a second copy on disk
         # and of fetches all the time: partitions move rarely.
         "table_standby_replicas": 0,
-        "datadir": settings.mutator_data_dir,
-        **({"tabledir": str(table_dir(settings))} if rocksdb else {}),
+        "datadir": mutator.data_dir,
+        **({"tabledir": str(table_dir(mutator))} if rocksdb else {}),
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication,
         "broker_session_timeout": settings.kafka.session_timeout_ms / 1000,
@@ -261,9 +259,9 @@ def faust_config(settings: Settings, tables: bool = True) -> dict[str, Any]:
     }
 
 
-def table_options(settings: Settings) -> dict[str, Any] | None:
+def table_options(mutator: MutatorSettings) -> dict[str, Any] | None:
     """Options of the store of the mutator's table (bounded RocksDB memory), or None."""
-    return dict(ROCKSDB_OPTIONS) if store_kind(settings) == "rocksdb" else None
+    return dict(ROCKSDB_OPTIONS) if mutator.store == "rocksdb" else None
 
 
 #: mutation_id, entity_type, entity_key, operation: the fields fan-out reads of a creation
@@ -284,12 +282,7 @@ def _fanout_view(serde: Serde, value: bytes | None) -> dict[str, Any]:
     return serde.decode("Mutation", value, topic=topics.MUTATIONS)
 
 
-def app_id(settings: Settings, role: Role) -> str:
-    """The Faust app id (consumer group) of a role: fan-out workers form a group of their own."""
-    return f"{settings.mutator_app_id}-fanout" if role == "fanout" else settings.mutator_app_id
-
-
-def make_app(settings: Settings, role: Role = "all") -> faust.App:
+def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -> faust.App:
     """Build the mutator app: the table and the mutate agent, the fan-out agent and its timer.
 
     `role` picks the agents. One worker of role `all` runs both, which suits a small
@@ -298,7 +291,7 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     mutations' rate and the dispatchers waited; workers of roles `mutate` and `fanout` each
     read their own topic in their own group, in their own process.
     """
-    app = faust.App(app_id(settings, role), **faust_config(settings, tables=role != "fanout"))
+    app = faust.App(mutator.group(role), **faust_config(settings, mutator, tables=role != "fanout"))
     # Set before any topic is declared, so the consumer Faust creates is the patched one.
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
     serde = Serde(settings.registry_config())
@@ -332,11 +325,11 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     # Latest indexed state per entity key, co-partitioned with pim.snapshots.
     state: Any = (
         app.Table(
-            "entity-state",
+            STATE_TABLE,
             key_type=bytes,
             value_type=bytes,
             default=None,
-            options=table_options(settings),
+            options=table_options(mutator),
         )
         if mutating
         else None
@@ -532,29 +525,41 @@ def watch_health(app: faust.App) -> None:
     # blocked. It starts once the worker has started (a long table recovery is not a stuck
     # loop); the probes' start-up allowance covers the time before.
 
+    # Both run on the worker's event loop: no beat comes after the stop's forget.
+    stopping = [False]
+
     async def beat() -> None:
-        health.HEALTH.beat("event-loop", health.DEFAULT_ALLOWANCE_S)
+        if not stopping[0]:
+            health.HEALTH.beat("event-loop", health.DEFAULT_ALLOWANCE_S)
 
     async def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
         health.HEALTH.set("assigned", True, f"{len(assigned)} partition(s)")
 
+    async def stopped(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # A stopped worker's loop leaves the process's health registry.
+        stopping[0] = True
+        health.HEALTH.forget("event-loop")
+
     app.timer(interval=health.TICK_S)(beat)
     app.on_partitions_assigned.connect(assigned)
+    app.on_before_shutdown.connect(stopped)
 
 
-def ensure_data_dir(settings: Settings) -> Path:
+def ensure_data_dir(mutator: MutatorSettings) -> Path:
     """Create the mutator's data directory with its parents; its path.
 
     Faust creates the directory without parents: the default `.hub/mutator` (and any nested
     path a deployment sets) would fail on a fresh checkout or an empty volume.
     """
-    path = Path(settings.mutator_data_dir)
+    path = Path(mutator.data_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def run(settings: Settings, role: Role = "all", loglevel: str = "warn") -> None:
+def run(
+    settings: Settings, mutator: MutatorSettings, role: Role = "all", loglevel: str = "warn"
+) -> None:
     """Run a mutator worker of a role until it is stopped (SIGTERM/SIGINT)."""
     from faust import Worker
 
@@ -570,15 +575,15 @@ def run(settings: Settings, role: Role = "all", loglevel: str = "warn") -> None:
                 extra={"service": service, "role": role, "group": app.conf.id},
             )
 
-    ensure_data_dir(settings)
-    app = make_app(settings, role)
+    ensure_data_dir(mutator)
+    app = make_app(settings, mutator, role)
     logger.info(
         "service starting",
         extra={
             "service": service,
             "role": role,
             "group": app.conf.id,
-            "store": settings.mutator_store,
+            "store": mutator.store,
         },
     )
     metrics.start_from_env(service, kafka=settings.kafka_config(), group=app.conf.id)

@@ -21,7 +21,7 @@ from pim_hub.schemas.ownership import Ownership, PatchRefused
 from pim_hub.schemas.serde import Serde
 from pim_hub.schemas.versions import DEFAULT_MAX_FUTURE_S, check_version
 from pim_hub.services.mutator.core import diffing
-from pim_hub.services.mutator.core.fanout import job_key, plan_jobs
+from pim_hub.services.mutator.core.fanout import job_key, plan_jobs, plan_priorities
 from pim_hub.services.mutator.sources import decide_with_sources
 
 logger = logging.getLogger(__name__)
@@ -106,25 +106,14 @@ class SnapshotProcessor:
     ) -> Outcome:
         ekey = snap["entity_key"]
         etype = snap["entity_type"]
-        check_code("entity_key", ekey)
-        payload_text = snap["payload"]
-        payload = orjson.loads(payload_text) if payload_text is not None else None
-        if payload is not None:
-            check_json_text("payload", payload_text, payload)
-            mismatch = key_mismatch(etype, ekey, payload)
-            if mismatch is not None:
-                raise InvalidSnapshot(mismatch, code="key_mismatch")
-        # The version orders every later snapshot of the entity: one that is no date, or far
-        # in the future, would make each later one invalid or stale. Refused here, at the door.
-        version = snap["source_version"]
-        if (
-            version is None
-            and isinstance(payload, dict)
-            and isinstance(payload.get("updated"), str)
-        ):
-            version = payload["updated"]
-        if version is not None:
-            check_version(version, self.now(), self.max_future_s)
+        payload = check_snapshot(
+            etype,
+            ekey,
+            snap["source_version"],
+            payload_text=snap["payload"],
+            now=self.now(),
+            max_future_s=self.max_future_s,
+        )
         stored = stored_for(ekey)
         # Sources, patches and field ownership: pim_hub.services.mutator.sources.
         decision = decide_with_sources(
@@ -161,6 +150,54 @@ def key_mismatch(entity_type: str, entity_key: str, payload: Any) -> str | None:
     return None
 
 
+def check_snapshot(
+    entity_type: str,
+    entity_key: str,
+    version: str | None,
+    *,
+    payload: Any = None,
+    payload_text: str | None = None,
+    now: datetime,
+    max_future_s: float = DEFAULT_MAX_FUTURE_S,
+) -> Any:
+    """The mutator's checks of a snapshot before it is compared with the stored state.
+
+    Its entity key is a valid code, its payload (read from `payload_text`, within the limits,
+    when given so) is of that key, and its version is a date not too far ahead of `now`. Run
+    by `SnapshotProcessor` on every snapshot and by `snapshot_problem` for the CLI, so both
+    refuse the same snapshots for the same reasons.
+
+    Args:
+        version: the snapshot's source version; None: the payload's `updated`, if a string.
+        payload: the entity (None: a tombstone), unless `payload_text` is given.
+        payload_text: the entity as the snapshot carries it (JSON text; None: a tombstone).
+
+    Returns:
+        The payload (parsed from `payload_text` when that was given).
+
+    Raises:
+        LimitExceeded: the key or the payload breaks a limit.
+        InvalidSnapshot: the payload has no identity or another one (`key_mismatch`), or the
+            version is no date or too far ahead (`bad_version`, ...).
+        orjson.JSONDecodeError: `payload_text` is not JSON.
+    """
+    check_code("entity_key", entity_key)
+    if payload_text is not None:
+        payload = orjson.loads(payload_text)
+        check_json_text("payload", payload_text, payload)
+    if payload is not None:
+        mismatch = key_mismatch(entity_type, entity_key, payload)
+        if mismatch is not None:
+            raise InvalidSnapshot(mismatch, code="key_mismatch")
+    # The version orders every later snapshot of the entity: one that is no date, or far in
+    # the future, would make each later one invalid or stale. Refused here, at the door.
+    if version is None and isinstance(payload, dict) and isinstance(payload.get("updated"), str):
+        version = payload["updated"]
+    if version is not None:
+        check_version(version, now, max_future_s)
+    return payload
+
+
 def snapshot_problem(
     entity_type: str,
     entity_key: str,
@@ -170,18 +207,20 @@ def snapshot_problem(
 ) -> str | None:
     """Why the mutator would set this full snapshot aside (None when it would take it).
 
-    The same checks as SnapshotProcessor.process for a full snapshot or a tombstone (identity,
-    types of every field and value, version), so `hub produce snapshot` and `hub invalid
-    redrive` refuse what the mutator would refuse, before it is published.
+    The same checks as SnapshotProcessor.process for a full snapshot or a tombstone
+    (`check_snapshot`: identity and version; then the types of every field and value), so
+    `hub produce snapshot` and `hub invalid redrive` refuse what the mutator would refuse,
+    before it is published.
     """
     try:
-        check_code("entity_key", entity_key)
-        if version is not None:
-            check_version(version, datetime.now(UTC), max_future_s)
-        if payload is not None:
-            mismatch = key_mismatch(entity_type, entity_key, payload)
-            if mismatch is not None:
-                return mismatch
+        check_snapshot(
+            entity_type,
+            entity_key,
+            version,
+            payload=payload,
+            now=datetime.now(UTC),
+            max_future_s=max_future_s,
+        )
         diffing.decide(entity_type, entity_key, None, payload, version)
     except (PermanentError, LimitExceeded) as exc:
         return str(exc)
@@ -196,6 +235,25 @@ class FanOut:
     rules: PriorityRules = field(default_factory=PriorityRules)
     levels: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    def priorities_for(
+        self, mutation: dict[str, Any], integrations: Iterable[IntegrationTarget]
+    ) -> list[tuple[str, str]]:
+        """(integration id, priority) of each job jobs_for would make, without making them.
+
+        Reads only the mutation's entity_type, operation and (for an update) changes.
+        """
+        return [
+            (integ.integration_id, priority)
+            for integ, priority in plan_priorities(
+                mutation["entity_type"],
+                mutation["operation"],
+                mutation["changes"],
+                integrations,
+                self.rules,
+                self.levels,
+            )
+        ]
 
     def jobs_for(
         self,

@@ -161,6 +161,11 @@ class ModelResolver:
         row = self._conn.execute(self.QUERY, (identifier,)).fetchone()
         return str(row[0]) if row else None
 
+    def close(self) -> None:
+        """Close its connection (a one-off check, such as a redrive's, ends with it)."""
+        if self._conn is not None:
+            self._conn.close()
+
 
 def snapshot_record(patch: Patch, entity_key: str) -> dict[str, Any]:
     """The Snapshot that carries a patch to the mutator (delta: pim_hub.schemas.ownership)."""
@@ -219,8 +224,13 @@ class PatchService:
         """Finish the record in hand and leave."""
         self._stop.set()
 
-    def decide(self, topic: str, value: bytes | None) -> PatchOutcome:
-        """Decode, check and resolve one patch; never raises for bad input."""
+    def decide(self, topic: str, value: bytes | None, wait: bool = True) -> PatchOutcome:
+        """Decode, check and resolve one patch; never raises for bad input.
+
+        Args:
+            wait: wait up to HUB_PATCHES_WAIT_S for an unseen entity (False: look once, as
+                `hub invalid redrive` does before it publishes a refused patch again).
+        """
         try:
             patch = (
                 decode_json(value)
@@ -230,13 +240,13 @@ class PatchService:
             check_ownership(self.conf.ownership, patch.source, parse_patch_body(patch.payload))
             if patch.mode not in ("patch", "replace"):
                 raise PatchRefused(f"unknown mode {patch.mode!r}", "bad_patch")
-            key = self._resolve(patch)
+            key = self._resolve(patch, self.conf.wait_s if wait else 0.0)
         except PatchRefused as exc:
             return PatchOutcome("refused", refused=exc)
         return PatchOutcome("snapshot", key, snapshot_record(patch, key))
 
-    def _resolve(self, patch: Patch) -> str:
-        deadline = time.monotonic() + self.conf.wait_s
+    def _resolve(self, patch: Patch, wait_s: float) -> str:
+        deadline = time.monotonic() + wait_s
         while True:
             key = self.resolver(patch.entity_type, patch.identifier)
             if key is not None:
@@ -245,7 +255,7 @@ class PatchService:
             if remaining <= 0 or self._stop.is_set():
                 raise PatchRefused(
                     f"no {patch.entity_type} with identifier {patch.identifier!r} after "
-                    f"{self.conf.wait_s:g} s (HUB_PATCHES_WAIT_S): a patch changes an entity "
+                    f"{wait_s:g} s (HUB_PATCHES_WAIT_S): a patch changes an entity "
                     "the hub has; send it again once the entity exists",
                     "unseen_entity",
                 )

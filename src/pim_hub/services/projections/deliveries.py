@@ -19,15 +19,17 @@ GROUP = "hub.projector.deliveries"
 UPSERT = """
 INSERT INTO deliveries (job_id, mutation_id, integration_id, driver, entity_key, priority,
                         status, attempt, error_kind, error_message, target_ref, duration_ms,
-                        occurred_at)
+                        occurred_at, operation)
 VALUES (%(job_id)s, %(mutation_id)s, %(integration_id)s, %(driver)s, %(entity_key)s,
         %(priority)s, %(status)s, %(attempt)s, %(error_kind)s, %(error_message)s,
-        %(target_ref)s, %(duration_ms)s, %(occurred_at)s)
+        %(target_ref)s, %(duration_ms)s, %(occurred_at)s, %(operation)s)
 ON CONFLICT (job_id) DO UPDATE SET
     mutation_id = EXCLUDED.mutation_id, status = EXCLUDED.status, attempt = EXCLUDED.attempt,
     error_kind = EXCLUDED.error_kind, error_message = EXCLUDED.error_message,
     target_ref = EXCLUDED.target_ref, duration_ms = EXCLUDED.duration_ms,
-    occurred_at = EXCLUDED.occurred_at, priority = EXCLUDED.priority, projected_at = now()
+    occurred_at = EXCLUDED.occurred_at, priority = EXCLUDED.priority, projected_at = now(),
+    -- A status written before schema v2 carries no operation: keep the one already known.
+    operation = COALESCE(EXCLUDED.operation, deliveries.operation)
 -- Statuses may be re-read after a restart: an older one never replaces a newer one. Time
 -- alone orders them: a redrive starts a dead job again at attempt 1.
 WHERE EXCLUDED.occurred_at >= deliveries.occurred_at
@@ -35,7 +37,9 @@ WHERE EXCLUDED.occurred_at >= deliveries.occurred_at
 
 
 def _write(cur: psycopg.Cursor[Any], records: list[dict[str, Any]]) -> None:
-    cur.executemany(UPSERT, records)
+    # Records decoded by Serde have every field of the current schema; a caller's own dict
+    # written before schema v2 may lack the operation.
+    cur.executemany(UPSERT, [r if "operation" in r else {**r, "operation": None} for r in records])
 
 
 def project(conn: psycopg.Connection[Any], records: list[dict[str, Any]]) -> None:

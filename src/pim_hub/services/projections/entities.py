@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
 from pim_hub.schemas.errors import InvalidSnapshot, SchemaError
+from pim_hub.schemas.ownership import Ownership
 from pim_hub.schemas.versions import parse_version
 from pim_hub.services.projections.base import BatchProjector, write_batch
 
@@ -25,6 +26,8 @@ GROUP = "hub.projector.entities"
 #: (attribute, locale, channel) of one value; locale/channel None when not localizable/scopable.
 Slot = tuple[str, str | None, str | None]
 Verdict = Literal["apply", "stale", "duplicate"]
+#: True for a mutation whose version is another source's clock (see source_mutations).
+SourcePredicate = Callable[[dict[str, Any]], bool]
 
 IDENTIFIER_TYPE = "pim_catalog_identifier"
 
@@ -55,18 +58,39 @@ def _version(text: str | None) -> datetime | None:
         return None  # an unparsable version cannot order anything; created_at decides
 
 
-def classify(mutation: dict[str, Any], stored: Stored | None) -> Verdict:
+def source_mutations(ownership: Ownership) -> SourcePredicate | None:
+    """True for a mutation that changes only fields a source besides the default owns (a
+    producer's patch, HUB_SOURCES): its version is that source's clock, which says nothing
+    about the order of Akeneo's versions. None without such sources."""
+    if not ownership.active:
+        return None
+
+    def foreign(mutation: dict[str, Any]) -> bool:
+        names = [
+            f"values.{c['attribute']}" if c["field"] == "values" else c["field"]
+            for c in mutation.get("changes") or []
+        ]
+        return bool(names) and all(ownership.owner(n) != ownership.default for n in names)
+
+    return foreign
+
+
+def classify(mutation: dict[str, Any], stored: Stored | None, foreign: bool = False) -> Verdict:
     """Whether a mutation moves the projection forward.
 
     Mutations of one entity arrive in order on one partition, but a restart re-reads the last
     batch and a replay re-sends old ones: a mutation already projected is a duplicate, and one
     with an older source version (or, at the same or an unknown version, created earlier)
-    than the projected one is stale.
+    than the projected one is stale. A `foreign` mutation (another source's clock, see
+    source_mutations) is ordered by when the mutator made it only: the mutator already
+    compared it with that source's earlier versions.
     """
     if stored is None:
         return "apply"
     if mutation["mutation_id"] == stored.mutation_id:
         return "duplicate"
+    if foreign:
+        return "stale" if mutation["created_at"] < stored.mutated_at else "apply"
     version = _version(mutation.get("version"))
     if version is not None and stored.version is not None and version != stored.version:
         return "apply" if version > stored.version else "stale"
@@ -133,6 +157,7 @@ def plan_batch(
     mutations: Iterable[dict[str, Any]],
     stored: dict[str, Stored],
     existing: dict[str, set[Slot]],
+    foreign: SourcePredicate | None = None,
 ) -> Batch:
     """Decide the rows a batch of decoded mutations writes (pure; the inputs are updated).
 
@@ -140,6 +165,9 @@ def plan_batch(
         mutations: decoded Mutation records, in log order.
         stored: what the projection holds per entity key (updated as the batch goes).
         existing: value slots present per entity key (updated as the batch goes).
+        foreign: which mutations carry another source's version (source_mutations); the
+            entity row keeps the version it had (the default source's), their values get
+            their own source's version.
 
     Returns:
         The entity rows and value rows to upsert (a None value row is a delete), and counts.
@@ -147,26 +175,30 @@ def plan_batch(
     batch = Batch()
     for m in mutations:
         key: str = m["entity_key"]
-        verdict = classify(m, stored.get(key))
+        before = stored.get(key)
+        is_foreign = foreign is not None and foreign(m)
+        verdict = classify(m, before, is_foreign)
         if verdict != "apply":
             batch.count(verdict)
             continue
         etype: str = m["entity_type"]
         state = orjson.loads(m["state"]) if m.get("state") else None
         version = _version(m.get("version"))
+        # Another source's clock must not order the default source's next versions.
+        entity_version = (before.version if before else None) if is_foreign else version
         deleted = m["operation"] == "delete"
         batch.entities[key] = {
             "entity_key": key,
             "entity_type": etype,
             "code": code_of(etype, key, state),
             "deleted": deleted,
-            "version": version,
+            "version": entity_version,
             "mutation_id": m["mutation_id"],
             "operation": m["operation"],
             "state": Jsonb(state) if state is not None else None,
             "mutated_at": m["created_at"],
         }
-        stored[key] = Stored(m["mutation_id"], version, m["created_at"])
+        stored[key] = Stored(m["mutation_id"], entity_version, m["created_at"])
         have = existing.setdefault(key, set())
         wanted = {} if deleted else values_of(etype, state)
         # The values a change names were touched by this mutation; values missing from the
@@ -225,7 +257,11 @@ DELETE FROM entity_values WHERE entity_key = %s AND attribute = %s
 """
 
 
-def _write(cur: psycopg.Cursor[Any], mutations: list[dict[str, Any]]) -> dict[str, int]:
+def _write(
+    cur: psycopg.Cursor[Any],
+    mutations: list[dict[str, Any]],
+    foreign: SourcePredicate | None = None,
+) -> dict[str, int]:
     keys = sorted({m["entity_key"] for m in mutations})
     # FOR UPDATE: during a rebalance two projectors may briefly hold the same partition.
     cur.execute(
@@ -242,7 +278,7 @@ def _write(cur: psycopg.Cursor[Any], mutations: list[dict[str, Any]]) -> dict[st
     existing: dict[str, set[Slot]] = {}
     for ekey, attribute, locale, channel in cur.fetchall():
         existing.setdefault(ekey, set()).add((attribute, locale, channel))
-    batch = plan_batch(mutations, stored, existing)
+    batch = plan_batch(mutations, stored, existing, foreign)
     if batch.entities:
         cur.executemany(UPSERT_ENTITY, list(batch.entities.values()))
     upserts = [row for row in batch.values.values() if row is not None]
@@ -254,12 +290,16 @@ def _write(cur: psycopg.Cursor[Any], mutations: list[dict[str, Any]]) -> dict[st
     return batch.counts
 
 
-def project(conn: psycopg.Connection[Any], mutations: list[dict[str, Any]]) -> dict[str, int]:
+def project(
+    conn: psycopg.Connection[Any],
+    mutations: list[dict[str, Any]],
+    foreign: SourcePredicate | None = None,
+) -> dict[str, int]:
     """Write a batch of decoded mutations in one transaction; return counts per outcome.
 
     Safe to call again with the same mutations (re-delivery): they come out as duplicates.
     """
-    return write_batch(conn, _write, mutations)
+    return write_batch(conn, lambda cur, ms: _write(cur, ms, foreign), mutations)
 
 
 class EntityProjector(BatchProjector[dict[str, int]]):
@@ -276,10 +316,11 @@ class EntityProjector(BatchProjector[dict[str, int]]):
     def __init__(self, settings: Settings, group: str = GROUP) -> None:
         super().__init__(settings, group)
         self.counts: dict[str, int] = {}
+        self.foreign = source_mutations(settings.ownership())
 
     def write(self, cur: psycopg.Cursor[Any], records: list[dict[str, Any]]) -> dict[str, int]:
         """Write a batch of decoded mutations (inside the batch's transaction)."""
-        return _write(cur, records)
+        return _write(cur, records, self.foreign)
 
     def written(self, records: list[dict[str, Any]], result: dict[str, int]) -> None:
         """Add the batch's outcomes to the counts."""

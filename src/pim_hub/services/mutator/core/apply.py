@@ -12,6 +12,8 @@ from pim_hub.services.mutator.core import diffing
 from pim_hub.services.mutator.core.diffing import Change, change_from_record
 from pim_hub.services.mutator.core.normalise import (
     CMP_KEY,
+    EXTRA_KEY,
+    LINKED_KEY,
     SRC_KEY,
     TYPE_KEY,
     TYPES_FIELD,
@@ -51,6 +53,12 @@ def apply(
         SRC_KEY: dict(state[SRC_KEY]),
         TYPES_KEY: dict(state[TYPES_KEY]),
     }
+    # Fields kept but not compared (created, quality scores, ...) stay as the last full
+    # snapshot gave them: a change does not carry them.
+    if state.get(EXTRA_KEY):
+        result[EXTRA_KEY] = state[EXTRA_KEY]
+    if state.get(LINKED_KEY):
+        result[LINKED_KEY] = dict(state[LINKED_KEY])  # put_source drops a changed value's
     types: dict[str, str] = result[TYPES_KEY]
     # Types first: how a value is compared depends on its attribute's type.
     for change in changes:
@@ -73,6 +81,8 @@ def apply(
             put_source(result, slot, sorted(codes) or None)
         else:
             put_source(result, slot, change.new)
+    if LINKED_KEY in result and not result[LINKED_KEY]:
+        del result[LINKED_KEY]
     return result
 
 

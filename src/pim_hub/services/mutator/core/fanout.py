@@ -28,6 +28,36 @@ def job_id(mutation_id: str, integration_id: str) -> str:
     return str(uuid.uuid5(NS_JOB, f"{mutation_id}/{integration_id}"))
 
 
+def plan_priorities(
+    entity_type: str,
+    operation: str,
+    changes: Sequence[Mapping[str, Any]],
+    integrations: Iterable[IntegrationTarget],
+    rules: PriorityRules,
+    levels: Mapping[str, int] = DEFAULT_LEVELS,
+) -> list[tuple[IntegrationTarget, str]]:
+    """(integration, priority) of each job a mutation makes; see plan_jobs.
+
+    What a dry run counts: the jobs without their ids (a uuid5 each).
+    """
+    planned = []
+    seen: set[str] = set()
+    for integ in sorted(integrations, key=lambda i: i.integration_id):
+        if integ.integration_id in seen:
+            continue  # one integration listed twice must still get one job
+        supported = integ.supported_entity_types
+        if not integ.enabled or (supported is not None and entity_type not in supported):
+            continue
+        if integ.entity_types is not None and entity_type not in integ.entity_types:
+            continue
+        priority = resolve_priority(
+            entity_type, operation, changes, rules.merged(integ.priority_map), levels
+        )
+        seen.add(integ.integration_id)
+        planned.append((integ, priority))
+    return planned
+
+
 def plan_jobs(
     entity_type: str,
     operation: str,
@@ -51,29 +81,12 @@ def plan_jobs(
     Returns:
         The jobs, at most one per integration id, in integration id order.
     """
-    planned = []
-    seen: set[str] = set()
-    for integ in sorted(integrations, key=lambda i: i.integration_id):
-        if integ.integration_id in seen:
-            continue  # one integration listed twice must still get one job
-        supported = integ.supported_entity_types
-        if not integ.enabled or (supported is not None and entity_type not in supported):
-            continue
-        if integ.entity_types is not None and entity_type not in integ.entity_types:
-            continue
-        priority = resolve_priority(
-            entity_type, operation, changes, rules.merged(integ.priority_map), levels
+    return [
+        PlannedJob(job_id(mutation_id, integ.integration_id), integ.integration_id, integ.driver, p)
+        for integ, p in plan_priorities(
+            entity_type, operation, changes, integrations, rules, levels
         )
-        seen.add(integ.integration_id)
-        planned.append(
-            PlannedJob(
-                job_id(mutation_id, integ.integration_id),
-                integ.integration_id,
-                integ.driver,
-                priority,
-            )
-        )
-    return planned
+    ]
 
 
 def job_key(integration_id: str, entity_key: str) -> str:

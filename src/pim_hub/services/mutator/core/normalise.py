@@ -18,7 +18,12 @@ from pim_hub.schemas.limits import MAX_VALUE_CHARS
 #   {"t": entity_type, "v": version or None,
 #    "c": {slot: comparison string},   # canonical JSON text; equal strings <=> equal content
 #    "s": {slot: source JSON},         # only for slots whose source is not json.loads(c[slot])
-#    "a": {attribute: attribute type}} # as declared by the payload (values' `attribute_type`)
+#    "a": {attribute: attribute type}, # as declared by the payload (values' `attribute_type`)
+#    "x": {field: source JSON},        # kept, not compared: read-only fields (EXTRA_FIELDS)
+#    "l": {slot: linked_data}}         # kept, not compared: a value's `linked_data`
+#
+# "x" and "l" are present only when the payload had such fields, so the states of payloads
+# without them (and states stored before they existed) are unchanged.
 #
 # A slot is one field-level unit of change: "enabled", "categories", "labels|fr_FR",
 # "values|<attr>|<locale>|<scope>" (empty string for null), "associations|X_SELL.products", ...
@@ -31,6 +36,8 @@ VERSION_KEY: Final = "v"
 CMP_KEY: Final = "c"
 SRC_KEY: Final = "s"
 TYPES_KEY: Final = "a"
+EXTRA_KEY: Final = "x"
+LINKED_KEY: Final = "l"
 DELETED_KEY: Final = "deleted"
 
 #: pseudo-field used by diff/apply to carry attribute types; never part of a mutation.
@@ -73,9 +80,12 @@ FIELD_KINDS: Final[dict[str, str]] = {
 
 # Read-only or derived fields: they change without the entity changing (timestamps, scores,
 # EE workflow status, HAL links), so diffing them would emit mutations nobody asked for.
-IGNORED_FIELDS: Final[frozenset[str]] = frozenset(
-    {"_links", "created", "updated", "metadata", "quality_scores", "completenesses"}
+# They are not compared but kept (EXTRA_KEY) and given back in the state as the source sent
+# them; `updated` is the state's version and comes back from it.
+EXTRA_FIELDS: Final[frozenset[str]] = frozenset(
+    {"_links", "created", "metadata", "quality_scores", "completenesses"}
 )
+IGNORED_FIELDS: Final[frozenset[str]] = EXTRA_FIELDS | {"updated"}
 
 # Known fields per entity type and the default the denormalised state shows when absent.
 _DEFAULTS: Final[dict[str, dict[str, Any]]] = {
@@ -351,6 +361,7 @@ def _index_values(
     s: dict[str, Any],
     a: dict[str, str],
     attribute_types: dict[str, str] | None,
+    linked: dict[str, Any] | None = None,
 ) -> None:
     if not isinstance(raw, dict):
         raise _invalid(entity_type, "'values' must be an object")
@@ -388,6 +399,10 @@ def _index_values(
             slot = _slot_get((attribute, locale, scope))
             if slot is None:
                 slot = _value_slot(attribute, locale, scope)
+            if linked is not None and "linked_data" in item:
+                # Akeneo's read-only labels of the option a value names (with_attribute_options):
+                # kept for the state, not compared (the option's own entity carries its changes).
+                linked[slot] = item["linked_data"]
             if type(data) is str and data and attribute_type not in _STRING_SPECIAL_TYPES:
                 # Hot path (text, selects, media, identifiers): source == comparison form.
                 text = _dumps_str(data)
@@ -438,8 +453,12 @@ def index_field(
     s: dict[str, Any],
     a: dict[str, str],
     attribute_types: dict[str, str] | None = None,
+    linked: dict[str, Any] | None = None,
 ) -> None:
-    """Add the slots of one top-level field to an indexed state under construction."""
+    """Add the slots of one top-level field to an indexed state under construction.
+
+    `linked`, when given, collects the values' `linked_data` by slot.
+    """
     kind = FIELD_KINDS.get(field, SCALAR)
     if raw is None:
         return
@@ -478,7 +497,7 @@ def index_field(
             if codes:
                 c[f"{field}|{key}"] = dumps(codes)
     elif kind == VALUES:
-        _index_values(entity_type, raw, c, s, a, attribute_types)
+        _index_values(entity_type, raw, c, s, a, attribute_types, linked)
     elif kind in (ASSOCIATIONS, QUANTIFIED):
         if not isinstance(raw, dict):
             raise _invalid(entity_type, f"'{field}' must be an object")
@@ -548,15 +567,27 @@ def index_state(
     c: dict[str, str] = {}
     s: dict[str, Any] = {}
     a: dict[str, str] = {}
+    x: dict[str, Any] = {}
+    linked: dict[str, Any] = {}
     for field, raw in payload.items():
         if field in IGNORED_FIELDS:
+            if field in EXTRA_FIELDS and raw is not None:
+                x[field] = raw
             continue
-        index_field(entity_type, field, raw, c, s, a, attribute_types)
+        index_field(entity_type, field, raw, c, s, a, attribute_types, linked)
     if version is _FROM_PAYLOAD:
         version = payload.get("updated")
         if not isinstance(version, str):
             version = None
-    return {TYPE_KEY: entity_type, VERSION_KEY: version, CMP_KEY: c, SRC_KEY: s, TYPES_KEY: a}
+    state = {TYPE_KEY: entity_type, VERSION_KEY: version, CMP_KEY: c, SRC_KEY: s, TYPES_KEY: a}
+    if x:
+        state[EXTRA_KEY] = x
+    if linked:
+        # Only for values the state holds (an empty value is no slot).
+        kept = {slot: data for slot, data in linked.items() if slot in c}
+        if kept:
+            state[LINKED_KEY] = kept
+    return state
 
 
 def empty_state(entity_type: str, version: str | None = None) -> dict[str, Any]:
@@ -635,6 +666,9 @@ def put_source(state: dict[str, Any], slot: str, src: Any) -> None:
     s: dict[str, Any] = state[SRC_KEY]
     c.pop(slot, None)
     s.pop(slot, None)
+    linked = state.get(LINKED_KEY)
+    if linked:
+        linked.pop(slot, None)  # the labels of the option the value named before
     if src is None:
         return
     field, attribute, locale, scope = parse_slot(slot)
@@ -704,6 +738,7 @@ def denormalise(state: dict[str, Any]) -> dict[str, Any]:
         for k, v in _DEFAULTS.get(entity_type, {}).items()
     }
     types: dict[str, str] = state.get(TYPES_KEY, {})
+    linked: dict[str, Any] = state.get(LINKED_KEY) or {}
     variant_sets: dict[int, dict[str, Any]] = {}
     cmp_map: dict[str, str] = state.get(CMP_KEY, {})
     src_map: dict[str, Any] = state.get(SRC_KEY, {})
@@ -730,6 +765,8 @@ def denormalise(state: dict[str, Any]) -> dict[str, Any]:
                 item = {"locale": loc, "scope": sc, "data": src}
             else:
                 item = {"locale": loc, "scope": sc, "data": src, "attribute_type": attribute_type}
+            if linked and slot in linked:
+                item["linked_data"] = linked[slot]
             items = values.get(attr)
             if items is None:
                 values[attr] = [item]
@@ -771,14 +808,19 @@ def denormalise(state: dict[str, Any]) -> dict[str, Any]:
             out[field] = src
     if variant_sets:
         out["variant_attribute_sets"] = [variant_sets[k] for k in sorted(variant_sets)]
+    for field, raw in (state.get(EXTRA_KEY) or {}).items():
+        out[field] = raw
     if state.get(VERSION_KEY) is not None:
         out["updated"] = state[VERSION_KEY]
     return out
 
 
 __all__ = [
+    "EXTRA_FIELDS",
+    "EXTRA_KEY",
     "FIELD_KINDS",
     "IGNORED_FIELDS",
+    "LINKED_KEY",
     "TYPES_FIELD",
     "canonical_decimal",
     "denormalise",
