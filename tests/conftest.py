@@ -7,6 +7,7 @@ broker and database (named after its process).
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,12 @@ TEST_DRIVERS = (
     "webhook_obs=tests.integration.test_dispatcher_helpers:WebhookObservedDriver"
 )
 os.environ["HUB_EXTRA_DRIVERS"] = TEST_DRIVERS
+
+# pytest-xdist's workers ignore SIGINT, and an ignored signal stays ignored in every process
+# they start: a hub process under test would then never see Ctrl-C. Give the worker Python's
+# usual handler, so its children start with the default disposition, as under a plain pytest.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: Test receivers, sinks and sandboxes listen on this machine, which the outgoing URL policy
 #: refuses by default: the session opens loopback and private ranges, for the drivers it runs

@@ -60,8 +60,7 @@ def test_no_orphan_broker_when_the_parent_dies(how: str) -> None:
     pid = int(child.stdout.readline())
     assert _alive(pid)
     child.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGINT)
-    # Generous: under a loaded machine the interpreter and its broker take a while to stop.
-    child.wait(timeout=60)
+    child.wait(timeout=20)
     wait_for(
         lambda: not _alive(pid),
         timeout=10,
