@@ -67,14 +67,31 @@ def _serve_akeneo(port: int, products: int) -> None:
 
     async def edit(request: Request) -> Response:
         # Flip `enabled` of products start, start+stride, ...: an edit every product can take.
+        # With `skus`, only those products (the load-plus-live case edits products the load
+        # has delivered already); with `field` "name", an edit of the `normal` lane.
         body = orjson.loads(await request.body())
         out = []
-        indexes = range(body["start"], catalogue.next_index, body["stride"])
-        for n in list(indexes)[: body["count"]]:
+        wanted = set(body.get("skus") or ())
+        if wanted:
+            indexes: Any = (
+                n
+                for n in catalogue.iter_product_indexes()
+                if (p := catalogue.product_at(n)) is not None
+                and p["values"]["sku"][0]["data"] in wanted
+            )
+        else:
+            indexes = iter(range(body["start"], catalogue.next_index, body["stride"]))
+        for n in indexes:
+            if len(out) >= body["count"]:
+                break
             product = catalogue.product_at(n)
             if product is None:
                 continue
-            change = catalogue.set_enabled(product["uuid"], not product.get("enabled", True))
+            if body.get("field") == "name" and product["values"].get("name"):
+                renamed = [{**v, "data": f"{v['data'][:200]} ·"} for v in product["values"]["name"]]
+                change = catalogue.update_product(product["uuid"], values={"name": renamed})
+            else:
+                change = catalogue.set_enabled(product["uuid"], not product.get("enabled", True))
             hook = legacy_webhook([change], secret=demo.WEBHOOK_SECRET) if body["sign"] else None
             out.append(
                 {
@@ -392,8 +409,17 @@ def run(
     bulk: str = "async",
     replicas: int = 1,
     store: str = "memory",
+    load_live_seconds: int = 0,
+    load_live_after: float = 0.25,
+    load_live_normal_share: float = 0.2,
 ) -> dict[str, Any]:
-    """Full catalogue, 1% re-sync and a live webhook stream through the whole hub."""
+    """Full catalogue, 1% re-sync and a live webhook stream through the whole hub.
+
+    `load_live_seconds` > 0 adds the load-plus-live case: once `load_live_after` of the
+    catalogue is in Magento, signed webhooks edit products the load has delivered, DURING the
+    rest of the load: `live_rate` per second of `enabled` flips (the `immediate` lane) and
+    `load_live_normal_share` as many name edits (the `normal` lane) beside them.
+    """
     work = Path(tempfile.mkdtemp(prefix="pimhub-bench-e2e-"))
     akeneo_port, magento_port = demo.free_port(), demo.free_port()
     akeneo_url = f"http://127.0.0.1:{akeneo_port}"
@@ -458,6 +484,20 @@ def run(
 
         waiter = threading.Thread(target=wait_sync, daemon=True)
         waiter.start()
+        load_live: dict[str, Any] = {}
+        live_thread: threading.Thread | None = None
+        if load_live_seconds > 0:
+            live_thread = threading.Thread(
+                target=_load_live_stream,
+                args=(stack, hub, akeneo_url, magento_url, want, load_live, live_rate),
+                kwargs={
+                    "seconds": load_live_seconds,
+                    "after": load_live_after,
+                    "normal_share": load_live_normal_share,
+                },
+                daemon=True,
+            )
+            live_thread.start()
         profile: dict[str, list[str]] = {}
         profiler: threading.Thread | None = None
         if profile_s:
@@ -515,6 +555,9 @@ def run(
         )
         if profile:
             result["full_profile_top_frames"] = profile
+        if live_thread is not None:
+            live_thread.join(load_live_seconds + 600)
+            result.update(_load_live_results(stack, load_live, done))
 
         # (5) re-sync with 1% changed
         before = _magento(magento_url)["updated"]
@@ -607,6 +650,122 @@ def _live(
         }
     )
     result["live_stage_ms"] = _stage_latencies(stack, stage_ends, sent, delivered)
+    return result
+
+
+def _load_live_stream(
+    stack: Stack,
+    hub: demo.Hub,
+    akeneo_url: str,
+    magento_url: str,
+    want: int,
+    out: dict[str, Any],
+    rate: float,
+    *,
+    seconds: int,
+    after: float,
+    normal_share: float,
+) -> None:
+    """The live stream of the load-plus-live case (on a thread while the load runs)."""
+    try:
+        deadline = time.monotonic() + 1800
+        while _magento(magento_url, count_only=True)["count"] < after * want:
+            if time.monotonic() > deadline:
+                raise demo.StageFailed("the load never reached the live stream's start")
+            time.sleep(0.5)
+        delivered = list(_magento(magento_url)["updated"])
+        n_imm = int(rate * seconds)
+        n_norm = int(rate * normal_share * seconds)
+        # Distinct products, spread over what the load has delivered so far.
+        step = max(1, len(delivered) // max(1, n_imm + n_norm))
+        chosen = delivered[::step][: n_imm + n_norm]
+        n_imm = min(n_imm, len(chosen) * n_imm // max(1, n_imm + n_norm))
+        out["stage_ends"] = _ends(
+            stack, [topics.RAW_EVENTS, topics.SNAPSHOTS, topics.MUTATIONS, *demo.job_topics()]
+        )
+
+        def edit(skus: list[str], field: str) -> list[dict[str, Any]]:
+            hooks: list[dict[str, Any]] = httpx.post(
+                akeneo_url + EDIT_PATH,
+                json={"skus": skus, "count": len(skus), "field": field, "sign": True},
+                timeout=300,
+            ).json()
+            return hooks
+
+        immediate = edit(chosen[:n_imm], "enabled")
+        normal = edit(chosen[n_imm:], "name")
+        # Interleaved by their place in time: both lanes run the whole stream.
+        merged = sorted(
+            [(i / max(1, len(immediate)), h) for i, h in enumerate(immediate)]
+            + [(i / max(1, len(normal)), h) for i, h in enumerate(normal)],
+            key=lambda pair: pair[0],
+        )
+        out["lanes"] = {h["key"]: "immediate" for h in immediate} | {
+            h["key"]: "normal" for h in normal
+        }
+        out["machine_load_at_start"] = round(psutil.getloadavg()[0], 1)
+        started = time.time()
+        sent, statuses = asyncio.run(
+            _stream(hub.webhook_url, [h for _, h in merged], rate * (1 + normal_share))
+        )
+        out.update({"sent": sent, "statuses": statuses, "started": started, "ended": time.time()})
+        out["machine_load_at_end"] = round(psutil.getloadavg()[0], 1)
+    except Exception as exc:  # reported in the result, the load goes on
+        out["error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _load_live_results(stack: Stack, live: dict[str, Any], load_done: float) -> dict[str, Any]:
+    """Latency per lane and per hop of the load-plus-live stream."""
+    if "sent" not in live:
+        return {"load_live_error": live.get("error", "no stream")}
+    sent: dict[str, float] = live["sent"]
+    lanes: dict[str, str] = live["lanes"]
+    keys = list(sent)
+    since = datetime.fromtimestamp(min(sent.values()) - 1, UTC)
+    delivered: dict[str, float] = {}
+    deadline = time.monotonic() + 180
+    while len(delivered) < len(keys) and time.monotonic() < deadline:
+        rows = stack.query(
+            "SELECT entity_key, occurred_at AS at FROM deliveries "
+            "WHERE entity_key = ANY(%s) AND status IN ('delivered', 'skipped') "
+            "AND occurred_at > %s",
+            keys,
+            since,
+        )
+        delivered = {}
+        for r in rows:
+            at = r["at"].timestamp()
+            # The first delivery after this update was sent (not the load's own, earlier).
+            if at >= sent[r["entity_key"]] and at < delivered.get(r["entity_key"], float("inf")):
+                delivered[r["entity_key"]] = at
+        time.sleep(1)
+    result: dict[str, Any] = {
+        "load_live_updates": len(keys),
+        "load_live_http_statuses": dict(Counter(live["statuses"])),
+        "load_live_lost": len(keys) - len(delivered),
+        # Sent while the load ran: 1.0 means the whole stream overlapped the load.
+        "load_live_sent_during_load_share": round(
+            sum(1 for at in sent.values() if at < load_done) / max(1, len(sent)), 3
+        ),
+        "load_live_ended_before_load_done_s": round(load_done - live["ended"], 1),
+        "load_live_machine_load": [live["machine_load_at_start"], live["machine_load_at_end"]],
+    }
+    for lane in ("immediate", "normal"):
+        lane_sent = {k: v for k, v in sent.items() if lanes.get(k) == lane}
+        lane_done = {k: v for k, v in delivered.items() if k in lane_sent}
+        lat = sorted(lane_done[k] - lane_sent[k] for k in lane_done)
+        if not lat:
+            continue
+        p99 = lat[int(0.99 * (len(lat) - 1))]
+        result[f"load_live_{lane}"] = {
+            "updates": len(lane_sent),
+            "delivered": len(lane_done),
+            "p50_ms": round(1000 * statistics.median(lat)),
+            "p99_ms": round(1000 * p99),
+            "max_ms": round(1000 * lat[-1]),
+            "p99_vs_target_2s": round(p99 / 2, 3),
+            "stage_ms": _stage_latencies(stack, live["stage_ends"], lane_sent, lane_done),
+        }
     return result
 
 
@@ -703,6 +862,12 @@ def main(argv: list[str] | None = None) -> None:
         default="memory",
         help="the mutator's table store (rocksdb keeps its memory flat as the catalogue grows)",
     )
+    parser.add_argument(
+        "--load-live-seconds",
+        type=int,
+        default=0,
+        help="the load-plus-live case: live webhooks this long DURING the full load",
+    )
     args = parser.parse_args(argv)
     result = run(
         args.products,
@@ -712,6 +877,7 @@ def main(argv: list[str] | None = None) -> None:
         args.bulk,
         args.replicas,
         args.store,
+        load_live_seconds=args.load_live_seconds,
     )
     print(json.dumps(result, indent=2, default=str))
 

@@ -30,6 +30,7 @@ from pim_hub.schemas import topics
 from pim_hub.schemas.errors import SchemaError
 from pim_hub.schemas.serde import Serde
 from pim_hub.services.mutator.faust_patches import ResumeSafeConsumer
+from pim_hub.services.mutator.precedence import Precedence
 from pim_hub.services.mutator.processing import (
     SnapshotProcessor,
     encode_mutation,
@@ -47,6 +48,17 @@ logger = logging.getLogger(__name__)
 # deterministic and downstream is idempotent.
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
+#: Snapshots per batch of a bulk load (pim.snapshots.bulk). A live batch waits for the bulk
+#: batch already running (services/mutator/precedence.py): smaller bulk batches bound that
+#: wait, at the cost of one acknowledgement round trip per batch.
+BULK_BATCH_MAX = 100
+#: Records per fetch Faust hands on (every topic). With the bulk channel below, a fetch never
+#: finds that channel full, which would block Faust's delivery of live snapshots too.
+POLL_RECORDS = 250
+#: The bulk channel's buffer. Faust stops fetching a partition once its channel holds
+#: maxsize/1.25 records, but delivers the fetch in hand (up to POLL_RECORDS) without waiting;
+#: maxsize >= 1.25 x (maxsize/1.25) + POLL_RECORDS keeps that delivery from ever blocking.
+BULK_BUFFER = 5 * POLL_RECORDS
 #: which agents a worker runs: both, or one of them in its own consumer group
 Role = Literal["all", "mutate", "fanout"]
 ROLES: tuple[Role, ...] = ("all", "mutate", "fanout")
@@ -257,7 +269,7 @@ def faust_config(settings: Settings, tables: bool = True) -> dict[str, Any]:
         # became record objects at once: the embedded broker answers a fetch with all it has
         # (it ignores the per-partition byte limit), 100 MB of snapshots for a worker catching
         # up 15,000 products.
-        "broker_max_poll_records": BATCH_MAX,
+        "broker_max_poll_records": POLL_RECORDS,
     }
 
 
@@ -317,6 +329,19 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
         value_serializer="raw",
         internal=False,
     )
+    # Snapshots of bulk loads: read only when no live snapshot waits (precedence.py). Its
+    # own, larger buffer: when it fills, Faust stops fetching it, never the live topic.
+    bulk_snapshots = app.topic(
+        topics.SNAPSHOTS_BULK,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+    # Set on the topic, not passed to app.topic: Faust's app.topic drops its `maxsize`
+    # argument. The agent's channel is a clone of the topic and keeps it.
+    bulk_snapshots.maxsize = BULK_BUFFER
     mutations = app.topic(
         topics.MUTATIONS,
         key_type=bytes,
@@ -431,15 +456,27 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
                 "snapshots processed", extra={"counts": summarise([o for _, o in outcomes])}
             )
 
+    gate = Precedence()
+
     async def mutate(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             try:
-                await handle_snapshots(events)
+                async with gate.live():
+                    await handle_snapshots(events)
             except Exception:
                 _die("mutate")
 
+    async def mutate_bulk(stream: Any) -> None:
+        async for events in stream.take_events(BULK_BATCH_MAX, within=BATCH_WITHIN_S):
+            try:
+                async with gate.bulk():
+                    await handle_snapshots(events)
+            except Exception:
+                _die("mutate_bulk")
+
     if mutating:
         app.agent(snapshots)(mutate)
+        app.agent(bulk_snapshots)(mutate_bulk)
 
     async def handle_mutations(events: list[Any]) -> None:
         assert fanout_out is not None
@@ -522,6 +559,7 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
 
     # Expose for tests and tools.
     app.hub_targets = targets  # type: ignore[attr-defined]
+    app.hub_precedence = gate  # type: ignore[attr-defined]
     return app
 
 
