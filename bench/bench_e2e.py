@@ -313,7 +313,13 @@ def _since(stack: Stack, starts: dict[tuple[str, int], int]) -> Iterator[Message
 
 
 #: the topics a full load passes through, in order
-FULL_STAGES = [topics.SNAPSHOTS, topics.MUTATIONS, *demo.job_topics(), topics.DELIVERY_STATUS]
+FULL_STAGES = [
+    topics.SNAPSHOTS_BULK,
+    topics.SNAPSHOTS,
+    topics.MUTATIONS,
+    *demo.job_topics(),
+    topics.DELIVERY_STATUS,
+]
 
 
 def _stage_done(
@@ -328,6 +334,36 @@ def _stage_done(
         if stamp is not None:
             last[name] = max(last.get(name, 0.0), stamp / 1000 - started)
     return {name: round(at, 1) for name, at in last.items()}
+
+
+def _batch_sizes(hub: demo.Hub) -> dict[str, float]:
+    """Mean records per batch so far: each mutator agent's, and jobs per `handle_batch` call
+    of each dispatcher (from the services' /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: Counter[str] = Counter()
+    for name, port in hub.metrics_ports.items():
+        with contextlib.suppress(httpx.HTTPError):
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "pimhub_mutator_batch_records_sum":
+                        sums[f"{sample.labels['agent']} records"] += sample.value
+                    elif sample.name == "pimhub_mutator_batch_records_count":
+                        sums[f"{sample.labels['agent']} batches"] += sample.value
+                    elif sample.name == "pimhub_mutator_bulk_yields_total":
+                        sums["bulk yields"] += sample.value
+                    elif sample.name == "pimhub_dispatcher_jobs_total":
+                        sums[f"{name} records"] += sample.value
+                    elif sample.name == "pimhub_dispatcher_delivery_seconds_count":
+                        sums[f"{name} batches"] += sample.value
+    out: dict[str, float] = {"bulk_yields": sums["bulk yields"]}
+    for key, batches in sums.items():
+        if key.endswith(" batches") and batches:
+            who = key.removesuffix(" batches")
+            out[f"{who}_per_batch"] = round(sums[f"{who} records"] / batches, 1)
+            out[f"{who}_batches"] = batches
+    return out
 
 
 def _retry_reasons(stack: Stack, starts: dict[tuple[str, int], int], n: int = 12) -> list[str]:
@@ -555,6 +591,7 @@ def run(
         )
         if profile:
             result["full_profile_top_frames"] = profile
+        result["full_batches"] = _batch_sizes(hub)
         if live_thread is not None:
             live_thread.join(load_live_seconds + 600)
             result.update(_load_live_results(stack, load_live, done))

@@ -103,6 +103,16 @@ MUTATOR_BATCH_SECONDS = Histogram(
     "Time to diff a batch of snapshots and have its mutations acknowledged",
     buckets=FAST_BUCKETS,
 )
+MUTATOR_BATCH_RECORDS = Histogram(
+    "pimhub_mutator_batch_records",
+    "Records per batch an agent handles: live and bulk snapshots, mutations (fan-out)",
+    ["agent"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
+)
+MUTATOR_BULK_YIELDS = Counter(
+    "pimhub_mutator_bulk_yields",
+    "Bulk snapshot batches that waited because a live batch came (live before bulk)",
+)
 MUTATOR_LATENCY = Histogram(
     "pimhub_mutator_latency_seconds",
     "From a snapshot's received time to its mutation acknowledged, by entity type",
