@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,7 +70,7 @@ def _serve_akeneo(port: int, products: int) -> None:
         # With `skus`, only those products (the load-plus-live case edits products the load
         # has delivered already); with `field` "name", an edit of the `normal` lane.
         body = orjson.loads(await request.body())
-        out = []
+        out: list[dict[str, Any]] = []
         wanted = set(body.get("skus") or ())
         if wanted:
             indexes: Any = (
@@ -341,7 +341,7 @@ def _batch_sizes(hub: demo.Hub) -> dict[str, float]:
     of each dispatcher (from the services' /metrics)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    sums: Counter[str] = Counter()
+    sums: defaultdict[str, float] = defaultdict(float)
     for name, port in hub.metrics_ports.items():
         with contextlib.suppress(httpx.HTTPError):
             text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
