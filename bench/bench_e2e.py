@@ -347,9 +347,9 @@ def _batch_sizes(hub: demo.Hub) -> dict[str, float]:
             text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
             for family in text_string_to_metric_families(text):
                 for sample in family.samples:
-                    if sample.name == "pimhub_mutator_batch_records_sum":
+                    if sample.name == "pimhub_mutator_batch_records_total":
                         sums[f"{sample.labels['agent']} records"] += sample.value
-                    elif sample.name == "pimhub_mutator_batch_records_count":
+                    elif sample.name == "pimhub_mutator_batches_total":
                         sums[f"{sample.labels['agent']} batches"] += sample.value
                     elif sample.name == "pimhub_mutator_bulk_yields_total":
                         sums["bulk yields"] += sample.value

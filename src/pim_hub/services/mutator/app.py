@@ -461,7 +461,7 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     async def mutate(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             try:
-                metrics.MUTATOR_BATCH_RECORDS.labels("live").observe(len(events))
+                metrics.observe_batch("live", len(events))
                 async with gate.live():
                     await handle_snapshots(events)
             except Exception:
@@ -470,7 +470,7 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     async def mutate_bulk(stream: Any) -> None:
         async for events in stream.take_events(BULK_BATCH_MAX, within=BATCH_WITHIN_S):
             try:
-                metrics.MUTATOR_BATCH_RECORDS.labels("bulk").observe(len(events))
+                metrics.observe_batch("bulk", len(events))
                 yielded = gate.yielded
                 async with gate.bulk():
                     metrics.MUTATOR_BULK_YIELDS.inc(gate.yielded - yielded)
@@ -518,7 +518,7 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     async def fan_out(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             try:
-                metrics.MUTATOR_BATCH_RECORDS.labels("fanout").observe(len(events))
+                metrics.observe_batch("fanout", len(events))
                 await handle_mutations(events)
             except Exception:
                 _die("fan_out")
