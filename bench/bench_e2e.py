@@ -73,11 +73,9 @@ def _serve_akeneo(port: int, products: int) -> None:
         out: list[dict[str, Any]] = []
         wanted = set(body.get("skus") or ())
         if wanted:
-            indexes: Any = (
-                n
-                for n in catalogue.iter_product_indexes()
-                if (p := catalogue.product_at(n)) is not None
-                and p["values"]["sku"][0]["data"] in wanted
+            # The catalogue's SKUs are SKU-<index>; the models' codes (configurables) are not.
+            indexes: Any = iter(
+                sorted(int(sku[4:]) for sku in wanted if re.fullmatch(r"SKU-\d{7}", sku))
             )
         else:
             indexes = iter(range(body["start"], catalogue.next_index, body["stride"]))
@@ -719,7 +717,8 @@ def _load_live_stream(
             if time.monotonic() > deadline:
                 raise demo.StageFailed("the load never reached the live stream's start")
             time.sleep(0.5)
-        delivered = list(_magento(magento_url)["updated"])
+        # Products only (SKU-<index>): the configurables are the models'.
+        delivered = [s for s in _magento(magento_url)["updated"] if re.fullmatch(r"SKU-\d{7}", s)]
         n_imm = int(rate * seconds)
         n_norm = int(rate * normal_share * seconds)
         # Distinct products, spread over what the load has delivered so far.
