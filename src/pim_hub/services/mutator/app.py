@@ -59,6 +59,9 @@ POLL_RECORDS = 250
 #: maxsize/1.25 records, but delivers the fetch in hand (up to POLL_RECORDS) without waiting;
 #: maxsize >= 1.25 x (maxsize/1.25) + POLL_RECORDS keeps that delivery from ever blocking.
 BULK_BUFFER = 5 * POLL_RECORDS
+#: Table (changelog) writes Faust may hold before it stops delivering records (see make_app):
+#: several bulk batches' worth, each a state of a few KB.
+CHANGELOG_BUFFER = 8 * BULK_BATCH_MAX
 #: which agents a worker runs: both, or one of them in its own consumer group
 Role = Literal["all", "mutate", "fanout"]
 ROLES: tuple[Role, ...] = ("all", "mutate", "fanout")
@@ -313,6 +316,10 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
     app = faust.App(app_id(settings, role), **faust_config(settings, tables=role != "fanout"))
     # Set before any topic is declared, so the consumer Faust creates is the patched one.
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
+    # Table writes queue in Faust's producer buffer; while it holds more than max_messages,
+    # Faust stops delivering records of every topic until it has drained (100 by default:
+    # one bulk batch's state). A live snapshot then waited for the bulk load's table writes.
+    app.producer.buffer.max_messages = CHANGELOG_BUFFER
     serde = Serde(settings.registry_config())
     processor = SnapshotProcessor(
         serde, max_future_s=settings.version_max_future_s, ownership=settings.ownership()
