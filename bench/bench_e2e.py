@@ -877,7 +877,8 @@ async def _stream(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m bench.bench_e2e [PRODUCTS] [--live-seconds S] [--live-rate R] [--profile S]`."""
+    """`python -m bench.bench_e2e [PRODUCTS] [--live-seconds S] [--live-rate R] [--profile S]
+    [--load-live-seconds S] [--no-resync]`."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("products", nargs="?", type=int, default=3_000)
     parser.add_argument("--live-seconds", type=int, default=60, help="0: no live stream")
@@ -913,6 +914,7 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="the load-plus-live case: live webhooks this long DURING the full load",
     )
+    parser.add_argument("--no-resync", action="store_true", help="skip the 1%% re-sync")
     args = parser.parse_args(argv)
     result = run(
         args.products,
@@ -923,6 +925,7 @@ def main(argv: list[str] | None = None) -> None:
         args.replicas,
         args.store,
         load_live_seconds=args.load_live_seconds,
+        resync=not args.no_resync,
     )
     print(json.dumps(result, indent=2, default=str))
 
