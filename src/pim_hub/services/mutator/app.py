@@ -474,9 +474,15 @@ def make_app(settings: Settings, role: Role = "all") -> faust.App:
             except Exception:
                 _die("mutate")
 
+    changelog = app.producer.buffer
+
     async def mutate_bulk(stream: Any) -> None:
         async for events in stream.take_events(BULK_BATCH_MAX, within=BATCH_WITHIN_S):
             try:
+                # A bulk batch waits while the table writes of earlier ones still queue: past
+                # CHANGELOG_BUFFER Faust would stop delivering live snapshots too.
+                while changelog.size > CHANGELOG_BUFFER - 2 * BULK_BATCH_MAX:
+                    await asyncio.sleep(BATCH_WITHIN_S)
                 metrics.observe_batch("bulk", len(events))
                 yielded = gate.yielded
                 async with gate.bulk():
