@@ -82,9 +82,9 @@ BENCHMARKS: list[tuple[str, str, dict[str, Any], str]] = [
         "End to end: Akeneo sandbox → hub → Magento sandbox",
         # The full catalogue (about 5 minutes here), on the RocksDB store that keeps
         # the mutator's memory flat at this size, then the live stream: 50 updates/s
-        # for 2 minutes.
-        {"products": 100_000, "live_seconds": 120, "store": "rocksdb"},
-        "full load > 300 products/s; 1% re-sync < 60 s; live p99 < 2 s, none lost; RSS < 300 MB per hub service (the sandboxes apart)",
+        # for 2 minutes; and the load-plus-live case: 50 updates/s for 60 s DURING the load.
+        {"products": 100_000, "live_seconds": 120, "store": "rocksdb", "load_live_seconds": 60},
+        "full load > 300 products/s; 1% re-sync < 60 s; live p99 < 2 s, none lost; immediate p99 < 2 s during the load; RSS < 300 MB per hub service (the sandboxes apart)",
     ),
 ]
 

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,14 +67,29 @@ def _serve_akeneo(port: int, products: int) -> None:
 
     async def edit(request: Request) -> Response:
         # Flip `enabled` of products start, start+stride, ...: an edit every product can take.
+        # With `skus`, only those products (the load-plus-live case edits products the load
+        # has delivered already); with `field` "name", an edit of the `normal` lane.
         body = orjson.loads(await request.body())
-        out = []
-        indexes = range(body["start"], catalogue.next_index, body["stride"])
-        for n in list(indexes)[: body["count"]]:
+        out: list[dict[str, Any]] = []
+        wanted = set(body.get("skus") or ())
+        if wanted:
+            # The catalogue's SKUs are SKU-<index>; the models' codes (configurables) are not.
+            indexes: Any = iter(
+                sorted(int(sku[4:]) for sku in wanted if re.fullmatch(r"SKU-\d{7}", sku))
+            )
+        else:
+            indexes = iter(range(body["start"], catalogue.next_index, body["stride"]))
+        for n in indexes:
+            if len(out) >= body["count"]:
+                break
             product = catalogue.product_at(n)
             if product is None:
                 continue
-            change = catalogue.set_enabled(product["uuid"], not product.get("enabled", True))
+            if body.get("field") == "name" and product["values"].get("name"):
+                renamed = [{**v, "data": f"{v['data'][:200]} ·"} for v in product["values"]["name"]]
+                change = catalogue.update_product(product["uuid"], values={"name": renamed})
+            else:
+                change = catalogue.set_enabled(product["uuid"], not product.get("enabled", True))
             hook = legacy_webhook([change], secret=demo.WEBHOOK_SECRET) if body["sign"] else None
             out.append(
                 {
@@ -296,7 +311,13 @@ def _since(stack: Stack, starts: dict[tuple[str, int], int]) -> Iterator[Message
 
 
 #: the topics a full load passes through, in order
-FULL_STAGES = [topics.SNAPSHOTS, topics.MUTATIONS, *demo.job_topics(), topics.DELIVERY_STATUS]
+FULL_STAGES = [
+    topics.SNAPSHOTS_BULK,
+    topics.SNAPSHOTS,
+    topics.MUTATIONS,
+    *demo.job_topics(),
+    topics.DELIVERY_STATUS,
+]
 
 
 def _stage_done(
@@ -311,6 +332,36 @@ def _stage_done(
         if stamp is not None:
             last[name] = max(last.get(name, 0.0), stamp / 1000 - started)
     return {name: round(at, 1) for name, at in last.items()}
+
+
+def _batch_sizes(hub: demo.Hub) -> dict[str, float]:
+    """Mean records per batch so far: each mutator agent's, and jobs per `handle_batch` call
+    of each dispatcher (from the services' /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: defaultdict[str, float] = defaultdict(float)
+    for name, port in hub.metrics_ports.items():
+        with contextlib.suppress(httpx.HTTPError):
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "pimhub_mutator_batch_records_total":
+                        sums[f"{sample.labels['agent']} records"] += sample.value
+                    elif sample.name == "pimhub_mutator_batches_total":
+                        sums[f"{sample.labels['agent']} batches"] += sample.value
+                    elif sample.name == "pimhub_mutator_bulk_yields_total":
+                        sums["bulk yields"] += sample.value
+                    elif sample.name == "pimhub_dispatcher_jobs_total":
+                        sums[f"{name} records"] += sample.value
+                    elif sample.name == "pimhub_dispatcher_delivery_seconds_count":
+                        sums[f"{name} batches"] += sample.value
+    out: dict[str, float] = {"bulk_yields": sums["bulk yields"]}
+    for key, batches in sums.items():
+        if key.endswith(" batches") and batches:
+            who = key.removesuffix(" batches")
+            out[f"{who}_per_batch"] = round(sums[f"{who} records"] / batches, 1)
+            out[f"{who}_batches"] = batches
+    return out
 
 
 def _retry_reasons(stack: Stack, starts: dict[tuple[str, int], int], n: int = 12) -> list[str]:
@@ -392,8 +443,18 @@ def run(
     bulk: str = "async",
     replicas: int = 1,
     store: str = "memory",
+    load_live_seconds: int = 0,
+    load_live_after: float = 0.25,
+    load_live_normal_share: float = 0.2,
+    resync: bool = True,
 ) -> dict[str, Any]:
-    """Full catalogue, 1% re-sync and a live webhook stream through the whole hub."""
+    """Full catalogue, 1% re-sync and a live webhook stream through the whole hub.
+
+    `load_live_seconds` > 0 adds the load-plus-live case: once `load_live_after` of the
+    catalogue is in Magento, signed webhooks edit products the load has delivered, DURING the
+    rest of the load: `live_rate` per second of `enabled` flips (the `immediate` lane) and
+    `load_live_normal_share` as many name edits (the `normal` lane) beside them.
+    """
     work = Path(tempfile.mkdtemp(prefix="pimhub-bench-e2e-"))
     akeneo_port, magento_port = demo.free_port(), demo.free_port()
     akeneo_url = f"http://127.0.0.1:{akeneo_port}"
@@ -458,6 +519,20 @@ def run(
 
         waiter = threading.Thread(target=wait_sync, daemon=True)
         waiter.start()
+        load_live: dict[str, Any] = {}
+        live_thread: threading.Thread | None = None
+        if load_live_seconds > 0:
+            live_thread = threading.Thread(
+                target=_load_live_stream,
+                args=(stack, hub, akeneo_url, magento_url, want, load_live, live_rate),
+                kwargs={
+                    "seconds": load_live_seconds,
+                    "after": load_live_after,
+                    "normal_share": load_live_normal_share,
+                },
+                daemon=True,
+            )
+            live_thread.start()
         profile: dict[str, list[str]] = {}
         profiler: threading.Thread | None = None
         if profile_s:
@@ -515,40 +590,16 @@ def run(
         )
         if profile:
             result["full_profile_top_frames"] = profile
+        result["full_batches"] = _batch_sizes(hub)
+        # What is measured so far, in case a later stage fails on a busy machine.
+        print(json.dumps(result, default=str), file=sys.stderr, flush=True)
+        if live_thread is not None:
+            live_thread.join(load_live_seconds + 600)
+            result.update(_load_live_results(stack, load_live, done))
 
         # (5) re-sync with 1% changed
-        before = _magento(magento_url)["updated"]
-        changed = httpx.post(
-            akeneo_url + EDIT_PATH,
-            json={"start": 0, "stride": 100, "count": products // 100, "sign": False},
-            timeout=60,
-        ).json()
-        time.sleep(1.1)  # Magento's updated_at has one-second resolution
-        started = time.monotonic()
-        delta_s = demo.run_sync(stack, demo.ingest_env(akeneo_url), "delta", work)
-        changed_skus = {c["sku"] for c in changed}
-
-        def written() -> set[str]:
-            now = _magento(magento_url)["updated"]
-            return {sku for sku, at in now.items() if before.get(sku) != at}
-
-        deadline = time.monotonic() + 300
-        while not changed_skus <= written() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        resync_s = time.monotonic() - started
-        _wait_settled(stack, magento_url, want, timeout=120)
-        touched = written()
-        result.update(
-            {
-                "resync_changed": len(changed_skus),
-                "resync_seconds": round(resync_s, 1),
-                "resync_vs_target_60s": round(resync_s / 60, 3),
-                "resync_sync_seconds": round(delta_s, 1),
-                "resync_written_in_magento": len(touched),
-                "resync_only_changed_written": touched == changed_skus,
-                "resync_unchanged_written": len(touched - changed_skus),
-            }
-        )
+        if resync:
+            result.update(_resync(stack, akeneo_url, magento_url, products, want, work))
 
         # (6) live stream of signed webhooks
         if live_seconds > 0:
@@ -561,6 +612,42 @@ def run(
         result["load_average_1m"] = round(psutil.getloadavg()[0], 1)
         result["logs"] = str(work)
     return result
+
+
+def _resync(
+    stack: Stack, akeneo_url: str, magento_url: str, products: int, want: int, work: Path
+) -> dict[str, Any]:
+    """A delta sync after 1% of the products changed: time until they are all in Magento."""
+    before = _magento(magento_url)["updated"]
+    changed = httpx.post(
+        akeneo_url + EDIT_PATH,
+        json={"start": 0, "stride": 100, "count": products // 100, "sign": False},
+        timeout=60,
+    ).json()
+    time.sleep(1.1)  # Magento's updated_at has one-second resolution
+    started = time.monotonic()
+    delta_s = demo.run_sync(stack, demo.ingest_env(akeneo_url), "delta", work)
+    changed_skus = {c["sku"] for c in changed}
+
+    def written() -> set[str]:
+        now = _magento(magento_url)["updated"]
+        return {sku for sku, at in now.items() if before.get(sku) != at}
+
+    deadline = time.monotonic() + 300
+    while not changed_skus <= written() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    resync_s = time.monotonic() - started
+    _wait_settled(stack, magento_url, want, timeout=120)
+    touched = written()
+    return {
+        "resync_changed": len(changed_skus),
+        "resync_seconds": round(resync_s, 1),
+        "resync_vs_target_60s": round(resync_s / 60, 3),
+        "resync_sync_seconds": round(delta_s, 1),
+        "resync_written_in_magento": len(touched),
+        "resync_only_changed_written": touched == changed_skus,
+        "resync_unchanged_written": len(touched - changed_skus),
+    }
 
 
 def _live(
@@ -607,6 +694,123 @@ def _live(
         }
     )
     result["live_stage_ms"] = _stage_latencies(stack, stage_ends, sent, delivered)
+    return result
+
+
+def _load_live_stream(
+    stack: Stack,
+    hub: demo.Hub,
+    akeneo_url: str,
+    magento_url: str,
+    want: int,
+    out: dict[str, Any],
+    rate: float,
+    *,
+    seconds: int,
+    after: float,
+    normal_share: float,
+) -> None:
+    """The live stream of the load-plus-live case (on a thread while the load runs)."""
+    try:
+        deadline = time.monotonic() + 1800
+        while _magento(magento_url, count_only=True)["count"] < after * want:
+            if time.monotonic() > deadline:
+                raise demo.StageFailed("the load never reached the live stream's start")
+            time.sleep(0.5)
+        # Products only (SKU-<index>): the configurables are the models'.
+        delivered = [s for s in _magento(magento_url)["updated"] if re.fullmatch(r"SKU-\d{7}", s)]
+        n_imm = int(rate * seconds)
+        n_norm = int(rate * normal_share * seconds)
+        # Distinct products, spread over what the load has delivered so far.
+        step = max(1, len(delivered) // max(1, n_imm + n_norm))
+        chosen = delivered[::step][: n_imm + n_norm]
+        n_imm = min(n_imm, len(chosen) * n_imm // max(1, n_imm + n_norm))
+        out["stage_ends"] = _ends(
+            stack, [topics.RAW_EVENTS, topics.SNAPSHOTS, topics.MUTATIONS, *demo.job_topics()]
+        )
+
+        def edit(skus: list[str], field: str) -> list[dict[str, Any]]:
+            hooks: list[dict[str, Any]] = httpx.post(
+                akeneo_url + EDIT_PATH,
+                json={"skus": skus, "count": len(skus), "field": field, "sign": True},
+                timeout=300,
+            ).json()
+            return hooks
+
+        immediate = edit(chosen[:n_imm], "enabled")
+        normal = edit(chosen[n_imm:], "name")
+        # Interleaved by their place in time: both lanes run the whole stream.
+        merged = sorted(
+            [(i / max(1, len(immediate)), h) for i, h in enumerate(immediate)]
+            + [(i / max(1, len(normal)), h) for i, h in enumerate(normal)],
+            key=lambda pair: pair[0],
+        )
+        out["lanes"] = {h["key"]: "immediate" for h in immediate} | {
+            h["key"]: "normal" for h in normal
+        }
+        out["machine_load_at_start"] = round(psutil.getloadavg()[0], 1)
+        started = time.time()
+        sent, statuses = asyncio.run(
+            _stream(hub.webhook_url, [h for _, h in merged], rate * (1 + normal_share))
+        )
+        out.update({"sent": sent, "statuses": statuses, "started": started, "ended": time.time()})
+        out["machine_load_at_end"] = round(psutil.getloadavg()[0], 1)
+    except Exception as exc:  # reported in the result, the load goes on
+        out["error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _load_live_results(stack: Stack, live: dict[str, Any], load_done: float) -> dict[str, Any]:
+    """Latency per lane and per hop of the load-plus-live stream."""
+    if "sent" not in live:
+        return {"load_live_error": live.get("error", "no stream")}
+    sent: dict[str, float] = live["sent"]
+    lanes: dict[str, str] = live["lanes"]
+    keys = list(sent)
+    since = datetime.fromtimestamp(min(sent.values()) - 1, UTC)
+    delivered: dict[str, float] = {}
+    deadline = time.monotonic() + 180
+    while len(delivered) < len(keys) and time.monotonic() < deadline:
+        rows = stack.query(
+            "SELECT entity_key, occurred_at AS at FROM deliveries "
+            "WHERE entity_key = ANY(%s) AND status IN ('delivered', 'skipped') "
+            "AND occurred_at > %s",
+            keys,
+            since,
+        )
+        delivered = {}
+        for r in rows:
+            at = r["at"].timestamp()
+            # The first delivery after this update was sent (not the load's own, earlier).
+            if at >= sent[r["entity_key"]] and at < delivered.get(r["entity_key"], float("inf")):
+                delivered[r["entity_key"]] = at
+        time.sleep(1)
+    result: dict[str, Any] = {
+        "load_live_updates": len(keys),
+        "load_live_http_statuses": dict(Counter(live["statuses"])),
+        "load_live_lost": len(keys) - len(delivered),
+        # Sent while the load ran: 1.0 means the whole stream overlapped the load.
+        "load_live_sent_during_load_share": round(
+            sum(1 for at in sent.values() if at < load_done) / max(1, len(sent)), 3
+        ),
+        "load_live_ended_before_load_done_s": round(load_done - live["ended"], 1),
+        "load_live_machine_load": [live["machine_load_at_start"], live["machine_load_at_end"]],
+    }
+    for lane in ("immediate", "normal"):
+        lane_sent = {k: v for k, v in sent.items() if lanes.get(k) == lane}
+        lane_done = {k: v for k, v in delivered.items() if k in lane_sent}
+        lat = sorted(lane_done[k] - lane_sent[k] for k in lane_done)
+        if not lat:
+            continue
+        p99 = lat[int(0.99 * (len(lat) - 1))]
+        result[f"load_live_{lane}"] = {
+            "updates": len(lane_sent),
+            "delivered": len(lane_done),
+            "p50_ms": round(1000 * statistics.median(lat)),
+            "p99_ms": round(1000 * p99),
+            "max_ms": round(1000 * lat[-1]),
+            "p99_vs_target_2s": round(p99 / 2, 3),
+            "stage_ms": _stage_latencies(stack, live["stage_ends"], lane_sent, lane_done),
+        }
     return result
 
 
@@ -673,7 +877,8 @@ async def _stream(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m bench.bench_e2e [PRODUCTS] [--live-seconds S] [--live-rate R] [--profile S]`."""
+    """`python -m bench.bench_e2e [PRODUCTS] [--live-seconds S] [--live-rate R] [--profile S]
+    [--load-live-seconds S] [--no-resync]`."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("products", nargs="?", type=int, default=3_000)
     parser.add_argument("--live-seconds", type=int, default=60, help="0: no live stream")
@@ -703,6 +908,13 @@ def main(argv: list[str] | None = None) -> None:
         default="memory",
         help="the mutator's table store (rocksdb keeps its memory flat as the catalogue grows)",
     )
+    parser.add_argument(
+        "--load-live-seconds",
+        type=int,
+        default=0,
+        help="the load-plus-live case: live webhooks this long DURING the full load",
+    )
+    parser.add_argument("--no-resync", action="store_true", help="skip the 1%% re-sync")
     args = parser.parse_args(argv)
     result = run(
         args.products,
@@ -712,6 +924,8 @@ def main(argv: list[str] | None = None) -> None:
         args.bulk,
         args.replicas,
         args.store,
+        load_live_seconds=args.load_live_seconds,
+        resync=not args.no_resync,
     )
     print(json.dumps(result, indent=2, default=str))
 

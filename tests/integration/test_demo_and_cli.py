@@ -55,8 +55,9 @@ def test_demo_syncs_the_catalogue_into_magento_with_edits_a_deletion_and_a_retry
     assert re.search(r"503 → hub\.jobs\.retry\.1s → delivered on attempt [2-9]", out)
     # The summary: every stage counted, nothing dead, Magento equal to what Akeneo maps to.
     assert _count(out, "raw events (pim.raw-events)") == 5  # 3 edits, 1 deletion, 1 retried edit
-    snapshots = _count(out, "snapshots (pim.snapshots)")
-    assert snapshots >= 300 + 5
+    # The sync's snapshots go to the bulk topic, the webhooks' to the live one.
+    assert _count(out, "bulk snapshots (pim.snapshots.bulk)") >= 300
+    assert _count(out, "live snapshots (pim.snapshots)") >= 5
     assert _count(out, "mutations (hub.mutations)") >= 300 + 5
     jobs = _count(out, "jobs (hub.jobs.*)")
     delivered = _count(out, "delivered")

@@ -465,7 +465,7 @@ def _run(stack: Stack, sandbox: Sandboxes, log_dir: Path, started: float, show_l
     console.print("\n[bold]1. full sync[/bold]: hub sync akeneo --full")
     t0 = time.monotonic()
     sync_s = run_sync(stack, sandbox.ingest_env(), "full", log_dir)
-    snapshots = topic_count(stack.settings, [topics.SNAPSHOTS])
+    snapshots = topic_count(stack.settings, [topics.SNAPSHOTS_BULK])
     console.print(f"  sync      {snapshots} snapshots published in {sync_s:.1f} s")
     stack.wait_for(settled(stack, sandbox, want), timeout=240, what="the catalogue in Magento")
     full_s = time.monotonic() - t0
@@ -553,7 +553,8 @@ def _summary(
     console.rule("[bold]summary")
     rows = [
         ("raw events (pim.raw-events)", topic_count(settings, [topics.RAW_EVENTS])),
-        ("snapshots (pim.snapshots)", topic_count(settings, [topics.SNAPSHOTS])),
+        ("live snapshots (pim.snapshots)", topic_count(settings, [topics.SNAPSHOTS])),
+        ("bulk snapshots (pim.snapshots.bulk)", topic_count(settings, [topics.SNAPSHOTS_BULK])),
         ("mutations (hub.mutations)", topic_count(settings, [topics.MUTATIONS])),
         ("jobs (hub.jobs.*)", topic_count(settings, job_topics())),
         ("delivered", counts.get("delivered", 0)),

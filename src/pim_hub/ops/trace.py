@@ -510,6 +510,7 @@ def collect(
     entity_topics = [
         topics.RAW_EVENTS,
         topics.SNAPSHOTS,
+        topics.SNAPSHOTS_BULK,
         topics.SNAPSHOTS_INVALID,
         topics.MUTATIONS,
         topics.DELIVERY_STATUS,
@@ -587,7 +588,7 @@ def _decode(msg: Message, topic: str, serde: Serde, trace: Trace) -> TraceEvent 
             return patch_event(msg, patch)
         if topic == topics.SNAPSHOTS_INVALID:
             return invalid_event(msg, serde)
-        if topic == topics.SNAPSHOTS:
+        if topic in (topics.SNAPSHOTS, topics.SNAPSHOTS_BULK):
             return snapshot_event(msg, serde.decode("Snapshot", msg.value(), topic=topic))
         if topic == topics.MUTATIONS:
             return mutation_event(msg, serde.decode("Mutation", msg.value(), topic=topic))

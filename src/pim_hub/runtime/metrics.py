@@ -109,6 +109,20 @@ MUTATOR_BATCH_SECONDS = Histogram(
     "Time to diff a batch of snapshots and have its mutations acknowledged",
     buckets=FAST_BUCKETS,
 )
+MUTATOR_BATCHES = Counter(
+    "pimhub_mutator_batches",
+    "Batches an agent handled: live and bulk snapshots, mutations (fan-out)",
+    ["agent"],
+)
+MUTATOR_BATCH_RECORDS = Counter(
+    "pimhub_mutator_batch_records",
+    "Records in the batches an agent handled (divided by pimhub_mutator_batches: batch size)",
+    ["agent"],
+)
+MUTATOR_BULK_YIELDS = Counter(
+    "pimhub_mutator_bulk_yields",
+    "Bulk snapshot batches that waited because a live batch came (live before bulk)",
+)
 MUTATOR_LATENCY = Histogram(
     "pimhub_mutator_latency_seconds",
     "From a snapshot's received time to its mutation acknowledged, by entity type",
@@ -457,3 +471,9 @@ def metric_names(registry: CollectorRegistry = REGISTRY) -> Iterable[tuple[str, 
         name = getattr(collector, "_name", "")
         if name.startswith("pimhub_"):
             yield name, collector._type, list(collector._labelnames)  # type: ignore[attr-defined]
+
+
+def observe_batch(agent: str, records: int) -> None:
+    """Count one batch of `records` an agent of the mutator handled."""
+    MUTATOR_BATCHES.labels(agent).inc()
+    MUTATOR_BATCH_RECORDS.labels(agent).inc(records)

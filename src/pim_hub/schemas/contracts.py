@@ -54,7 +54,13 @@ CONTRACTS: dict[str, TopicContract] = {
     topics.SNAPSHOTS: TopicContract(
         ENTITY_KEY,
         "Snapshot",
-        ("hub ingest enrich", "hub sync akeneo", "outside producers (docs/producers.md)"),
+        ("hub ingest enrich", "outside producers (docs/producers.md)"),
+        ("hub mutator --role mutate",),
+    ),
+    topics.SNAPSHOTS_BULK: TopicContract(
+        ENTITY_KEY,
+        "Snapshot",
+        ("hub sync akeneo",),
         ("hub mutator --role mutate",),
     ),
     topics.SNAPSHOTS_INVALID: TopicContract(

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 RAW_EVENTS = "pim.raw-events"
 SNAPSHOTS = "pim.snapshots"
+# Snapshots of bulk loads (`hub sync`): the mutator reads them only when no live snapshot of
+# pim.snapshots waits, so a catalogue load does not hold up a price or stock change.
+SNAPSHOTS_BULK = "pim.snapshots.bulk"
 SNAPSHOTS_INVALID = "pim.snapshots.invalid"
 # Producers' patches (pim_hub.schemas.ownership): Avro, and JSON for teams without Avro.
 PATCHES = "pim.patches"
@@ -74,6 +77,14 @@ def catalogue(
     specs = [
         TopicSpec(RAW_EVENTS, partitions, week, doc="Akeneo events as received (JSON)"),
         TopicSpec(SNAPSHOTS, partitions, week, doc="entity snapshots (Avro Snapshot)"),
+        # Same partition count as pim.snapshots: one key is on the same partition of both,
+        # so the mutator's table (co-partitioned with both) sees an entity's snapshots.
+        TopicSpec(
+            SNAPSHOTS_BULK,
+            partitions,
+            week,
+            doc="entity snapshots of bulk loads, read after the live ones (Avro Snapshot)",
+        ),
         TopicSpec(SNAPSHOTS_INVALID, 1, 30 * DAY_MS, doc="snapshots that failed validation"),
         TopicSpec(PATCHES, partitions, week, doc="producers' patches by identifier (Avro Patch)"),
         TopicSpec(

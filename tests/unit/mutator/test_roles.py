@@ -14,8 +14,8 @@ from pim_hub.services.mutator.settings import MutatorSettings
 @pytest.mark.parametrize(
     ("role", "agents", "tables", "group"),
     [
-        ("all", ["fan_out", "mutate"], ["entity-state"], "roles-test"),
-        ("mutate", ["mutate"], ["entity-state"], "roles-test"),
+        ("all", ["fan_out", "mutate", "mutate_bulk"], ["entity-state"], "roles-test"),
+        ("mutate", ["mutate", "mutate_bulk"], ["entity-state"], "roles-test"),
         ("fanout", ["fan_out"], [], "roles-test-fanout"),
     ],
 )
@@ -29,8 +29,31 @@ def test_a_role_runs_its_agents_in_its_group(
     assert sorted(app.tables.keys()) == tables
     assert app.conf.id == group
     subscribed = sorted(a.channel.get_topic_name() for a in app.agents.values())
-    expected = {"mutate": "pim.snapshots", "fan_out": "hub.mutations"}
+    expected = {
+        "mutate": "pim.snapshots",
+        "mutate_bulk": "pim.snapshots.bulk",
+        "fan_out": "hub.mutations",
+    }
     assert subscribed == sorted(expected[a] for a in agents)
+
+
+def test_the_bulk_topic_has_a_buffer_its_fetches_never_fill(tmp_path: Path) -> None:
+    from pim_hub.services.mutator import app as mutator_app
+
+    settings = Settings(
+        kafka_bootstrap="127.0.0.1:9",
+        mutator_app_id="roles-bulk",
+        mutator_data_dir=str(tmp_path),
+        mutator_store="memory",
+    )
+    app = make_app(settings, "mutate")
+    bulk = next(a for a in app.agents.values() if a.name.endswith("mutate_bulk"))
+    maxsize = bulk.channel.maxsize
+    assert maxsize == mutator_app.BULK_BUFFER
+    # Faust stops fetching at maxsize / 1.25 and still delivers the fetch in hand: that
+    # delivery must fit, or it would block the live topic's delivery too.
+    assert maxsize // 1.25 + mutator_app.POLL_RECORDS <= maxsize
+    assert app.conf.broker_max_poll_records == mutator_app.POLL_RECORDS
 
 
 def test_an_unknown_role_is_refused_before_anything_starts() -> None:

@@ -29,7 +29,7 @@ from pim_hub.schemas.limits import (
 )
 from pim_hub.schemas.limits import record_budget as budget_of
 from pim_hub.schemas.serde import Serde
-from pim_hub.schemas.topics import SNAPSHOTS, SNAPSHOTS_INVALID
+from pim_hub.schemas.topics import SNAPSHOTS_BULK, SNAPSHOTS_INVALID
 from pim_hub.services.ingest.akeneo import API, AkeneoClient, AkeneoHTTPError
 from pim_hub.services.ingest.events import Json
 from pim_hub.services.ingest.snapshots import resource_snapshot
@@ -393,6 +393,10 @@ class SyncRunner:
     of `updated` (each with its own resume point), so Akeneo serves one range while the hub
     encodes another instead of the two taking turns on a single cursor.
 
+    Snapshots go to pim.snapshots.bulk by default: the mutator reads that topic only when no
+    live snapshot (pim.snapshots) waits, so a load does not delay live changes; an entity's
+    live and bulk snapshots meet in the mutator's version check (the older one is stale).
+
     When a type completes, its watermark becomes the time the run started (`updated` filters
     are evaluated by Akeneo and pages are ordered by uuid, not by `updated`, so no earlier
     point is safe; an item edited during the run may move between ranges and be missed by
@@ -410,7 +414,7 @@ class SyncRunner:
         overlap_s: float = 2.0,
         progress: Progress | None = None,
         now: Any = None,
-        topic: str = SNAPSHOTS,
+        topic: str = SNAPSHOTS_BULK,
         streams: int = 1,
         window: int = 1,
         record_budget: int = budget_of(DEFAULT_MESSAGE_MAX_BYTES),

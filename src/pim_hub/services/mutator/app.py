@@ -30,6 +30,7 @@ from pim_hub.schemas import topics
 from pim_hub.schemas.errors import SchemaError
 from pim_hub.schemas.serde import Serde
 from pim_hub.services.mutator.faust_patches import ResumeSafeConsumer
+from pim_hub.services.mutator.precedence import Precedence
 from pim_hub.services.mutator.processing import (
     SnapshotProcessor,
     encode_mutation,
@@ -48,6 +49,20 @@ logger = logging.getLogger(__name__)
 # deterministic and downstream is idempotent.
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
+#: Snapshots per batch of a bulk load (pim.snapshots.bulk). A live batch waits for the bulk
+#: batch already running (services/mutator/precedence.py): smaller bulk batches bound that
+#: wait, at the cost of one acknowledgement round trip per batch.
+BULK_BATCH_MAX = 100
+#: Records per fetch Faust hands on (every topic). With the bulk channel below, a fetch never
+#: finds that channel full, which would block Faust's delivery of live snapshots too.
+POLL_RECORDS = 250
+#: The bulk channel's buffer. Faust stops fetching a partition once its channel holds
+#: maxsize/1.25 records, but delivers the fetch in hand (up to POLL_RECORDS) without waiting;
+#: maxsize >= 1.25 x (maxsize/1.25) + POLL_RECORDS keeps that delivery from ever blocking.
+BULK_BUFFER = 5 * POLL_RECORDS
+#: Table (changelog) writes Faust may hold before it stops delivering records (see make_app):
+#: several bulk batches' worth, each a state of a few KB.
+CHANGELOG_BUFFER = 8 * BULK_BATCH_MAX
 #: which agents a worker runs: both, or one of them in its own consumer group
 Role = Literal["all", "mutate", "fanout"]
 ROLES: tuple[Role, ...] = ("all", "mutate", "fanout")
@@ -255,7 +270,7 @@ def faust_config(
         # became record objects at once: the embedded broker answers a fetch with all it has
         # (it ignores the per-partition byte limit), 100 MB of snapshots for a worker catching
         # up 15,000 products.
-        "broker_max_poll_records": BATCH_MAX,
+        "broker_max_poll_records": POLL_RECORDS,
     }
 
 
@@ -294,6 +309,10 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
     app = faust.App(mutator.group(role), **faust_config(settings, mutator, tables=role != "fanout"))
     # Set before any topic is declared, so the consumer Faust creates is the patched one.
     app.transport = _transport_class(settings)(app.conf.broker_consumer, app)
+    # Table writes queue in Faust's producer buffer; while it holds more than max_messages,
+    # Faust stops delivering records of every topic until it has drained (100 by default:
+    # one bulk batch's state). A live snapshot then waited for the bulk load's table writes.
+    app.producer.buffer.max_messages = CHANGELOG_BUFFER
     serde = Serde(settings.registry_config())
     processor = SnapshotProcessor(
         serde, max_future_s=settings.version_max_future_s, ownership=settings.ownership()
@@ -310,6 +329,19 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
         value_serializer="raw",
         internal=False,
     )
+    # Snapshots of bulk loads: read only when no live snapshot waits (precedence.py). Its
+    # own, larger buffer: when it fills, Faust stops fetching it, never the live topic.
+    bulk_snapshots = app.topic(
+        topics.SNAPSHOTS_BULK,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+    # Set on the topic, not passed to app.topic: Faust's app.topic drops its `maxsize`
+    # argument. The agent's channel is a clone of the topic and keeps it.
+    bulk_snapshots.maxsize = BULK_BUFFER
     mutations = app.topic(
         topics.MUTATIONS,
         key_type=bytes,
@@ -424,15 +456,37 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                 "snapshots processed", extra={"counts": summarise([o for _, o in outcomes])}
             )
 
+    gate = Precedence()
+
     async def mutate(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             try:
-                await handle_snapshots(events)
+                metrics.observe_batch("live", len(events))
+                async with gate.live():
+                    await handle_snapshots(events)
             except Exception:
                 _die("mutate")
 
+    changelog = app.producer.buffer
+
+    async def mutate_bulk(stream: Any) -> None:
+        async for events in stream.take_events(BULK_BATCH_MAX, within=BATCH_WITHIN_S):
+            try:
+                # A bulk batch waits while the table writes of earlier ones still queue: past
+                # CHANGELOG_BUFFER Faust would stop delivering live snapshots too.
+                while changelog.size > CHANGELOG_BUFFER - 2 * BULK_BATCH_MAX:
+                    await asyncio.sleep(BATCH_WITHIN_S)
+                metrics.observe_batch("bulk", len(events))
+                yielded = gate.yielded
+                async with gate.bulk():
+                    metrics.MUTATOR_BULK_YIELDS.inc(gate.yielded - yielded)
+                    await handle_snapshots(events)
+            except Exception:
+                _die("mutate_bulk")
+
     if mutating:
         app.agent(snapshots)(mutate)
+        app.agent(bulk_snapshots)(mutate_bulk)
 
     async def handle_mutations(events: list[Any]) -> None:
         assert fanout_out is not None
@@ -470,6 +524,7 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
     async def fan_out(stream: Any) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             try:
+                metrics.observe_batch("fanout", len(events))
                 await handle_mutations(events)
             except Exception:
                 _die("fan_out")
@@ -515,6 +570,7 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
 
     # Expose for tests and tools.
     app.hub_targets = targets  # type: ignore[attr-defined]
+    app.hub_precedence = gate  # type: ignore[attr-defined]
     return app
 
 
