@@ -40,13 +40,9 @@ def test_a_role_runs_its_agents_in_its_group(
 def test_the_bulk_topic_has_a_buffer_its_fetches_never_fill(tmp_path: Path) -> None:
     from pim_hub.services.mutator import app as mutator_app
 
-    settings = Settings(
-        kafka_bootstrap="127.0.0.1:9",
-        mutator_app_id="roles-bulk",
-        mutator_data_dir=str(tmp_path),
-        mutator_store="memory",
-    )
-    app = make_app(settings, "mutate")
+    settings = Settings(kafka_bootstrap="127.0.0.1:9")
+    mutator = MutatorSettings(app_id="roles-bulk", data_dir=str(tmp_path), store="memory")
+    app = make_app(settings, mutator, "mutate")
     bulk = next(a for a in app.agents.values() if a.name.endswith("mutate_bulk"))
     maxsize = bulk.channel.maxsize
     assert maxsize == mutator_app.BULK_BUFFER
