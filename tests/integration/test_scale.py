@@ -152,7 +152,9 @@ def test_groups_survive_losing_a_mutator_and_a_dispatcher_mid_stream(
             ALL_NORMAL,
         ),
     )
-    _park_group_at_the_end(hub_settings, app_id, [topics.SNAPSHOTS, topics.MUTATIONS])
+    _park_group_at_the_end(
+        hub_settings, app_id, [topics.SNAPSHOTS, topics.SNAPSHOTS_BULK, topics.MUTATIONS]
+    )
 
     mutators = [
         _start(supervisor, f"mutator-{i}", "mutator", data_dir=tmp_path / f"mutator-{i}")
