@@ -563,20 +563,20 @@ def _summary(
         ("dead", counts.get("dead", 0)),
     ]
     for label, value in rows:
-        console.print(f"{label:30} {value:>7}")
+        console.print(f"{label:36} {value:>7}")
     console.print(
-        f"{'magento products':30} {len(magento):>7}  (expected from Akeneo: {len(want)}, "
+        f"{'magento products':36} {len(magento):>7}  (expected from Akeneo: {len(want)}, "
         f"{'equal' if magento == want else 'DIFFERENT'})"
     )
     console.print(
-        f"{'webhook → delivered latency':30} p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"{'webhook → delivered latency':36} p50 {statistics.median(latencies) * 1000:.0f} ms, "
         f"max {max(latencies) * 1000:.0f} ms"
     )
-    console.print(f"{'total time':30} {time.monotonic() - started:7.1f} s")
+    console.print(f"{'total time':36} {time.monotonic() - started:7.1f} s")
     console.print("\nmetrics (Prometheus text; while the demo runs, or run `hub exporter`):")
     for name, port in hub.metrics_ports.items():
         series = sum(1 for line in _scrape(port).splitlines() if line.startswith("pimhub_"))
-        console.print(f"  {name:30} http://127.0.0.1:{port}/metrics ({series} pimhub_ series)")
+        console.print(f"  {name:36} http://127.0.0.1:{port}/metrics ({series} pimhub_ series)")
     console.print("  dashboards: infra/grafana/, scrape config: infra/prometheus/")
     ok = counts.get("dead", 0) == 0 and magento == want
     console.print("[green]demo passed[/green]" if ok else "[red]demo failed[/red]")
