@@ -332,8 +332,16 @@ def test_an_operator_and_a_viewer_use_the_console_in_chromium(
         assert len(replayed) == 4 and len(delivered_to_other()) == len(before) + 4
         page.screenshot(path=screenshots / "replay-run.png")
 
-        page.goto(f"{base}/invalid")
-        expect(page.locator("#invalid")).to_be_visible()
+        # A snapshot the mutator refuses (its version is not a date): listed with its reason.
+        feed.publish(2, "Broken clock", "not-a-date")
+
+        def refused_listed() -> bool:
+            page.goto(f"{base}/invalid")
+            expect(page.locator("#invalid")).to_be_visible()
+            return page.locator("#invalid tr", has_text=feed.key(2)).count() > 0
+
+        wait_for(refused_listed, timeout=90, what="the refused snapshot", supervisor=pipeline)
+        expect(page.locator("#invalid tr", has_text=feed.key(2))).to_contain_text("version")
         page.screenshot(path=screenshots / "invalid-snapshots.png", full_page=True)
 
         # A viewer sees the pages but no action; a forged action is refused and audited.
