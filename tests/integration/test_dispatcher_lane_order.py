@@ -55,7 +55,9 @@ def test_one_entitys_jobs_keep_their_order_across_lanes(
     hub_settings: Settings, database_url: str, unique: str, replay: bool
 ) -> None:
     driver, integ = _setup(hub_settings, database_url, unique)
-    driver.delay_s = 1.0  # the normal lane is busy: v2 is still pending when v3 arrives
+    # The normal lane is busy: v2 is still pending when v3 arrives, and the immediate lane has
+    # a few seconds to deliver another entity's job before v2 starts, even on a loaded machine.
+    driver.delay_s = 2.5
     key, other = f"product:{unique}", f"product:other{unique}"
     v1 = job_record(integ, driver.key, "normal", key, [change("name", "n")], version(1), "create")
     v2 = job_record(integ, driver.key, "normal", key, [change("description", "d")], version(2))
