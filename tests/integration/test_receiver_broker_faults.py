@@ -60,7 +60,8 @@ class Load:
 
     base: str
     prefix: str
-    sent: list[tuple[str, float, int]] = field(default_factory=list)
+    #: (event id, request sent, status or 0, answer received), monotonic seconds.
+    sent: list[tuple[str, float, int, float]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -84,11 +85,16 @@ class Load:
                     code = status.status_code
                 except httpx.HTTPError:
                     code = 0  # no answer at all: counted, never a 2xx
-                self.sent.append((event_id, started, code))
+                self.sent.append((event_id, started, code, time.monotonic()))
                 time.sleep(0.02)
 
     def acknowledged_after(self, moment: float) -> set[str]:
-        return {e for e, at, code in list(self.sent) if at > moment and 200 <= code < 300}
+        """Events answered 2xx after `moment`."""
+        return {e for e, _, code, end in list(self.sent) if end > moment and 200 <= code < 300}
+
+    def within(self, start: float, end: float) -> list[int]:
+        """Statuses of the requests sent after `start` and answered before `end`."""
+        return [c for _, at, c, done in list(self.sent) if start < at and done < end]
 
     def answered_2xx_since(self, moment: float) -> bool:
         return bool(self.acknowledged_after(moment))
@@ -160,11 +166,13 @@ def test_the_receiver_recovers_from_a_broker_kill_and_freeze_and_acks_only_store
         wait_for(lambda: load.answered_2xx_since(0), timeout=30, what="first 2xx")
 
         # 1. SIGKILL with requests in flight; a new broker (empty: memory storage) on the port.
-        killed_at = time.monotonic()
         assert brokers[0].process is not None
         brokers[0].process.kill()
         brokers[0].process.wait(10)
+        dead_at = time.monotonic()
         time.sleep(2)
+        # From here a new broker may store what the receiver still retries: 2xx is right.
+        down_until = time.monotonic()
         brokers.append(start_tansu(port, log_dir=_dir(tmp_path / "broker-2")))
         _create_topic(brokers[1].bootstrap)
         restarted_at = time.monotonic()
@@ -202,20 +210,22 @@ def test_the_receiver_recovers_from_a_broker_kill_and_freeze_and_acks_only_store
 
     # The same process all along: it recovered by itself.
     assert web.alive() and web in supervisor.services, web.log_tail()
-    codes = {code for _, _, code in load.sent}
+    codes = {code for _, _, code, _ in load.sent}
     # 0: the client gave up (20 s) without an answer. On a loaded machine a request now and
     # then does; it is never a 2xx, and more than a couple would mean the receiver hangs.
     assert codes <= {0, 200, 429, 503}, (codes, web.log_tail())
-    unanswered = [c for _, _, c in load.sent if c == 0]
+    unanswered = [c for _, _, c, _ in load.sent if c == 0]
     assert len(unanswered) <= 2, (len(unanswered), web.log_tail())
-    during_kill = [c for _, at, c in load.sent if killed_at < at < restarted_at]
-    during_freeze = [c for _, at, c in load.sent if frozen_at + 1 < at < thawed_at]
-    # The faults were seen (nothing acknowledged while no broker could store it).
+    # Requests sent and answered while no broker could store anything: none acknowledged.
+    # (One sent during a fault and answered after it may rightly be: the receiver's producer
+    # retried it into the broker that came back.)
+    during_kill = load.within(dead_at, down_until)
+    during_freeze = load.within(frozen_at + 1, thawed_at)
     assert during_kill and 200 not in during_kill, during_kill
     assert during_freeze and 200 not in during_freeze, during_freeze
 
-    # Every event acknowledged after the kill is on the restarted broker's topic.
-    acked = load.acknowledged_after(killed_at)
+    # Every event acknowledged once the new broker ran is on its topic.
+    acked = load.acknowledged_after(down_until)
     assert len(acked) >= 5, load.sent[-20:]
     stored = _stored_ids(brokers[1].bootstrap, acked)
     assert acked <= stored, sorted(acked - stored)[:10]
