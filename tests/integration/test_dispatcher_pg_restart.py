@@ -38,6 +38,19 @@ from tests.integration.test_dispatcher_helpers import (
 pytestmark = pytest.mark.integration
 
 
+def _assert_each_job_once_in_order(
+    driver: Any, jobs: list[dict[str, Any]], unique: str, n: int
+) -> None:
+    """Each job reached the target once; each of the 60 entities got its versions in order."""
+    sent = Counter(j.job_id for _, j in driver.calls)
+    assert set(sent) == {j["job_id"] for j in jobs}
+    assert max(sent.values()) == 1, [k for k, v in sent.items() if v > 1]
+    for e in range(60):
+        key = f"product:{e}{unique}"
+        got = [j.mutation.version for _, j in driver.calls if j.mutation.entity_key == key]
+        assert got == [version(i) for i in range(n) if i % 60 == e]
+
+
 def kill_backends(database_url: str, app_name: str) -> int:
     """Terminate the connections of one application; how many there were."""
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -93,14 +106,8 @@ def test_the_dispatcher_rides_out_its_database_connections_being_killed(
     final = final_statuses(statuses)
     assert set(final.values()) == {"delivered"}
     assert not [x for x in statuses if x["status"] in ("retrying", "dead")]
-    sent = Counter(j.job_id for _, j in driver.calls)
-    assert set(sent) == {j["job_id"] for j in jobs}
-    assert max(sent.values()) == 1, [k for k, v in sent.items() if v > 1]
     # Per entity, the target got the jobs in order (the guard let none through twice).
-    for e in range(60):
-        key = f"product:{e}{unique}"
-        got = [j.mutation.version for _, j in driver.calls if j.mutation.entity_key == key]
-        assert got == [version(i) for i in range(n) if i % 60 == e]
+    _assert_each_job_once_in_order(driver, jobs, unique, n)
 
 
 @pytest.fixture
@@ -169,13 +176,7 @@ def test_the_dispatcher_rides_out_a_postgresql_server_restart(
     # No attempt spent on the database's absence, nothing dead.
     assert not [x for x in statuses if x["status"] in ("retrying", "dead")]
     # No duplicate effect: each job reached the target once, each entity's in order.
-    sent = Counter(j.job_id for _, j in driver.calls)
-    assert set(sent) == {j["job_id"] for j in jobs}
-    assert max(sent.values()) == 1, [k for k, v in sent.items() if v > 1]
-    for e in range(60):
-        key = f"product:{e}{unique}"
-        got = [j.mutation.version for _, j in driver.calls if j.mutation.entity_key == key]
-        assert got == [version(i) for i in range(n) if i % 60 == e]
+    _assert_each_job_once_in_order(driver, jobs, unique, n)
     # The guard's records survived the restart: every delivery is recorded once.
     with psycopg.connect(url) as conn:
         row = conn.execute(

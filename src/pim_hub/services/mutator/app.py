@@ -321,35 +321,25 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
     fanout = load_fanout(settings, serde)
     targets: list[IntegrationTarget] = []
 
-    snapshots = app.topic(
-        topics.SNAPSHOTS,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        internal=False,
-    )
+    def raw_topic(name: str) -> faust.TopicT:
+        """A topic of bytes: the agents decode with the Serde themselves."""
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=False,
+        )
+
+    snapshots = raw_topic(topics.SNAPSHOTS)
     # Snapshots of bulk loads: read only when no live snapshot waits (precedence.py). Its
     # own, larger buffer: when it fills, Faust stops fetching it, never the live topic.
-    bulk_snapshots = app.topic(
-        topics.SNAPSHOTS_BULK,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        internal=False,
-    )
+    bulk_snapshots = raw_topic(topics.SNAPSHOTS_BULK)
     # Set on the topic, not passed to app.topic: Faust's app.topic drops its `maxsize`
     # argument. The agent's channel is a clone of the topic and keeps it.
     bulk_snapshots.maxsize = BULK_BUFFER
-    mutations = app.topic(
-        topics.MUTATIONS,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        internal=False,
-    )
+    mutations = raw_topic(topics.MUTATIONS)
     mutating, fanning_out = role != "fanout", role != "mutate"
     # One producer per agent: each waits for its own records only.
     mutate_out = BatchOutput(settings) if mutating else None
