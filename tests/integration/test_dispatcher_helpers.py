@@ -118,13 +118,21 @@ def add_integration(
     )
 
 
-def produce_jobs(settings: Settings, records: list[dict[str, Any]]) -> None:
-    """Publish jobs to their priority topics, keyed like the mutator does; wait for acks."""
+def produce_jobs(
+    settings: Settings,
+    records: list[dict[str, Any]],
+    headers: dict[str, list[tuple[str, str | bytes | None]]] | None = None,
+) -> None:
+    """Publish jobs to their priority topics, keyed like the mutator does; wait for acks.
+
+    `headers`: job id -> the record headers of that job.
+    """
     producer = make_producer(settings)
     for rec in records:
         topic = topics.job_topic(rec["priority"])
         key = f"{rec['integration_id']}|{rec['mutation']['entity_key']}"
-        producer.produce(topic, SERDE.encode("Job", rec, topic=topic), key=key)
+        extra = (headers or {}).get(rec["job_id"])
+        producer.produce(topic, SERDE.encode("Job", rec, topic=topic), key=key, headers=extra)
         producer.poll(0)
     assert producer.flush(30) == 0
 

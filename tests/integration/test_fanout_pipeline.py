@@ -19,7 +19,7 @@ from pim_hub.registry.model import Integration, IntegrationError
 from pim_hub.registry.service import Registry
 from pim_hub.runtime.kafka import consumer_config, make_producer, produce_sync
 from pim_hub.runtime.settings import Settings
-from pim_hub.schemas import topics
+from pim_hub.schemas import ordering, topics
 from pim_hub.schemas.records import snapshot_record
 from pim_hub.schemas.serde import Serde
 from pim_hub.services.mutator.core.fanout import job_id, job_key
@@ -53,6 +53,8 @@ class JobReader:
             job = self.serde.decode("Job", msg.value(), topic=msg.topic())
             if job["integration_id"] in self.ids:
                 job["_topic"], job["_key"] = msg.topic(), (msg.key() or b"").decode()
+                prev = ordering.prev_job(msg.headers())
+                job["_prev"] = prev[0] if prev is not None else None
                 self.jobs.append(job)
         return self.jobs
 
@@ -207,6 +209,43 @@ def test_jobs_follow_drivers_filters_priorities_overrides_and_live_enable(
             assert j["_key"] == job_key(j["integration_id"], m["entity_key"])
             assert j["priority"] == PRIORITY_OF[j["_topic"]]
             assert j["driver"] == ("webhook" if j["integration_id"] == wh else "log")
+
+        # Each job names its entity's previous job for the same integration (the one it must
+        # not overtake in another lane); none for a creation, none for the first job after
+        # the log integration was enabled again (the mutation before made no job for it).
+        def job_of(integ: str, key: str, n: int) -> str:
+            return str(
+                next(
+                    j["job_id"]
+                    for j in reader.jobs
+                    if j["integration_id"] == integ
+                    and j["mutation"]["entity_key"] == key
+                    and j["mutation"]["version"] == V(n)
+                )
+            )
+
+        expected_prev = {
+            (wh, 1): None,
+            (wh, 2): job_of(wh, pkey, 1),
+            (wh, 3): job_of(wh, pkey, 2),
+            (wh, 4): job_of(wh, pkey, 3),
+            (wh, 5): job_of(wh, pkey, 4),
+            (lg, 1): None,
+            (lg, 2): job_of(lg, pkey, 1),
+            (lg, 3): job_of(lg, pkey, 2),
+            (lg, 5): None,
+        }
+        for (integ, n), prev in expected_prev.items():
+            # The first job of each: the copy of step 2 written to the log by hand above
+            # carries no header, so its jobs name nothing.
+            named = next(
+                j["_prev"]
+                for j in reader.jobs
+                if j["integration_id"] == integ
+                and j["mutation"]["entity_key"] == pkey
+                and j["mutation"]["version"] == V(n)
+            )
+            assert named == prev, (integ, n, named)
         # Exactly one job per (integration, mutation) apart from the two replayed ones.
         per_mutation = [(j["integration_id"], j["mutation"]["mutation_id"]) for j in reader.jobs]
         assert len(per_mutation) == len(expected) + 2 and len(set(per_mutation)) == len(expected)

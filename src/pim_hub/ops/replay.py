@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
 from pim_hub.registry.model import IntegrationTarget
-from pim_hub.runtime.kafka import make_producer
+from pim_hub.runtime.kafka import Headers, make_producer
 from pim_hub.runtime.logread import (
     TP,
     OffsetsError,
@@ -36,7 +36,7 @@ from pim_hub.runtime.logread import (
     timestamp_ms,
 )
 from pim_hub.runtime.settings import Settings
-from pim_hub.schemas import topics
+from pim_hub.schemas import ordering, topics
 from pim_hub.schemas.errors import PermanentError, SchemaError
 from pim_hub.schemas.serde import Serde
 from pim_hub.services.mutator.processing import fanout_for
@@ -277,14 +277,25 @@ class JobPublisher:
             self.errors.append(str(err))
 
     def publish(
-        self, priority: str, key: str, job: dict[str, Any], mutation: bytes | None = None
+        self,
+        priority: str,
+        key: str,
+        job: dict[str, Any],
+        mutation: bytes | None = None,
+        prev: tuple[str, int] | None = None,
     ) -> None:
-        """Queue one job on its priority's topic (`mutation`: its mutation as read, if it was)."""
+        """Queue one job on its priority's topic (`mutation`: its mutation as read, if it was;
+        `prev`: the job of the same entity and integration it must not overtake)."""
         topic = self.topic_of(priority)
         value = self.serde.encode_embedding("Job", job, "mutation", mutation, topic=topic)
+        headers: Headers | None = (
+            [(ordering.PREV_JOB, ordering.prev_job_value(*prev))] if prev else None
+        )
         while True:
             try:
-                self.producer.produce(topic, value, key=key, on_delivery=self._on_delivery)
+                self.producer.produce(
+                    topic, value, key=key, headers=headers, on_delivery=self._on_delivery
+                )
                 break
             except BufferError:
                 self.producer.poll(0.2)  # the local queue is full: let acks drain it
@@ -409,6 +420,8 @@ def replay(
         publisher = None if options.dry_run else JobPublisher(settings, serde, queue_map.topic)
         pacer = Pacer(options.rate)
         plans: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        #: job key (integration and entity) -> the id of the last job published for it
+        last_job: dict[str, tuple[str, int]] = {}
 
         def past_until(msg: Message) -> bool:
             stamp = timestamp_ms(msg)
@@ -466,7 +479,10 @@ def replay(
                     mutation["mutation_id"], job["integration_id"], report.run_id
                 )
                 pacer.wait()
-                publisher.publish(priority, job_key, job, msg.value())
+                # Each job names the run's previous job of its entity and integration: a
+                # dispatcher holds it until that one finished, whatever their lanes.
+                publisher.publish(priority, job_key, job, msg.value(), prev=last_job.get(job_key))
+                last_job[job_key] = (job["job_id"], int(time.time() * 1000))
         if publisher is not None:
             publisher.close()
     finally:

@@ -38,6 +38,10 @@ class IntegrationTarget:
     supported_entity_types: frozenset[str] | None
     entity_types: frozenset[str] | None = None  # None: all the driver supports
     priority_map: Mapping[str, Any] | None = None
+    #: When the integration was last written (epoch ms; None: unknown): a mutation made
+    #: before it may have made no job for it, so a job never names such a mutation's job as
+    #: the one it must not overtake (pim_hub.schemas.ordering).
+    active_since_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ class Integration:
             ),
             entity_types=frozenset(self.entity_types) if self.entity_types else None,
             priority_map=self.priority_map or None,
+            active_since_ms=(
+                int(self.updated_at.timestamp() * 1000) if self.updated_at is not None else None
+            ),
         )
 
     def same_content(self, other: Integration) -> bool:

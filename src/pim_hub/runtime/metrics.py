@@ -184,11 +184,18 @@ DISPATCH_RATE_LIMIT_WAIT = Histogram(
 DISPATCH_HELD = Counter(
     "pimhub_dispatcher_held",
     "Times a job was held back without spending an attempt, by driver, integration, priority "
-    "and reason (order: an older job of its entity pending in another lane; circuit: its "
+    "and reason (order: an older job of its entity pending in another lane, or not read yet; circuit: its "
     "target is down; throttle: its target answered 429; guard: the version guard's database "
     "is away; parked: its circuit is open and the buffer was full, so it went to the longest "
     "retry tier until the circuit closes)",
     ["driver", "integration", "priority", "reason"],
+)
+DISPATCH_ORDER_GIVEN_UP = Counter(
+    "pimhub_dispatcher_order_given_up",
+    "Jobs delivered without waiting any longer for the older job of their entity they name "
+    "(it did not finish within HUB_DISPATCHER_ORDER_HOLD_S: its lane is far behind or has no "
+    "dispatcher), by driver, integration and priority",
+    ["driver", "integration", "priority"],
 )
 DISPATCH_CIRCUIT = Gauge(
     "pimhub_dispatcher_circuit_state",

@@ -39,7 +39,12 @@ class _BrokenCommitGuard:
 
     @contextlib.asynccontextmanager
     async def reading(
-        self, integration_id: str, keys: list[str], job_ids: list[str], lane: Any = None
+        self,
+        integration_id: str,
+        keys: list[str],
+        job_ids: list[str],
+        lane: Any = None,
+        prevs: Any = None,
     ) -> AsyncIterator[tuple[_Txn, dict[str, Any], set[str]]]:
         txn = _RecordingTxn(self)
         yield txn, {}, set()
@@ -86,7 +91,12 @@ class _AwayGuard(_BrokenCommitGuard):
 
     @contextlib.asynccontextmanager
     async def reading(
-        self, integration_id: str, keys: list[str], job_ids: list[str], lane: Any = None
+        self,
+        integration_id: str,
+        keys: list[str],
+        job_ids: list[str],
+        lane: Any = None,
+        prevs: Any = None,
     ) -> AsyncIterator[tuple[_Txn, dict[str, Any], set[str]]]:
         if self.failures > 0:
             self.failures -= 1

@@ -36,6 +36,7 @@ TP = ("hub.jobs.normal", 0)
 
 class _Txn:
     pending_older: dict[str, Any] = {}
+    settled: set[str] = set()
 
     async def record(self, rows: list[Any]) -> None:
         pass
@@ -49,11 +50,19 @@ class _Guard:
 
     @contextlib.asynccontextmanager
     async def reading(
-        self, integration_id: str, keys: list[str], job_ids: list[str], lane: Any = None
+        self,
+        integration_id: str,
+        keys: list[str],
+        job_ids: list[str],
+        lane: Any = None,
+        prevs: Any = None,
     ) -> AsyncIterator[tuple[_Txn, dict[str, Any], set[str]]]:
         yield _Txn(), {}, set()
 
     async def register(self, jobs: list[Any]) -> None:
+        pass
+
+    async def purge_settled(self) -> None:
         pass
 
 
@@ -182,7 +191,12 @@ class _CountingGuard(_Guard):
 
     @contextlib.asynccontextmanager
     async def reading(
-        self, integration_id: str, keys: list[str], job_ids: list[str], lane: Any = None
+        self,
+        integration_id: str,
+        keys: list[str],
+        job_ids: list[str],
+        lane: Any = None,
+        prevs: Any = None,
     ) -> AsyncIterator[tuple[_Txn, dict[str, Any], set[str]]]:
         self.held += len(keys)
         self.peak = max(self.peak, self.held)

@@ -85,6 +85,8 @@ class DispatcherBase:
         #: order, and the task that writes them and then hands them to their lanes.
         self._registering: asyncio.Queue[list[_Work]] = asyncio.Queue()
         self._registrar: asyncio.Task[None] | None = None
+        #: When this dispatcher last deleted old rows of the settled list (monotonic; 0: never).
+        self._settled_purged_at = 0.0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._busy: dict[TP, int] = defaultdict(int)  # started, outputs not yet acknowledged
         self._stop = asyncio.Event()

@@ -25,7 +25,7 @@ from pim_hub.services.dispatcher.core.guard import (
     parse_version,
 )
 from pim_hub.services.dispatcher.core.throttle import is_throttled
-from pim_hub.services.dispatcher.guard_store import Recording
+from pim_hub.services.dispatcher.guard_store import SETTLED_RETENTION_S, Recording
 from pim_hub.services.dispatcher.lane import _Lane
 from pim_hub.services.dispatcher.work import (
     RECORD_ATTEMPTS,
@@ -129,14 +129,22 @@ class DeliveryMixin(DispatcherBase):
         job_ids = [w.job.job_id for w in batch]
         hold_s = self.options.order_hold_s
         order = (self.priority, hold_s) if hold_s > 0 else None
+        prevs = [w.prev[0] for w in batch if w.prev is not None] if order else None
         async with (
             self._guard_free,
-            self._guard.reading(b.integration.id, keys, job_ids, order) as (txn, stored, delivered),
+            self._guard.reading(b.integration.id, keys, job_ids, order, prevs) as (
+                txn,
+                stored,
+                delivered,
+            ),
         ):
             send: list[tuple[int, Job, GuardDecision]] = []
             older = txn.pending_older
             for i, w in enumerate(batch):
                 m = w.job.mutation
+                if prevs and w.prev is not None and self._before_prev(w, txn.settled, hold_s):
+                    held[i] = "order"  # the job it must not overtake has not finished
+                    continue
                 if older and m.entity_key in older:
                     mine = parse_version(m.version)
                     if mine is not None and older[m.entity_key] < mine:
@@ -286,6 +294,42 @@ class DeliveryMixin(DispatcherBase):
                         if i not in held
                     ]
                 )
+
+    def _before_prev(self, w: _Work, settled: set[str], hold_s: float) -> bool:
+        """Whether `w` must still wait for the job it names (per-entity order across lanes).
+
+        It waits while that job has not finished, for at most `hold_s` from its first wait:
+        a predecessor that never comes (a lane without a dispatcher, a record lost to
+        retention) delays its entity by that much, then `w` goes on and the version guard
+        keeps an older value from overwriting it when the older job arrives.
+        """
+        assert w.prev is not None
+        prev_id, made_ms = w.prev
+        if prev_id in settled:
+            return False
+        if made_ms < (time.time() - SETTLED_RETENTION_S) * 1000:
+            return False  # made before the settled list's retention: long finished
+        now = clock()
+        if w.order_since is None:
+            w.order_since = now
+        if now - w.order_since < hold_s:
+            return True
+        logger.warning(
+            "a job no longer waits for the older job of its entity it names: that one did"
+            " not finish within the order hold",
+            extra={
+                "integration": w.job.integration_id,
+                "entity_key": w.job.mutation.entity_key,
+                "job_id": w.job.job_id,
+                "waited_for": prev_id,
+                "order_hold_s": hold_s,
+            },
+        )
+        metrics.DISPATCH_ORDER_GIVEN_UP.labels(
+            self.driver_key, w.job.integration_id, self.priority
+        ).inc()
+        w.prev = None  # said once; a retry of this job does not wait again
+        return False
 
     async def _record_apart(self, integration_id: str, recording: dict[int, Recording]) -> set[int]:
         """Record deliveries one transaction each (their batch's failed); which succeeded."""

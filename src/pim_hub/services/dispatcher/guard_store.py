@@ -62,6 +62,21 @@ SELECT k.key, {pending_key}, p.version, NULL, NULL
  WHERE p.version IS NOT NULL
 """)
 
+#: Which of the jobs named by a batch's jobs as the one they must not overtake have finished
+#: (per-entity order across lanes for jobs not read yet; a job delivered before the settled
+#: list existed counts too).
+READ_SETTLED = sql.SQL("""
+UNION ALL
+SELECT NULL, {settled_key}, NULL, s.job_id, NULL
+  FROM jsonb_array_elements_text({prevs}::jsonb) AS k(key),
+       LATERAL (SELECT job_id FROM dispatch_settled
+                 WHERE integration_id = {i} AND job_id = k.key
+                UNION ALL
+                SELECT job_id FROM delivered_jobs
+                 WHERE integration_id = {i} AND job_id = k.key
+                LIMIT 1) AS s
+""")
+
 #: Jobs read and not finished, by the dispatcher that read them (a job read again rewrites
 #: its row).
 REGISTER = sql.SQL("""
@@ -72,15 +87,33 @@ ON CONFLICT (integration_id, entity_key, job_id) DO UPDATE SET
     priority = EXCLUDED.priority, registered_at = now()
 """)
 
-#: Finished jobs leave the pending list (with the COMMIT of their guard transaction).
+#: Finished jobs leave the pending list and join the settled one (with the COMMIT of their
+#: guard transaction).
 SETTLE = sql.SQL("""
+WITH settled AS (
+    INSERT INTO dispatch_settled (integration_id, job_id)
+    SELECT {i}, u.j FROM jsonb_to_recordset({rows}::jsonb) AS u(e text, j text)
+    ON CONFLICT DO NOTHING
+)
 DELETE FROM dispatch_pending AS d
  USING jsonb_to_recordset({rows}::jsonb) AS u(e text, j text)
  WHERE d.integration_id = {i} AND d.entity_key = u.e AND d.job_id = u.j
 """)
 
+#: Settled jobs older than the retention (a job naming one of them is not held: see
+#: `SETTLED_RETENTION_S`).
+PURGE_SETTLED = sql.SQL(
+    "DELETE FROM dispatch_settled WHERE settled_at < now() - make_interval(secs => {keep})"
+)
+
+#: How long the settled list keeps a job. A job naming a job made longer ago than this is
+#: not held (its predecessor finished, or was given up, long before).
+SETTLED_RETENTION_S = 7 * 24 * 3600.0
+
 #: The field key under which the read reports an entity's oldest job pending in another lane.
 PENDING_FIELD = "@pending|||"
+#: The field key under which the read reports a named predecessor job that has finished.
+SETTLED_FIELD = "@settled|||"
 
 #: Delivered jobs and their versions (each naming the mutation that delivered it: a replay of
 #: the same mutation under a new job id is recognised), in one statement. A version only moves forward, except
@@ -167,33 +200,44 @@ class GuardTransaction:
         self.lists: dict[str, tuple[Delivered, list[str]]] = {}  # its '@fields|||' row
         #: entity key -> version of its oldest job pending under another priority.
         self.pending_older: dict[str, datetime] = {}
+        #: Of the predecessor jobs asked about, those that have finished.
+        self.settled: set[str] = set()
 
     def read_statement(
-        self, entity_keys: list[str], job_ids: list[str], lane: tuple[str, float] | None = None
+        self,
+        entity_keys: list[str],
+        job_ids: list[str],
+        lane: tuple[str, float] | None = None,
+        prevs: list[str] | None = None,
     ) -> sql.Composed:
         """The read of `read()`, to send along with other statements.
 
         `lane`: (this dispatcher's priority, hold limit in seconds) to read, too, the oldest
-        job of each entity pending under another priority (`pending_older`).
+        job of each entity pending under another priority (`pending_older`). `prevs`: jobs
+        named as predecessors, to learn which have finished (`settled`).
         """
         entities = _literal(_json(entity_keys))
-        read = READ.format(
-            i=_literal(self.integration_id), entities=entities, jobs=_literal(_json(job_ids))
-        )
-        if lane is None:
-            return read
-        return sql.Composed(
-            [
-                read,
+        i = _literal(self.integration_id)
+        parts: list[sql.Composable] = [
+            READ.format(i=i, entities=entities, jobs=_literal(_json(job_ids)))
+        ]
+        if lane is not None:
+            parts.append(
                 READ_PENDING.format(
-                    i=_literal(self.integration_id),
+                    i=i,
                     entities=entities,
                     pending_key=_literal(PENDING_FIELD),
                     priority=_literal(lane[0]),
                     hold=sql.Literal(float(lane[1])),
-                ),
-            ]
-        )
+                )
+            )
+        if prevs:
+            parts.append(
+                READ_SETTLED.format(
+                    i=i, prevs=_literal(_json(prevs)), settled_key=_literal(SETTLED_FIELD)
+                )
+            )
+        return sql.Composed(parts)
 
     async def read(
         self, entity_keys: list[str], job_ids: list[str]
@@ -218,7 +262,9 @@ class GuardTransaction:
         delivered: set[str] = set()
         found: list[tuple[str, Delivered, list[str]]] = []
         for ekey, fkey, version, job_id, covers in rows:
-            if ekey is None:
+            if fkey == SETTLED_FIELD:
+                self.settled.add(str(job_id))
+            elif ekey is None:
                 delivered.add(str(job_id))
             elif fkey == PENDING_FIELD:
                 self.pending_older[ekey] = version
@@ -350,6 +396,11 @@ class GuardStore:
         async with self.pool.connection() as conn:
             await conn.execute(REGISTER.format(rows=_literal(_json(list(jobs)))))
 
+    async def purge_settled(self, keep_s: float = SETTLED_RETENTION_S) -> None:
+        """Forget settled jobs older than `keep_s`."""
+        async with self.pool.connection() as conn:
+            await conn.execute(PURGE_SETTLED.format(keep=sql.Literal(float(keep_s))))
+
     @asynccontextmanager
     async def reading(
         self,
@@ -357,13 +408,16 @@ class GuardStore:
         entity_keys: list[str],
         job_ids: list[str],
         lane: tuple[str, float] | None = None,
+        prevs: list[str] | None = None,
     ) -> AsyncIterator[tuple[GuardTransaction, dict[str, dict[str, Delivered]], set[str]]]:
         """`locked()` then `read()` in one round trip: (transaction, versions, delivered jobs).
 
         `lane`: (priority, hold limit in seconds) to read the jobs of the same entities
-        pending under other priorities too (`GuardTransaction.pending_older`).
+        pending under other priorities too (`GuardTransaction.pending_older`). `prevs`: the
+        predecessor jobs named by the batch's jobs, to learn which have finished
+        (`GuardTransaction.settled`).
         """
-        async with self._transaction(integration_id, entity_keys, job_ids, lane) as opened:
+        async with self._transaction(integration_id, entity_keys, job_ids, lane, prevs) as opened:
             yield opened
 
     @asynccontextmanager
@@ -373,6 +427,7 @@ class GuardStore:
         entity_keys: list[str],
         job_ids: list[str] | None,
         lane: tuple[str, float] | None = None,
+        prevs: list[str] | None = None,
     ) -> AsyncIterator[tuple[GuardTransaction, dict[str, dict[str, Delivered]], set[str]]]:
         ids = sorted({lock_id(integration_id, k) for k in entity_keys})
         async with self.pool.connection() as conn:
@@ -382,7 +437,7 @@ class GuardStore:
                 first.append(ASYNC_COMMIT)
             first.append(LOCK.format(ids=_literal(_json([str(k) for k in ids]))))
             if job_ids is not None:
-                first.append(txn.read_statement(entity_keys, job_ids, lane))
+                first.append(txn.read_statement(entity_keys, job_ids, lane, prevs))
             try:
                 cur = await conn.execute(sql.SQL("; ").join(first))
                 stored: dict[str, dict[str, Delivered]] = {}

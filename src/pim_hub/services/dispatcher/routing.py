@@ -8,6 +8,7 @@ import time
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from pim_hub.runtime import metrics, tracing
+from pim_hub.schemas import ordering
 from pim_hub.schemas.errors import SchemaError
 from pim_hub.schemas.events import Job
 from pim_hub.services.dispatcher.acks import _Acks
@@ -18,6 +19,7 @@ from pim_hub.services.dispatcher.core.guard import (
 from pim_hub.services.dispatcher.lane import _Lane
 from pim_hub.services.dispatcher.work import (
     PARKED,
+    PURGE_SETTLED_EVERY_S,
     TP,
     _offset,
     _tp,
@@ -97,7 +99,10 @@ class RoutingMixin(DispatcherBase):
             part.take(offset, size)
             total += size
             work = _Work(tp, offset, msg.key(), job)
-            work.trace = tracing.carrier(msg.headers()) or None
+            headers = msg.headers()
+            if headers:
+                work.trace = tracing.carrier(headers) or None
+                work.prev = ordering.prev_job(headers)
             routed.append(work)
         if total > self.stats.peak_buffered_bytes:
             self.stats.peak_buffered_bytes = total
@@ -203,3 +208,13 @@ class RoutingMixin(DispatcherBase):
                 "could not register pending jobs; order across lanes not kept for them",
                 extra={"error": f"{type(exc).__name__}: {exc}", "jobs": len(rows)},
             )
+        now = time.monotonic()
+        if now - self._settled_purged_at >= PURGE_SETTLED_EVERY_S:
+            self._settled_purged_at = now
+            try:
+                await self._guard.purge_settled()
+            except Exception as exc:
+                logger.warning(
+                    "could not delete old rows of the settled list; tried again later",
+                    extra={"error": f"{type(exc).__name__}: {exc}"},
+                )

@@ -29,6 +29,9 @@ RECORD_ATTEMPTS = 12
 #: spent): read back when the circuit closes, or when due.
 PARKED = "parked: the integration's circuit was open"
 
+#: How often a dispatcher deletes old rows of the settled list (dispatch_settled).
+PURGE_SETTLED_EVERY_S = 600.0
+
 #: How long librdkafka waits before fetching again for a partition whose prefetch queue was
 #: full (see `Dispatcher.run`).
 FETCH_QUEUE_BACKOFF_MS = 10
@@ -59,7 +62,7 @@ class _Work:
     (the collector walks them all on each full collection).
     """
 
-    __slots__ = ("chain", "job", "key", "offset", "state", "tp", "trace")
+    __slots__ = ("chain", "job", "key", "offset", "order_since", "prev", "state", "tp", "trace")
 
     def __init__(self, tp: TP, offset: int, key: bytes | None, job: Job) -> None:
         self.tp = tp
@@ -71,6 +74,10 @@ class _Work:
         #: The record's trace headers (`runtime.tracing`): passed on to its retry, dead
         #: letter and status, and the parent of its delivery's span.
         self.trace: tracing.TraceHeaders | None = None
+        #: (id, epoch ms made) of the job of its entity and integration it must not overtake
+        #: (record header pimhub.prev-job), and since when it waits for it (monotonic).
+        self.prev: tuple[str, int] | None = None
+        self.order_since: float | None = None
 
 
 @dataclass

@@ -26,13 +26,15 @@ from pim_hub.runtime import health, metrics, tracing
 from pim_hub.runtime.kafka import DeliveryFailed, Headers, faust_broker_options, make_producer
 from pim_hub.runtime.logread import ephemeral_consumer, log_bounds
 from pim_hub.runtime.settings import Settings
-from pim_hub.schemas import topics
+from pim_hub.schemas import ordering, topics
 from pim_hub.schemas.errors import SchemaError
 from pim_hub.schemas.serde import Serde
+from pim_hub.services.mutator.core.fanout import previous_jobs
 from pim_hub.services.mutator.faust_patches import ResumeSafeConsumer
 from pim_hub.services.mutator.precedence import Precedence
 from pim_hub.services.mutator.processing import (
     SnapshotProcessor,
+    chain,
     encode_mutation,
     load_fanout,
     set_aside_record,
@@ -363,13 +365,21 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
         # Later snapshots of an entity in this batch see the state the earlier ones left.
         overlay: dict[str, dict[str, Any] | None] = {}
 
+        # The state the processor last read, so that the mutation's chain is read from it
+        # without decoding the stored state twice.
+        last_read: list[Any] = [None, None]
+
         def stored_for(
             key: str, overlay: dict[str, dict[str, Any] | None] = overlay
         ) -> dict[str, Any] | None:
             if key in overlay:
                 return overlay[key]
+            if last_read[0] == key:
+                return last_read[1]  # type: ignore[no-any-return]
             raw = state.get(key.encode())
-            return orjson.loads(raw) if raw else None
+            value = orjson.loads(raw) if raw else None
+            last_read[0], last_read[1] = key, value
+            return value
 
         outcomes = []
         counts: dict[tuple[str, str], int] = {}
@@ -407,6 +417,7 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                     *set_aside_record(outcome.invalid, settings.kafka.message_max_bytes),
                 )
                 continue
+            chained = chain(outcome, stored_for)
             if outcome.new_state is not None:
                 overlay[outcome.entity_key] = outcome.new_state
             if encoded is not None:
@@ -416,6 +427,8 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                     msg.headers,
                     {"entity_key": outcome.entity_key, "outcome": outcome.kind},
                 ) as trace_headers:
+                    if chained is not None:
+                        trace_headers = [*(trace_headers or ()), chained]
                     mutate_out.send(
                         topics.MUTATIONS,
                         encoded,
@@ -493,7 +506,11 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                 )
                 metrics.FANOUT_UNDECODABLE.inc()
                 continue
-            for priority, key, job in fanout.jobs_for(mutation, targets):
+            jobs = fanout.jobs_for(mutation, targets)
+            # The jobs of the entity's previous mutation: each job names its own, so that a
+            # dispatcher of another lane does not let it overtake that one.
+            before = previous_jobs(ordering.prev_mutation(msg.headers), targets) if jobs else {}
+            for priority, key, job in jobs:
                 topic_name = topics.job_topic(priority)
                 metrics.FANOUT_JOBS.labels(job["integration_id"], job["driver"], priority).inc()
                 # The mutation's bytes go into the job as read: no second encoding of it.
@@ -508,6 +525,12 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                         "integration": job["integration_id"],
                     },
                 ) as trace_headers:
+                    prev = before.get(job["integration_id"])
+                    if prev is not None:
+                        trace_headers = [
+                            *(trace_headers or ()),
+                            (ordering.PREV_JOB, ordering.prev_job_value(*prev)),
+                        ]
                     fanout_out.send(topic_name, value, key.encode(), headers=trace_headers or None)
         await fanout_out.acknowledged()
 

@@ -13,7 +13,7 @@ import orjson
 from pim_hub.registry.model import IntegrationTarget
 from pim_hub.registry.priority import DEFAULT_LEVELS, PriorityRules
 from pim_hub.registry.queue_map import QueueMap, queue_map_from_settings
-from pim_hub.schemas import topics
+from pim_hub.schemas import ordering, topics
 from pim_hub.schemas.entities import entity_key as payload_entity_key
 from pim_hub.schemas.errors import DeltaWithoutBase, InvalidSnapshot, PermanentError, SchemaError
 from pim_hub.schemas.limits import LimitExceeded, check_code, check_json_text
@@ -22,6 +22,7 @@ from pim_hub.schemas.serde import Serde
 from pim_hub.schemas.versions import DEFAULT_MAX_FUTURE_S, check_version
 from pim_hub.services.mutator.core import diffing
 from pim_hub.services.mutator.core.fanout import job_key, plan_jobs, plan_priorities
+from pim_hub.services.mutator.core.normalise import CHAIN_KEY
 from pim_hub.services.mutator.sources import decide_with_sources
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,34 @@ class Outcome:
     mutation: dict[str, Any] | None = None
     new_state: dict[str, Any] | None = None
     invalid: Invalid | None = None
+
+
+def chain(
+    outcome: Outcome, stored_for: Callable[[str], dict[str, Any] | None]
+) -> tuple[str, bytes] | None:
+    """Keep the entity's mutation chain in its new state; for a mutation, the header naming
+    the entity's previous one (None for its first, or for anything else).
+
+    `stored_for` gives the state before this outcome. The new state remembers the last
+    mutation (its id and when it was made) so that the next one can name it: fan-out turns
+    that into the job its job must not overtake in another lane (pim_hub.schemas.ordering).
+    A state without a mutation keeps the link it had.
+    """
+    new_state = outcome.new_state
+    mutation = outcome.mutation
+    if new_state is None and mutation is None:
+        return None
+    previous = stored_for(outcome.entity_key)
+    link = previous.get(CHAIN_KEY) if previous is not None else None
+    if mutation is None:
+        if link is not None and new_state is not None:
+            new_state.setdefault(CHAIN_KEY, link)
+        return None
+    if new_state is not None:
+        new_state[CHAIN_KEY] = [mutation["mutation_id"], ordering.epoch_ms(mutation["created_at"])]
+    if not isinstance(link, list) or len(link) != 2:
+        return None
+    return ordering.PREV_MUTATION, ordering.prev_mutation_value(str(link[0]), int(link[1]))
 
 
 @dataclass

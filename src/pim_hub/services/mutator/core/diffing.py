@@ -15,6 +15,7 @@ from pim_hub.schemas.entities import ENTITY_TYPES
 from pim_hub.schemas.errors import InvalidSnapshot
 from pim_hub.schemas.versions import compare_versions, parse_version
 from pim_hub.services.mutator.core.normalise import (
+    CHAIN_KEY,
     CMP_KEY,
     SET_VALUE_TYPES,
     SRC_KEY,
@@ -317,6 +318,10 @@ def decide_state(
     if order == -1:
         # An older snapshot delivered late: the stored state already reflects something newer.
         return nothing("stale")
+    if stored is not None and CHAIN_KEY in stored and CHAIN_KEY not in current:
+        # The chain is bookkeeping, not content: carried over, an unchanged state still
+        # compares equal to the stored one (a duplicate writes nothing).
+        current = {**current, CHAIN_KEY: stored[CHAIN_KEY]}
     if version is None and stored_version is not None:
         # Without a version we cannot order this snapshot, but we must not lose the guard.
         current = {**current, VERSION_KEY: stored_version}

@@ -92,3 +92,25 @@ def plan_jobs(
 def job_key(integration_id: str, entity_key: str) -> str:
     """Kafka key of a job: one entity keeps its order per integration."""
     return f"{integration_id}|{entity_key}"
+
+
+def previous_jobs(
+    prev_mutation: tuple[str, int] | None, integrations: Iterable[IntegrationTarget]
+) -> dict[str, tuple[str, int]]:
+    """Integration id -> (job id, epoch ms made) of the job each job of a mutation must not
+    overtake.
+
+    `prev_mutation`: (id, created_at in epoch ms) of the entity's previous mutation, as the
+    mutator names it. Every mutation of an entity type goes to every integration taking that
+    type, so that mutation made the job `job_id(prev, integration)`, unless the integration
+    was written since (added, enabled, its entity types changed): then no job is named, as it
+    may never have existed (a dispatcher would wait for it for the whole order hold).
+    """
+    if prev_mutation is None:
+        return {}
+    mutation_id, made_ms = prev_mutation
+    return {
+        integ.integration_id: (job_id(mutation_id, integ.integration_id), made_ms)
+        for integ in integrations
+        if integ.active_since_ms is None or made_ms >= integ.active_since_ms
+    }

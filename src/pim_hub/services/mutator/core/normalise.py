@@ -39,6 +39,10 @@ TYPES_KEY: Final = "a"
 EXTRA_KEY: Final = "x"
 LINKED_KEY: Final = "l"
 DELETED_KEY: Final = "deleted"
+#: [id, created_at in epoch ms] of the entity's last mutation: the next one names it, so that
+#: its jobs cannot overtake that one's in another priority lane (pim_hub.schemas.ordering).
+#: Never compared: set by the mutator's agent after each decision.
+CHAIN_KEY: Final = "m"
 
 #: pseudo-field used by diff/apply to carry attribute types; never part of a mutation.
 TYPES_FIELD: Final = "_attribute_types"
