@@ -6,9 +6,9 @@ comes from the local entity model in PostgreSQL when its projector has read the 
 mutation log (group `hub.projector.entities` without lag); otherwise from hub.mutations, read
 to its end, keeping the last state of each key. Resync jobs obey the version guard like live
 ones; their ids are new per run (see pim_hub.ops.replay.rerun_job_id). They go to the bulk
-lane (`low`) unless `priority` says otherwise: fan-out ranks a creation with a price as
-`immediate`, so a resync of a catalogue would otherwise fill the live lane (see
-pim_hub.ops.replay, "Lanes").
+lane (`low`) unless `priority` says otherwise: fan-out ranks a creation by its entity type
+(`normal` for products), so a resync of a catalogue would otherwise queue ahead of the live
+edits on that lane (see pim_hub.ops.replay, "Lanes").
 """
 
 from __future__ import annotations
