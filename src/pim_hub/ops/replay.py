@@ -553,8 +553,8 @@ def replay(
 
 
 __all__ = [
-    "EntityFilter",
     "KEEP_PRIORITY",
+    "EntityFilter",
     "OffsetsError",
     "Pacer",
     "ReplayError",
