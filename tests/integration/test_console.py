@@ -495,6 +495,7 @@ def test_replay_counts_before_it_sends_and_reports_progress(
     preview = console.post("/replay/preview", form)
     assert preview.status_code == 200, preview.text[:800]
     assert "<strong>3 job(s)</strong> would be sent" in preview.text
+    assert "priority: low for every job (fan-out would give normal 3)" in preview.text
     assert len(query(database_url, "SELECT 1 FROM deliveries WHERE integration_id = %s", iid)) == 3
     started = console.post("/replay/run", form, follow_redirects=False)
     assert started.status_code == 303

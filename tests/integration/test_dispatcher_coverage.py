@@ -68,10 +68,12 @@ def test_cli_lists_the_dispatchers_an_integration_needs(
         shown = runner.invoke(app, ["integrations", "show", integ], env=env)
         assert shown.exit_code == 0, shown.output
         doc: dict[str, Any] = json.loads(shown.stdout)
+        # Its live jobs reach two priorities; it needs low too, for its replays and resyncs.
         assert doc["priorities"] == ["immediate", "normal"]
         assert [d["command"] for d in doc["dispatchers"]] == [
             "hub dispatcher --driver webhook_test --priority immediate",
             "hub dispatcher --driver webhook_test --priority normal",
+            "hub dispatcher --driver webhook_test --priority low",
         ]
         assert all(d["state"] != "unknown" for d in doc["dispatchers"])
 
@@ -81,6 +83,7 @@ def test_cli_lists_the_dispatchers_an_integration_needs(
         assert {(r["driver"], r["priority"]) for r in rows} == {
             ("webhook_test", "immediate"),
             ("webhook_test", "normal"),
+            ("webhook_test", "low"),
         }
         for row in rows:
             assert row["group"] == f"hub.dispatch.webhook_test.{row['priority']}"

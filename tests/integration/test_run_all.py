@@ -69,7 +69,12 @@ def test_hub_run_starts_the_needed_dispatchers_and_stops_everything(
         ),
     )
     expected = _expected(database_url)
-    assert {"dispatcher-webhook_test-immediate", "dispatcher-webhook_test-normal"} <= expected
+    # Products alone reach immediate and normal live; low is for its replays and resyncs.
+    assert {
+        "dispatcher-webhook_test-immediate",
+        "dispatcher-webhook_test-normal",
+        "dispatcher-webhook_test-low",
+    } <= expected
     # The mutator, enricher and deliveries projector of the session run already: this one
     # runs the entity projector and the dispatchers.
     svc = supervisor.start(

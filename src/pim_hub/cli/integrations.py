@@ -201,8 +201,8 @@ def list_(
 
 @registry_app.command("show")
 def show(integration_id: str) -> None:
-    """One integration as JSON (secrets masked), with the priorities its jobs can go to and
-    the dispatchers it needs; with HUB_KAFKA_BOOTSTRAP set, whether each is running; and
+    """One integration as JSON (secrets masked), with the priorities its live jobs can go to
+    and the dispatchers it needs (low too, for replays and resyncs); with HUB_KAFKA_BOOTSTRAP set, whether each is running; and
     its circuits: each dispatcher process's circuit breaker (closed, open, half_open; since
     when; last and next probe) and concurrency limit (lowered while the target throttles)."""
     from pim_hub.ops.circuits import circuits
@@ -255,7 +255,8 @@ def dispatchers(
     ] = False,
 ) -> None:
     """The dispatchers the enabled integrations need (one per driver and priority their jobs
-    can reach) and, with HUB_KAFKA_BOOTSTRAP set, whether each consumes its topic.
+    can reach, and low for replays and resyncs) and, with HUB_KAFKA_BOOTSTRAP set, whether
+    each consumes its topic.
 
     States: running (caught up), behind (lagging), not started (never consumed, nothing
     waits), missing (never consumed while jobs wait on its topic), unknown (no broker).

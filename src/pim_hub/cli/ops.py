@@ -104,6 +104,22 @@ def _filter(entity_type: list[str] | None, key: str | None) -> Any:
     return EntityFilter(frozenset(entity_type) if entity_type else None, key)
 
 
+#: `--priority`'s default: pim_hub.ops.dispatchers.BULK_PRIORITY (not imported: the CLI starts
+#: without loading the ops modules; a unit test keeps the two equal).
+BULK_PRIORITY = "low"
+
+_PRIORITY_HELP = (
+    "the priority (lane) of every job: low (default), which keeps the bulk of a {what} off the"
+    " live lanes; keep: the priority fan-out gives each job, as live; or a priority of the"
+    " queue map"
+)
+
+
+def _lanes(priority: str) -> str:
+    """For progress labels: where the jobs go."""
+    return "fan-out's priorities" if priority == "keep" else priority
+
+
 def replay(
     integration: Annotated[
         list[str] | None,
@@ -138,6 +154,9 @@ def replay(
     rate: Annotated[
         float, typer.Option(help="at most this many jobs per second (0: no limit)")
     ] = 0.0,
+    priority: Annotated[
+        str, typer.Option("--priority", help=_PRIORITY_HELP.format(what="replay"))
+    ] = BULK_PRIORITY,
     run_id: Annotated[
         str | None, typer.Option(help="repeat an interrupted run with the same job ids")
     ] = None,
@@ -164,10 +183,12 @@ def replay(
         dry_run=dry_run,
         rate=rate,
         run_id=run_id,
+        priority=priority,
     )
     settings = _ready()
+    label = f"reading hub.mutations (jobs on {_lanes(priority)})"
     try:
-        with _progress("reading hub.mutations", progress and not as_json) as bar:
+        with _progress(label, progress and not as_json) as bar:
             report = run_replay(settings, options, bar)
     except ReadStalled as exc:  # the broker stopped answering: a runtime failure
         raise _fail(str(exc), 1) from exc
@@ -202,6 +223,9 @@ def resync(
     rate: Annotated[
         float, typer.Option(help="at most this many jobs per second (0: no limit)")
     ] = 0.0,
+    priority: Annotated[
+        str, typer.Option("--priority", help=_PRIORITY_HELP.format(what="resync"))
+    ] = BULK_PRIORITY,
     run_id: Annotated[str | None, typer.Option(help="repeat an interrupted run")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable report")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -218,7 +242,8 @@ def resync(
     flt = _filter(entity_type, key)
     settings = _ready()
     try:
-        with _progress(f"resync to {integration}", progress and not as_json) as bar:
+        label = f"resync to {integration} (jobs on {_lanes(priority)})"
+        with _progress(label, progress and not as_json) as bar:
             report = run_resync(
                 settings,
                 integration,
@@ -228,6 +253,7 @@ def resync(
                 rate=rate,
                 run_id=run_id,
                 progress=bar,
+                priority=priority,
             )
     except ReadStalled as exc:  # the broker stopped answering: a runtime failure
         raise _fail(str(exc), 1) from exc

@@ -7,6 +7,10 @@ anywhere. `needed_dispatchers` derives the needs from the integrations and the q
 (no broker); `coverage` asks the broker whether each needed group has ever consumed its topic
 and how many records wait for it. `hub integrations show|dispatchers` print both, and the lag
 exporter serves them as `pimhub_dispatcher_uncovered_messages`.
+
+Every enabled integration also needs a dispatcher on the bulk lane (`BULK_PRIORITY`, `low`),
+whatever its live jobs reach: `hub replay` and `hub resync` put their jobs there by default, so
+that a replay or a resync does not queue ahead of live price and stock changes on `immediate`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from pim_hub.registry.model import Integration
 from pim_hub.registry.priority import PriorityRules
 from pim_hub.registry.queue_map import QueueMap
 from pim_hub.schemas.entities import ENTITY_TYPES
+
+#: The lane `hub replay` and `hub resync` publish to unless told otherwise (`--priority`).
+BULK_PRIORITY = "low"
 
 #: Entity types whose changes carry attribute values: attribute and price rules apply to them.
 VALUE_ENTITY_TYPES = frozenset({"product", "product_model"})
@@ -95,12 +102,20 @@ def integration_priorities(integ: Integration, queue_map: QueueMap) -> list[str]
 def needed_dispatchers(
     integrations: Iterable[Integration], queue_map: QueueMap, include_disabled: bool = False
 ) -> list[DispatcherNeed]:
-    """The dispatcher groups the integrations need, by driver and priority."""
+    """The dispatcher groups the integrations need, by driver and priority.
+
+    Besides the priorities an integration's live jobs can reach, the bulk lane (when the queue
+    map has it): a replay or resync sends there by default, and without a dispatcher its jobs
+    would wait unseen.
+    """
     users: dict[tuple[str, str], list[str]] = {}
     for integ in integrations:
         if not integ.enabled and not include_disabled:
             continue
-        for priority in integration_priorities(integ, queue_map):
+        priorities = integration_priorities(integ, queue_map)
+        if BULK_PRIORITY in queue_map.levels and BULK_PRIORITY not in priorities:
+            priorities.append(BULK_PRIORITY)
+        for priority in priorities:
             users.setdefault((integ.driver, priority), []).append(integ.id)
     return [
         DispatcherNeed(driver, priority, queue_map.topic(priority), tuple(sorted(ids)))

@@ -7,6 +7,14 @@ run, and the same again when a run is repeated with the same `--run-id` (so a re
 interrupted can be run again without doubling what was already delivered).
 
 The reader assigns partitions itself and never commits, so no production group moves.
+
+Lanes. By default every replay and resync job goes to the bulk lane (`low`, see
+pim_hub.ops.dispatchers.BULK_PRIORITY), whatever priority fan-out would give it: a replay
+after an incident can be millions of jobs, and on `immediate` (where fan-out puts prices,
+stock and deletions) they would queue ahead of the live changes that lane exists for.
+`--priority keep` keeps fan-out's priorities, `--priority NAME` uses another level of the
+queue map. The job record's `priority` names the lane it is published to, because a
+dispatcher delivers only the jobs of its own priority (and retries and redrives follow it).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any, Literal, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
+from pim_hub.ops.dispatchers import BULK_PRIORITY
 from pim_hub.registry.model import IntegrationTarget
 from pim_hub.runtime.kafka import Headers, make_producer
 from pim_hub.runtime.logread import (
@@ -54,8 +63,33 @@ Mode = Literal["guarded", "force"]
 JOB_MODES: dict[str, str] = {"guarded": "replay-guarded", "force": "replay-force"}
 
 
+#: `--priority keep`: each job on the lane fan-out gives it, as live jobs.
+KEEP_PRIORITY = "keep"
+
+
 class ReplayError(PermanentError):
     """A replay that cannot run as asked."""
+
+
+def resolve_priority(choice: str, levels: Mapping[str, int]) -> str | None:
+    """The lane every job of a replay or resync goes to; None: fan-out's (`keep`).
+
+    Raises:
+        ReplayError: a name the queue map does not define (checked before any work).
+    """
+    if choice == KEEP_PRIORITY:
+        return None
+    if choice in levels:
+        return choice
+    known = ", ".join(sorted(levels, key=lambda name: levels[name]))
+    if choice == BULK_PRIORITY:
+        raise ReplayError(
+            f"the queue map (HUB_QUEUE_MAP_FILE) has no priority {BULK_PRIORITY!r}, where replays"
+            f" and resyncs go by default: pass --priority with one of {known}, or keep"
+        )
+    raise ReplayError(
+        f"--priority {choice!r}: not a priority of the queue map; use keep or {known}"
+    )
 
 
 def rerun_job_id(mutation_id: str, integration_id: str, run_id: str) -> str:
@@ -189,6 +223,33 @@ class RunReport:
     jobs: Counter[tuple[str, str]] = field(default_factory=Counter)  # (integration, priority)
     invalid: list[str] = field(default_factory=list)  # where and why, never payloads
     source: str = ""
+    #: the priority every job is published on; None: the one fan-out gives it (`keep`)
+    lane: str | None = None
+    #: jobs per priority fan-out gives them (what `keep` would publish on)
+    fanout: Counter[str] = field(default_factory=Counter)
+
+    def route(self, priority: str, job: dict[str, Any]) -> str:
+        """The priority a job fan-out put on `priority` is published on (its record too)."""
+        self.fanout[priority] += 1
+        if self.lane is None:
+            return priority
+        job["priority"] = self.lane  # a dispatcher delivers only its own priority's jobs
+        return self.lane
+
+    def plan(self, planned: Iterable[tuple[str, str]]) -> None:
+        """Count a dry run's (integration, fan-out priority) pairs on the lanes they would get."""
+        for integration, priority in planned:
+            self.fanout[priority] += 1
+            self.jobs[(integration, self.lane or priority)] += 1
+
+    def lane_line(self) -> str:
+        """Which lanes the jobs go to, and what fan-out would have given them."""
+        if self.lane is None:
+            return "  priority: as fan-out gives (--priority keep)"
+        given = ", ".join(f"{p} {n}" for p, n in sorted(self.fanout.items()))
+        return f"  priority: {self.lane} for every job" + (
+            f" (fan-out would give {given})" if given else ""
+        )
 
     @property
     def total_jobs(self) -> int:
@@ -202,6 +263,8 @@ class RunReport:
             "mode": self.mode,
             "dry_run": self.dry_run,
             "source": self.source,
+            "priority": self.lane or KEEP_PRIORITY,
+            "fanout_priorities": dict(sorted(self.fanout.items())),
             "read": self.read,
             "matched": self.matched,
             "jobs": [
@@ -217,13 +280,15 @@ class RunReport:
         verb = "would publish" if self.dry_run else "published"
         out = [
             f"run {self.run_id} ({self.mode}{', ' + self.source if self.source else ''}):"
-            f" {self.read} read, {self.matched} matched"
+            f" {self.read} read, {self.matched} matched",
+            self.lane_line(),
         ]
         if self.jobs:
             out.append(f"  {'integration':28} {'priority':10} {'jobs':>7}")
             for (integ, prio), n in sorted(self.jobs.items()):
                 out.append(f"  {integ:28} {prio:10} {n:>7}")
-        out.append(f"{verb} {self.total_jobs} job(s)" + (" (dry run)" if self.dry_run else ""))
+        on = f" on {self.lane}" if self.lane else ""
+        out.append(f"{verb} {self.total_jobs} job(s){on}" + (" (dry run)" if self.dry_run else ""))
         for line in self.invalid[:20]:
             out.append(f"  skipped: {line}")
         if len(self.invalid) > 20:
@@ -331,6 +396,8 @@ class ReplayOptions:
     dry_run: bool = False
     rate: float = 0.0
     run_id: str | None = None
+    #: a priority name for every job, or `keep` for fan-out's (resolve_priority)
+    priority: str = BULK_PRIORITY
 
 
 #: Mutation's first fields: mutation_id, entity_type, entity_key, operation; then changes.
@@ -377,15 +444,16 @@ def replay(
         raise ReplayError(f"unknown mode {options.mode!r}; use guarded or force")
     if options.since and options.until and options.since >= options.until:
         raise ReplayError("--since must be before --until")
+    queue_map = queue_map_from_settings(settings)
+    lane = resolve_priority(options.priority, queue_map.levels)
     chosen = list(targets) if targets is not None else load_targets(settings, options.integrations)
     if targets is not None:
         chosen = choose_targets(chosen, options.integrations)
     if not chosen:
         raise ReplayError("no enabled integration to replay to")
     job_mode = JOB_MODES[options.mode]
-    report = RunReport(options.run_id or new_run_id(), job_mode, options.dry_run)
+    report = RunReport(options.run_id or new_run_id(), job_mode, options.dry_run, lane=lane)
     serde = Serde(settings.registry_config())
-    queue_map = queue_map_from_settings(settings)
     fanout = fanout_for(queue_map, serde)
     since_ms = int(options.since.timestamp() * 1000) if options.since else None
     until_ms = int(options.until.timestamp() * 1000) if options.until else None
@@ -471,9 +539,10 @@ def replay(
                     if kind not in plans:
                         plans[kind] = fanout.priorities_for(mutation, chosen)
                     planned = plans[kind]
-                report.jobs.update(planned)
+                report.plan(planned)
                 continue
             for priority, job_key, job in fanout.jobs_for(mutation, chosen, mode=job_mode):
+                priority = report.route(priority, job)
                 report.jobs[(job["integration_id"], priority)] += 1
                 job["job_id"] = rerun_job_id(
                     mutation["mutation_id"], job["integration_id"], report.run_id
@@ -489,12 +558,18 @@ def replay(
         consumer.close()
     logger.info(
         "replay finished",
-        extra={"run_id": report.run_id, "jobs": report.total_jobs, "dry_run": options.dry_run},
+        extra={
+            "run_id": report.run_id,
+            "jobs": report.total_jobs,
+            "dry_run": options.dry_run,
+            "priority": options.priority,
+        },
     )
     return report
 
 
 __all__ = [
+    "KEEP_PRIORITY",
     "EntityFilter",
     "OffsetsError",
     "Pacer",
@@ -507,4 +582,5 @@ __all__ = [
     "plan_ranges",
     "replay",
     "rerun_job_id",
+    "resolve_priority",
 ]

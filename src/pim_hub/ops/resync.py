@@ -5,7 +5,10 @@ as a change (what the diff gives against nothing). Deleted entities are not sent
 comes from the local entity model in PostgreSQL when its projector has read the whole
 mutation log (group `hub.projector.entities` without lag); otherwise from hub.mutations, read
 to its end, keeping the last state of each key. Resync jobs obey the version guard like live
-ones; their ids are new per run (see pim_hub.ops.replay.rerun_job_id).
+ones; their ids are new per run (see pim_hub.ops.replay.rerun_job_id). They go to the bulk
+lane (`low`) unless `priority` says otherwise: fan-out ranks a creation by its entity type
+(`normal` for products), so a resync of a catalogue would otherwise queue ahead of the live
+edits on that lane (see pim_hub.ops.replay, "Lanes").
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Literal
 import orjson
 import psycopg
 
+from pim_hub.ops.dispatchers import BULK_PRIORITY
 from pim_hub.ops.offsets import describe_group
 from pim_hub.ops.replay import (
     EntityFilter,
@@ -30,6 +34,7 @@ from pim_hub.ops.replay import (
     load_targets,
     new_run_id,
     rerun_job_id,
+    resolve_priority,
 )
 from pim_hub.registry.model import IntegrationTarget
 from pim_hub.runtime.logread import (
@@ -191,18 +196,22 @@ def resync(
     run_id: str | None = None,
     progress: Progress | None = None,
     target: IntegrationTarget | None = None,
+    priority: str = BULK_PRIORITY,
 ) -> RunReport:
     """Publish one full-state job per live entity to one integration (or count them).
 
+    `priority`: the priority of every job, or `keep` for the one fan-out gives it.
+
     Raises:
-        ReplayError: unknown or disabled integration, jobs not acknowledged.
+        ReplayError: unknown or disabled integration, unknown priority, jobs not acknowledged.
     """
     from pim_hub.registry.queue_map import queue_map_from_settings
 
-    chosen = target or load_targets(settings, [integration])[0]
-    report = RunReport(run_id or new_run_id(), "resync", dry_run)
-    serde = Serde(settings.registry_config())
     queue_map = queue_map_from_settings(settings)
+    lane = resolve_priority(priority, queue_map.levels)
+    chosen = target or load_targets(settings, [integration])[0]
+    report = RunReport(run_id or new_run_id(), "resync", dry_run, lane=lane)
+    serde = Serde(settings.registry_config())
     fanout = fanout_for(queue_map, serde)
     if source == "auto":
         current, why = model_is_current(settings)
@@ -231,14 +240,15 @@ def resync(
             logger.error("entity not resynced", extra={"entity_key": entity.entity_key})
             continue
         report.matched += 1
-        for priority, job_key, job in fanout.jobs_for(mutation, [chosen], mode="resync"):
+        for fanned, job_key, job in fanout.jobs_for(mutation, [chosen], mode="resync"):
+            lane_of_job = report.route(fanned, job)
             job["job_id"] = rerun_job_id(
                 mutation["mutation_id"], chosen.integration_id, report.run_id
             )
-            report.jobs[(chosen.integration_id, priority)] += 1
+            report.jobs[(chosen.integration_id, lane_of_job)] += 1
             if publisher is not None:
                 pacer.wait()
-                publisher.publish(priority, job_key, job)
+                publisher.publish(lane_of_job, job_key, job)
     if publisher is not None:
         publisher.close()
     return report

@@ -84,7 +84,8 @@ def test_needs_group_integrations_by_driver_and_priority_and_skip_disabled() -> 
     assert [(n.driver, n.priority, n.integrations) for n in needs] == [
         ("webhook", "immediate", ("a", "b")),
         ("webhook", "normal", ("a",)),
-        ("webhook", "low", ("b",)),
+        # a's live jobs never reach low; its replays and resyncs go there by default.
+        ("webhook", "low", ("a", "b")),
     ]
     assert needs[0].topic == "hub.jobs.immediate"
     assert needs[0].command == "hub dispatcher --driver webhook --priority immediate"
