@@ -42,6 +42,9 @@ _JOBS = TopicContract(
     "Job",
     ("hub mutator --role fanout", "hub dispatcher (retries)", "hub replay", "hub dead redrive"),
     ("hub dispatcher --priority <p>",),
+    PRODUCER_GUARANTEES
+    + "; header pimhub.prev-job (`<job id> <epoch ms>`) names the job of the same entity and"
+    " integration this one must not overtake, whatever its lane (docs/delivery-semantics.md)",
 )
 
 CONTRACTS: dict[str, TopicContract] = {
@@ -88,6 +91,9 @@ CONTRACTS: dict[str, TopicContract] = {
         "Mutation",
         ("hub mutator --role mutate",),
         ("hub mutator --role fanout", "hub entities project", "hub replay"),
+        PRODUCER_GUARANTEES
+        + "; header pimhub.prev-mutation (`<mutation id> <epoch ms>`) names the entity's"
+        " previous mutation (docs/delivery-semantics.md)",
     ),
     **{topic: _JOBS for _, topic in topics.PRIORITIES.values()},
     topics.JOBS_DEAD: TopicContract(
