@@ -14,7 +14,6 @@ from typing import ClassVar
 
 import psycopg
 import pytest
-from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from pim_hub.cli.main import app
@@ -29,8 +28,11 @@ from tests.integration.test_dispatcher_helpers import (
     add_integration,
     catalogue_with,
     change,
+    enabled_integration,
     final_statuses,
     job_record,
+    lane_sample,
+    numbered_jobs,
     produce_jobs,
     status_watcher,
     version,
@@ -40,6 +42,9 @@ pytestmark = pytest.mark.integration
 
 # The low lane: these tests' jobs stay off hub.jobs.normal, which other tests read from its
 # start in one poll.
+
+#: Opens after three outages in a row, probes every 0.2 s to 1 s: a test's outage is seconds.
+QUICK = BreakerPolicy(threshold=3, probe_min_s=0.2, probe_max_s=1.0)
 
 
 class TargetDriver(RecordingDriver):
@@ -69,6 +74,12 @@ def target_driver(key: str) -> type[TargetDriver]:
     )
 
 
+def target_integration(database_url: str, key: str, unique: str) -> tuple[type[TargetDriver], str]:
+    """A fresh target driver (up) under `key` and the test's enabled integration of it."""
+    driver = target_driver(key)
+    return driver, enabled_integration(database_url, driver, unique)
+
+
 def circuit_rows(database_url: str, integration: str) -> list[tuple[str, str]]:
     """(state, process) of the integration's rows in dispatcher_circuits."""
     with psycopg.connect(database_url) as conn:
@@ -88,10 +99,15 @@ def wait_closed_row(database_url: str, integration: str) -> None:
 
 
 def circuit(driver: str, integration: str) -> float | None:
-    return REGISTRY.get_sample_value(
-        "pimhub_dispatcher_circuit_state",
-        {"driver": driver, "integration": integration, "priority": "low"},
-    )
+    return lane_sample("pimhub_dispatcher_circuit_state", driver, integration)
+
+
+def wait_open(driver: str, integration: str) -> bool:
+    """Wait up to 60 s for the integration's circuit to open; whether it did."""
+    deadline = time.monotonic() + 60
+    while circuit(driver, integration) != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return circuit(driver, integration) == 2
 
 
 @pytest.mark.parametrize("failure", ["refused", "503"])
@@ -102,23 +118,14 @@ def test_an_outage_pauses_the_integration_and_the_backlog_drains_on_return(
     failure: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    driver = target_driver(f"tgt{unique}")
-    integ = f"it-{unique}"
-    add_integration(database_url, catalogue_with(driver), integ, driver.key, {})
+    driver, integ = target_integration(database_url, f"tgt{unique}", unique)
     driver.down = failure
-    jobs = [
-        job_record(integ, driver.key, "low", f"product:{i}{unique}", [change("n", i)], version(i))
-        for i in range(30)
-    ]
+    jobs = numbered_jobs(integ, driver.key, unique, 30)
     watch = status_watcher(hub_settings, integ)
-    policy = BreakerPolicy(threshold=3, probe_min_s=0.2, probe_max_s=1.0)
     caplog.set_level(logging.WARNING, logger="pim_hub.services.dispatcher.app")
-    with dispatching(hub_settings, driver, "low", breaker=policy, max_attempts=2):
+    with dispatching(hub_settings, driver, "low", breaker=QUICK, max_attempts=2):
         produce_jobs(hub_settings, jobs)
-        deadline = time.monotonic() + 60
-        while circuit(driver.key, integ) != 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert circuit(driver.key, integ) == 2, "the circuit never opened"
+        assert wait_open(driver.key, integ), "the circuit never opened"
         opened = time.monotonic()
         time.sleep(4.0)  # longer than the retry tiers (1 s, 2 s) and max_attempts (2)
         # The row the dispatcher writes (what `hub integrations show` reads).
@@ -152,19 +159,14 @@ def test_an_outage_pauses_the_integration_and_the_backlog_drains_on_return(
 def test_a_job_the_target_rejects_does_not_open_the_circuit(
     hub_settings: Settings, database_url: str, unique: str
 ) -> None:
-    driver = target_driver(f"rej{unique}")
-    integ = f"it-{unique}"
-    add_integration(database_url, catalogue_with(driver), integ, driver.key, {})
-    keys = [f"product:{i}{unique}" for i in range(6)]
-    for key in keys[:5]:
-        driver.script[key] = [DeliveryResult.permanent("rejected", status=422, kind="http_422")]
-    jobs = [
-        job_record(integ, driver.key, "low", k, [change("n", i)], version(i))
-        for i, k in enumerate(keys)
-    ]
+    driver, integ = target_integration(database_url, f"rej{unique}", unique)
+    jobs = numbered_jobs(integ, driver.key, unique, 6)
+    for job in jobs[:5]:
+        driver.script[job["mutation"]["entity_key"]] = [
+            DeliveryResult.permanent("rejected", status=422, kind="http_422")
+        ]
     watch = status_watcher(hub_settings, integ)
-    policy = BreakerPolicy(threshold=3, probe_min_s=0.2, probe_max_s=1.0)
-    with dispatching(hub_settings, driver, "low", breaker=policy):
+    with dispatching(hub_settings, driver, "low", breaker=QUICK):
         produce_jobs(hub_settings, jobs)
         statuses = watch.wait(lambda s: len(s) >= 6, 60, "every job")
         assert circuit(driver.key, integ) == 0
@@ -175,29 +177,20 @@ def test_a_job_the_target_rejects_does_not_open_the_circuit(
 def test_an_outage_past_the_ceiling_sends_the_jobs_to_the_dead_letters(
     hub_settings: Settings, database_url: str, unique: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    driver = target_driver(f"ceil{unique}")
-    integ = f"it-{unique}"
-    add_integration(database_url, catalogue_with(driver), integ, driver.key, {})
+    driver, integ = target_integration(database_url, f"ceil{unique}", unique)
     driver.down = "refused"
-    jobs = [
-        job_record(integ, driver.key, "low", f"product:{i}{unique}", [change("n", i)], version(i))
-        for i in range(8)
-    ]
+    jobs = numbered_jobs(integ, driver.key, unique, 8)
     watch = status_watcher(hub_settings, integ)
     policy = BreakerPolicy(threshold=3, probe_min_s=0.2, probe_max_s=0.5, ceiling_s=3.0)
     caplog.set_level(logging.WARNING, logger="pim_hub.services.dispatcher.app")
-    labels = {"driver": driver.key, "integration": integ, "priority": "low"}
     with dispatching(hub_settings, driver, "low", breaker=policy, max_attempts=2):
         produce_jobs(hub_settings, jobs)
-        deadline = time.monotonic() + 60
-        while circuit(driver.key, integ) != 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert circuit(driver.key, integ) == 2, "the circuit never opened"
-        opened = REGISTRY.get_sample_value(
-            "pimhub_dispatcher_circuit_opened_timestamp_seconds", labels
+        assert wait_open(driver.key, integ), "the circuit never opened"
+        opened = lane_sample(
+            "pimhub_dispatcher_circuit_opened_timestamp_seconds", driver.key, integ
         )
         assert opened is not None and abs(opened - time.time()) < 30
-        ceiling = REGISTRY.get_sample_value("pimhub_dispatcher_outage_ceiling_seconds", labels)
+        ceiling = lane_sample("pimhub_dispatcher_outage_ceiling_seconds", driver.key, integ)
         assert ceiling == 3.0
         time.sleep(2.0)  # within the ceiling: held, nothing dead
         assert not [s for s in watch.snapshot() if s["status"] == "dead"]
@@ -215,20 +208,13 @@ def test_an_outage_past_the_ceiling_sends_the_jobs_to_the_dead_letters(
 def test_integrations_show_tells_each_dispatchers_circuit(
     hub_env: dict[str, str], hub_settings: Settings, database_url: str, unique: str
 ) -> None:
-    driver = target_driver(f"show{unique}")
-    integ = f"it-{unique}"
-    add_integration(database_url, catalogue_with(driver), integ, driver.key, {})
+    driver, integ = target_integration(database_url, f"show{unique}", unique)
     driver.down = "503"
-    jobs = [
-        job_record(integ, driver.key, "low", f"product:{i}{unique}", [change("n", i)], version(i))
-        for i in range(4)
-    ]
+    jobs = numbered_jobs(integ, driver.key, unique, 4)
     policy = BreakerPolicy(threshold=2, probe_min_s=0.5, probe_max_s=1.0)
     with dispatching(hub_settings, driver, "low", breaker=policy, max_in_flight=3):
         produce_jobs(hub_settings, jobs)
-        deadline = time.monotonic() + 60
-        while circuit(driver.key, integ) != 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_open(driver.key, integ)  # whether it opened: the rows shown below tell
         time.sleep(1.5)  # a probe or two
         shown = CliRunner().invoke(app, ["integrations", "show", integ], env=hub_env)
         driver.down = None
@@ -295,10 +281,7 @@ def test_jobs_of_an_open_circuit_do_not_keep_other_integrations_waiting(
         hub_settings, driver, "low", breaker=policy, max_attempts=2, max_buffered_bytes=30_000
     ) as [disp]:
         produce_jobs(hub_settings, jobs(down, n_down))
-        deadline = time.monotonic() + 60
-        while circuit(driver.key, down) != 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert circuit(driver.key, down) == 2, "the circuit never opened"
+        assert wait_open(driver.key, down), "the circuit never opened"
         # The other integration's jobs come after the backlog of the one that is down.
         produce_jobs(hub_settings, jobs(up, n_up))
         delivered_up = watch_up.wait(
@@ -306,10 +289,7 @@ def test_jobs_of_an_open_circuit_do_not_keep_other_integrations_waiting(
         )
         assert circuit(driver.key, down) == 2  # still down meanwhile
         assert disp.stats.parked > 0
-        parked = REGISTRY.get_sample_value(
-            "pimhub_dispatcher_held_total",
-            {"driver": driver.key, "integration": down, "priority": "low", "reason": "parked"},
-        )
+        parked = lane_sample("pimhub_dispatcher_held_total", driver.key, down, reason="parked")
         assert parked is not None and parked > 0
         driver.down_for = set()
         back = time.monotonic()

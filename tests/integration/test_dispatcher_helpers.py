@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from pim_hub.devstack.fixtures import change as change
@@ -115,6 +116,41 @@ def add_integration(
     """Create an enabled integration."""
     upsert_integration(
         url, catalogue, Integration(integration_id, integration_id, driver, True, config, None, {})
+    )
+
+
+def enabled_integration(
+    database_url: str, driver: type[Driver], unique: str, config: dict[str, Any] | None = None
+) -> str:
+    """The test's enabled integration `it-<unique>` of `driver`; its id."""
+    integration = f"it-{unique}"
+    add_integration(database_url, catalogue_with(driver), integration, driver.key, config or {})
+    return integration
+
+
+def numbered_jobs(
+    integration: str, driver: str, unique: str, n: int, entities: int | None = None
+) -> list[dict[str, Any]]:
+    """Jobs 0 to n-1 of one integration on the low lane (tests that read hub.jobs.normal from
+    its start never see them): job i sets `n` to i at version(i), on `product:<i><unique>`, or
+    on `product:<i % entities><unique>` when `entities` is given (each entity's in order)."""
+    return [
+        job_record(
+            integration,
+            driver,
+            "low",
+            f"product:{i % entities if entities else i}{unique}",
+            [change("n", i)],
+            version(i),
+        )
+        for i in range(n)
+    ]
+
+
+def lane_sample(name: str, driver: str, integration: str, **labels: str) -> float | None:
+    """A metric of one integration's low lane in this process's registry (None: not set)."""
+    return REGISTRY.get_sample_value(
+        name, {"driver": driver, "integration": integration, "priority": "low", **labels}
     )
 
 

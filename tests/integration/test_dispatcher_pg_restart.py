@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -24,11 +24,10 @@ from pim_hub.runtime import db
 from pim_hub.runtime.settings import Settings
 from tests.integration.test_dispatcher import _setup, dispatching
 from tests.integration.test_dispatcher_helpers import (
-    add_integration,
-    catalogue_with,
-    change,
+    RecordingDriver,
+    enabled_integration,
     final_statuses,
-    job_record,
+    numbered_jobs,
     produce_jobs,
     recording_driver,
     status_watcher,
@@ -37,18 +36,55 @@ from tests.integration.test_dispatcher_helpers import (
 
 pytestmark = pytest.mark.integration
 
+N, ENTITIES = 300, 60  # jobs, and the entities they take turns on
 
-def _assert_each_job_once_in_order(
-    driver: Any, jobs: list[dict[str, Any]], unique: str, n: int
+
+def _deliver_through(
+    settings: Settings,
+    hub_settings: Settings,
+    driver: type[RecordingDriver],
+    integ: str,
+    unique: str,
+    disruption: Callable[[], None],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Deliver N jobs two at a time with the dispatcher on `settings`' database; once delivery
+    is under way, run `disruption`. The jobs, and their statuses once every job is delivered."""
+    jobs = numbered_jobs(integ, driver.key, unique, N, entities=ENTITIES)
+    watch = status_watcher(hub_settings, integ)
+    with dispatching(settings, driver, "low", max_in_flight=2, guard_retry_s=0.2):
+        produce_jobs(hub_settings, jobs)
+        watch.wait(lambda s: len(s) >= 20, 120, "delivery under way")
+        disruption()
+        statuses = watch.wait(
+            lambda s: (
+                {j["job_id"] for j in jobs}
+                <= {x["job_id"] for x in s if x["status"] == "delivered"}
+            ),
+            120,
+            "every job delivered",
+        )
+    watch.close()
+    return jobs, statuses
+
+
+def _assert_delivered_once_in_order(
+    driver: type[RecordingDriver],
+    jobs: list[dict[str, Any]],
+    statuses: list[dict[str, Any]],
+    unique: str,
 ) -> None:
-    """Each job reached the target once; each of the 60 entities got its versions in order."""
+    """Every job ended delivered, with no attempt spent and nothing dead; each reached the
+    target once, and each entity got its versions in order (the guard let none through twice)."""
+    final = final_statuses(statuses)
+    assert set(final.values()) == {"delivered"}
+    assert not [x for x in statuses if x["status"] in ("retrying", "dead")]
     sent = Counter(j.job_id for _, j in driver.calls)
     assert set(sent) == {j["job_id"] for j in jobs}
     assert max(sent.values()) == 1, [k for k, v in sent.items() if v > 1]
-    for e in range(60):
+    for e in range(ENTITIES):
         key = f"product:{e}{unique}"
         got = [j.mutation.version for _, j in driver.calls if j.mutation.entity_key == key]
-        assert got == [version(i) for i in range(n) if i % 60 == e]
+        assert got == [version(i) for i in range(N) if i % ENTITIES == e]
 
 
 def kill_backends(database_url: str, app_name: str) -> int:
@@ -72,42 +108,23 @@ def test_the_dispatcher_rides_out_its_database_connections_being_killed(
     settings = hub_settings.model_copy(
         update={"database_url": f"{database_url}{sep}application_name={app_name}"}
     )
-    n = 300
-    jobs = [
-        job_record(
-            integ, driver.key, "low", f"product:{i % 60}{unique}", [change("n", i)], version(i)
-        )
-        for i in range(n)
-    ]
-    watch = status_watcher(hub_settings, integ)
     killed: list[int] = []
-    with dispatching(settings, driver, "low", max_in_flight=2, guard_retry_s=0.2):
-        produce_jobs(hub_settings, jobs)
-        watch.wait(lambda s: len(s) >= 20, 120, "delivery under way")
 
-        def killer() -> None:
-            for _ in range(5):  # a restart, and its aftershocks while the pool reconnects
-                killed.append(kill_backends(database_url, app_name))
-                time.sleep(0.3)
+    def killer() -> None:
+        for _ in range(5):  # a restart, and its aftershocks while the pool reconnects
+            killed.append(kill_backends(database_url, app_name))
+            time.sleep(0.3)
 
+    def kill_while_delivering() -> None:
         thread = threading.Thread(target=killer)
         thread.start()
         thread.join(30)
-        statuses = watch.wait(
-            lambda s: (
-                {j["job_id"] for j in jobs}
-                <= {x["job_id"] for x in s if x["status"] == "delivered"}
-            ),
-            120,
-            "every job delivered",
-        )
-    watch.close()
+
+    jobs, statuses = _deliver_through(
+        settings, hub_settings, driver, integ, unique, kill_while_delivering
+    )
     assert sum(killed) > 0  # the dispatcher's connections were there, and went
-    final = final_statuses(statuses)
-    assert set(final.values()) == {"delivered"}
-    assert not [x for x in statuses if x["status"] in ("retrying", "dead")]
-    # Per entity, the target got the jobs in order (the guard let none through twice).
-    _assert_each_job_once_in_order(driver, jobs, unique, n)
+    _assert_delivered_once_in_order(driver, jobs, statuses, unique)
 
 
 @pytest.fixture
@@ -140,46 +157,27 @@ def test_the_dispatcher_rides_out_a_postgresql_server_restart(
     db.migrate(url)
     driver = recording_driver(f"pgr{unique}")
     driver.delay_s = 0.01
-    integ = f"it-{unique}"
-    add_integration(url, catalogue_with(driver), integ, driver.key, {})
+    integ = enabled_integration(url, driver, unique)
     settings = hub_settings.model_copy(update={"database_url": url})
-    n = 300
-    jobs = [
-        job_record(
-            integ, driver.key, "low", f"product:{i % 60}{unique}", [change("n", i)], version(i)
-        )
-        for i in range(n)
-    ]
-    watch = status_watcher(hub_settings, integ)
-    with dispatching(settings, driver, "low", max_in_flight=2, guard_retry_s=0.2):
-        produce_jobs(hub_settings, jobs)
-        watch.wait(lambda s: len(s) >= 20, 120, "delivery under way")
+    before = 0
+
+    def restart() -> None:
+        nonlocal before
         before = len(driver.calls)
         restart_server(private_postgres.server, 2.0)
         assert private_postgres.server.get_uri() == private_postgres.url  # the same address
-        statuses = watch.wait(
-            lambda s: (
-                {j["job_id"] for j in jobs}
-                <= {x["job_id"] for x in s if x["status"] == "delivered"}
-            ),
-            120,
-            "every job delivered",
-        )
-    watch.close()
-    assert before < n, "every job was delivered before the restart: the test proves nothing"
+
+    jobs, statuses = _deliver_through(settings, hub_settings, driver, integ, unique, restart)
+    assert before < N, "every job was delivered before the restart: the test proves nothing"
     # Guard transactions met the restart (a batch that could not start waits in its lane; one
     # whose recording failed records each delivery apart).
     met = {"guarded delivery failed", "version guard unavailable; the batch waits"}
     assert met & {r.getMessage() for r in caplog.records}, "the restart met no guard transaction"
-    final = final_statuses(statuses)
-    assert set(final.values()) == {"delivered"}
-    # No attempt spent on the database's absence, nothing dead.
-    assert not [x for x in statuses if x["status"] in ("retrying", "dead")]
-    # No duplicate effect: each job reached the target once, each entity's in order.
-    _assert_each_job_once_in_order(driver, jobs, unique, n)
+    # No attempt spent on the database's absence, nothing dead; no duplicate effect.
+    _assert_delivered_once_in_order(driver, jobs, statuses, unique)
     # The guard's records survived the restart: every delivery is recorded once.
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT count(DISTINCT job_id) FROM delivered_jobs WHERE integration_id = %s", (integ,)
         ).fetchone()
-    assert row is not None and row[0] == n
+    assert row is not None and row[0] == N

@@ -15,6 +15,7 @@ from pim_hub.devstack.supervisor import Supervisor
 from pim_hub.runtime.settings import Settings
 from tests import webhook_schema
 from tests.integration.test_dispatcher_helpers import (
+    TopicWatcher,
     WebhookTestDriver,
     add_integration,
     catalogue_with,
@@ -71,6 +72,18 @@ def _jobs(
     ]
 
 
+def _wait_all_delivered(watch: TopicWatcher, ids: set[str], timeout: float, what: str) -> list[Any]:
+    """Wait until every job of `ids` has a status and every latest status seen is delivered."""
+    return watch.wait(
+        lambda s: (
+            set(final_statuses(s)) >= ids
+            and all(v == "delivered" for v in final_statuses(s).values())
+        ),
+        timeout,
+        what,
+    )
+
+
 def test_sigkill_at_random_moments_loses_nothing(
     supervisor: Supervisor, hub_settings: Settings, database_url: str, sink: HttpSink, unique: str
 ) -> None:
@@ -95,14 +108,7 @@ def test_sigkill_at_random_moments_loses_nothing(
         kills += 1
         svc = _start(supervisor, f"crash-{n}", "normal")
     ids = {j["job_id"] for j in jobs}
-    statuses = watch.wait(
-        lambda s: (
-            set(final_statuses(s)) >= ids
-            and all(v == "delivered" for v in final_statuses(s).values())
-        ),
-        150,
-        "every job delivered",
-    )
+    statuses = _wait_all_delivered(watch, ids, 150, "every job delivered")
     watch.close()
     assert kills == 3
     final = final_statuses(statuses)
@@ -134,14 +140,7 @@ def test_group_of_three_survives_losing_one(
     watch.wait(lambda s: len(s) >= 150, 60, "work under way")
     supervisor.kill(procs[0])
     ids = {j["job_id"] for j in jobs}
-    statuses = watch.wait(
-        lambda s: (
-            set(final_statuses(s)) >= ids
-            and all(v == "delivered" for v in final_statuses(s).values())
-        ),
-        90,
-        "the other two finish",
-    )
+    statuses = _wait_all_delivered(watch, ids, 90, "the other two finish")
     watch.close()
     assert all(p.alive() for p in procs[1:])
     assert set(final_statuses(statuses).values()) == {"delivered"}

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
-from prometheus_client import REGISTRY
 
 from pim_hub.runtime.settings import Settings
 from pim_hub.services.dispatcher.core.breaker import BreakerPolicy
@@ -25,14 +24,12 @@ from tests.hook_server import serve_hook
 from tests.integration.test_dispatcher import dispatching
 from tests.integration.test_dispatcher_helpers import (
     WebhookTestDriver,
-    add_integration,
-    catalogue_with,
-    change,
+    enabled_integration,
     final_statuses,
-    job_record,
+    lane_sample,
+    numbered_jobs,
     produce_jobs,
     status_watcher,
-    version,
 )
 
 pytestmark = pytest.mark.integration
@@ -96,27 +93,15 @@ def throttling_target() -> Iterator[Target]:
         thread.join(10)
 
 
-def sample(name: str, driver: str, integration: str, **labels: str) -> float | None:
-    return REGISTRY.get_sample_value(
-        name, {"driver": driver, "integration": integration, "priority": "low", **labels}
-    )
-
-
 def test_a_throttling_target_gets_fewer_calls_at_once_and_no_job_fails(
     hub_settings: Settings, database_url: str, unique: str, throttling_target: Target
 ) -> None:
     driver: type[WebhookTestDriver] = type(
         f"Hook_{unique}", (WebhookTestDriver,), {"key": f"hook{unique}"}
     )
-    integ = f"it-{unique}"
-    add_integration(
-        database_url, catalogue_with(driver), integ, driver.key, {"url": throttling_target.url}
-    )
+    integ = enabled_integration(database_url, driver, unique, {"url": throttling_target.url})
     n = 60
-    jobs = [
-        job_record(integ, driver.key, "low", f"product:{i}{unique}", [change("n", i)], version(i))
-        for i in range(n)
-    ]
+    jobs = numbered_jobs(integ, driver.key, unique, n)
     watch = status_watcher(hub_settings, integ)
     lowest = float("inf")
     # Threshold 3: were a 429 still an outage, this target would open the circuit at once.
@@ -125,15 +110,15 @@ def test_a_throttling_target_gets_fewer_calls_at_once_and_no_job_fails(
         produce_jobs(hub_settings, jobs)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            limit = sample("pimhub_dispatcher_concurrency_limit", driver.key, integ)
+            limit = lane_sample("pimhub_dispatcher_concurrency_limit", driver.key, integ)
             if limit is not None:
                 lowest = min(lowest, limit)
-            assert sample("pimhub_dispatcher_circuit_state", driver.key, integ) in (None, 0.0)
+            assert lane_sample("pimhub_dispatcher_circuit_state", driver.key, integ) in (None, 0.0)
             if throttling_target.served >= n:
                 break
             time.sleep(0.02)
         statuses = watch.wait(lambda s: len(final_statuses(s)) >= n, 60, "every job's status")
-        held = sample("pimhub_dispatcher_held_total", driver.key, integ, reason="throttle")
+        held = lane_sample("pimhub_dispatcher_held_total", driver.key, integ, reason="throttle")
     watch.close()
     target = throttling_target
     assert target.throttled > 0, "the target never throttled: the test proves nothing"
