@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from pim_hub.drivers.base import DeliveryResult
 from pim_hub.runtime import metrics
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import ordering
@@ -75,13 +76,44 @@ def test_a_job_waits_for_the_unread_job_it_names(
     assert final[create["job_id"]] == final[price["job_id"]] == "delivered"
     mine = [j.job_id for _, j in driver.calls if j.mutation.entity_key == key]
     assert mine == [create["job_id"], price["job_id"]]
-    # The settled list records the creation's outcome (what the update waited for).
+    # A delivered job is known by delivered_jobs: it costs no row in the settled list.
+    with psycopg.connect(database_url) as conn:
+        settled = conn.execute(
+            "SELECT count(*) FROM dispatch_settled WHERE integration_id = %s", (integ,)
+        ).fetchone()
+    assert settled == (0,)
+
+
+def test_a_predecessor_that_failed_for_good_releases_the_job_after_it(
+    hub_settings: Settings, database_url: str, unique: str
+) -> None:
+    driver, integ, key, create, price, _, headers = _chained(hub_settings, database_url, unique)
+    # The target refuses the creation for good: it ends dead, and the update may go.
+    driver.script[key] = [DeliveryResult.permanent("refused", kind="rejected")]
+    watch = status_watcher(hub_settings, integ)
+    produce_jobs(hub_settings, [create])
+    with dispatching(hub_settings, driver, "immediate", order_hold_s=600.0) as (immediate,):
+        produce_jobs(hub_settings, [price], headers)
+        deadline = time.monotonic() + 60
+        while immediate.stats.held == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert immediate.stats.held > 0 and driver.calls == []  # waits for the creation
+        with dispatching(hub_settings, driver, "normal", order_hold_s=600.0):
+            statuses = watch.wait(
+                lambda s: {create["job_id"], price["job_id"]} <= {x["job_id"] for x in s},
+                120,
+                "the creation and the update",
+            )
+    watch.close()
+    final = final_statuses(statuses)
+    assert final[create["job_id"]] == "dead" and final[price["job_id"]] == "delivered"
+    assert [j.job_id for _, j in driver.calls] == [create["job_id"], price["job_id"]]
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT 1 FROM dispatch_settled WHERE integration_id = %s AND job_id = %s",
             (integ, create["job_id"]),
         ).fetchone()
-    assert row is not None
+    assert row is not None  # what released the update
 
 
 def test_the_wait_ends_after_the_order_hold(

@@ -41,7 +41,7 @@ class _Txn:
     async def record(self, rows: list[Any]) -> None:
         pass
 
-    def settle(self, jobs: list[Any]) -> None:
+    def settle(self, jobs: list[Any], unrecorded: Any = None) -> None:
         pass
 
 

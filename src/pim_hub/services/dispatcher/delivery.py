@@ -286,13 +286,12 @@ class DeliveryMixin(DispatcherBase):
                 # Recorded in the same transaction that holds the entity locks.
                 await txn.record(rows)
             if order is not None:
-                # Finished jobs (whatever their outcome) stop holding other lanes back.
+                # Finished jobs (whatever their outcome) stop holding other lanes back; those
+                # not recorded as delivered here join the settled list.
+                finished = [i for i in range(len(batch)) if i not in held]
                 txn.settle(
-                    [
-                        (w.job.mutation.entity_key, w.job.job_id)
-                        for i, w in enumerate(batch)
-                        if i not in held
-                    ]
+                    [(batch[i].job.mutation.entity_key, batch[i].job.job_id) for i in finished],
+                    [batch[i].job.job_id for i in finished if i not in recording],
                 )
 
     def _before_prev(self, w: _Work, settled: set[str], hold_s: float) -> bool:

@@ -63,8 +63,7 @@ SELECT k.key, {pending_key}, p.version, NULL, NULL
 """)
 
 #: Which of the jobs named by a batch's jobs as the one they must not overtake have finished
-#: (per-entity order across lanes for jobs not read yet; a job delivered before the settled
-#: list existed counts too).
+#: (per-entity order across lanes for jobs not read yet): settled, or delivered.
 READ_SETTLED = sql.SQL("""
 UNION ALL
 SELECT NULL, {settled_key}, NULL, s.job_id, NULL
@@ -87,17 +86,19 @@ ON CONFLICT (integration_id, entity_key, job_id) DO UPDATE SET
     priority = EXCLUDED.priority, registered_at = now()
 """)
 
-#: Finished jobs leave the pending list and join the settled one (with the COMMIT of their
-#: guard transaction).
+#: Finished jobs leave the pending list (with the COMMIT of their guard transaction).
 SETTLE = sql.SQL("""
-WITH settled AS (
-    INSERT INTO dispatch_settled (integration_id, job_id)
-    SELECT {i}, u.j FROM jsonb_to_recordset({rows}::jsonb) AS u(e text, j text)
-    ON CONFLICT DO NOTHING
-)
 DELETE FROM dispatch_pending AS d
  USING jsonb_to_recordset({rows}::jsonb) AS u(e text, j text)
  WHERE d.integration_id = {i} AND d.entity_key = u.e AND d.job_id = u.j
+""")
+
+#: Finished jobs not recorded as delivered join the settled list (a delivered job is in
+#: delivered_jobs, which the read looks at too: most jobs cost no row here).
+MARK_SETTLED = sql.SQL("""
+INSERT INTO dispatch_settled (integration_id, job_id)
+SELECT {i}, j FROM jsonb_array_elements_text({jobs}::jsonb) AS j
+ON CONFLICT DO NOTHING
 """)
 
 #: Settled jobs older than the retention (a job naming one of them is not held: see
@@ -284,13 +285,22 @@ class GuardTransaction:
                 fields.setdefault(key, at)
         return stored, delivered
 
-    def settle(self, jobs: Sequence[tuple[str, str]]) -> None:
-        """Jobs (entity key, job id) finished: off the pending list when the COMMIT goes."""
-        if jobs:
-            rows = [{"e": e, "j": j} for e, j in jobs]
-            self.pending.append(
-                SETTLE.format(i=_literal(self.integration_id), rows=_literal(_json(rows)))
-            )
+    def settle(
+        self, jobs: Sequence[tuple[str, str]], unrecorded: Sequence[str] | None = None
+    ) -> None:
+        """Jobs (entity key, job id) finished: off the pending list when the COMMIT goes.
+
+        `unrecorded`: the ids of those not recorded as delivered in this transaction
+        (skipped, retrying, dead, or delivered before), for the settled list; None: all.
+        """
+        if not jobs:
+            return
+        rows = [{"e": e, "j": j} for e, j in jobs]
+        i = _literal(self.integration_id)
+        self.pending.append(SETTLE.format(i=i, rows=_literal(_json(rows))))
+        ids = [j for _, j in jobs] if unrecorded is None else list(unrecorded)
+        if ids:
+            self.pending.append(MARK_SETTLED.format(i=i, jobs=_literal(_json(ids))))
 
     async def record(self, rows: Sequence[Recording]) -> None:
         """Remember delivered jobs and their versions.
