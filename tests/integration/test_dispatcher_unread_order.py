@@ -48,6 +48,20 @@ def _chained(hub_settings: Settings, database_url: str, unique: str) -> tuple[An
     return driver, integ, key, create, price, elsewhere, headers
 
 
+def _release(
+    hub_settings: Settings, driver: Any, watch: Any, create: Any, price: Any
+) -> dict[str, str]:
+    """Start the normal lane's dispatcher; the final statuses once both jobs have one."""
+    with dispatching(hub_settings, driver, "normal", order_hold_s=600.0):
+        statuses = watch.wait(
+            lambda s: {create["job_id"], price["job_id"]} <= {x["job_id"] for x in s},
+            120,
+            "the creation and the update",
+        )
+    watch.close()
+    return final_statuses(statuses)
+
+
 def test_a_job_waits_for_the_unread_job_it_names(
     hub_settings: Settings, database_url: str, unique: str
 ) -> None:
@@ -65,14 +79,7 @@ def test_a_job_waits_for_the_unread_job_it_names(
         time.sleep(2.0)  # the update had every chance to go; it must still wait
         assert [j.job_id for _, j in driver.calls] == [elsewhere["job_id"]]
         assert immediate.stats.held > 0
-        with dispatching(hub_settings, driver, "normal"):
-            statuses = watch.wait(
-                lambda s: {create["job_id"], price["job_id"]} <= {x["job_id"] for x in s},
-                120,
-                "the creation and the update",
-            )
-    watch.close()
-    final = final_statuses(statuses)
+        final = _release(hub_settings, driver, watch, create, price)
     assert final[create["job_id"]] == final[price["job_id"]] == "delivered"
     mine = [j.job_id for _, j in driver.calls if j.mutation.entity_key == key]
     assert mine == [create["job_id"], price["job_id"]]
@@ -98,14 +105,7 @@ def test_a_predecessor_that_failed_for_good_releases_the_job_after_it(
         while immediate.stats.held == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert immediate.stats.held > 0 and driver.calls == []  # waits for the creation
-        with dispatching(hub_settings, driver, "normal", order_hold_s=600.0):
-            statuses = watch.wait(
-                lambda s: {create["job_id"], price["job_id"]} <= {x["job_id"] for x in s},
-                120,
-                "the creation and the update",
-            )
-    watch.close()
-    final = final_statuses(statuses)
+        final = _release(hub_settings, driver, watch, create, price)
     assert final[create["job_id"]] == "dead" and final[price["job_id"]] == "delivered"
     assert [j.job_id for _, j in driver.calls] == [create["job_id"], price["job_id"]]
     with psycopg.connect(database_url) as conn:
