@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -63,6 +63,8 @@ BULK_BUFFER = 5 * POLL_RECORDS
 #: Table (changelog) writes Faust may hold before it stops delivering records (see make_app):
 #: several bulk batches' worth, each a state of a few KB.
 CHANGELOG_BUFFER = 8 * BULK_BATCH_MAX
+#: Topics whose fetched records Faust hands on before any other's (see _transport_class).
+LIVE_FIRST_TOPICS = frozenset({topics.SNAPSHOTS})
 #: which agents a worker runs: both, or one of them in its own consumer group
 Role = Literal["all", "mutate", "fanout"]
 ROLES: tuple[Role, ...] = ("all", "mutate", "fanout")
@@ -164,6 +166,29 @@ def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
             # out. Read when the consumer starts its fetcher.
             consumer._fetch_max_wait_ms = fetch_wait_ms
             return consumer
+
+        async def _fetch_records(
+            self,
+            consumer: aiokafka.AIOKafkaConsumer,
+            active_partitions: set[TP],
+            timeout: float | None = None,
+            max_records: int | None = None,
+        ) -> Mapping[TP, Any]:
+            # aiokafka hands on fetched records partition by partition in the order they were
+            # fetched, up to max_records a call: live snapshots fetched after a bulk load's
+            # backlog waited until Faust had delivered thousands of bulk ones (3.6 s in a
+            # loaded 10,000-product load). What the live topic has fetched goes first.
+            if active_partitions:
+                live = {tp for tp in active_partitions if tp.topic in LIVE_FIRST_TOPICS}
+                if live and len(live) < len(active_partitions):
+                    records = await super()._fetch_records(
+                        consumer, live, timeout=0, max_records=max_records
+                    )
+                    if records:
+                        return records
+            return await super()._fetch_records(
+                consumer, active_partitions, timeout=timeout, max_records=max_records
+            )
 
     class Consumer(ResumeSafeConsumer):
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
@@ -357,7 +382,15 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
         else None
     )
 
-    async def handle_snapshots(events: list[Any]) -> None:
+    async def handle_snapshots(
+        events: Sequence[Any], give_way: Callable[[], bool] | None = None
+    ) -> int:
+        """Process snapshots in order; how many (all, unless `give_way` stopped it early).
+
+        With `give_way` (bulk batches), the event loop runs between snapshots, so Faust keeps
+        delivering live snapshots and the live agent can queue at the gate, and processing
+        stops after the snapshot in hand once `give_way()` says a live batch waits.
+        """
         assert mutate_out is not None
         started = time.perf_counter()
         # Later snapshots of an entity in this batch see the state the earlier ones left.
@@ -422,6 +455,10 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                         outcome.entity_key.encode(),
                         headers=trace_headers or None,
                     )
+            if give_way is not None:
+                await asyncio.sleep(0)
+                if give_way():
+                    break
         # The state moves only after the mutations are acknowledged: a crash in between
         # re-emits the same mutation (same id) rather than losing it.
         await mutate_out.acknowledged()
@@ -445,6 +482,7 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
             logger.debug(
                 "snapshots processed", extra={"counts": summarise([o for _, o in outcomes])}
             )
+        return len(outcomes)
 
     gate = Precedence()
 
@@ -468,9 +506,8 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                     await asyncio.sleep(BATCH_WITHIN_S)
                 metrics.observe_batch("bulk", len(events))
                 yielded = gate.yielded
-                async with gate.bulk():
-                    metrics.MUTATOR_BULK_YIELDS.inc(gate.yielded - yielded)
-                    await handle_snapshots(events)
+                await gate.bulk_in_parts(events, handle_snapshots)
+                metrics.MUTATOR_BULK_YIELDS.inc(gate.yielded - yielded)
             except Exception:
                 _die("mutate_bulk")
 
