@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -124,6 +124,27 @@ class BatchOutput:
             raise failure
 
 
+async def live_first(
+    fetch: Callable[[set[TP] | None, float | None], Awaitable[Mapping[TP, Any]]],
+    active: set[TP] | None,
+    timeout: float | None,
+) -> Mapping[TP, Any]:
+    """Records already fetched for the live topics if there are any, else `fetch` as asked.
+
+    `fetch(partitions, timeout)` hands on what the consumer has fetched for those partitions
+    (aiokafka's `fetched_records`): partition by partition in the order they were fetched,
+    up to a number of records a call. Live snapshots fetched after a bulk load's backlog
+    thus waited until Faust had delivered the bulk records fetched before them.
+    """
+    if active:
+        live = {tp for tp in active if tp.topic in LIVE_FIRST_TOPICS}
+        if live and len(live) < len(active):
+            records = await fetch(live, 0)
+            if records:
+                return records
+    return await fetch(active, timeout)
+
+
 def _die(agent: str) -> None:
     # A bug, not bad input (bad input is routed aside): exit without committing so the batch
     # is read again after a restart, instead of Faust restarting the agent past lost events.
@@ -170,25 +191,16 @@ def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
         async def _fetch_records(
             self,
             consumer: aiokafka.AIOKafkaConsumer,
-            active_partitions: set[TP],
+            active_partitions: set[TP] | None,
             timeout: float | None = None,
             max_records: int | None = None,
         ) -> Mapping[TP, Any]:
-            # aiokafka hands on fetched records partition by partition in the order they were
-            # fetched, up to max_records a call: live snapshots fetched after a bulk load's
-            # backlog waited until Faust had delivered thousands of bulk ones (3.6 s in a
-            # loaded 10,000-product load). What the live topic has fetched goes first.
-            if active_partitions:
-                live = {tp for tp in active_partitions if tp.topic in LIVE_FIRST_TOPICS}
-                if live and len(live) < len(active_partitions):
-                    records = await super()._fetch_records(
-                        consumer, live, timeout=0, max_records=max_records
-                    )
-                    if records:
-                        return records
-            return await super()._fetch_records(
-                consumer, active_partitions, timeout=timeout, max_records=max_records
-            )
+            def fetch(tps: set[TP] | None, wait: float | None) -> Awaitable[Mapping[TP, Any]]:
+                return faust_aiokafka.AIOKafkaConsumerThread._fetch_records(
+                    self, consumer, tps, timeout=wait, max_records=max_records
+                )
+
+            return await live_first(fetch, active_partitions, timeout)
 
     class Consumer(ResumeSafeConsumer):
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
