@@ -1,15 +1,18 @@
-"""The mutator hands on fetched live snapshots before bulk ones (`app.live_first`)."""
+"""What keeps a live snapshot from waiting in the mutator's Faust consumer behind a bulk load."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from faust.types import TP
 
+from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
-from pim_hub.services.mutator.app import live_first
+from pim_hub.services.mutator.app import live_first, make_app
+from pim_hub.services.mutator.settings import MutatorSettings
 
 BULK = [TP(topics.SNAPSHOTS_BULK, p) for p in range(3)]
 LIVE = [TP(topics.SNAPSHOTS, p) for p in range(3)]
@@ -83,3 +86,16 @@ def test_with_nothing_live_fetched_it_fetches_as_asked() -> None:
     asyncio.run(live_first(fetched, set(LIVE), 1.0))
     asyncio.run(live_first(fetched, None, 1.0))
     assert fetched.timeouts == [1.0, 1.0]
+
+
+def test_offsets_are_never_committed_inside_faust_delivery_loop(tmp_path: Path) -> None:
+    """A commit flushes every queued table write first; in the delivery loop it stopped the
+    delivery of live snapshots for seconds during a load. Faust's commit timer still commits."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:9")
+    mutator = MutatorSettings(app_id="live-commit", data_dir=str(tmp_path), store="memory")
+    app = make_app(settings, mutator, "mutate")
+    consumer = app.consumer
+    # Faust's delivery loop commits once this many records were acknowledged, unless None.
+    assert app.conf.broker_commit_every == 10_000
+    assert consumer._commit_every is None
+    assert 0 < app.conf.broker_commit_interval <= 10

@@ -203,6 +203,15 @@ def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
             return await live_first(fetch, active_partitions, timeout)
 
     class Consumer(ResumeSafeConsumer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Offsets are committed by Faust's commit timer (broker_commit_interval) only.
+            # Faust also commits inside its delivery loop once `broker_commit_every` (10,000)
+            # records have been acknowledged, and a commit first flushes every table write
+            # still queued: under a bulk load that took 4-18 s, during which no record of any
+            # topic was delivered, so live snapshots waited seconds for the load's table writes.
+            self._commit_every = None
+
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
