@@ -53,16 +53,31 @@ BATCH_WITHIN_S = 0.05
 #: batch already running (services/mutator/precedence.py): smaller bulk batches bound that
 #: wait, at the cost of one acknowledgement round trip per batch.
 BULK_BATCH_MAX = 100
-#: Records per fetch Faust hands on (every topic). With the bulk channel below, a fetch never
-#: finds that channel full, which would block Faust's delivery of live snapshots too.
-POLL_RECORDS = 250
-#: The bulk channel's buffer. Faust stops fetching a partition once its channel holds
-#: maxsize/1.25 records, but delivers the fetch in hand (up to POLL_RECORDS) without waiting;
-#: maxsize >= 1.25 x (maxsize/1.25) + POLL_RECORDS keeps that delivery from ever blocking.
-BULK_BUFFER = 5 * POLL_RECORDS
+#: Records Faust hands on per call (every topic). Faust delivers them one after the other
+#: on the event loop the agents share, a few loop turns each, and a bulk batch takes a turn
+#: for each of its snapshots: during a load a call's 250 bulk records took about a second to
+#: deliver, and a live snapshot fetched meanwhile waited for the next call (which hands live
+#: records on first, `live_first`). 50 a call bounds that wait to a fifth.
+POLL_RECORDS = 50
+#: The bulk channel's buffer, at least (see bulk_buffer).
+BULK_BUFFER = 1250
 #: Table (changelog) writes Faust may hold before it stops delivering records (see make_app):
 #: several bulk batches' worth, each a state of a few KB.
 CHANGELOG_BUFFER = 8 * BULK_BATCH_MAX
+
+
+def bulk_buffer(partitions: int) -> int:
+    """The bulk channel's buffer for a bulk topic of `partitions` partitions.
+
+    Faust stops fetching a partition once the channel holds maxsize/1.25 records (it pauses
+    the partition at its next record delivered), but delivers the records in hand without
+    waiting: up to POLL_RECORDS a call, and each further call pauses one more partition.
+    maxsize - maxsize/1.25 >= partitions x POLL_RECORDS therefore keeps that delivery from
+    ever finding the channel full, which would block Faust's delivery of live snapshots too.
+    """
+    return max(BULK_BUFFER, 5 * partitions * POLL_RECORDS)
+
+
 #: Topics whose fetched records Faust hands on before any other's (see _transport_class).
 LIVE_FIRST_TOPICS = frozenset({topics.SNAPSHOTS})
 #: which agents a worker runs: both, or one of them in its own consumer group
@@ -384,7 +399,7 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
     bulk_snapshots = raw_topic(topics.SNAPSHOTS_BULK)
     # Set on the topic, not passed to app.topic: Faust's app.topic drops its `maxsize`
     # argument. The agent's channel is a clone of the topic and keeps it.
-    bulk_snapshots.maxsize = BULK_BUFFER
+    bulk_snapshots.maxsize = bulk_buffer(settings.topic_partitions)
     mutations = raw_topic(topics.MUTATIONS)
     mutating, fanning_out = role != "fanout", role != "mutate"
     # One producer per agent: each waits for its own records only.
