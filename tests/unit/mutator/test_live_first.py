@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from faust.types import TP
 
@@ -94,7 +94,7 @@ def test_offsets_are_never_committed_inside_faust_delivery_loop(tmp_path: Path) 
     settings = Settings(kafka_bootstrap="127.0.0.1:9")
     mutator = MutatorSettings(app_id="live-commit", data_dir=str(tmp_path), store="memory")
     app = make_app(settings, mutator, "mutate")
-    consumer = app.consumer
+    consumer = cast(Any, app.consumer)
     # Faust's delivery loop commits once this many records were acknowledged, unless None.
     assert app.conf.broker_commit_every == 10_000
     assert consumer._commit_every is None

@@ -102,9 +102,7 @@ def test_a_live_batch_gets_in_between_the_snapshots_of_a_bulk_batch() -> None:
             async with gate.live():
                 order.append("live")
 
-        bulk = asyncio.create_task(
-            gate.bulk_in_parts([f"bulk-{n}" for n in range(1, 6)], handle)
-        )
+        bulk = asyncio.create_task(gate.bulk_in_parts([f"bulk-{n}" for n in range(1, 6)], handle))
         await asyncio.gather(live(), bulk)
         return order, bulk.result()
 

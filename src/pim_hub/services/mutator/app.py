@@ -10,7 +10,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 import aiokafka
 import faust
@@ -211,8 +211,9 @@ def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
             max_records: int | None = None,
         ) -> Mapping[TP, Any]:
             def fetch(tps: set[TP] | None, wait: float | None) -> Awaitable[Mapping[TP, Any]]:
+                # None (Faust's getmany for a client-only app) reads as every partition.
                 return faust_aiokafka.AIOKafkaConsumerThread._fetch_records(
-                    self, consumer, tps, timeout=wait, max_records=max_records
+                    self, consumer, cast("set[TP]", tps), timeout=wait, max_records=max_records
                 )
 
             return await live_first(fetch, active_partitions, timeout)
