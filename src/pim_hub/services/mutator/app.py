@@ -49,9 +49,10 @@ logger = logging.getLogger(__name__)
 # deterministic and downstream is idempotent.
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
-#: Snapshots per batch of a bulk load (pim.snapshots.bulk). A live batch waits for the bulk
-#: batch already running (services/mutator/precedence.py): smaller bulk batches bound that
-#: wait, at the cost of one acknowledgement round trip per batch.
+#: Snapshots per batch of a bulk load (pim.snapshots.bulk). A live batch no longer waits for
+#: the whole bulk batch running, only for its snapshot in hand and the acknowledgement of
+#: what it has done (services/mutator/precedence.py, `bulk_in_parts`); the size still bounds
+#: the table writes a batch queues at once (CHANGELOG_BUFFER).
 BULK_BATCH_MAX = 100
 #: Records Faust hands on per call (every topic). Faust delivers them one after the other
 #: on the event loop the agents share, a few loop turns each, and a bulk batch takes a turn
