@@ -225,7 +225,7 @@ def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
             # Offsets are committed by Faust's commit timer (broker_commit_interval) only.
             # Faust also commits inside its delivery loop once `broker_commit_every` (10,000)
             # records have been acknowledged, and a commit first flushes every table write
-            # still queued: under a bulk load that took 4-18 s, during which no record of any
+            # still queued: under a bulk load that took 4-21 s, during which no record of any
             # topic was delivered, so live snapshots waited seconds for the load's table writes.
             self._commit_every = None
 
