@@ -121,7 +121,8 @@ MUTATOR_BATCH_RECORDS = Counter(
 )
 MUTATOR_BULK_YIELDS = Counter(
     "pimhub_mutator_bulk_yields",
-    "Bulk snapshot batches that waited because a live batch came (live before bulk)",
+    "Times a bulk snapshot batch gave way to a live batch: waited for it, or stopped after "
+    "the snapshot in hand to let it in (live before bulk)",
 )
 MUTATOR_LATENCY = Histogram(
     "pimhub_mutator_latency_seconds",

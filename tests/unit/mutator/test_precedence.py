@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import Callable, Sequence
 
 from pim_hub.services.mutator.precedence import Precedence
 
@@ -72,3 +74,101 @@ def test_batches_never_overlap_and_bulk_is_not_starved_between_live_batches() ->
     assert most == 1
     assert sum(1 for o in order if o.startswith("bulk")) == 20
     assert sum(1 for o in order if o.startswith("live")) == 5
+
+
+def test_a_live_batch_gets_in_between_the_snapshots_of_a_bulk_batch() -> None:
+    """A bulk batch in progress stops after the snapshot in hand; the rest follows the live one."""
+    gate = Precedence()
+
+    async def scenario() -> tuple[list[str], int]:
+        order: list[str] = []
+        live_came = asyncio.Event()
+
+        async def handle(items: Sequence[str], give_way: Callable[[], bool]) -> int:
+            done = 0
+            for item in items:
+                order.append(item)
+                done += 1
+                if item == "bulk-1":
+                    live_came.set()
+                await asyncio.sleep(0)  # the event loop runs between snapshots
+                if give_way():
+                    break
+            order.append("ack")  # a part's acknowledgements and table writes
+            return done
+
+        async def live() -> None:
+            await live_came.wait()
+            async with gate.live():
+                order.append("live")
+
+        bulk = asyncio.create_task(gate.bulk_in_parts([f"bulk-{n}" for n in range(1, 6)], handle))
+        await asyncio.gather(live(), bulk)
+        return order, bulk.result()
+
+    order, parts = asyncio.run(scenario())
+    # Before, the whole bulk batch of five went first; now only the snapshot in hand.
+    assert order.index("live") < order.index("bulk-3")
+    assert order[: order.index("live") + 1][-2:] == ["ack", "live"]
+    assert [o for o in order if o.startswith("bulk")] == [f"bulk-{n}" for n in range(1, 6)]
+    assert parts == 2
+    assert gate.yielded == 1
+
+
+def test_bulk_parts_handle_every_item_once_and_in_order_whatever_the_live_batches() -> None:
+    rng = random.Random(7)
+
+    async def scenario() -> tuple[list[int], int, int]:
+        gate = Precedence()
+        handled: list[int] = []
+        inside = most = 0
+
+        async def handle(items: Sequence[int], give_way: Callable[[], bool]) -> int:
+            nonlocal inside, most
+            inside += 1
+            most = max(most, inside)
+            done = 0
+            for item in items:
+                handled.append(item)
+                done += 1
+                await asyncio.sleep(rng.choice((0, 0, 0.0005)))
+                if give_way():
+                    break
+            inside -= 1
+            return done
+
+        async def lives() -> None:
+            nonlocal inside, most
+            for _ in range(30):
+                await asyncio.sleep(rng.random() / 500)
+                async with gate.live():
+                    inside += 1
+                    most = max(most, inside)
+                    await asyncio.sleep(0)
+                    inside -= 1
+
+        async def bulks() -> int:
+            parts = 0
+            for start in range(0, 1_000, 100):
+                parts += await gate.bulk_in_parts(list(range(start, start + 100)), handle)
+            return parts
+
+        parts, _ = await asyncio.gather(bulks(), lives())
+        return handled, parts, most
+
+    handled, parts, most = asyncio.run(scenario())
+    assert handled == list(range(1_000))
+    assert most == 1, "a live batch and a bulk part overlapped"
+    assert parts > 10, "no bulk batch gave way in its middle"
+
+
+def test_a_part_that_handles_nothing_still_moves_the_batch_on() -> None:
+    gate = Precedence()
+    calls: list[int] = []
+
+    async def handle(items: Sequence[int], give_way: Callable[[], bool]) -> int:
+        calls.append(items[0])
+        return 0
+
+    assert asyncio.run(gate.bulk_in_parts([1, 2, 3], handle)) == 3
+    assert calls == [1, 2, 3]

@@ -37,18 +37,22 @@ def test_a_role_runs_its_agents_in_its_group(
     assert subscribed == sorted(expected[a] for a in agents)
 
 
-def test_the_bulk_topic_has_a_buffer_its_fetches_never_fill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("partitions", [1, 6, 24])
+def test_the_bulk_topic_has_a_buffer_its_fetches_never_fill(
+    tmp_path: Path, partitions: int
+) -> None:
     from pim_hub.services.mutator import app as mutator_app
 
-    settings = Settings(kafka_bootstrap="127.0.0.1:9")
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", topic_partitions=partitions)
     mutator = MutatorSettings(app_id="roles-bulk", data_dir=str(tmp_path), store="memory")
     app = make_app(settings, mutator, "mutate")
     bulk = next(a for a in app.agents.values() if a.name.endswith("mutate_bulk"))
     maxsize = bulk.channel.maxsize
-    assert maxsize == mutator_app.BULK_BUFFER
-    # Faust stops fetching at maxsize / 1.25 and still delivers the fetch in hand: that
-    # delivery must fit, or it would block the live topic's delivery too.
-    assert maxsize // 1.25 + mutator_app.POLL_RECORDS <= maxsize
+    assert maxsize >= mutator_app.BULK_BUFFER
+    # Faust stops fetching a partition at maxsize / 1.25 and still delivers what it has
+    # fetched, a call of up to POLL_RECORDS per partition not yet stopped: that delivery
+    # must fit, or it would block the live topic's delivery too.
+    assert maxsize // 1.25 + partitions * mutator_app.POLL_RECORDS <= maxsize
     assert app.conf.broker_max_poll_records == mutator_app.POLL_RECORDS
 
 

@@ -8,9 +8,9 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 import aiokafka
 import faust
@@ -51,20 +51,38 @@ logger = logging.getLogger(__name__)
 # deterministic and downstream is idempotent.
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
-#: Snapshots per batch of a bulk load (pim.snapshots.bulk). A live batch waits for the bulk
-#: batch already running (services/mutator/precedence.py): smaller bulk batches bound that
-#: wait, at the cost of one acknowledgement round trip per batch.
+#: Snapshots per batch of a bulk load (pim.snapshots.bulk). A live batch no longer waits for
+#: the whole bulk batch running, only for its snapshot in hand and the acknowledgement of
+#: what it has done (services/mutator/precedence.py, `bulk_in_parts`); the size still bounds
+#: the table writes a batch queues at once (CHANGELOG_BUFFER).
 BULK_BATCH_MAX = 100
-#: Records per fetch Faust hands on (every topic). With the bulk channel below, a fetch never
-#: finds that channel full, which would block Faust's delivery of live snapshots too.
-POLL_RECORDS = 250
-#: The bulk channel's buffer. Faust stops fetching a partition once its channel holds
-#: maxsize/1.25 records, but delivers the fetch in hand (up to POLL_RECORDS) without waiting;
-#: maxsize >= 1.25 x (maxsize/1.25) + POLL_RECORDS keeps that delivery from ever blocking.
-BULK_BUFFER = 5 * POLL_RECORDS
+#: Records Faust hands on per call (every topic). Faust delivers them one after the other
+#: on the event loop the agents share, a few loop turns each, and a bulk batch takes a turn
+#: for each of its snapshots: during a load a call's 250 bulk records took about a second to
+#: deliver, and a live snapshot fetched meanwhile waited for the next call (which hands live
+#: records on first, `live_first`). 50 a call bounds that wait to a fifth.
+POLL_RECORDS = 50
+#: The bulk channel's buffer, at least (see bulk_buffer).
+BULK_BUFFER = 1250
 #: Table (changelog) writes Faust may hold before it stops delivering records (see make_app):
 #: several bulk batches' worth, each a state of a few KB.
 CHANGELOG_BUFFER = 8 * BULK_BATCH_MAX
+
+
+def bulk_buffer(partitions: int) -> int:
+    """The bulk channel's buffer for a bulk topic of `partitions` partitions.
+
+    Faust stops fetching a partition once the channel holds maxsize/1.25 records (it pauses
+    the partition at its next record delivered), but delivers the records in hand without
+    waiting: up to POLL_RECORDS a call, and each further call pauses one more partition.
+    maxsize - maxsize/1.25 >= partitions x POLL_RECORDS therefore keeps that delivery from
+    ever finding the channel full, which would block Faust's delivery of live snapshots too.
+    """
+    return max(BULK_BUFFER, 5 * partitions * POLL_RECORDS)
+
+
+#: Topics whose fetched records Faust hands on before any other's (see _transport_class).
+LIVE_FIRST_TOPICS = frozenset({topics.SNAPSHOTS})
 #: which agents a worker runs: both, or one of them in its own consumer group
 Role = Literal["all", "mutate", "fanout"]
 ROLES: tuple[Role, ...] = ("all", "mutate", "fanout")
@@ -124,6 +142,27 @@ class BatchOutput:
             raise failure
 
 
+async def live_first(
+    fetch: Callable[[set[TP] | None, float | None], Awaitable[Mapping[TP, Any]]],
+    active: set[TP] | None,
+    timeout: float | None,
+) -> Mapping[TP, Any]:
+    """Records already fetched for the live topics if there are any, else `fetch` as asked.
+
+    `fetch(partitions, timeout)` hands on what the consumer has fetched for those partitions
+    (aiokafka's `fetched_records`): partition by partition in the order they were fetched,
+    up to a number of records a call. Live snapshots fetched after a bulk load's backlog
+    thus waited until Faust had delivered the bulk records fetched before them.
+    """
+    if active:
+        live = {tp for tp in active if tp.topic in LIVE_FIRST_TOPICS}
+        if live and len(live) < len(active):
+            records = await fetch(live, 0)
+            if records:
+                return records
+    return await fetch(active, timeout)
+
+
 def _die(agent: str) -> None:
     # A bug, not bad input (bad input is routed aside): exit without committing so the batch
     # is read again after a restart, instead of Faust restarting the agent past lost events.
@@ -167,7 +206,31 @@ def _transport_class(settings: Settings) -> type[faust_aiokafka.Transport]:
             consumer._fetch_max_wait_ms = fetch_wait_ms
             return consumer
 
+        async def _fetch_records(
+            self,
+            consumer: aiokafka.AIOKafkaConsumer,
+            active_partitions: set[TP] | None,
+            timeout: float | None = None,
+            max_records: int | None = None,
+        ) -> Mapping[TP, Any]:
+            def fetch(tps: set[TP] | None, wait: float | None) -> Awaitable[Mapping[TP, Any]]:
+                # None (Faust's getmany for a client-only app) reads as every partition.
+                return faust_aiokafka.AIOKafkaConsumerThread._fetch_records(
+                    self, consumer, cast("set[TP]", tps), timeout=wait, max_records=max_records
+                )
+
+            return await live_first(fetch, active_partitions, timeout)
+
     class Consumer(ResumeSafeConsumer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # Offsets are committed by Faust's commit timer (broker_commit_interval) only.
+            # Faust also commits inside its delivery loop once `broker_commit_every` (10,000)
+            # records have been acknowledged, and a commit first flushes every table write
+            # still queued: under a bulk load that took 4-21 s, during which no record of any
+            # topic was delivered, so live snapshots waited seconds for the load's table writes.
+            self._commit_every = None
+
         def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -340,7 +403,7 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
     bulk_snapshots = raw_topic(topics.SNAPSHOTS_BULK)
     # Set on the topic, not passed to app.topic: Faust's app.topic drops its `maxsize`
     # argument. The agent's channel is a clone of the topic and keeps it.
-    bulk_snapshots.maxsize = BULK_BUFFER
+    bulk_snapshots.maxsize = bulk_buffer(settings.topic_partitions)
     mutations = raw_topic(topics.MUTATIONS)
     mutating, fanning_out = role != "fanout", role != "mutate"
     # One producer per agent: each waits for its own records only.
@@ -359,7 +422,15 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
         else None
     )
 
-    async def handle_snapshots(events: list[Any]) -> None:
+    async def handle_snapshots(
+        events: Sequence[Any], give_way: Callable[[], bool] | None = None
+    ) -> int:
+        """Process snapshots in order; how many (all, unless `give_way` stopped it early).
+
+        With `give_way` (bulk batches), the event loop runs between snapshots, so Faust keeps
+        delivering live snapshots and the live agent can queue at the gate, and processing
+        stops after the snapshot in hand once `give_way()` says a live batch waits.
+        """
         assert mutate_out is not None
         started = time.perf_counter()
         # Later snapshots of an entity in this batch see the state the earlier ones left.
@@ -435,6 +506,10 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                         outcome.entity_key.encode(),
                         headers=trace_headers or None,
                     )
+            if give_way is not None:
+                await asyncio.sleep(0)
+                if give_way():
+                    break
         # The state moves only after the mutations are acknowledged: a crash in between
         # re-emits the same mutation (same id) rather than losing it.
         await mutate_out.acknowledged()
@@ -458,6 +533,7 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
             logger.debug(
                 "snapshots processed", extra={"counts": summarise([o for _, o in outcomes])}
             )
+        return len(outcomes)
 
     gate = Precedence()
 
@@ -481,9 +557,8 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                     await asyncio.sleep(BATCH_WITHIN_S)
                 metrics.observe_batch("bulk", len(events))
                 yielded = gate.yielded
-                async with gate.bulk():
-                    metrics.MUTATOR_BULK_YIELDS.inc(gate.yielded - yielded)
-                    await handle_snapshots(events)
+                await gate.bulk_in_parts(events, handle_snapshots)
+                metrics.MUTATOR_BULK_YIELDS.inc(gate.yielded - yielded)
             except Exception:
                 _die("mutate_bulk")
 

@@ -5,7 +5,12 @@ live changes) and pim.snapshots.bulk (catalogue loads). Their batches must not r
 interleaved: a batch reads the table, waits for its mutations' acknowledgements and only then
 writes the table, so a second batch running meanwhile would read state the first is about to
 replace. The gate runs one batch at a time and lets a waiting live batch in before any bulk
-batch; a live batch therefore waits at most for the one bulk batch already running.
+batch. A bulk batch also gives way in its middle (`bulk_in_parts`): it yields the event loop
+between its snapshots, and once a live batch waits it stops after the snapshot in hand,
+finishes the part it has done (acknowledgements, table writes) and lets the live batch in; the
+rest of its snapshots follow as the next part. A live batch therefore waits for one snapshot
+and one acknowledgement round trip of the bulk load, not for a whole bulk batch: on a loaded
+host a bulk batch of 100 creations took 0.3-1.5 s.
 
 Between the two topics an entity's snapshots are not in order; the version check decides
 (an older snapshot is `stale` whichever topic it came by), so a bulk snapshot read after a
@@ -15,8 +20,15 @@ newer live one never wins.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+
+#: Handles the items it is given, in order, under the gate; may stop early once the callable
+#: it is given says so, and returns how many items it handled (the first n).
+PartHandler = Callable[[Sequence[T], Callable[[], bool]], Awaitable[int]]
 
 
 class Precedence:
@@ -27,13 +39,35 @@ class Precedence:
         self._live_waiting = 0
         self._no_live = asyncio.Event()
         self._no_live.set()
-        #: bulk batches that stood aside for a live one (a metric of the isolation at work)
+        #: times a bulk batch stood aside for a live one: waited for it, or stopped in its
+        #: middle to let it in (a metric of the isolation at work)
         self.yielded = 0
 
     @property
     def live_waiting(self) -> int:
         """Live batches waiting for (or holding) the gate."""
         return self._live_waiting
+
+    def live_is_waiting(self) -> bool:
+        """Whether a live batch waits: a bulk part in progress should stop after its item."""
+        return self._live_waiting > 0
+
+    async def bulk_in_parts(self, items: Sequence[T], handle: PartHandler[T]) -> int:
+        """Handle a bulk batch in as many parts as live batches cut it into; the parts.
+
+        Each part holds the gate; `handle` gets the items not yet handled and
+        `live_is_waiting`, and returns how many it handled (at least one is counted, so the
+        batch always moves on). A part that stopped early counts as a yield.
+        """
+        start = parts = 0
+        while start < len(items):
+            async with self.bulk():
+                done = await handle(items[start:], self.live_is_waiting)
+            parts += 1
+            start += max(1, done)
+            if start < len(items):
+                self.yielded += 1
+        return parts
 
     @asynccontextmanager
     async def live(self) -> AsyncIterator[None]:
