@@ -186,6 +186,9 @@ class Settings(BaseSettings):
     retry_delays_s: list[int] = Field(default_factory=lambda: list(topics.RETRY_DELAYS_S))
     dispatcher_batch_size: int = 50
     dispatcher_linger_ms: int = 20
+    # How long a batch for `handle_batch` may wait on a busy lane to fill up while jobs keep
+    # coming (pim_hub.services.dispatcher.core.filling); 0: only the linger.
+    dispatcher_batch_fill_ms: int = 250
     dispatcher_max_in_flight: int = 8
     dispatcher_max_attempts: int = 4
     dispatcher_shutdown_timeout_s: float = 20.0

@@ -17,6 +17,7 @@ from pim_hub.registry.limits import (
 )
 from pim_hub.runtime import metrics
 from pim_hub.services.dispatcher.core.breaker import STATE_VALUES, CircuitBreaker, is_outage
+from pim_hub.services.dispatcher.core.filling import keep_filling
 from pim_hub.services.dispatcher.core.throttle import Aimd, is_throttled
 from pim_hub.services.dispatcher.settings import DispatcherOptions
 from pim_hub.services.dispatcher.work import TP, _Bound, _Work, logger
@@ -86,6 +87,11 @@ class _Lane:
         self.slots = Slots(self.aimd)
         self.call_s: float | None = None  # mean time of one driver call (job by job)
         self.lingered_at = float("-inf")  # when the pump last waited for a batch to fill
+        # Adaptive filling of batches (core/filling.py): jobs made ready so far, whether the
+        # last batch was full, and whether the next one already had its wait.
+        self.arrived = 0
+        self.last_full = False
+        self.filled = False
         self.breaker = CircuitBreaker(dispatcher.options.breaker)
         self.kick = asyncio.Event()  # the breaker changed: a waiting pump looks again
         self.circuit_gauge = metrics.DISPATCH_CIRCUIT.labels(
@@ -111,6 +117,7 @@ class _Lane:
         if len(chain) == 1:
             w.state = "ready"
             self.ready.append(w)
+            self.arrived += 1
             self.wake.set()
 
     def advance(self, w: _Work) -> None:
@@ -121,6 +128,7 @@ class _Lane:
             if chain:
                 chain[0].state = "ready"
                 self.ready.append(chain[0])
+                self.arrived += 1
                 self.wake.set()
             else:
                 del self.chains[w.chain]
@@ -186,7 +194,22 @@ class _Lane:
                     await self.d.wait_batch_done()
                     continue
                 if (
-                    len(self.ready) < opts.batch_size
+                    batching
+                    and opts.batch_fill_ms > 0
+                    and opts.linger_ms > 0
+                    and len(self.ready) < opts.batch_size
+                    and self.running
+                    and not self.filled
+                ):
+                    # A busy lane waits (bounded) for a fuller batch while more jobs come:
+                    # under load, fewer and fuller requests. Once per batch: what is ready
+                    # after the wait goes.
+                    self.filled = True
+                    await self._fill(opts.batch_size)
+                    continue  # the slots, the lock budget and what is ready have moved on
+                if (
+                    not (batching and opts.batch_fill_ms > 0)
+                    and len(self.ready) < opts.batch_size
                     and opts.linger_ms > 0
                     and self.running
                     and time.monotonic() - self.lingered_at >= opts.linger_ms / 1000
@@ -249,6 +272,8 @@ class _Lane:
                     self.circuit_gauge.set(STATE_VALUES["half_open"])
                     self.d.circuit_changed.set()
                 batch = [self.ready.popleft() for _ in range(min(size, len(self.ready)))]
+                self.filled = False
+                self.last_full = len(batch) >= opts.batch_size
                 for w in batch:
                     w.state = "running"
                     self.d._busy[w.tp] += 1
@@ -260,6 +285,32 @@ class _Lane:
                 task = asyncio.create_task(self._run(batch))
                 self.d._tasks.add(task)
                 task.add_done_callback(self.d._tasks.discard)
+
+    async def _fill(self, want: int) -> None:
+        """Wait for `want` jobs to be ready while `keep_filling` says more are coming.
+
+        Woken by every job made ready (and when the lane's last call ends), and at least
+        once per linger period to look at the rate again.
+        """
+        opts = self.d.options
+        fill_s, window_s = opts.batch_fill_ms / 1000, opts.linger_ms / 1000
+        started, arrived, backlog = time.monotonic(), self.arrived, self.last_full
+        while True:
+            waited = time.monotonic() - started
+            if not keep_filling(
+                ready=len(self.ready),
+                want=want,
+                running=self.running,
+                waited_s=waited,
+                fill_s=fill_s,
+                window_s=window_s,
+                arrived=self.arrived - arrived,
+                backlog=backlog,
+            ):
+                return
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), min(window_s, fill_s - waited))
 
     async def throttle(self, n: int) -> None:
         """Wait for n requests' worth of tokens (FIFO among this lane's batches)."""
@@ -283,6 +334,8 @@ class _Lane:
             self.d._fail("a batch failed unexpectedly")
         finally:
             self.running -= 1
+            if not self.running:
+                self.wake.set()  # idle now: a batch waiting to fill goes at once
             self.d.locks_held -= len(batch)
             metrics.DISPATCH_IN_FLIGHT.labels(self.d.driver_key, self.d.priority).dec(len(batch))
             self.d.batch_done.set()
@@ -376,4 +429,5 @@ class _Lane:
         if w.state == "held" and chain and chain[0] is w:
             w.state = "ready"
             self.ready.append(w)
+            self.arrived += 1
             self.wake.set()

@@ -25,7 +25,12 @@ class DispatcherOptions:
             dispatcher: `max_locks_per_transaction` x `max_connections`, 6,400 by default.
             Quick calls get a few big batches, slow ones up to 8 smaller ones.
         guard_batch_s: how long the calls of one such batch should take at most.
-        linger_ms: how long a batch waits to fill up (HUB_DISPATCHER_LINGER_MS).
+        linger_ms: how long a batch waits to fill up (HUB_DISPATCHER_LINGER_MS); 0: never
+            (and no batch_fill_ms either).
+        batch_fill_ms: how long a batch for `handle_batch` waits at most to fill up to
+            batch_size on a busy lane, while jobs keep coming or after a full batch
+            (HUB_DISPATCHER_BATCH_FILL_MS; core/filling.py); 0: only linger_ms. An idle
+            lane never waits.
         max_in_flight: concurrent driver calls per integration unless its config's
             `rate_limit.concurrent` says otherwise (HUB_DISPATCHER_MAX_IN_FLIGHT).
         max_attempts: attempts before a retryable failure is dead (HUB_DISPATCHER_MAX_ATTEMPTS).
@@ -64,6 +69,7 @@ class DispatcherOptions:
     guard_locks: int = 800
     guard_batch_s: float = 0.25
     linger_ms: int = 20
+    batch_fill_ms: int = 250
     max_in_flight: int = 8
     max_attempts: int = 4
     shutdown_timeout_s: float = 20.0
@@ -90,6 +96,7 @@ class DispatcherOptions:
         base = cls(
             batch_size=settings.dispatcher_batch_size,
             linger_ms=settings.dispatcher_linger_ms,
+            batch_fill_ms=settings.dispatcher_batch_fill_ms,
             max_in_flight=settings.dispatcher_max_in_flight,
             max_attempts=settings.dispatcher_max_attempts,
             shutdown_timeout_s=settings.dispatcher_shutdown_timeout_s,
