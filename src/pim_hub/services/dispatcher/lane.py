@@ -115,10 +115,14 @@ class _Lane:
             chain = self.chains[w.chain] = deque()
         chain.append(w)
         if len(chain) == 1:
-            w.state = "ready"
-            self.ready.append(w)
-            self.arrived += 1
-            self.wake.set()
+            self._make_ready(w)
+
+    def _make_ready(self, w: _Work) -> None:
+        """w heads its entity's chain and may go: counted for filling, the pump woken."""
+        w.state = "ready"
+        self.ready.append(w)
+        self.arrived += 1
+        self.wake.set()
 
     def advance(self, w: _Work) -> None:
         """w is delivered (or settled): its entity's next job becomes ready."""
@@ -126,10 +130,7 @@ class _Lane:
         if chain and chain[0] is w:
             chain.popleft()
             if chain:
-                chain[0].state = "ready"
-                self.ready.append(chain[0])
-                self.arrived += 1
-                self.wake.set()
+                self._make_ready(chain[0])
             else:
                 del self.chains[w.chain]
 
@@ -193,34 +194,23 @@ class _Lane:
                 if self.running >= slots:
                     await self.d.wait_batch_done()
                     continue
-                if (
-                    batching
-                    and opts.batch_fill_ms > 0
-                    and opts.linger_ms > 0
-                    and len(self.ready) < opts.batch_size
-                    and self.running
-                    and not self.filled
-                ):
-                    # A busy lane waits (bounded) for a fuller batch while more jobs come:
-                    # under load, fewer and fuller requests. Once per batch: what is ready
-                    # after the wait goes.
-                    self.filled = True
-                    await self._fill(opts.batch_size)
-                    continue  # the slots, the lock budget and what is ready have moved on
-                if (
-                    not (batching and opts.batch_fill_ms > 0)
-                    and len(self.ready) < opts.batch_size
-                    and opts.linger_ms > 0
-                    and self.running
-                    and time.monotonic() - self.lingered_at >= opts.linger_ms / 1000
-                ):
-                    # Linger only while busy: an idle lane sends at once for low latency.
-                    # And once per linger period: what is ready after it goes out at once,
-                    # spread over the free slots, not one batch per period (a short
-                    # backlog would otherwise trickle out a few jobs every linger_ms).
-                    await asyncio.sleep(opts.linger_ms / 1000)
-                    self.lingered_at = time.monotonic()
-                    continue  # the slots, the lock budget and what is ready have moved on
+                # Linger only while busy: an idle lane sends at once for low latency.
+                if len(self.ready) < opts.batch_size and opts.linger_ms > 0 and self.running:
+                    if batching and opts.batch_fill_ms > 0:
+                        if not self.filled:
+                            # A busy lane waits (bounded) for a fuller batch while more jobs
+                            # come: under load, fewer and fuller requests. Once per batch:
+                            # what is ready after the wait goes.
+                            self.filled = True
+                            await self._fill(opts.batch_size)
+                            continue  # the slots, the lock budget and the ready jobs moved on
+                    elif time.monotonic() - self.lingered_at >= opts.linger_ms / 1000:
+                        # Once per linger period: what is ready after it goes out at once,
+                        # spread over the free slots, not one batch per period (a short
+                        # backlog would otherwise trickle out a few jobs every linger_ms).
+                        await asyncio.sleep(opts.linger_ms / 1000)
+                        self.lingered_at = time.monotonic()
+                        continue  # the slots, the lock budget and the ready jobs moved on
                 if batching:
                     # A bulk request costs about the same for 1 job or 50: fill it.
                     size = opts.batch_size
@@ -427,7 +417,4 @@ class _Lane:
         """A held job is ready again (unless handed back meanwhile)."""
         chain = self.chains.get(w.chain)
         if w.state == "held" and chain and chain[0] is w:
-            w.state = "ready"
-            self.ready.append(w)
-            self.arrived += 1
-            self.wake.set()
+            self._make_ready(w)
