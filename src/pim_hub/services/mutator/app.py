@@ -583,8 +583,15 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                 continue
             jobs = fanout.jobs_for(mutation, targets)
             # The jobs of the entity's previous mutation: each job names its own, so that a
-            # dispatcher of another lane does not let it overtake that one.
-            before = previous_jobs(ordering.prev_mutation(msg.headers), targets) if jobs else {}
+            # dispatcher of another lane does not let it overtake that one (only for the
+            # integrations that get a job: each id is a uuid5).
+            before = {}
+            if jobs:
+                getting = {job["integration_id"] for _, _, job in jobs}
+                before = previous_jobs(
+                    ordering.prev_mutation(msg.headers),
+                    (t for t in targets if t.integration_id in getting),
+                )
             for priority, key, job in jobs:
                 topic_name = topics.job_topic(priority)
                 metrics.FANOUT_JOBS.labels(job["integration_id"], job["driver"], priority).inc()

@@ -289,9 +289,12 @@ class FanOut:
         mutation: dict[str, Any],
         integrations: Iterable[IntegrationTarget],
         mode: str = "live",
-        force_priority: str | None = None,
     ) -> list[tuple[str, str, dict[str, Any]]]:
-        """(priority, kafka key, job record) for each job of one mutation."""
+        """(priority, kafka key, job record) for each job of one mutation.
+
+        The priority is fan-out's; replays and resyncs move a job to another lane with
+        `pim_hub.ops.replay.RunReport.route`.
+        """
         planned = plan_jobs(
             mutation["entity_type"],
             mutation["operation"],
@@ -303,7 +306,7 @@ class FanOut:
         )
         out = []
         for p in planned:
-            priority = force_priority or p.priority
+            priority = p.priority
             job = {
                 "job_id": p.job_id,
                 "mutation": mutation,
