@@ -26,7 +26,7 @@ import orjson
 import psutil
 from confluent_kafka import Message
 
-from bench import reference
+from bench import broker_metrics, reference
 from pim_hub.devstack import demo
 from pim_hub.devstack.stack import Stack, local_stack
 from pim_hub.runtime.logread import (
@@ -468,6 +468,8 @@ def run(
         "reference_cpu_s": round(reference.cpu_seconds(), 4),
     }
     with (
+        broker_metrics.BrokerMetrics() as requests,
+        broker_metrics.exported_to(requests),
         _child(["magento", str(magento_port)], magento_url + STATE_PATH, work / "magento.log") as m,
         _child(
             ["akeneo", str(akeneo_port), str(products)],
@@ -500,6 +502,7 @@ def run(
         # (4) full catalogue
         pids = {**hub.pids(), "akeneo-sandbox": a.pid, "magento-sandbox": m.pid}
         cpu0 = _cpu(pids)
+        requests0 = requests.snapshot()
         status_ends = _ends(stack, [topics.DELIVERY_STATUS])
         stage_ends = _ends(stack, FULL_STAGES)
         started_epoch, started = time.time(), time.monotonic()
@@ -553,6 +556,7 @@ def run(
         sync_s = sync_ended[0] - started
         full_s = done - started_epoch
         cpu1 = _cpu(pids)
+        requests1 = requests.snapshot()
         if profiler is not None:
             profiler.join(profile_s + 90)
         counts = demo.delivery_counts(stack)
@@ -586,6 +590,12 @@ def run(
                     3,
                 ),
                 "full_profiled": bool(profile_s),
+                # What the broker was asked to do for its CPU (from its own metrics).
+                "full_broker_requests": broker_metrics.report(
+                    broker_metrics.difference(requests0, requests1),
+                    cpu1.get("broker", 0) - cpu0.get("broker", 0),
+                    want,
+                ),
             }
         )
         if profile:

@@ -106,6 +106,35 @@ def test_retry_tiers_grow_then_deliver(
     assert [j.attempt for _, j in driver.calls] == [1, 2, 3]
 
 
+def test_idle_retry_tiers_rest_and_a_retry_still_comes_back(
+    hub_settings: Settings, database_url: str, unique: str
+) -> None:
+    """Retry partitions with nothing to read are paused between looks (fewer partitions in
+    every fetch); one written meanwhile is read when its tier comes round."""
+    driver, integ = _setup(hub_settings, database_url, unique)
+    key = f"product:{unique}"
+    driver.script[key] = [DeliveryResult.retry("503")]
+    watch = status_watcher(hub_settings, integ)
+    job = job_record(integ, driver.key, "normal", key, [change("name", "x")], version(1))
+    with dispatching(hub_settings, driver) as (disp,):
+
+        def all_resting() -> bool:
+            resting = dict(disp._not_due)
+            retry = [tp for tp in list(disp._parts) if tp[0] in disp.retry_topics]
+            return bool(retry) and all(tp in resting for tp in retry)
+
+        wait_for(all_resting, 30, what="every idle retry partition resting")
+        produce_jobs(hub_settings, [job])
+        statuses = watch.wait(
+            lambda s: any(r["status"] == "delivered" for r in s), 30, "delivery after a retry"
+        )
+    watch.close()
+    assert [(s["status"], s["attempt"]) for s in statuses] == [("retrying", 1), ("delivered", 2)]
+    first, second = (t for t, _ in driver.calls)
+    # The 1 s tier of the test settings, plus at most one rest (0.5 s) and the fetch.
+    assert 0.95 <= second - first < 1.0 + disp.retry_rest_s() + 3
+
+
 def test_retry_after_is_honoured(hub_settings: Settings, database_url: str, unique: str) -> None:
     driver, integ = _setup(hub_settings, database_url, unique)
     key = f"product:{unique}"

@@ -130,6 +130,22 @@ def _pdeathsig() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
+def _metrics_args() -> list[str]:
+    """Tansu exports its own metrics (requests by API, bytes, storage operations) over
+    OTLP/HTTP when `HUB_EMBEDDED_BROKER_OTLP` names an endpoint (the benchmarks read them)."""
+    endpoint = os.environ.get("HUB_EMBEDDED_BROKER_OTLP", "")
+    return ["--otlp-endpoint-url", endpoint] if endpoint else []
+
+
+def _broker_env() -> dict[str, str]:
+    # Tansu would also read the hub's own OTEL_EXPORTER_OTLP_ENDPOINT (set for tracing) and
+    # export metrics there: only the variable above turns the broker's export on.
+    env = {k: v for k, v in os.environ.items() if k != "OTEL_EXPORTER_OTLP_ENDPOINT"}
+    if os.environ.get("HUB_EMBEDDED_BROKER_OTLP"):
+        env.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "1000")
+    return env
+
+
 def start_tansu(port: int | None = None, log_dir: Path | None = None) -> Broker:
     """Start the embedded Tansu broker on a free loopback port and wait until it answers."""
     port = port or free_port()
@@ -147,7 +163,9 @@ def start_tansu(port: int | None = None, log_dir: Path | None = None) -> Broker:
             url,
             "--storage-engine",
             "memory://tansu/",
+            *_metrics_args(),
         ],
+        env=_broker_env(),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -23,10 +23,11 @@ from typing import Any
 from pim_hub.registry.model import Integration
 from pim_hub.registry.priority import PriorityRules
 from pim_hub.registry.queue_map import QueueMap
+from pim_hub.schemas import topics
 from pim_hub.schemas.entities import ENTITY_TYPES
 
 #: The lane `hub replay` and `hub resync` publish to unless told otherwise (`--priority`).
-BULK_PRIORITY = "low"
+BULK_PRIORITY = topics.BULK_PRIORITY
 
 #: Entity types whose changes carry attribute values: attribute and price rules apply to them.
 VALUE_ENTITY_TYPES = frozenset({"product", "product_model"})

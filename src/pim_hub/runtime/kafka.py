@@ -63,8 +63,16 @@ def make_producer(settings: Settings, **extra: Any) -> Producer:
     return producer
 
 
-def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
-    """Consumer config with manual commits: offsets move only after outputs are acknowledged."""
+def consumer_config(
+    settings: Settings, group_id: str, background: bool = False, **extra: Any
+) -> dict[str, Any]:
+    """Consumer config with manual commits: offsets move only after outputs are acknowledged.
+
+    `background`: no live change waits for this consumer; it fetches with the longer
+    `background_fetch_wait_max_ms`, so while idle it asks the broker a tenth as often.
+    """
+    kafka = settings.kafka
+    wait = kafka.background_fetch_wait_max_ms if background else kafka.fetch_wait_max_ms
     return settings.kafka_config(
         {
             "group.id": group_id,
@@ -76,7 +84,7 @@ def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str
             "partition.assignment.strategy": "cooperative-sticky",
             # librdkafka waits up to 500 ms by default; Apache Kafka answers as soon as data
             # arrives, the embedded broker only when the wait runs out.
-            "fetch.wait.max.ms": settings.kafka.fetch_wait_max_ms,
+            "fetch.wait.max.ms": wait,
             **extra,
         }
     )

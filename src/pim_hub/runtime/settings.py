@@ -37,6 +37,11 @@ class KafkaSettings(BaseModel):
         description="longest a consumer's fetch waits for data; the embedded broker answers "
         "a waiting fetch only when this runs out, so it is a floor on each hop's latency",
     )
+    background_fetch_wait_max_ms: int = Field(
+        500,
+        description="the same for consumers no live change waits for (the `low` dispatchers "
+        "of replays and resyncs, the projectors): an idle consumer fetches a tenth as often",
+    )
     client_id: str = "pim-hub"
     # Poison records: the largest record the brokers take (their `message.max.bytes`); a
     # stage sets aside, with its reason, an output that would not fit instead of failing.

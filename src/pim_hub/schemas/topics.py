@@ -28,6 +28,9 @@ PRIORITIES: dict[str, tuple[int, str]] = {
     "low": (9, JOBS_LOW),
 }
 
+#: The priority of bulk work (replays and resyncs): no live change waits for its lane.
+BULK_PRIORITY = "low"
+
 #: retry tiers: topic -> delay in seconds before a job on it is tried again.
 RETRY_DELAYS_S: tuple[int, ...] = (30, 300, 1800)
 

@@ -68,6 +68,7 @@ class Dispatcher(
         return consumer_config(
             self.settings,
             self.group,
+            background=self.background,
             **{
                 "max.poll.interval.ms": 300000,
                 "on_commit": self._on_commit,
@@ -156,6 +157,7 @@ class Dispatcher(
                 if self._backpressured:
                     # A partition paused for its count of records may be full of held jobs.
                     self._park_held()
+                self._rest_idle_retries(consumer)
                 if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
                     self._commit(consumer, asynchronous=True)
         finally:

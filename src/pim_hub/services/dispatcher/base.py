@@ -69,6 +69,9 @@ class DispatcherBase:
         topics.job_topic(priority)  # raises early on an unknown priority
         self.serde = Serde(settings.registry_config())
         self.group = group_id(driver_key, priority)
+        #: The bulk lane (replays and resyncs): no live change waits for its jobs, so its
+        #: consumer fetches with the longer background wait.
+        self.background = priority == topics.BULK_PRIORITY
         self.retry_topics = [topics.retry_topic(d) for d in self.options.retry_delays_s]
         self.stats = Stats()
         self.failure: str | None = None
@@ -81,6 +84,9 @@ class DispatcherBase:
         #: When each integration's circuit last closed (wall clock): its earlier retries are due.
         self._closed_at: dict[str, float] = {}
         self._backpressured: set[TP] = set()
+        #: Retry partitions fetching since (monotonic), and when to look for idle ones next.
+        self._retry_awake: dict[TP, float] = {}
+        self._retry_rest_check_at = 0.0
         #: Routed jobs waiting to be written to the pending list (cross-lane order), in poll
         #: order, and the task that writes them and then hands them to their lanes.
         self._registering: asyncio.Queue[list[_Work]] = asyncio.Queue()

@@ -72,6 +72,7 @@ class RebalanceMixin(DispatcherBase):
         for tp in tps:
             self._parts.pop(tp, None)
             self._not_due.pop(tp, None)
+            self._retry_awake.pop(tp, None)
             self._backpressured.discard(tp)
         self._count_partitions()
 

@@ -87,7 +87,8 @@ class BatchProjector(Generic[R]):
                 database_url=self.settings.require_database(),
                 group=self.group,
             )
-        consumer = Consumer(consumer_config(self.settings, self.group))
+        # Projections feed the console and the operators' queries, not deliveries.
+        consumer = Consumer(consumer_config(self.settings, self.group, background=True))
         service = self.metrics_service or self.group
         ready = threading.Event()
 
