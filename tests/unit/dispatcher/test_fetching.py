@@ -23,8 +23,9 @@ def test_background_consumers_fetch_with_the_longer_wait_by_default() -> None:
 def test_only_the_bulk_lanes_dispatcher_is_a_background_consumer() -> None:
     driver = recording_driver("fetching")
     waits = {
-        priority: Dispatcher(_settings(), driver.key, priority, catalogue_with(driver))
-        .consumer_conf()["fetch.wait.max.ms"]
+        priority: Dispatcher(
+            _settings(), driver.key, priority, catalogue_with(driver)
+        ).consumer_conf()["fetch.wait.max.ms"]
         for priority in ("immediate", "normal", "low")
     }
     assert waits == {"immediate": 50, "normal": 50, "low": 500}
