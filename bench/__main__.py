@@ -38,6 +38,13 @@ BENCHMARKS: list[tuple[str, str, dict[str, Any], str]] = [
         {},
         "`hub --help` under 0.5 s",
     ),
+    (
+        "bench.bench_broker",
+        "The embedded broker: what its CPU pays for",
+        {},
+        "none: a profile (idle fetches, produce requests, the hub standing idle) that explains "
+        "the broker's share of the end-to-end CPU (docs/performance.md)",
+    ),
     ("bench.bench_mutator", "Mutator vs passthrough ceiling", {}, "≥ 50% of the passthrough"),
     (
         "bench.bench_patches",

@@ -503,6 +503,7 @@ def run(
         pids = {**hub.pids(), "akeneo-sandbox": a.pid, "magento-sandbox": m.pid}
         cpu0 = _cpu(pids)
         requests0 = requests.snapshot()
+        during = reference.DuringLoad().start()
         status_ends = _ends(stack, [topics.DELIVERY_STATUS])
         stage_ends = _ends(stack, FULL_STAGES)
         started_epoch, started = time.time(), time.monotonic()
@@ -557,6 +558,8 @@ def run(
         full_s = done - started_epoch
         cpu1 = _cpu(pids)
         requests1 = requests.snapshot()
+        during.stop()
+        load_reference = during.median()
         if profiler is not None:
             profiler.join(profile_s + 90)
         counts = demo.delivery_counts(stack)
@@ -590,6 +593,22 @@ def run(
                     3,
                 ),
                 "full_profiled": bool(profile_s),
+                # The same unit measured during the load (the host's speed moves): samples
+                # and median, and the per-product figures in it.
+                "full_reference_cpu_s_during_load": [round(s, 4) for s in during.samples],
+                **(
+                    {
+                        f"full_{k}_during_load": v
+                        for k, v in cpu_per_product(
+                            {k: cpu1.get(k, 0) - cpu0.get(k, 0) for k in cpu1},
+                            want,
+                            load_reference,
+                        ).items()
+                        if k.endswith("_in_references")
+                    }
+                    if load_reference
+                    else {}
+                ),
                 # What the broker was asked to do for its CPU (from its own metrics).
                 "full_broker_requests": broker_metrics.report(
                     broker_metrics.difference(requests0, requests1),

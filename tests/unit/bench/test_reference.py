@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import pytest
 
 from bench import reference
@@ -35,3 +38,15 @@ def test_a_host_twice_as_slow_gives_the_same_figure_in_references() -> None:
     slow = cpu_per_product({"mutator": 20.0, "broker": 20.0}, 1_000, reference_s=0.4)
     assert fast["hub_cpu_ms_per_product"] * 2 == slow["hub_cpu_ms_per_product"]
     assert fast["hub_cpu_per_product_in_references"] == slow["hub_cpu_per_product_in_references"]
+
+
+def test_the_reference_is_sampled_in_its_own_process_during_a_load() -> None:
+    during = reference.DuringLoad(every_s=0.05).start()
+    deadline = time.monotonic() + 30
+    while len(during.samples) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    during.stop()
+    assert len(during.samples) >= 2
+    assert all(0 < s < 30 for s in during.samples)
+    assert during.median() == statistics.median(during.samples)
+    assert reference.DuringLoad().median() is None  # no sample: no unit, not a zero
