@@ -625,6 +625,7 @@ def run(
         if live_thread is not None:
             live_thread.join(load_live_seconds + 600)
             result.update(_load_live_results(stack, load_live, done))
+            result["load_live_receiver_seconds"] = _receiver_seconds(hub)
 
         # (5) re-sync with 1% changed
         if resync:
@@ -692,7 +693,7 @@ def _live(
         json={"start": 50, "stride": max(1, products // count), "count": count, "sign": True},
         timeout=120,
     ).json()
-    sent, statuses = asyncio.run(_stream(hub.webhook_url, hooks, live_rate))
+    sent, statuses, _answers = asyncio.run(_stream(hub.webhook_url, hooks, live_rate))
     since = datetime.fromtimestamp(min(sent.values()) - 1, UTC)
     keys = list(sent)
     delivered: dict[str, float] = {}
@@ -779,10 +780,18 @@ def _load_live_stream(
         }
         out["machine_load_at_start"] = round(psutil.getloadavg()[0], 1)
         started = time.time()
-        sent, statuses = asyncio.run(
+        sent, statuses, answers = asyncio.run(
             _stream(hub.webhook_url, [h for _, h in merged], rate * (1 + normal_share))
         )
-        out.update({"sent": sent, "statuses": statuses, "started": started, "ended": time.time()})
+        out.update(
+            {
+                "sent": sent,
+                "statuses": statuses,
+                "answers": answers,
+                "started": started,
+                "ended": time.time(),
+            }
+        )
         out["machine_load_at_end"] = round(psutil.getloadavg()[0], 1)
     except Exception as exc:  # reported in the result, the load goes on
         out["error"] = f"{type(exc).__name__}: {exc}"
@@ -816,6 +825,9 @@ def _load_live_results(stack: Stack, live: dict[str, Any], load_done: float) -> 
     result: dict[str, Any] = {
         "load_live_updates": len(keys),
         "load_live_http_statuses": dict(Counter(live["statuses"])),
+        # From sending a webhook to the receiver's answer, as the sender saw it (its wait
+        # for one of its connections included).
+        "load_live_answer_ms": _quantiles_ms(live["answers"]),
         "load_live_lost": len(keys) - len(delivered),
         # Sent while the load ran: 1.0 means the whole stream overlapped the load.
         "load_live_sent_during_load_share": round(
@@ -871,12 +883,65 @@ def _stage_latencies(
     return out
 
 
+def _receiver_seconds(hub: Any) -> dict[str, Any]:
+    """How long the webhook receiver itself took to answer (its own histogram), to set
+    beside the sender's view (`load_live_answer_ms`): the difference waited elsewhere."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = hub.metrics_ports.get("ingest-web")
+    if port is None:
+        return {}
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    except httpx.HTTPError as exc:
+        return {"error": str(exc)}
+    buckets: dict[float, float] = defaultdict(float)
+    total = count = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name != "pimhub_ingest_webhook_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets[float(sample.labels["le"])] += sample.value
+            elif sample.name.endswith("_sum"):
+                total += sample.value
+            elif sample.name.endswith("_count"):
+                count += sample.value
+    if not count:
+        return {}
+    # The upper bound of the bucket that holds the 50th and 99th percentile.
+    bound = {
+        q: next(le for le, n in sorted(buckets.items()) if n >= q * count) for q in (0.5, 0.99)
+    }
+    return {
+        "answers": int(count),
+        "mean_ms": round(1000 * total / count, 1),
+        "p50_at_most_s": bound[0.5],
+        "p99_at_most_s": bound[0.99],
+    }
+
+
+def _quantiles_ms(seconds: list[float]) -> dict[str, int]:
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+
+    def at(q: float) -> int:
+        return int(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+    return {"p50": at(0.5), "p99": at(0.99), "max": int(1000 * ordered[-1])}
+
+
 async def _stream(
     url: str, hooks: list[dict[str, Any]], rate: float
-) -> tuple[dict[str, float], list[str]]:
-    """Post one signed webhook every 1/rate seconds (open loop: a slow answer does not slow us)."""
+) -> tuple[dict[str, float], list[str], list[float]]:
+    """Post one signed webhook every 1/rate seconds (open loop: a slow answer does not slow us).
+
+    Returns when each was sent, the answers' statuses, and each answer's seconds after sending.
+    """
     sent: dict[str, float] = {}
     statuses: list[str] = []
+    answers: list[float] = []
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64), timeout=30) as client:
 
         async def one(hook: dict[str, Any]) -> None:
@@ -888,6 +953,7 @@ async def _stream(
                         url, content=hook["body"].encode(), headers=hook["headers"]
                     )
                     statuses.append(str(resp.status_code))
+                    answers.append(time.time() - sent[hook["key"]])
                     return
                 except httpx.TransportError as exc:
                     statuses.append(type(exc).__name__)
@@ -902,7 +968,7 @@ async def _stream(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(hook)))
         await asyncio.gather(*tasks)
-    return sent, statuses
+    return sent, statuses, answers
 
 
 def main(argv: list[str] | None = None) -> None:
