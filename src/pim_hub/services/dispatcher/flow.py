@@ -92,7 +92,10 @@ class FlowMixin(DispatcherBase):
             if position < 0 or position >= high:
                 if position >= 0:
                     # Read again from here (a pause drops what librdkafka has fetched).
-                    consumer.seek(TopicPartition(tp[0], tp[1], position))
+                    try:
+                        consumer.seek(TopicPartition(tp[0], tp[1], position))
+                    except KafkaException:
+                        continue  # being revoked, say: looked at again later
                 resting.append(part)
         if resting:
             consumer.pause(resting)
