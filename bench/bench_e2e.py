@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import json
+import multiprocessing
 import os
 import re
 import signal
@@ -693,7 +695,7 @@ def _live(
         json={"start": 50, "stride": max(1, products // count), "count": count, "sign": True},
         timeout=120,
     ).json()
-    sent, statuses, _answers = asyncio.run(_stream(hub.webhook_url, hooks, live_rate))
+    sent, statuses, _answers = _stream_apart(hub.webhook_url, hooks, live_rate)
     since = datetime.fromtimestamp(min(sent.values()) - 1, UTC)
     keys = list(sent)
     delivered: dict[str, float] = {}
@@ -780,8 +782,8 @@ def _load_live_stream(
         }
         out["machine_load_at_start"] = round(psutil.getloadavg()[0], 1)
         started = time.time()
-        sent, statuses, answers = asyncio.run(
-            _stream(hub.webhook_url, [h for _, h in merged], rate * (1 + normal_share))
+        sent, statuses, answers = _stream_apart(
+            hub.webhook_url, [h for _, h in merged], rate * (1 + normal_share)
         )
         out.update(
             {
@@ -919,6 +921,27 @@ def _receiver_seconds(hub: Any) -> dict[str, Any]:
         "p50_at_most_s": bound[0.5],
         "p99_at_most_s": bound[0.99],
     }
+
+
+def _stream_apart(
+    url: str, hooks: list[dict[str, Any]], rate: float
+) -> tuple[dict[str, float], list[str], list[float]]:
+    """`_stream` in a process of its own: the sender stands for Akeneo's servers.
+
+    Run on a thread of this process, it shared one interpreter (and its lock) with the
+    benchmark's own threads on a saturated machine: during a 100,000-product load the sender
+    saw answers after 37 s at p50 while the receiver had answered in 0.17 s on average, and
+    that wait was counted as the hub's first hop.
+    """
+    context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_stream_sync, url, hooks, rate).result()
+
+
+def _stream_sync(
+    url: str, hooks: list[dict[str, Any]], rate: float
+) -> tuple[dict[str, float], list[str], list[float]]:
+    return asyncio.run(_stream(url, hooks, rate))
 
 
 def _quantiles_ms(seconds: list[float]) -> dict[str, int]:
