@@ -336,16 +336,21 @@ def _stage_done(
     return {name: round(at, 1) for name, at in last.items()}
 
 
+def _metric_families(port: int) -> Iterator[Any]:
+    """The metric families a service exposes on `port` (raises httpx.HTTPError)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    yield from text_string_to_metric_families(text)
+
+
 def _batch_sizes(hub: demo.Hub) -> dict[str, float]:
     """Mean records per batch so far: each mutator agent's, and jobs per `handle_batch` call
     of each dispatcher (from the services' /metrics)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     sums: defaultdict[str, float] = defaultdict(float)
     for name, port in hub.metrics_ports.items():
         with contextlib.suppress(httpx.HTTPError):
-            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-            for family in text_string_to_metric_families(text):
+            for family in _metric_families(port):
                 for sample in family.samples:
                     if sample.name == "pimhub_mutator_batch_records_total":
                         sums[f"{sample.labels['agent']} records"] += sample.value
@@ -559,6 +564,7 @@ def run(
         sync_s = sync_ended[0] - started
         full_s = done - started_epoch
         cpu1 = _cpu(pids)
+        spent = {k: cpu1.get(k, 0) - cpu0.get(k, 0) for k in cpu1}
         requests1 = requests.snapshot()
         during.stop()
         load_reference = during.median()
@@ -579,14 +585,10 @@ def run(
                 "full_retry_reasons": _retry_reasons(stack, status_ends),
                 "full_dead_jobs": counts.get("dead", 0),
                 "full_magento_requests": _magento(magento_url, count_only=True)["requests"],
-                "full_cpu_s": {k: round(cpu1.get(k, 0) - cpu0.get(k, 0), 1) for k in cpu1},
+                "full_cpu_s": {k: round(v, 1) for k, v in spent.items()},
                 **{
                     f"full_{k}": v
-                    for k, v in cpu_per_product(
-                        {k: cpu1.get(k, 0) - cpu0.get(k, 0) for k in cpu1},
-                        want,
-                        result["reference_cpu_s"],
-                    ).items()
+                    for k, v in cpu_per_product(spent, want, result["reference_cpu_s"]).items()
                 },
                 # CPU-seconds of every core over the load: 2 x full_seconds is a full machine.
                 "full_machine_busy_share": round(
@@ -601,11 +603,7 @@ def run(
                 **(
                     {
                         f"full_{k}_during_load": v
-                        for k, v in cpu_per_product(
-                            {k: cpu1.get(k, 0) - cpu0.get(k, 0) for k in cpu1},
-                            want,
-                            load_reference,
-                        ).items()
+                        for k, v in cpu_per_product(spent, want, load_reference).items()
                         if k.endswith("_in_references")
                     }
                     if load_reference
@@ -614,7 +612,7 @@ def run(
                 # What the broker was asked to do for its CPU (from its own metrics).
                 "full_broker_requests": broker_metrics.report(
                     broker_metrics.difference(requests0, requests1),
-                    cpu1.get("broker", 0) - cpu0.get("broker", 0),
+                    spent.get("broker", 0),
                     want,
                 ),
             }
@@ -885,23 +883,19 @@ def _stage_latencies(
     return out
 
 
-def _receiver_seconds(hub: Any) -> dict[str, Any]:
+def _receiver_seconds(hub: demo.Hub) -> dict[str, Any]:
     """How long the webhook receiver itself took to answer (its own histogram), to set
     beside the sender's view (`load_live_answer_ms`): the difference waited elsewhere."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     port = hub.metrics_ports.get("ingest-web")
     if port is None:
         return {}
     try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        families = [f for f in _metric_families(port) if f.name == "pimhub_ingest_webhook_seconds"]
     except httpx.HTTPError as exc:
         return {"error": str(exc)}
     buckets: dict[float, float] = defaultdict(float)
     total = count = 0.0
-    for family in text_string_to_metric_families(text):
-        if family.name != "pimhub_ingest_webhook_seconds":
-            continue
+    for family in families:
         for sample in family.samples:
             if sample.name.endswith("_bucket"):
                 buckets[float(sample.labels["le"])] += sample.value
@@ -929,9 +923,8 @@ def _stream_apart(
     """`_stream` in a process of its own: the sender stands for Akeneo's servers.
 
     Run on a thread of this process, it shared one interpreter (and its lock) with the
-    benchmark's own threads on a saturated machine: during a 100,000-product load the sender
-    saw answers after 37 s at p50 while the receiver had answered in 0.17 s on average, and
-    that wait was counted as the hub's first hop.
+    benchmark's own threads on a saturated machine, and its waits were counted as the hub's
+    first hop (docs/performance.md, "100,000 products on a host like the issue's").
     """
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
@@ -947,12 +940,13 @@ def _stream_sync(
 def _quantiles_ms(seconds: list[float]) -> dict[str, int]:
     if not seconds:
         return {}
+    # The median and the 99th percentile as the latencies above take them.
     ordered = sorted(seconds)
-
-    def at(q: float) -> int:
-        return int(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))])
-
-    return {"p50": at(0.5), "p99": at(0.99), "max": int(1000 * ordered[-1])}
+    return {
+        "p50": round(1000 * statistics.median(ordered)),
+        "p99": round(1000 * ordered[int(0.99 * (len(ordered) - 1))]),
+        "max": round(1000 * ordered[-1]),
+    }
 
 
 async def _stream(

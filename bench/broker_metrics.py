@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -180,8 +181,6 @@ def report(grown: dict[str, float], broker_cpu_s: float, products: int) -> dict[
 @contextlib.contextmanager
 def exported_to(metrics: BrokerMetrics | None) -> Iterator[None]:
     """Have an embedded broker started inside this block export to `metrics`."""
-    import os
-
     if metrics is None:
         yield
         return

@@ -68,7 +68,8 @@ class Dispatcher(
         return consumer_config(
             self.settings,
             self.group,
-            background=self.background,
+            # The bulk lane (replays and resyncs): no live change waits for its jobs.
+            background=self.priority == topics.BULK_PRIORITY,
             **{
                 "max.poll.interval.ms": 300000,
                 "on_commit": self._on_commit,
@@ -87,7 +88,10 @@ class Dispatcher(
         """Consume until stopped (SIGTERM); raises RuntimeError after a failure."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        consumer = Consumer(self.consumer_conf())
+        conf = self.consumer_conf()
+        # As the consumer will fetch: the user's properties may override the hub's wait.
+        self._fetch_wait_s = int(conf["fetch.wait.max.ms"]) / 1000
+        consumer = Consumer(conf)
         consumer.subscribe(
             [topics.job_topic(self.priority), *self.retry_topics],
             on_assign=self._on_assign,

@@ -69,9 +69,6 @@ class DispatcherBase:
         topics.job_topic(priority)  # raises early on an unknown priority
         self.serde = Serde(settings.registry_config())
         self.group = group_id(driver_key, priority)
-        #: The bulk lane (replays and resyncs): no live change waits for its jobs, so its
-        #: consumer fetches with the longer background wait.
-        self.background = priority == topics.BULK_PRIORITY
         self.retry_topics = [topics.retry_topic(d) for d in self.options.retry_delays_s]
         self.stats = Stats()
         self.failure: str | None = None
@@ -84,7 +81,9 @@ class DispatcherBase:
         #: When each integration's circuit last closed (wall clock): its earlier retries are due.
         self._closed_at: dict[str, float] = {}
         self._backpressured: set[TP] = set()
-        #: Retry partitions fetching since (monotonic), and when to look for idle ones next.
+        #: The consumer's fetch wait (set when it is made), and retry partitions fetching
+        #: since (monotonic), and when to look for idle ones next.
+        self._fetch_wait_s = 0.0
         self._retry_awake: dict[TP, float] = {}
         self._retry_rest_check_at = 0.0
         #: Routed jobs waiting to be written to the pending list (cross-lane order), in poll

@@ -70,6 +70,8 @@ class FlowMixin(DispatcherBase):
             return
         self._retry_rest_check_at = now + RETRY_REST_CHECK_S
         retry = set(self.retry_topics)
+        # Two fetch waits: one fetch may have been under way when the partition resumed.
+        awake_s = 2 * self._fetch_wait_s + RETRY_AWAKE_MARGIN_S
         resting: list[TopicPartition] = []
         for tp in self._parts:
             if tp[0] not in retry or tp in self._not_due or tp in self._backpressured:
@@ -77,7 +79,7 @@ class FlowMixin(DispatcherBase):
                 continue
             # A partition just assigned or resumed gets time to fetch before it is judged.
             awake = self._retry_awake.setdefault(tp, now)
-            if now - awake < self._retry_awake_s() or self._busy.get(tp):
+            if now - awake < awake_s or self._busy.get(tp):
                 continue
             part = TopicPartition(tp[0], tp[1])
             try:
@@ -104,12 +106,6 @@ class FlowMixin(DispatcherBase):
                 tp = (part.topic, part.partition)
                 self._not_due[tp] = due
                 self._retry_awake.pop(tp, None)
-
-    def _retry_awake_s(self) -> float:
-        # Two fetch waits: one fetch may have been under way when the partition resumed.
-        kafka = self.settings.kafka
-        wait_ms = kafka.background_fetch_wait_max_ms if self.background else kafka.fetch_wait_max_ms
-        return 2 * wait_ms / 1000 + RETRY_AWAKE_MARGIN_S
 
     def retry_rest_s(self) -> float:
         """How long an idle retry partition is not fetched (see `_rest_idle_retries`)."""
