@@ -261,9 +261,12 @@ def test_parallel_ranges_resume_each_range_after_a_crash(hub_settings, database_
     ranges = store.ranges("product")
     assert 1 <= len(ranges) <= 4 and all(cursor for cursor, _ in ranges.values())
     # At least the three pages counted were recorded (other ranges may have recorded theirs
-    # while the crash spread), in the run and in their ranges alike.
+    # while the crash spread), in the run and in their ranges alike; a range that finished
+    # before the crash is dropped, its items stay counted in the run.
     done = checkpoint.items
-    assert done >= 60 and done % 20 == 0 and done == sum(items for _, items in ranges.values())
+    in_ranges = sum(items for _, items in ranges.values())
+    assert done >= 60 and done % 20 == 0 and in_ranges % 20 == 0
+    assert in_ranges == done or (len(ranges) < 4 and in_ranges < done)
     assert store.watermark("product") is None
     reports, _ = sync(
         hub_settings, database_url, sandbox, topic, "full", ("product",), runner_kw=PARALLEL
@@ -300,6 +303,7 @@ def test_sync_command_without_progress_keeps_stdout_for_the_report(
     from typer.testing import CliRunner
 
     from pim_hub.cli.main import app
+    from pim_hub.runtime import tuning
     from pim_hub.services.ingest import sync as sync_mod
 
     topic = new_topic(hub_settings, "cli")
@@ -312,6 +316,9 @@ def test_sync_command_without_progress_keeps_stdout_for_the_report(
             super().__init__(*args, **{**kw, "topic": topic})
 
     monkeypatch.setattr(sync_mod, "SyncRunner", OwnTopic)
+    # The command lowers its process's CPU priority; here that process is the test's own.
+    gave_way: list[tuple[int, str]] = []
+    monkeypatch.setattr(tuning, "give_way", lambda nice, service: gave_way.append((nice, service)))
     env = {
         **hub_env,
         "HUB_INGEST_AKENEO_URL": sandbox.url,
@@ -323,6 +330,7 @@ def test_sync_command_without_progress_keeps_stdout_for_the_report(
     args = ["sync", "akeneo", "--full", "--entity", "channel", "--entity", "locale"]
     result = CliRunner().invoke(app, [*args, "--no-progress"], env=env)
     assert result.exit_code == 0, result.output
+    assert gave_way == [(10, "sync")]  # the default: bulk work lets webhooks go first
     # No bar and no periodic lines; stdout holds the report alone, a line per type.
     [progress] = used
     assert isinstance(progress, LogProgress) and progress.every_s == float("inf")
