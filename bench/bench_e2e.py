@@ -780,9 +780,18 @@ def _load_live_stream(
         }
         out["machine_load_at_start"] = round(psutil.getloadavg()[0], 1)
         started = time.time()
-        sent, statuses, answers = _stream_apart(
-            hub.webhook_url, [h for _, h in merged], rate * (1 + normal_share)
+        total_rate = rate * (1 + normal_share)
+        # The broker's own answer time meanwhile, from a process of its own: what a produce
+        # waits for (the receiver answers a webhook only once its event is acknowledged).
+        probe = threading.Thread(
+            target=lambda: out.update(
+                broker_acks=_ack_probe_apart(stack.rt.broker.bootstrap, len(merged) / total_rate)
+            ),
+            daemon=True,
         )
+        probe.start()
+        sent, statuses, answers = _stream_apart(hub.webhook_url, [h for _, h in merged], total_rate)
+        probe.join(timeout=60)
         out.update(
             {
                 "sent": sent,
@@ -836,6 +845,14 @@ def _load_live_results(stack: Stack, live: dict[str, Any], load_done: float) -> 
         "load_live_ended_before_load_done_s": round(load_done - live["ended"], 1),
         "load_live_machine_load": [live["machine_load_at_start"], live["machine_load_at_end"]],
     }
+    if live.get("broker_acks"):
+        # One record every 100 ms, acks=all: the broker's produce answer time during the stream.
+        acks = [latency for _, latency in live["broker_acks"]]
+        result["load_live_broker_ack_ms"] = {
+            **_quantiles_ms(acks),
+            "probes": len(acks),
+            "over_500ms": sum(1 for a in acks if a > 0.5),
+        }
     for lane in ("immediate", "normal"):
         lane_sent = {k: v for k, v in sent.items() if lanes.get(k) == lane}
         lane_done = {k: v for k, v in delivered.items() if k in lane_sent}
@@ -873,14 +890,33 @@ def _stage_latencies(
         name = "jobs" if topic.startswith("hub.jobs.") else topic
         seen = first.setdefault(name, {})
         seen[found.group()] = min(seen.get(found.group(), stamp / 1000), stamp / 1000)
-    first["delivered"] = delivered
+    return _hop_quantiles(first, sent, delivered)
+
+
+def _hop_quantiles(
+    first: dict[str, dict[str, float]], sent: dict[str, float], delivered: dict[str, float]
+) -> dict[str, str]:
+    """p50 / p99 of each hop (entity key -> when first seen there) from the send, and of the
+    hub's own part (from the raw event to the delivery)."""
+    first = {**first, "delivered": delivered}
     out = {}
     for name, at in first.items():
         lat = sorted(at[k] - sent[k] for k in at)
         if lat:
-            p50, p99 = statistics.median(lat), lat[int(0.99 * (len(lat) - 1))]
-            out[name] = f"p50 {1000 * p50:.0f}, p99 {1000 * p99:.0f} ({len(lat)})"
+            out[name] = _p50_p99(lat)
+    # The hub's own part, from the receiver's write on: what is left without the sender's and
+    # the receiver's waits for a core (docs/performance.md, "CPU priority for the background
+    # services, tried on an emulated slow host").
+    raw = first.get(topics.RAW_EVENTS, {})
+    from_raw = sorted(delivered[k] - raw[k] for k in delivered if k in raw)
+    if from_raw:
+        out["raw event -> delivered"] = _p50_p99(from_raw)
     return out
+
+
+def _p50_p99(ordered: list[float]) -> str:
+    p50, p99 = statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
+    return f"p50 {1000 * p50:.0f}, p99 {1000 * p99:.0f} ({len(ordered)})"
 
 
 def _receiver_seconds(hub: demo.Hub) -> dict[str, Any]:
@@ -929,6 +965,36 @@ def _stream_apart(
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(_stream_sync, url, hooks, rate).result()
+
+
+def _ack_probe_apart(bootstrap: str, seconds: float) -> list[tuple[float, float]]:
+    """`_ack_probe` in a process of its own (as `_stream_apart`)."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_ack_probe, bootstrap, seconds).result()
+
+
+def _ack_probe(bootstrap: str, seconds: float, every_s: float = 0.1) -> list[tuple[float, float]]:
+    """Produce one small record every `every_s` to a topic of its own for `seconds`;
+    (sent at, seconds to the broker's acknowledgement) of each."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    results: list[tuple[float, float]] = []
+    start = time.monotonic()
+    for i in range(1, int(seconds / every_s) + 1):
+        sent_at, sent = time.time(), time.perf_counter()
+
+        def acked(err: Any, _msg: Any, sent: float = sent, sent_at: float = sent_at) -> None:
+            if err is None:
+                results.append((sent_at, time.perf_counter() - sent))
+
+        producer.produce("bench.ack-probe", b"probe", on_delivery=acked)
+        # Serves acknowledgements as soon as they arrive, until the next record is due.
+        while (left := start + i * every_s - time.monotonic()) > 0:
+            producer.poll(left)
+    producer.flush(30)
+    return sorted(results)  # acknowledged out of order across partitions
 
 
 def _stream_sync(

@@ -1,12 +1,16 @@
-"""The embedded broker exports its own request counts when HUB_EMBEDDED_BROKER_OTLP is set."""
+"""The embedded broker exports its own request counts when HUB_EMBEDDED_BROKER_OTLP is set;
+the benchmark's probe times the broker's acknowledgements."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from confluent_kafka import Producer
 
 from bench import broker_metrics
 from pim_hub.devstack.embedded import start_tansu
+from pim_hub.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -43,3 +47,19 @@ def test_the_hubs_tracing_endpoint_is_not_the_brokers(monkeypatch: pytest.Monkey
             assert metrics.exports == 0
         finally:
             broker.stop()
+
+
+def test_the_ack_probe_times_each_acknowledgement_at_its_pace(hub_settings: Settings) -> None:
+    from bench.bench_e2e import _ack_probe
+
+    bootstrap = str(hub_settings.kafka_config()["bootstrap.servers"])
+    started = time.time()
+    acks = _ack_probe(bootstrap, seconds=1.5, every_s=0.1)
+    # One record a tenth of a second, each acknowledged (a fresh producer's first waits
+    # for its connection and producer id).
+    assert 13 <= len(acks) <= 15
+    sent_at = [at for at, _ in acks]
+    assert sent_at == sorted(sent_at) and started <= sent_at[0]
+    # Paced, not sent as fast as acknowledgements come back.
+    assert sent_at[-1] - sent_at[0] >= 1.2
+    assert all(0 < latency < 30 for _, latency in acks)

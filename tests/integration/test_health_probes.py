@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Message
@@ -49,28 +48,6 @@ def test_the_running_services_are_live_and_ready(pipeline: Supervisor) -> None:
     assert projector["assigned"][0]
     assert by_service["mutator"].checks["assigned"][0]
     assert by_service["mutator"].checks["loop:event-loop"][0]
-
-
-def test_background_services_leave_the_cpu_to_the_live_path_first(pipeline: Supervisor) -> None:
-    # Children start at the test process's niceness; the default HUB_BACKGROUND_NICE is 10.
-    base = psutil.Process().nice()
-    background = min(19, base + 10)
-    expected = {
-        "mutator": base,
-        "dispatcher-webhook-immediate": base,
-        "projector": background,
-        "dispatcher-webhook-normal": background,
-        "dispatcher-webhook-low": background,
-    }
-    processes = {s.name: psutil.Process(s.process.pid) for s in pipeline.services}
-    seen: dict[str, int] = {}
-
-    def settled() -> bool:
-        seen.update({name: processes[name].nice() for name in expected})
-        return seen == expected
-
-    # A service lowers its priority once its settings are read, a second or so after it starts.
-    wait_for(settled, timeout=60, interval=0.5, what=f"niceness {expected}", supervisor=pipeline)
 
 
 class FrozenProjector(Projector):

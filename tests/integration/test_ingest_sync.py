@@ -303,7 +303,6 @@ def test_sync_command_without_progress_keeps_stdout_for_the_report(
     from typer.testing import CliRunner
 
     from pim_hub.cli.main import app
-    from pim_hub.runtime import tuning
     from pim_hub.services.ingest import sync as sync_mod
 
     topic = new_topic(hub_settings, "cli")
@@ -316,9 +315,6 @@ def test_sync_command_without_progress_keeps_stdout_for_the_report(
             super().__init__(*args, **{**kw, "topic": topic})
 
     monkeypatch.setattr(sync_mod, "SyncRunner", OwnTopic)
-    # The command lowers its process's CPU priority; here that process is the test's own.
-    gave_way: list[tuple[int, str]] = []
-    monkeypatch.setattr(tuning, "give_way", lambda nice, service: gave_way.append((nice, service)))
     env = {
         **hub_env,
         "HUB_INGEST_AKENEO_URL": sandbox.url,
@@ -330,7 +326,6 @@ def test_sync_command_without_progress_keeps_stdout_for_the_report(
     args = ["sync", "akeneo", "--full", "--entity", "channel", "--entity", "locale"]
     result = CliRunner().invoke(app, [*args, "--no-progress"], env=env)
     assert result.exit_code == 0, result.output
-    assert gave_way == [(10, "sync")]  # the default: bulk work lets webhooks go first
     # No bar and no periodic lines; stdout holds the report alone, a line per type.
     [progress] = used
     assert isinstance(progress, LogProgress) and progress.every_s == float("inf")

@@ -227,10 +227,6 @@ class Settings(BaseSettings):
     # Throttling (docs/delivery-semantics.md): a call slower than this (seconds) lowers the
     # integration's concurrency like a 429 does (0: latency is no signal).
     dispatcher_throttle_latency_s: float = Field(default=10.0, ge=0)
-    # CPU priority on a shared host (pim_hub.runtime.tuning.give_way): the niceness the
-    # background services add to their own (the sync, the projectors, the dispatchers of
-    # every lane but `immediate`), so the live path is served first; 0: all alike.
-    background_nice: int = Field(default=10, ge=0, le=19)
     log_level: str = "INFO"
     log_format: str = "json"
     # Schema Registry: the Confluent client's auth, TLS and caching; register or look up only.

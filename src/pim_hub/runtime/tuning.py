@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import gc
-import logging
-import os
-
-logger = logging.getLogger(__name__)
 
 #: Python's third collection threshold (young collections between full ones); 10 by default.
 DEFAULT_FULL_EVERY = 10
@@ -33,25 +29,3 @@ def quiet_gc(full_every: int = DEFAULT_FULL_EVERY) -> None:
     gc.freeze()
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, full_every)
-
-
-def give_way(nice: int, service: str) -> int:
-    """Lower this process's CPU priority by `nice` (0: leave it): background work on a shared host.
-
-    On one host every service shares the cores: during a catalogue load the load's own
-    processes (the sync, the dispatchers below the most urgent lane, the projectors) would
-    take as much CPU as the live path a price change travels. Raised niceness makes the
-    kernel serve the live path first whenever it is runnable and leaves the load every cycle
-    it does not need; with nothing live to do, background work runs at full speed. Only
-    raising is done (no privilege needed); in containers each service has its own CPU
-    request and this changes nothing between services. Returns the niceness now in effect.
-    """
-    if nice <= 0 or not hasattr(os, "nice"):
-        return os.nice(0) if hasattr(os, "nice") else 0
-    try:
-        now = os.nice(nice)
-    except OSError as exc:  # a platform or sandbox that refuses: the service still runs
-        logger.warning("cpu priority not lowered", extra={"service": service, "error": str(exc)})
-        return 0
-    logger.info("cpu priority lowered", extra={"service": service, "nice": now})
-    return now

@@ -28,12 +28,7 @@ def dispatcher(
         disp = Dispatcher(settings, driver, priority)
     except (LookupError, ValueError) as exc:
         raise _fail(str(exc)) from exc
-    from pim_hub.runtime.tuning import DISPATCHER_FULL_GC_EVERY, give_way, quiet_gc
-    from pim_hub.schemas.topics import PRIORITIES
-
-    if PRIORITIES[priority][0] > min(level for level, _ in PRIORITIES.values()):
-        # Only the most urgent lane is live-first: the others carry the loads and resyncs.
-        give_way(settings.background_nice, f"dispatcher {driver} {priority}")
+    from pim_hub.runtime.tuning import DISPATCHER_FULL_GC_EVERY, quiet_gc
 
     # Jobs are thousands of small objects: full collections skip the start-up heap, and come
     # a tenth as often (see quiet_gc).

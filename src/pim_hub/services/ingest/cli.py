@@ -90,7 +90,7 @@ def sync_akeneo(
 ) -> None:
     """Publish Akeneo entities as snapshots; a crashed run resumes where it stopped."""
     from pim_hub.runtime.kafka import AsyncProducer, make_producer
-    from pim_hub.runtime.tuning import give_way, quiet_gc
+    from pim_hub.runtime.tuning import quiet_gc
     from pim_hub.schemas.serde import Serde
     from pim_hub.services.ingest.akeneo import AkeneoClient, AkeneoError
     from pim_hub.services.ingest.sync import (
@@ -117,8 +117,6 @@ def sync_akeneo(
         typer.secho("error: HUB_DATABASE_URL is not set", fg="red", err=True)
         raise typer.Exit(2)
     metrics.start_from_env("sync")
-    # A full or delta run is bulk work: webhooks carry what is urgent, and go first.
-    give_way(settings.background_nice, "sync")
 
     async def main() -> int:
         producer = AsyncProducer(make_producer(settings, **{"linger.ms": 20}))

@@ -8,7 +8,6 @@ import signal
 from pim_hub.runtime.entry import load_settings as _settings
 from pim_hub.runtime.entry import need_bootstrap as _need_bootstrap
 from pim_hub.runtime.entry import need_db as _need_db
-from pim_hub.runtime.tuning import give_way
 
 
 def deliveries() -> None:
@@ -19,8 +18,6 @@ def deliveries() -> None:
     _need_bootstrap(settings)
     _need_db(settings)
     proj = Projector(settings)
-    # It feeds the console's history, not a delivery: the live path gets the CPU first.
-    give_way(settings.background_nice, "projector")
     signal.signal(signal.SIGTERM, lambda *_: proj.stop())
     signal.signal(signal.SIGINT, lambda *_: proj.stop())
     proj.run()
@@ -34,7 +31,6 @@ def entities() -> None:
     _need_bootstrap(settings)
     _need_db(settings)
     projector = EntityProjector(settings)
-    give_way(settings.background_nice, "entities")
     signal.signal(signal.SIGTERM, lambda *_: projector.stop())
     signal.signal(signal.SIGINT, lambda *_: projector.stop())
     projector.run()
