@@ -18,10 +18,10 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = 11
 EDIT_PATH = "/bench/edit"
 STATE_PATH = "/bench/state"
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- sandboxes in their own processes
@@ -693,7 +694,7 @@ def _live(
         json={"start": 50, "stride": max(1, products // count), "count": count, "sign": True},
         timeout=120,
     ).json()
-    sent, statuses, _answers = _stream_apart(hub.webhook_url, hooks, live_rate)
+    sent, statuses, _answers = _apart(_stream_sync, hub.webhook_url, hooks, live_rate)
     since = datetime.fromtimestamp(min(sent.values()) - 1, UTC)
     keys = list(sent)
     delivered: dict[str, float] = {}
@@ -785,12 +786,14 @@ def _load_live_stream(
         # waits for (the receiver answers a webhook only once its event is acknowledged).
         probe = threading.Thread(
             target=lambda: out.update(
-                broker_acks=_ack_probe_apart(stack.rt.broker.bootstrap, len(merged) / total_rate)
+                broker_acks=_apart(_ack_probe, stack.rt.broker.bootstrap, len(merged) / total_rate)
             ),
             daemon=True,
         )
         probe.start()
-        sent, statuses, answers = _stream_apart(hub.webhook_url, [h for _, h in merged], total_rate)
+        sent, statuses, answers = _apart(
+            _stream_sync, hub.webhook_url, [h for _, h in merged], total_rate
+        )
         probe.join(timeout=60)
         out.update(
             {
@@ -914,9 +917,9 @@ def _hop_quantiles(
     return out
 
 
-def _p50_p99(ordered: list[float]) -> str:
-    p50, p99 = statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
-    return f"p50 {1000 * p50:.0f}, p99 {1000 * p99:.0f} ({len(ordered)})"
+def _p50_p99(seconds: list[float]) -> str:
+    q = _quantiles_ms(seconds)
+    return f"p50 {q['p50']}, p99 {q['p99']} ({len(seconds)})"
 
 
 def _receiver_seconds(hub: demo.Hub) -> dict[str, Any]:
@@ -953,25 +956,17 @@ def _receiver_seconds(hub: demo.Hub) -> dict[str, Any]:
     }
 
 
-def _stream_apart(
-    url: str, hooks: list[dict[str, Any]], rate: float
-) -> tuple[dict[str, float], list[str], list[float]]:
-    """`_stream` in a process of its own: the sender stands for Akeneo's servers.
+def _apart(work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a process of its own, for what stands outside the hub (the webhook
+    sender stands for Akeneo's servers; the broker probe for a client of the broker).
 
-    Run on a thread of this process, it shared one interpreter (and its lock) with the
-    benchmark's own threads on a saturated machine, and its waits were counted as the hub's
-    first hop (docs/performance.md, "100,000 products on a host like the issue's").
+    Run on a thread of this process, the sender shared one interpreter (and its lock) with
+    the benchmark's own threads on a saturated machine, and its waits were counted as the
+    hub's first hop (docs/performance.md, "100,000 products on a host like the issue's").
     """
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
     with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_stream_sync, url, hooks, rate).result()
-
-
-def _ack_probe_apart(bootstrap: str, seconds: float) -> list[tuple[float, float]]:
-    """`_ack_probe` in a process of its own (as `_stream_apart`)."""
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(_ack_probe, bootstrap, seconds).result()
+        return pool.submit(work, *args).result()
 
 
 def _ack_probe(bootstrap: str, seconds: float, every_s: float = 0.1) -> list[tuple[float, float]]:
