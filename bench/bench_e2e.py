@@ -18,10 +18,10 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import orjson
@@ -627,6 +627,11 @@ def run(
             live_thread.join(load_live_seconds + 600)
             result.update(_load_live_results(stack, load_live, done))
             result["load_live_receiver_seconds"] = _receiver_seconds(hub)
+            result["load_live_event_loop_lag"] = _event_loop_lag(hub)
+            # Each webhook's send and answer, and when its entity showed on each topic.
+            (work / "load-live-timings.json").write_text(
+                json.dumps({k: load_live.get(k) for k in ("timeline", "immediate", "normal")})
+            )
 
         # (5) re-sync with 1% changed
         if resync:
@@ -694,7 +699,8 @@ def _live(
         json={"start": 50, "stride": max(1, products // count), "count": count, "sign": True},
         timeout=120,
     ).json()
-    sent, statuses, _answers = _apart(_stream_sync, hub.webhook_url, hooks, live_rate)
+    streamed = _apart(_stream_sync, hub.webhook_url, hooks, live_rate)
+    sent, statuses = streamed.sent, streamed.statuses
     since = datetime.fromtimestamp(min(sent.values()) - 1, UTC)
     keys = list(sent)
     delivered: dict[str, float] = {}
@@ -791,15 +797,15 @@ def _load_live_stream(
             daemon=True,
         )
         probe.start()
-        sent, statuses, answers = _apart(
-            _stream_sync, hub.webhook_url, [h for _, h in merged], total_rate
-        )
+        streamed = _apart(_stream_sync, hub.webhook_url, [h for _, h in merged], total_rate)
         probe.join(timeout=60)
         out.update(
             {
-                "sent": sent,
-                "statuses": statuses,
-                "answers": answers,
+                "sent": streamed.sent,
+                "statuses": streamed.statuses,
+                "answers": streamed.answers,
+                "sender_loop_lag": streamed.loop_lag,
+                "timeline": streamed.timeline,
                 "started": started,
                 "ended": time.time(),
             }
@@ -840,6 +846,8 @@ def _load_live_results(stack: Stack, live: dict[str, Any], load_done: float) -> 
         # From sending a webhook to the receiver's answer, as the sender saw it (its wait
         # for one of its connections included).
         "load_live_answer_ms": _quantiles_ms(live["answers"]),
+        # The sender's own event loop: how late it ran a timer (its part of those answers).
+        "load_live_sender_loop_lag_ms": _quantiles_ms(live["sender_loop_lag"]),
         "load_live_lost": len(keys) - len(delivered),
         # Sent while the load ran: 1.0 means the whole stream overlapped the load.
         "load_live_sent_during_load_share": round(
@@ -870,7 +878,9 @@ def _load_live_results(stack: Stack, live: dict[str, Any], load_done: float) -> 
             "p99_ms": round(1000 * p99),
             "max_ms": round(1000 * lat[-1]),
             "p99_vs_target_2s": round(p99 / 2, 3),
-            "stage_ms": _stage_latencies(stack, live["stage_ends"], lane_sent, lane_done),
+            "stage_ms": _stage_latencies(
+                stack, live["stage_ends"], lane_sent, lane_done, live.setdefault(lane, {})
+            ),
         }
     return result
 
@@ -880,9 +890,11 @@ def _stage_latencies(
     starts: dict[tuple[str, int], int],
     sent: dict[str, float],
     delivered: dict[str, float],
+    first: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, str]:
-    """p50 / p99 from the webhook's send to each entity's first record on each topic."""
-    first: dict[str, dict[str, float]] = {}
+    """p50 / p99 from the webhook's send to each entity's first record on each topic (kept
+    in `first`, topic -> entity key -> epoch seconds, when given)."""
+    first = {} if first is None else first
     for msg in _since(stack, starts):
         key = (msg.key() or b"").decode(errors="replace")
         found = re.search(r"product:[0-9a-f-]{36}", key)
@@ -924,17 +936,40 @@ def _p50_p99(seconds: list[float]) -> str:
 
 def _receiver_seconds(hub: demo.Hub) -> dict[str, Any]:
     """How long the webhook receiver itself took to answer (its own histogram), to set
-    beside the sender's view (`load_live_answer_ms`): the difference waited elsewhere."""
+    beside the sender's view (`load_live_answer_ms`): the difference waited elsewhere. With
+    `waited`, how long its handlers waited for the event loop after a request's head was read."""
     port = hub.metrics_ports.get("ingest-web")
     if port is None:
         return {}
     try:
-        families = [f for f in _metric_families(port) if f.name == "pimhub_ingest_webhook_seconds"]
+        families = list(_metric_families(port))
     except httpx.HTTPError as exc:
         return {"error": str(exc)}
+    answered = _histogram_summary(families, "pimhub_ingest_webhook_seconds")
+    waited = _histogram_summary(families, "pimhub_ingest_webhook_wait_seconds")
+    return {**answered, "waited": waited} if waited else answered
+
+
+def _event_loop_lag(hub: demo.Hub) -> dict[str, dict[str, Any]]:
+    """Each service's event-loop lag since it started (`pimhub_event_loop_lag_seconds`):
+    how late a callback that was due ran, a request or a delivery included."""
+    out = {}
+    for name, port in sorted(hub.metrics_ports.items()):
+        with contextlib.suppress(httpx.HTTPError):
+            summary = _histogram_summary(_metric_families(port), "pimhub_event_loop_lag_seconds")
+            if summary:
+                out[name] = summary
+    return out
+
+
+def _histogram_summary(families: Iterable[Any], name: str) -> dict[str, Any]:
+    """Count, mean and the buckets that hold the 50th and 99th percentile of a Prometheus
+    histogram, all its label sets added together."""
     buckets: dict[float, float] = defaultdict(float)
     total = count = 0.0
     for family in families:
+        if family.name != name:
+            continue
         for sample in family.samples:
             if sample.name.endswith("_bucket"):
                 buckets[float(sample.labels["le"])] += sample.value
@@ -949,7 +984,7 @@ def _receiver_seconds(hub: demo.Hub) -> dict[str, Any]:
         q: next(le for le, n in sorted(buckets.items()) if n >= q * count) for q in (0.5, 0.99)
     }
     return {
-        "answers": int(count),
+        "count": int(count),
         "mean_ms": round(1000 * total / count, 1),
         "p50_at_most_s": bound[0.5],
         "p99_at_most_s": bound[0.99],
@@ -992,9 +1027,18 @@ def _ack_probe(bootstrap: str, seconds: float, every_s: float = 0.1) -> list[tup
     return sorted(results)  # acknowledged out of order across partitions
 
 
-def _stream_sync(
-    url: str, hooks: list[dict[str, Any]], rate: float
-) -> tuple[dict[str, float], list[str], list[float]]:
+class Streamed(NamedTuple):
+    """What the webhook sender saw."""
+
+    sent: dict[str, float]  # entity key -> when its webhook was first sent (epoch seconds)
+    statuses: list[str]  # each answer's HTTP status, or the transport error's name
+    answers: list[float]  # each answer's seconds after sending
+    loop_lag: list[float]  # how late the sender's own loop ran a timer, every 50 ms
+    # (entity key, sent at, answered at, status) of each attempt, for a look at the run
+    timeline: list[tuple[str, float, float, str]]
+
+
+def _stream_sync(url: str, hooks: list[dict[str, Any]], rate: float) -> Streamed:
     return asyncio.run(_stream(url, hooks, rate))
 
 
@@ -1010,16 +1054,24 @@ def _quantiles_ms(seconds: list[float]) -> dict[str, int]:
     }
 
 
-async def _stream(
-    url: str, hooks: list[dict[str, Any]], rate: float
-) -> tuple[dict[str, float], list[str], list[float]]:
+async def _stream(url: str, hooks: list[dict[str, Any]], rate: float) -> Streamed:
     """Post one signed webhook every 1/rate seconds (open loop: a slow answer does not slow us).
 
-    Returns when each was sent, the answers' statuses, and each answer's seconds after sending.
+    Returns when each was sent, the answers' statuses, each answer's seconds after sending,
+    and the sender's own event-loop lag (its waits are in the answers' times too).
     """
     sent: dict[str, float] = {}
     statuses: list[str] = []
     answers: list[float] = []
+    lag: list[float] = []
+    timeline: list[tuple[str, float, float, str]] = []
+
+    async def watch(every_s: float = 0.05) -> None:
+        while True:
+            due = time.perf_counter() + every_s
+            await asyncio.sleep(every_s)
+            lag.append(max(time.perf_counter() - due, 0.0))
+
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64), timeout=30) as client:
 
         async def one(hook: dict[str, Any]) -> None:
@@ -1032,12 +1084,15 @@ async def _stream(
                     )
                     statuses.append(str(resp.status_code))
                     answers.append(time.time() - sent[hook["key"]])
+                    timeline.append((hook["key"], sent[hook["key"]], time.time(), statuses[-1]))
                     return
                 except httpx.TransportError as exc:
                     statuses.append(type(exc).__name__)
+                    timeline.append((hook["key"], sent[hook["key"]], time.time(), statuses[-1]))
                     if attempt == 2:
                         return
 
+        watcher = asyncio.create_task(watch())
         tasks = []
         start = time.perf_counter()
         for i, hook in enumerate(hooks):
@@ -1046,7 +1101,8 @@ async def _stream(
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(hook)))
         await asyncio.gather(*tasks)
-    return sent, statuses, answers
+        watcher.cancel()
+    return Streamed(sent, statuses, answers, lag, timeline)
 
 
 def main(argv: list[str] | None = None) -> None:

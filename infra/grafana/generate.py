@@ -371,6 +371,20 @@ OVERVIEW = Dashboard(
                     [(f"sum by (job, service) (up{{{S}}})", "{{job}} {{service}}")],
                     runbook="PimHubServiceDown",
                 ),
+                Panel(
+                    "Event-loop lag p99 by service",
+                    [
+                        (
+                            "histogram_quantile(0.99, sum by (le, job) "
+                            f"(rate(pimhub_event_loop_lag_seconds_bucket{{{S}}}[{RATE}])))",
+                            "{{job}}",
+                        )
+                    ],
+                    "s",
+                    description="How late each service's asyncio loop ran work that was due: "
+                    "every record, request and acknowledgement in that process waits this "
+                    "long too. High on all services at once: the host is short of CPU.",
+                ),
             ],
         ),
         Row(
@@ -591,6 +605,14 @@ INGEST = Dashboard(
                     "Webhook answer time",
                     quantiles("pimhub_ingest_webhook_seconds", "endpoint", S),
                     "s",
+                ),
+                Panel(
+                    "Webhook wait before its handler",
+                    quantiles("pimhub_ingest_webhook_wait_seconds", "endpoint", S),
+                    "s",
+                    description="From reading a request's head to its handler starting: the "
+                    "receiver's event loop was busy or its process waited for a core. Not "
+                    "part of the answer time beside it.",
                 ),
                 Panel(
                     "Events by type",

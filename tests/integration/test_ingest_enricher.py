@@ -11,14 +11,16 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pim_hub.runtime.kafka import make_producer
+from pim_hub.runtime.logread import ephemeral_consumer, log_bounds, partitions_of
 from pim_hub.runtime.settings import Settings
 from pim_hub.sandbox.akeneo.app import FaultConfig, create_app
 from pim_hub.sandbox.akeneo.catalogue import Catalogue
 from pim_hub.sandbox.akeneo.server import serve_in_thread
 from pim_hub.sandbox.akeneo.webhooks import cloud_event, legacy_event
+from pim_hub.services.ingest import enricher as enricher_mod
 from pim_hub.services.ingest.akeneo import AkeneoClient
 from pim_hub.services.ingest.dedupe import HandledEvents
 from pim_hub.services.ingest.enricher import Enricher
@@ -290,3 +292,47 @@ def test_enricher_prunes_ids_older_than_the_retention(
             "SELECT event_id FROM ingest_handled_events WHERE consumer_group = %s", (group,)
         ).fetchall()
     assert [r[0] for r in rows] == ["recent"]
+
+
+class _LosesAsyncCommits(Consumer):
+    """A consumer whose commits sent without waiting never reach the broker."""
+
+    def commit(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("asynchronous", True):
+            return None
+        return super().commit(*args, **kwargs)
+
+
+@pytest.mark.parametrize("async_commits_lost", [False, True])
+def test_a_stopped_enricher_has_committed_every_event_it_handled(
+    hub_settings: Settings, akeneo: Any, monkeypatch: pytest.MonkeyPatch, async_commits_lost: bool
+) -> None:
+    # Commits go out without waiting while it runs; the last position is waited for at stop,
+    # so a restart reads none of the handled events again, even if those commits were lost.
+    if async_commits_lost:
+        monkeypatch.setattr(enricher_mod, "Consumer", _LosesAsyncCommits)
+    url, cat, _ = akeneo
+    raw, out = new_topic(hub_settings, "raw"), new_topic(hub_settings, "snap")
+    producer = make_producer(hub_settings)
+    for n in range(5):
+        change = cat.update_product(cat.product_uuid(30 + n), enabled=bool(n % 2))
+        event = cloud_event(change, subscription_id="s", event_id=f"C-{uuid.uuid4().hex}")
+        producer.produce(raw, orjson.dumps(event), headers=[(H_SOURCE, EVENT_PLATFORM)])
+    producer.flush(10)
+    found, enricher = run_enricher(hub_settings, url, raw, out, expected=5)
+    assert len(found) == 5 and enricher.stats["snapshot"] == 5
+
+    # The true log ends (the embedded broker's ListOffsets answers the last batch's base).
+    reader = ephemeral_consumer(hub_settings, "test")
+    try:
+        ends = log_bounds(reader, [(raw, p) for p in partitions_of(reader, raw)])
+    finally:
+        reader.close()
+    probe = Consumer({"bootstrap.servers": hub_settings.kafka_bootstrap, "group.id": f"g.{raw}"})
+    try:
+        committed = probe.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
+    finally:
+        probe.close()
+    assert {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed} == {
+        tp: high for tp, (_low, high) in ends.items()
+    }

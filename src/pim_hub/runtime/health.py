@@ -23,15 +23,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import Histogram
+
 #: A loop that has not beaten for this long is stuck (seconds), unless it says otherwise.
 DEFAULT_ALLOWANCE_S = 30.0
 #: A consumer's poll loop may take this long between polls before the group drops it
 #: (librdkafka's max.poll.interval.ms, 300 s): beyond that it is stuck, not busy.
 POLL_ALLOWANCE_S = 300.0
 #: How often `watch_event_loop` beats from inside an asyncio loop (seconds).
-TICK_S = 1.0
+TICK_S = 0.25
 #: A readiness check that takes longer than this fails (seconds).
 CHECK_TIMEOUT_S = 3.0
+
+#: How late each beat of `watch_event_loop` ran after it was due: the time a callback, a
+#: request or a socket read waits in that loop before it runs (a busy loop, or a process
+#: waiting for a core). Defined here, not in `metrics`, which imports this module.
+EVENT_LOOP_LAG = Histogram(
+    "pimhub_event_loop_lag_seconds",
+    "How late an asyncio loop ran a callback that was due, by loop",
+    ["loop"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 
 #: A readiness check: returns a detail string, raises when the dependency does not answer.
 Check = Callable[[], str]
@@ -160,8 +172,9 @@ def watch_event_loop(
     allowance_s: float = DEFAULT_ALLOWANCE_S,
     health: Health | None = None,
 ) -> Callable[[], None]:
-    """Beat from inside an asyncio loop every second: a loop blocked by a synchronous call
-    (or a callback that never yields) stops beating and fails liveness.
+    """Beat from inside an asyncio loop every `TICK_S`: a loop blocked by a synchronous call
+    (or a callback that never yields) stops beating and fails liveness. Each beat's delay
+    past its due time goes to `EVENT_LOOP_LAG`.
 
     Callable from the loop's thread or any other (the first beat is scheduled thread-safely).
 
@@ -175,15 +188,19 @@ def watch_event_loop(
     watched.beat(name, allowance_s)
     watching = [True]
     guard = threading.Lock()
+    lag = EVENT_LOOP_LAG.labels(name)
 
-    def tick() -> None:
+    def tick(due: float | None = None) -> None:
         with guard:
             if not watching[0] or loop.is_closed():
                 return
             # With the allowance each time: a second watch of the same name in the process
             # (two services in threads) beats it back after the first one's stop.
             watched.beat(name, allowance_s)
-        loop.call_later(TICK_S, tick)
+        now = loop.time()
+        if due is not None:
+            lag.observe(max(now - due, 0.0))
+        loop.call_at(now + TICK_S, tick, now + TICK_S)
 
     def stop() -> None:
         with guard:

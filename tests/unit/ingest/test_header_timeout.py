@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import orjson
@@ -16,7 +17,8 @@ import uvicorn
 
 from pim_hub.sandbox.akeneo.server import free_port
 from pim_hub.services.ingest import server
-from pim_hub.services.ingest.web import EVENTS_API_PATH, create_app
+from pim_hub.services.ingest.events import EVENTS_API
+from pim_hub.services.ingest.web import EVENTS_API_PATH, Metrics, create_app
 from tests.unit.ingest.test_web import FakePublisher, settings, signed_legacy
 from tests.unit.ingest.test_web_hardening import _legacy_event
 
@@ -24,13 +26,24 @@ TIMEOUT_S = 1.0
 
 
 @contextmanager
-def receiver(parser: str) -> Iterator[tuple[int, FakePublisher]]:
-    """The app served by `hub ingest web`'s uvicorn configuration, in a thread."""
+def receiver(parser: str, busy_s: float = 0.0) -> Iterator[tuple[int, FakePublisher, Metrics]]:
+    """The app served by `hub ingest web`'s uvicorn configuration, in a thread. With `busy_s`,
+    other work holds the event loop that long as each request's data arrives, ahead of it."""
     publisher = FakePublisher()
     ingest = settings(header_timeout_s=TIMEOUT_S)
     port = free_port()
-    cfg = server.config(create_app(ingest, publisher), "127.0.0.1", port, ingest)
+    app = create_app(ingest, publisher)
+    cfg = server.config(app, "127.0.0.1", port, ingest)
     cfg.http = server.protocol(TIMEOUT_S, parser)
+    if busy_s:
+        base: Any = cfg.http
+
+        class Busy(base):  # type: ignore[misc]
+            def data_received(self, data: bytes) -> None:
+                self.loop.call_soon(time.sleep, busy_s)  # queued before the app's task
+                super().data_received(data)
+
+        cfg.http = Busy
     cfg.lifespan = "off"
     served = uvicorn.Server(cfg)
     # uvicorn installs signal handlers only in the main thread; a thread must not try.
@@ -41,7 +54,7 @@ def receiver(parser: str) -> Iterator[tuple[int, FakePublisher]]:
         assert thread.is_alive() and time.monotonic() < deadline, "the receiver did not start"
         time.sleep(0.01)
     try:
-        yield port, publisher
+        yield port, publisher, app.state.metrics
     finally:
         served.should_exit = True
         thread.join(10)
@@ -90,7 +103,7 @@ def _post_one(port: int, event_id: str) -> int:
 
 @pytest.mark.parametrize("parser", ["httptools", "h11"])
 def test_a_client_dribbling_headers_is_cut_off_while_others_are_served(parser: str) -> None:
-    with receiver(parser) as (port, publisher):
+    with receiver(parser) as (port, publisher, _):
         served: list[int] = []
         stop = threading.Event()
 
@@ -121,7 +134,7 @@ def test_a_client_dribbling_headers_is_cut_off_while_others_are_served(parser: s
 
 
 def test_a_silent_connection_is_closed_and_a_kept_alive_one_gets_a_new_deadline() -> None:
-    with receiver("httptools") as (port, _):
+    with receiver("httptools") as (port, _, _):
         with socket.create_connection(("127.0.0.1", port)) as silent:
             silent.settimeout(TIMEOUT_S + 3)
             started = time.monotonic()
@@ -138,3 +151,23 @@ def test_a_silent_connection_is_closed_and_a_kept_alive_one_gets_a_new_deadline(
                 kept, [b"GET /x HTTP/1.1\r\n"] + [b"X: 1\r\n"] * 60, every_s=0.2
             )
             assert elapsed < TIMEOUT_S + 2.0 and answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_the_wait_between_reading_a_request_and_its_handler_is_measured(parser: str) -> None:
+    # Work queued on the loop ahead of the app (a busy process) delays each handler by 0.3 s.
+    with receiver(parser, busy_s=0.3) as (port, _, metrics):
+        assert [_post_one(port, f"e-wait-{parser}-{n}") for n in range(3)] == [200] * 3
+        registry = metrics.registry
+        labels = {"endpoint": EVENTS_API}
+        count = registry.get_sample_value("pimhub_ingest_webhook_wait_seconds_count", labels)
+        total = registry.get_sample_value("pimhub_ingest_webhook_wait_seconds_sum", labels)
+    assert count == 3
+    assert total is not None and 3 * 0.29 <= total < 3 * 1.0, total
+
+    with receiver(parser) as (port, _, metrics):
+        assert _post_one(port, f"e-prompt-{parser}") == 200
+        waited = metrics.registry.get_sample_value(
+            "pimhub_ingest_webhook_wait_seconds_sum", {"endpoint": EVENTS_API}
+        )
+    assert waited is not None and waited < 0.25, waited

@@ -223,3 +223,41 @@ def test_a_stopped_mutator_worker_forgets_its_event_loop(
     fresh.beat("event-loop")
     asyncio.run(app.on_before_shutdown.send())
     assert "loop:event-loop" not in fresh.liveness()["checks"]
+
+
+def test_the_event_loop_watch_measures_how_late_the_loop_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(health_mod, "TICK_S", 0.02)
+    lag = health_mod.EVENT_LOOP_LAG.labels("lagging")
+    loop = asyncio.new_event_loop()
+    worker = threading.Thread(target=loop.run_forever, daemon=True)
+    worker.start()
+
+    def observed() -> tuple[float, float]:
+        samples = {
+            s.name: s.value
+            for metric in lag.collect()
+            for s in metric.samples
+            if not s.labels.get("le")
+        }
+        return samples["pimhub_event_loop_lag_seconds_count"], samples[
+            "pimhub_event_loop_lag_seconds_sum"
+        ]
+
+    try:
+        unwatch = watch_event_loop(loop, name="lagging", allowance_s=5.0, health=Health())
+        time.sleep(0.3)
+        idle_count, idle_sum = observed()
+        assert idle_count >= 5 and idle_sum / idle_count < 0.1  # an idle loop is about on time
+        # A callback holding the loop for 0.4 s makes the next beat that much late.
+        loop.call_soon_threadsafe(time.sleep, 0.4)
+        deadline = time.monotonic() + 10
+        while observed()[1] - idle_sum < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert observed()[1] - idle_sum >= 0.3
+        unwatch()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        worker.join(5)
+        loop.close()

@@ -19,7 +19,13 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from pim_hub.runtime import metrics, tracing
 from pim_hub.runtime.health import HEALTH, POLL_ALLOWANCE_S
-from pim_hub.runtime.kafka import AsyncProducer, DeliveryFailed, consumer_config, make_producer
+from pim_hub.runtime.kafka import (
+    AsyncProducer,
+    DeliveryFailed,
+    consume_ready,
+    consumer_config,
+    make_producer,
+)
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas.errors import InvalidSnapshot, SchemaError
 from pim_hub.schemas.limits import LimitExceeded, check_depth
@@ -178,12 +184,13 @@ class Enricher:
                 "HUB_DATABASE_URL is not set: duplicates are recognised in memory only "
                 "(not across restarts nor replicas)"
             )
+        done: dict[tuple[str, int], int] = {}  # the position after each handled batch
         try:
             while not self._stop.is_set():
                 HEALTH.beat("poll", POLL_ALLOWANCE_S)
                 await self._maybe_prune()
                 msgs = await loop.run_in_executor(
-                    None, consumer.consume, self.ingest.enrich_batch, 0.5
+                    None, consume_ready, consumer, self.ingest.enrich_batch, 0.5
                 )
                 batch = []
                 for msg in msgs:
@@ -200,19 +207,36 @@ class Enricher:
                     tp = (str(msg.topic()), int(msg.partition() or 0))
                     offsets[tp] = max(offsets.get(tp, -1), int(msg.offset() or 0))
                 commit = [TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()]
+                done.update({(t, p): o + 1 for (t, p), o in offsets.items()})
+                # Not waited for: the snapshots are acknowledged and the claim recorded, so a
+                # commit lost in a crash or a rebalance only re-reads events the claim table
+                # knows. Waiting held the next batch (and the webhooks in it) for a round trip.
                 try:
-                    await loop.run_in_executor(
-                        None, functools.partial(consumer.commit, offsets=commit, asynchronous=False)
-                    )
+                    consumer.commit(offsets=commit, asynchronous=True)
                 except Exception as exc:  # a rebalance: the new owner re-reads; harmless
                     logger.warning("commit failed", extra={"error": str(exc)})
         finally:
+            await self._commit_last(consumer, done)
             if self.handled is not None:
                 await self.handled.close()
             await producer.close()
             await loop.run_in_executor(None, consumer.close)
             HEALTH.forget("poll")  # stopped: no longer a loop of this process to watch
             logger.info("enricher stopped", extra=dict(self.stats))
+
+    async def _commit_last(self, consumer: Consumer, done: dict[tuple[str, int], int]) -> None:
+        """Commit, and wait for, the positions after the handled batches of the partitions
+        this process still owns: a restart then reads none of them again."""
+        loop = asyncio.get_running_loop()
+        try:
+            owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+            last = [TopicPartition(t, p, o) for (t, p), o in done.items() if (t, p) in owned]
+            if last:
+                await loop.run_in_executor(
+                    None, functools.partial(consumer.commit, offsets=last, asynchronous=False)
+                )
+        except Exception as exc:  # the group moved on meanwhile: the new owner re-reads
+            logger.warning("final commit failed", extra={"error": str(exc)})
 
     async def _handle(self, batch: list[Message], producer: AsyncProducer) -> bool:
         """Turn a batch into snapshots and publish them; False if stopped before the end."""

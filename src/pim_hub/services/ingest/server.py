@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, ClassVar
 
 import uvicorn
@@ -24,6 +25,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from pim_hub.services.ingest.settings import IngestSettings
 
 logger = logging.getLogger(__name__)
+
+#: The ASGI scope's key for when the request's head was read (`time.perf_counter()`).
+READ_AT = "pimhub.read_at"
 
 _TIMEOUT_BODY = b'{"error": "request headers not received in time"}'
 #: What a client that sent part of a request hears before the connection closes.
@@ -55,12 +59,17 @@ class _HeaderDeadline:
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        read_at = time.perf_counter()
         before = self.cycle
         self._received = True
         super().data_received(data)  # type: ignore[misc]
         if self.cycle is not before:
             # A request's headers are in: the app's body timeout takes over.
             self._disarm()
+            # uvicorn runs the app in a task of its own: the handler measures how long that
+            # task waited for the loop after the head was read (`READ_AT`).
+            if self.cycle is not None:
+                self.cycle.scope[READ_AT] = read_at
         elif self.cycle is None or self.cycle.response_complete:
             # Part of a (next) request's head: its headers have until the deadline.
             self._arm()

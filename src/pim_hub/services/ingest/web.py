@@ -52,6 +52,7 @@ from pim_hub.services.ingest.events import (
     plan_cloud_event,
     plan_legacy,
 )
+from pim_hub.services.ingest.server import READ_AT
 from pim_hub.services.ingest.settings import IngestSettings
 from pim_hub.services.ingest.signatures import BadSignature, verify_event_platform, verify_legacy
 
@@ -274,6 +275,14 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.waited = Histogram(
+            "pimhub_ingest_webhook_wait_seconds",
+            "Time from reading a webhook's request head to its handler starting (the process's "
+            "event loop was busy, or waited for a core)",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
         self.signature_failures = Counter(
             "pimhub_ingest_signature_failures",
             "Webhook requests refused for a missing, wrong or expired signature",
@@ -422,6 +431,9 @@ def create_app(
 
     async def handle(kind: str, request: Request) -> Response:
         started = time.perf_counter()
+        read_at = request.scope.get(READ_AT)
+        if read_at is not None:  # served by `server.config` (not by a test client)
+            metrics.waited.labels(kind).observe(max(started - read_at, 0.0))
         try:
             body = await _read_body(request, ingest.max_body_bytes, ingest.body_timeout_s)
             try:

@@ -679,9 +679,17 @@ def watch_health(app: faust.App) -> None:
     # Both run on the worker's event loop: no beat comes after the stop's forget.
     stopping = [False]
 
+    lag = health.EVENT_LOOP_LAG.labels("event-loop")
+    last: list[float] = []
+
     async def beat() -> None:
         if not stopping[0]:
             health.HEALTH.beat("event-loop", health.DEFAULT_ALLOWANCE_S)
+        # Faust's timer sleeps TICK_S between beats: more than that is the loop's lag.
+        now = time.monotonic()
+        if last:
+            lag.observe(max(now - last[0] - health.TICK_S, 0.0))
+        last[:] = [now]
 
     async def assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())

@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from pim_hub.runtime import metrics
 from pim_hub.runtime.health import HEALTH
-from pim_hub.runtime.kafka import Headers, consumer_config, make_producer
+from pim_hub.runtime.kafka import Headers, consume_ready, consumer_config, make_producer
 from pim_hub.runtime.settings import Settings
 from pim_hub.schemas import topics
 from pim_hub.schemas.entities import ENTITY_TYPES
@@ -311,7 +311,7 @@ class PatchService:
             while not self._stop.is_set():
                 # A patch may wait HUB_PATCHES_WAIT_S for its entity: that is not a hang.
                 HEALTH.beat(self.conf.group, 60.0 + self.conf.wait_s)
-                batch = consumer.consume(200, 0.2)
+                batch = consume_ready(consumer, 200, 0.2)  # a lone patch goes at once
                 messages = [m for m in batch if m.error() is None]
                 if not messages:
                     continue
