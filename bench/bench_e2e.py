@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+import aiohttp
 import httpx
 import orjson
 import psutil
@@ -630,7 +631,9 @@ def run(
             result["load_live_event_loop_lag"] = _event_loop_lag(hub)
             # Each webhook's send and answer, and when its entity showed on each topic.
             (work / "load-live-timings.json").write_text(
-                json.dumps({k: load_live.get(k) for k in ("timeline", "immediate", "normal")})
+                json.dumps(
+                    {k: load_live.get(k) for k in ("timeline", "immediate", "normal", "delivered")}
+                )
             )
 
         # (5) re-sync with 1% changed
@@ -840,6 +843,7 @@ def _load_live_results(stack: Stack, live: dict[str, Any], load_done: float) -> 
             if at >= sent[r["entity_key"]] and at < delivered.get(r["entity_key"], float("inf")):
                 delivered[r["entity_key"]] = at
         time.sleep(1)
+    live["delivered"] = delivered
     result: dict[str, Any] = {
         "load_live_updates": len(keys),
         "load_live_http_statuses": dict(Counter(live["statuses"])),
@@ -1034,8 +1038,34 @@ class Streamed(NamedTuple):
     statuses: list[str]  # each answer's HTTP status, or the transport error's name
     answers: list[float]  # each answer's seconds after sending
     loop_lag: list[float]  # how late the sender's own loop ran a timer, every 50 ms
-    # (entity key, sent at, answered at, status) of each attempt, for a look at the run
-    timeline: list[tuple[str, float, float, str]]
+    # (entity key, sent at, {_sender_trace's step: at}, answered at, status) of each attempt,
+    # for a look at the run
+    timeline: list[tuple[str, float, dict[str, float], float, str]]
+
+
+#: Connections the webhook sender may hold at once. It stands for Akeneo's servers, so it must
+#: not queue requests of its own while the hub answers: at 60 webhooks/s even answers taking
+#: 4 s on average (the Events API's give up after 0.5 s) need fewer.
+SENDER_CONNECTIONS = 256
+
+
+def _sender_trace() -> aiohttp.TraceConfig:
+    """aiohttp's request events, kept in each request's `trace_request_ctx` dict: when it
+    began opening a connection, when that was open, when its head left, when the answer
+    came back."""
+    trace = aiohttp.TraceConfig()
+
+    def at(name: str) -> Callable[..., Any]:
+        async def keep(_session: Any, context: Any, _params: Any) -> None:
+            context.trace_request_ctx.setdefault(name, time.time())
+
+        return keep
+
+    trace.on_connection_create_start.append(at("connect"))
+    trace.on_connection_create_end.append(at("connected"))
+    trace.on_request_headers_sent.append(at("head_sent"))
+    trace.on_request_end.append(at("answer_head"))
+    return trace
 
 
 def _stream_sync(url: str, hooks: list[dict[str, Any]], rate: float) -> Streamed:
@@ -1064,7 +1094,7 @@ async def _stream(url: str, hooks: list[dict[str, Any]], rate: float) -> Streame
     statuses: list[str] = []
     answers: list[float] = []
     lag: list[float] = []
-    timeline: list[tuple[str, float, float, str]] = []
+    timeline: list[tuple[str, float, dict[str, float], float, str]] = []
 
     async def watch(every_s: float = 0.05) -> None:
         while True:
@@ -1072,25 +1102,37 @@ async def _stream(url: str, hooks: list[dict[str, Any]], rate: float) -> Streame
             await asyncio.sleep(every_s)
             lag.append(max(time.perf_counter() - due, 0.0))
 
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64), timeout=30) as client:
+    # aiohttp, not httpx: httpcore's pool looks at every connection for every waiting
+    # request, and on a host short of CPU the sender's own queue held webhooks for seconds
+    # (docs/performance.md, "The first hop was the load generator's connection pool").
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=SENDER_CONNECTIONS),
+        timeout=aiohttp.ClientTimeout(total=30),
+        trace_configs=[_sender_trace()],
+    ) as client:
 
         async def one(hook: dict[str, Any]) -> None:
-            sent[hook["key"]] = time.time()
+            key = hook["key"]
+            sent[key] = time.time()
             # Akeneo retries a failed delivery; so does the load generator, once.
             for attempt in (1, 2):
+                steps: dict[str, float] = {}
                 try:
-                    resp = await client.post(
-                        url, content=hook["body"].encode(), headers=hook["headers"]
-                    )
-                    statuses.append(str(resp.status_code))
-                    answers.append(time.time() - sent[hook["key"]])
-                    timeline.append((hook["key"], sent[hook["key"]], time.time(), statuses[-1]))
+                    async with client.post(
+                        url,
+                        data=hook["body"].encode(),
+                        headers=hook["headers"],
+                        trace_request_ctx=steps,
+                    ) as resp:
+                        await resp.read()
+                        status = str(resp.status)
+                    answers.append(time.time() - sent[key])
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status = type(exc).__name__
+                statuses.append(status)
+                timeline.append((key, sent[key], steps, time.time(), status))
+                if status.isdigit() or attempt == 2:
                     return
-                except httpx.TransportError as exc:
-                    statuses.append(type(exc).__name__)
-                    timeline.append((hook["key"], sent[hook["key"]], time.time(), statuses[-1]))
-                    if attempt == 2:
-                        return
 
         watcher = asyncio.create_task(watch())
         tasks = []
