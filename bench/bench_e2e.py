@@ -373,6 +373,23 @@ def _batch_sizes(hub: demo.Hub) -> dict[str, float]:
     return out
 
 
+def _held(hub: demo.Hub) -> dict[str, int]:
+    """Times jobs were held back so far without spending an attempt, by lane and reason (order: an
+    older job of the entity not finished; circuit; throttle; guard; parked), and the jobs
+    whose order wait was given up (`<lane> order given up`)."""
+    held: Counter[str] = Counter()
+    for port in hub.metrics_ports.values():
+        with contextlib.suppress(httpx.HTTPError):
+            for family in _metric_families(port):
+                for sample in family.samples:
+                    lane = sample.labels.get("priority", "")
+                    if sample.name == "pimhub_dispatcher_held_total":
+                        held[f"{lane} {sample.labels['reason']}"] += int(sample.value)
+                    elif sample.name == "pimhub_dispatcher_order_given_up_total":
+                        held[f"{lane} order given up"] += int(sample.value)
+    return dict(sorted(held.items()))
+
+
 def _retry_reasons(stack: Stack, starts: dict[tuple[str, int], int], n: int = 12) -> list[str]:
     """Why jobs were retried: the most common (entity type, error) of `retrying` statuses."""
     serde = Serde(stack.settings.registry_config())
@@ -629,6 +646,8 @@ def run(
             result.update(_load_live_results(stack, load_live, done))
             result["load_live_receiver_seconds"] = _receiver_seconds(hub)
             result["load_live_event_loop_lag"] = _event_loop_lag(hub)
+            # Held jobs over the whole run: the live ones waiting for the load's (order).
+            result["load_live_held_jobs"] = _held(hub)
             # Each webhook's send and answer, and when its entity showed on each topic.
             (work / "load-live-timings.json").write_text(
                 json.dumps(
