@@ -54,7 +54,7 @@ BATCH_WITHIN_S = 0.05
 #: Snapshots per batch of a bulk load (pim.snapshots.bulk). A live batch no longer waits for
 #: the whole bulk batch running, only for its snapshot in hand and the acknowledgement of
 #: what it has done (services/mutator/precedence.py, `bulk_in_parts`); the size still bounds
-#: the table writes a batch queues at once (CHANGELOG_BUFFER).
+#: the table writes a batch queues at once (BULK_CHANGELOG_HIGH).
 BULK_BATCH_MAX = 100
 #: Records Faust hands on per call (every topic). Faust delivers them one after the other
 #: on the event loop the agents share, a few loop turns each, and a bulk batch takes a turn
@@ -64,9 +64,14 @@ BULK_BATCH_MAX = 100
 POLL_RECORDS = 50
 #: The bulk channel's buffer, at least (see bulk_buffer).
 BULK_BUFFER = 1250
-#: Table (changelog) writes Faust may hold before it stops delivering records (see make_app):
-#: several bulk batches' worth, each a state of a few KB.
-CHANGELOG_BUFFER = 8 * BULK_BATCH_MAX
+#: Table (changelog) writes the bulk agent lets queue before it waits: several bulk batches'
+#: worth, each a state of a few KB.
+BULK_CHANGELOG_HIGH = 6 * BULK_BATCH_MAX
+#: Table writes Faust may hold before it stops delivering records of every topic (see
+#: make_app). Past it Faust delivers nothing until it has sent that many again, seconds when
+#: the broker is slow to acknowledge; the room above BULK_CHANGELOG_HIGH is the live agent's,
+#: about 20 s of live changes at 60 a second while the broker answers nothing.
+CHANGELOG_BUFFER = BULK_CHANGELOG_HIGH + 1400
 
 
 def bulk_buffer(partitions: int) -> int:
@@ -553,7 +558,7 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
             try:
                 # A bulk batch waits while the table writes of earlier ones still queue: past
                 # CHANGELOG_BUFFER Faust would stop delivering live snapshots too.
-                while changelog.size > CHANGELOG_BUFFER - 2 * BULK_BATCH_MAX:
+                while changelog.size > BULK_CHANGELOG_HIGH:
                     await asyncio.sleep(BATCH_WITHIN_S)
                 metrics.observe_batch("bulk", len(events))
                 yielded = gate.yielded
