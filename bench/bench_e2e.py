@@ -346,24 +346,37 @@ def _metric_families(port: int) -> Iterator[Any]:
     yield from text_string_to_metric_families(text)
 
 
-def _batch_sizes(hub: demo.Hub) -> dict[str, float]:
+#: Each service's metric families, read once (`_scrape`); a service that did not answer is
+#: left out.
+Scraped = dict[str, list[Any]]
+
+
+def _scrape(hub: demo.Hub) -> Scraped:
+    """Every service's /metrics, read once for all the figures taken from them at a moment."""
+    out: Scraped = {}
+    for name, port in sorted(hub.metrics_ports.items()):
+        with contextlib.suppress(httpx.HTTPError):
+            out[name] = list(_metric_families(port))
+    return out
+
+
+def _batch_sizes(scraped: Scraped) -> dict[str, float]:
     """Mean records per batch so far: each mutator agent's, and jobs per `handle_batch` call
     of each dispatcher (from the services' /metrics)."""
     sums: defaultdict[str, float] = defaultdict(float)
-    for name, port in hub.metrics_ports.items():
-        with contextlib.suppress(httpx.HTTPError):
-            for family in _metric_families(port):
-                for sample in family.samples:
-                    if sample.name == "pimhub_mutator_batch_records_total":
-                        sums[f"{sample.labels['agent']} records"] += sample.value
-                    elif sample.name == "pimhub_mutator_batches_total":
-                        sums[f"{sample.labels['agent']} batches"] += sample.value
-                    elif sample.name == "pimhub_mutator_bulk_yields_total":
-                        sums["bulk yields"] += sample.value
-                    elif sample.name == "pimhub_dispatcher_jobs_total":
-                        sums[f"{name} records"] += sample.value
-                    elif sample.name == "pimhub_dispatcher_delivery_seconds_count":
-                        sums[f"{name} batches"] += sample.value
+    for name, families in scraped.items():
+        for family in families:
+            for sample in family.samples:
+                if sample.name == "pimhub_mutator_batch_records_total":
+                    sums[f"{sample.labels['agent']} records"] += sample.value
+                elif sample.name == "pimhub_mutator_batches_total":
+                    sums[f"{sample.labels['agent']} batches"] += sample.value
+                elif sample.name == "pimhub_mutator_bulk_yields_total":
+                    sums["bulk yields"] += sample.value
+                elif sample.name == "pimhub_dispatcher_jobs_total":
+                    sums[f"{name} records"] += sample.value
+                elif sample.name == "pimhub_dispatcher_delivery_seconds_count":
+                    sums[f"{name} batches"] += sample.value
     out: dict[str, float] = {"bulk_yields": sums["bulk yields"]}
     for key, batches in sums.items():
         if key.endswith(" batches") and batches:
@@ -373,20 +386,19 @@ def _batch_sizes(hub: demo.Hub) -> dict[str, float]:
     return out
 
 
-def _held(hub: demo.Hub) -> dict[str, int]:
+def _held(scraped: Scraped) -> dict[str, int]:
     """Times jobs were held back so far without spending an attempt, by lane and reason (order: an
     older job of the entity not finished; circuit; throttle; guard; parked), and the jobs
     whose order wait was given up (`<lane> order given up`)."""
     held: Counter[str] = Counter()
-    for port in hub.metrics_ports.values():
-        with contextlib.suppress(httpx.HTTPError):
-            for family in _metric_families(port):
-                for sample in family.samples:
-                    lane = sample.labels.get("priority", "")
-                    if sample.name == "pimhub_dispatcher_held_total":
-                        held[f"{lane} {sample.labels['reason']}"] += int(sample.value)
-                    elif sample.name == "pimhub_dispatcher_order_given_up_total":
-                        held[f"{lane} order given up"] += int(sample.value)
+    for families in scraped.values():
+        for family in families:
+            for sample in family.samples:
+                lane = sample.labels.get("priority", "")
+                if sample.name == "pimhub_dispatcher_held_total":
+                    held[f"{lane} {sample.labels['reason']}"] += int(sample.value)
+                elif sample.name == "pimhub_dispatcher_order_given_up_total":
+                    held[f"{lane} order given up"] += int(sample.value)
     return dict(sorted(held.items()))
 
 
@@ -638,16 +650,17 @@ def run(
         )
         if profile:
             result["full_profile_top_frames"] = profile
-        result["full_batches"] = _batch_sizes(hub)
+        result["full_batches"] = _batch_sizes(_scrape(hub))
         # What is measured so far, in case a later stage fails on a busy machine.
         print(json.dumps(result, default=str), file=sys.stderr, flush=True)
         if live_thread is not None:
             live_thread.join(load_live_seconds + 600)
             result.update(_load_live_results(stack, load_live, done))
-            result["load_live_receiver_seconds"] = _receiver_seconds(hub)
-            result["load_live_event_loop_lag"] = _event_loop_lag(hub)
+            scraped = _scrape(hub)
+            result["load_live_receiver_seconds"] = _receiver_seconds(hub, scraped)
+            result["load_live_event_loop_lag"] = _event_loop_lag(scraped)
             # Held jobs over the whole run: the live ones waiting for the load's (order).
-            result["load_live_held_jobs"] = _held(hub)
+            result["load_live_held_jobs"] = _held(scraped)
             # Each webhook's send and answer, and when its entity showed on each topic.
             (work / "load-live-timings.json").write_text(
                 json.dumps(
@@ -958,31 +971,28 @@ def _p50_p99(seconds: list[float]) -> str:
     return f"p50 {q['p50']}, p99 {q['p99']} ({len(seconds)})"
 
 
-def _receiver_seconds(hub: demo.Hub) -> dict[str, Any]:
+def _receiver_seconds(hub: demo.Hub, scraped: Scraped) -> dict[str, Any]:
     """How long the webhook receiver itself took to answer (its own histogram), to set
     beside the sender's view (`load_live_answer_ms`): the difference waited elsewhere. With
     `waited`, how long its handlers waited for the event loop after a request's head was read."""
-    port = hub.metrics_ports.get("ingest-web")
-    if port is None:
+    if "ingest-web" not in hub.metrics_ports:
         return {}
-    try:
-        families = list(_metric_families(port))
-    except httpx.HTTPError as exc:
-        return {"error": str(exc)}
+    families = scraped.get("ingest-web")
+    if families is None:
+        return {"error": "its /metrics did not answer"}
     answered = _histogram_summary(families, "pimhub_ingest_webhook_seconds")
     waited = _histogram_summary(families, "pimhub_ingest_webhook_wait_seconds")
     return {**answered, "waited": waited} if waited else answered
 
 
-def _event_loop_lag(hub: demo.Hub) -> dict[str, dict[str, Any]]:
+def _event_loop_lag(scraped: Scraped) -> dict[str, dict[str, Any]]:
     """Each service's event-loop lag since it started (`pimhub_event_loop_lag_seconds`):
     how late a callback that was due ran, a request or a delivery included."""
     out = {}
-    for name, port in sorted(hub.metrics_ports.items()):
-        with contextlib.suppress(httpx.HTTPError):
-            summary = _histogram_summary(_metric_families(port), "pimhub_event_loop_lag_seconds")
-            if summary:
-                out[name] = summary
+    for name, families in scraped.items():
+        summary = _histogram_summary(families, "pimhub_event_loop_lag_seconds")
+        if summary:
+            out[name] = summary
     return out
 
 
@@ -1055,12 +1065,20 @@ class Streamed(NamedTuple):
     """What the webhook sender saw."""
 
     sent: dict[str, float]  # entity key -> when its webhook was first sent (epoch seconds)
-    statuses: list[str]  # each answer's HTTP status, or the transport error's name
-    answers: list[float]  # each answer's seconds after sending
     loop_lag: list[float]  # how late the sender's own loop ran a timer, every 50 ms
-    # (entity key, sent at, {_sender_trace's step: at}, answered at, status) of each attempt,
-    # for a look at the run
+    # (entity key, sent at, {_sender_trace's step: at}, answered at, status) of each attempt:
+    # status is the HTTP status, or the name of the error that left no answer
     timeline: list[tuple[str, float, dict[str, float], float, str]]
+
+    @property
+    def statuses(self) -> list[str]:
+        """Each attempt's HTTP status, or the error's name."""
+        return [status for *_, status in self.timeline]
+
+    @property
+    def answers(self) -> list[float]:
+        """Each answer's seconds after its webhook was first sent."""
+        return [at - sent for _, sent, _, at, status in self.timeline if status.isdigit()]
 
 
 #: Connections the webhook sender may hold at once. It stands for Akeneo's servers, so it must
@@ -1111,12 +1129,10 @@ def _quantiles_ms(seconds: list[float]) -> dict[str, int]:
 async def _stream(url: str, hooks: list[dict[str, Any]], rate: float) -> Streamed:
     """Post one signed webhook every 1/rate seconds (open loop: a slow answer does not slow us).
 
-    Returns when each was sent, the answers' statuses, each answer's seconds after sending,
-    and the sender's own event-loop lag (its waits are in the answers' times too).
+    Returns when each was sent, every attempt's timings and outcome, and the sender's own
+    event-loop lag (its waits are in the answers' times too).
     """
     sent: dict[str, float] = {}
-    statuses: list[str] = []
-    answers: list[float] = []
     lag: list[float] = []
     timeline: list[tuple[str, float, dict[str, float], float, str]] = []
 
@@ -1150,10 +1166,8 @@ async def _stream(url: str, hooks: list[dict[str, Any]], rate: float) -> Streame
                     ) as resp:
                         await resp.read()
                         status = str(resp.status)
-                    answers.append(time.time() - sent[key])
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     status = type(exc).__name__
-                statuses.append(status)
                 timeline.append((key, sent[key], steps, time.time(), status))
                 if status.isdigit() or attempt == 2:
                     return
@@ -1168,7 +1182,7 @@ async def _stream(url: str, hooks: list[dict[str, Any]], rate: float) -> Streame
             tasks.append(asyncio.create_task(one(hook)))
         await asyncio.gather(*tasks)
         watcher.cancel()
-    return Streamed(sent, statuses, answers, lag, timeline)
+    return Streamed(sent, lag, timeline)
 
 
 def main(argv: list[str] | None = None) -> None:

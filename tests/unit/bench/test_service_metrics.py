@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from bench.bench_e2e import _event_loop_lag, _held
+from bench.bench_e2e import _event_loop_lag, _held, _scrape
 from pim_hub.sandbox.akeneo.server import free_port
 
 
@@ -42,7 +42,7 @@ def test_held_jobs_are_counted_by_lane_and_reason(
     held.labels("magento2", "b", "immediate", "order").inc(3)
     held.labels("magento2", "a", "normal", "throttle").inc(2)
     given_up.labels("magento2", "a", "immediate").inc(1)
-    assert _held(hub) == {
+    assert _held(_scrape(hub)) == {
         "immediate order": 10,
         "immediate order given up": 1,
         "normal throttle": 2,
@@ -62,7 +62,7 @@ def test_event_loop_lag_is_summarised_per_service(
     )
     for seconds in [0.0005] * 98 + [0.05, 0.5]:
         lag.labels("event-loop").observe(seconds)
-    assert _event_loop_lag(hub) == {
+    assert _event_loop_lag(_scrape(hub)) == {
         "immediate": {
             "count": 100,
             "mean_ms": round(1000 * (98 * 0.0005 + 0.55) / 100, 1),
