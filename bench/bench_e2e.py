@@ -373,11 +373,17 @@ def _batch_sizes(scraped: Scraped) -> dict[str, float]:
                     sums[f"{sample.labels['agent']} batches"] += sample.value
                 elif sample.name == "pimhub_mutator_bulk_yields_total":
                     sums["bulk yields"] += sample.value
+                elif sample.name == "pimhub_mutator_in_flight_waits_total":
+                    sums["in-flight waits"] += sample.value
                 elif sample.name == "pimhub_dispatcher_jobs_total":
                     sums[f"{name} records"] += sample.value
                 elif sample.name == "pimhub_dispatcher_delivery_seconds_count":
                     sums[f"{name} batches"] += sample.value
-    out: dict[str, float] = {"bulk_yields": sums["bulk yields"]}
+    out: dict[str, float] = {
+        "bulk_yields": sums["bulk yields"],
+        # Snapshots that waited for another batch of the same entity (mutator precedence).
+        "in_flight_waits": sums["in-flight waits"],
+    }
     for key, batches in sums.items():
         if key.endswith(" batches") and batches:
             who = key.removesuffix(" batches")

@@ -18,7 +18,7 @@ import pytest
 from pim_hub.devstack.supervisor import Supervisor
 from pim_hub.runtime.kafka import make_producer
 from pim_hub.runtime.settings import Settings
-from pim_hub.schemas import topics
+from pim_hub.schemas import ordering, topics
 from pim_hub.schemas.records import snapshot_record
 from pim_hub.schemas.serde import Serde
 from tests.integration.test_mutator import Topic, _product
@@ -153,3 +153,88 @@ def test_an_older_bulk_snapshot_never_overwrites_a_newer_live_one(
 
 def _versions(reader: Topic, msgs: list[Any]) -> list[str]:
     return [m["version"] for m in _decoded(reader, msgs)]
+
+
+#: bulk snapshots of the load that live updates race against
+RACED_BACKLOG = 1_500
+#: every how many bulk mutations seen, a live update of the next entities of the load
+RACE_EVERY = 25
+
+
+def test_live_updates_racing_a_load_keep_each_entity_in_order(
+    pipeline: Supervisor, hub_settings: Settings, mutations: Topic, unique: str
+) -> None:
+    """Live updates of entities the load is turning into mutations at that moment.
+
+    A bulk part releases the gate before its acknowledgements (precedence.py), so a live batch
+    may meet an entity the part has sent and not yet written: it waits for that part and
+    decides on the state it wrote. Whatever the timing, each entity's mutations come in
+    version order, each names the one before it, and the update's old values are the load's.
+    """
+    serde = Serde()
+    producer = make_producer(hub_settings, **{"linger.ms": 20})
+    warm = _key(unique, 9)
+    producer.produce(topics.SNAPSHOTS, _snapshot(serde, warm, "Warm", V1), warm.encode())
+    producer.flush(30)
+    assert _wait(mutations, warm, pipeline, bool), "the mutator did not start"
+
+    backlog = [f"product:{uuid.uuid4()}" for _ in range(RACED_BACKLOG)]
+    position = {key.encode(): n for n, key in enumerate(backlog)}
+    for n, key in enumerate(backlog):
+        value = _snapshot(serde, key, f"Bulk {n}", V1, extra=20)
+        while True:
+            try:
+                producer.produce(topics.SNAPSHOTS_BULK, value, key.encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(60)
+
+    # Follow the load: every RACE_EVERY bulk mutations, update the entities just behind the
+    # last one seen, which the mutator is processing or about to.
+    raced: set[str] = set()
+    seen = 0
+    deadline = time.monotonic() + 240
+    while seen < RACED_BACKLOG and time.monotonic() < deadline:
+        pipeline.check()
+        for msg in mutations.consumer.consume(200, 0.1):
+            if msg.error() is not None:
+                continue
+            mutations.seen.append(msg)
+            at = position.get(msg.key() or b"")
+            if at is None:
+                continue
+            seen += 1
+            if seen % RACE_EVERY == 0:
+                for ahead in (1, 2, 3):
+                    if at + ahead < RACED_BACKLOG and backlog[at + ahead] not in raced:
+                        key = backlog[at + ahead]
+                        raced.add(key)
+                        live = _snapshot(serde, key, f"Live {at + ahead}", V2, extra=20)
+                        producer.produce(topics.SNAPSHOTS, live, key.encode())
+                producer.poll(0)
+    producer.flush(30)
+    assert seen >= RACED_BACKLOG - len(raced), "the load was not processed"
+    assert len(raced) >= 30
+
+    for key in raced:
+        got = _decoded(
+            mutations, _wait(mutations, key, pipeline, lambda ms: V2 in _versions(mutations, ms))
+        )
+        versions = [m["version"] for m in got]
+        assert versions in ([V2], [V1, V2]), f"{key}: {versions}"
+        n = backlog.index(key)
+        if versions == [V1, V2]:
+            create, update = got
+            assert (create["operation"], update["operation"]) == ("create", "update")
+            names = [
+                (orjson.loads(c["old"]), orjson.loads(c["new"]))
+                for c in update["changes"]
+                if c["attribute"] == "name"
+            ]
+            assert names == [(f"Bulk {n}", f"Live {n}")], key
+            msgs = [m for m in mutations.seen if m.key() == key.encode()]
+            prev = ordering.prev_mutation(msgs[1].headers())
+            assert prev is not None and prev[0] == create["mutation_id"], key
+        else:
+            assert got[0]["operation"] == "create"

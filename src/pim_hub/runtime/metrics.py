@@ -124,6 +124,12 @@ MUTATOR_BULK_YIELDS = Counter(
     "Times a bulk snapshot batch gave way to a live batch: waited for it, or stopped after "
     "the snapshot in hand to let it in (live before bulk)",
 )
+MUTATOR_IN_FLIGHT_WAITS = Counter(
+    "pimhub_mutator_in_flight_waits",
+    "Snapshots decided again after waiting for another batch (live or bulk) that had sent a "
+    "mutation of the same entity and not yet written its state",
+    ["kind"],
+)
 MUTATOR_LATENCY = Histogram(
     "pimhub_mutator_latency_seconds",
     "From a snapshot's received time to its mutation acknowledged, by entity type",

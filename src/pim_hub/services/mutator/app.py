@@ -31,7 +31,7 @@ from pim_hub.schemas.errors import SchemaError
 from pim_hub.schemas.serde import Serde
 from pim_hub.services.mutator.core.fanout import previous_jobs
 from pim_hub.services.mutator.faust_patches import ResumeSafeConsumer
-from pim_hub.services.mutator.precedence import Precedence
+from pim_hub.services.mutator.precedence import Kind, Precedence, Turn
 from pim_hub.services.mutator.processing import (
     SnapshotProcessor,
     chain,
@@ -411,8 +411,11 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
     bulk_snapshots.maxsize = bulk_buffer(settings.topic_partitions)
     mutations = raw_topic(topics.MUTATIONS)
     mutating, fanning_out = role != "fanout", role != "mutate"
-    # One producer per agent: each waits for its own records only.
-    mutate_out = BatchOutput(settings) if mutating else None
+    # One producer per agent (live and bulk snapshots each have theirs): each waits for its
+    # own records only, so a live batch never waits for the acknowledgements of a bulk part.
+    mutate_out: dict[Kind, BatchOutput] | None = (
+        {"live": BatchOutput(settings), "bulk": BatchOutput(settings)} if mutating else None
+    )
     fanout_out = BatchOutput(settings) if fanning_out else None
     # Latest indexed state per entity key, co-partitioned with pim.snapshots.
     state: Any = (
@@ -427,16 +430,16 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
         else None
     )
 
-    async def handle_snapshots(
-        events: Sequence[Any], give_way: Callable[[], bool] | None = None
-    ) -> int:
-        """Process snapshots in order; how many (all, unless `give_way` stopped it early).
+    async def handle_snapshots(events: Sequence[Any], turn: Turn) -> int:
+        """Process snapshots in order under `turn`; how many (all, unless it gave way).
 
-        With `give_way` (bulk batches), the event loop runs between snapshots, so Faust keeps
-        delivering live snapshots and the live agent can queue at the gate, and processing
-        stops after the snapshot in hand once `give_way()` says a live batch waits.
+        In a bulk turn the event loop runs between snapshots, so Faust keeps delivering live
+        snapshots and the live agent can queue at the gate, and processing stops after the
+        snapshot in hand once a live batch waits. The gate is released once everything is
+        sent; the acknowledgements and table writes follow outside it (precedence.py).
         """
-        assert mutate_out is not None
+        out = mutate_out.get(turn.kind) if mutate_out is not None else None
+        assert out is not None
         started = time.perf_counter()
         # Later snapshots of an entity in this batch see the state the earlier ones left.
         overlay: dict[str, dict[str, Any] | None] = {}
@@ -466,6 +469,13 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
             # (Faust leaves the batch's last event there): each event reads its own partition.
             _current_event.set(weakref.ref(event))
             outcome = processor.process(msg.key, msg.value, stored_for)
+            if turn.in_flight_elsewhere(outcome.entity_key):
+                # Another batch has sent a mutation of this entity and not yet written its
+                # state: decide again on the state it writes, and send after its records.
+                metrics.MUTATOR_IN_FLIGHT_WAITS.labels(turn.kind).inc()
+                await turn.settled(outcome.entity_key)
+                last_read[0] = last_read[1] = None
+                outcome = processor.process(msg.key, msg.value, stored_for)
             # A mutation the broker would refuse (or fan-out could not wrap in a job) turns
             # the snapshot invalid: set aside, the entity keeps its previous state.
             outcome, encoded = encode_mutation(serde, outcome, msg.key, msg.value, budget)
@@ -488,7 +498,7 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                     },
                 )
                 set_aside[outcome.invalid.code] = set_aside.get(outcome.invalid.code, 0) + 1
-                mutate_out.send(
+                out.send(
                     topics.SNAPSHOTS_INVALID,
                     *set_aside_record(outcome.invalid, settings.kafka.message_max_bytes),
                 )
@@ -505,19 +515,24 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
                 ) as trace_headers:
                     if chained is not None:
                         trace_headers = [*(trace_headers or ()), chained]
-                    mutate_out.send(
+                    out.send(
                         topics.MUTATIONS,
                         encoded,
                         outcome.entity_key.encode(),
                         headers=trace_headers or None,
                     )
-            if give_way is not None:
+            if turn.kind == "bulk":
                 await asyncio.sleep(0)
-                if give_way():
+                if turn.give_way():
                     break
+        # The entities this batch writes stay in flight until it has: the next batch may
+        # process meanwhile (precedence.py).
+        turn.release(
+            o.entity_key for _, o in outcomes if o.new_state is not None or o.mutation is not None
+        )
         # The state moves only after the mutations are acknowledged: a crash in between
         # re-emits the same mutation (same id) rather than losing it.
-        await mutate_out.acknowledged()
+        await out.acknowledged()
         for (entity_type, outcome_kind), count in counts.items():
             metrics.MUTATOR_SNAPSHOTS.labels(entity_type, outcome_kind).inc(count)
         for code, count in set_aside.items():
@@ -546,8 +561,8 @@ def make_app(settings: Settings, mutator: MutatorSettings, role: Role = "all") -
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             try:
                 metrics.observe_batch("live", len(events))
-                async with gate.live():
-                    await handle_snapshots(events)
+                async with gate.live() as turn:
+                    await handle_snapshots(events, turn)
             except Exception:
                 _die("mutate")
 
