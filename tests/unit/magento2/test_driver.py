@@ -10,7 +10,7 @@ import pytest
 
 from pim_hub.drivers.base import IntegrationContext
 from pim_hub.drivers.magento2 import Magento2Driver, lookups
-from pim_hub.drivers.magento2.keys import M_CATEGORY, M_MODEL, M_OPTION, M_TYPE
+from pim_hub.drivers.magento2.keys import M_CATEGORY, M_LINKED, M_MODEL, M_OPTION, M_TYPE
 from pim_hub.sandbox.magento import SandboxConfig
 from tests.spec_validation import SwaggerDocument
 from tests.unit.magento2.helpers import (
@@ -263,6 +263,74 @@ async def test_configurable_product_with_children(
     again, _ = await deliver(harness, [jobs[1]], mapping=mapping)
     assert again[0].outcome == "delivered"
     validate_sent(magento_doc, harness.sent)
+
+
+def _configurable_calls(h: Harness) -> list[tuple[str, str]]:
+    """The requests that attach variants: the configurables' search, options and links."""
+    return [
+        (m, p)
+        for m, p, _ in h.sent
+        if "configurable-products" in p or (m, p) == ("GET", "/rest/all/V1/products")
+    ]
+
+
+async def test_an_update_that_moves_no_variant_does_not_attach_it_again(
+    harness: Harness, mutations: Mutations
+) -> None:
+    """Status, price or text changes of an attached variant send its PUT only; a change of
+    an axis, of its parent, a forced replay or a variant attached before the link was
+    recorded attach it as before."""
+    mapping = MemoryMapping()
+    jobs = _family(mutations, "model_1", "SKU-V")
+    results, _ = await deliver(harness, jobs, mapping=mapping)
+    assert [r.outcome for r in results] == ["delivered"] * 3, results
+    assert await mapping.get(M_LINKED, "SKU-Vs") == "model_1"
+    variant = _variant("SKU-Vs", "model_1", "s", ())
+
+    async def update(change: Any, mode: str = "live") -> list[tuple[str, str]]:
+        change(variant)
+        job = mutations.job("product", copy.deepcopy(variant))
+        if mode != "live":
+            job = job.model_copy(update={"mode": mode})
+        harness.sent.clear()
+        [result], _ = await deliver(harness, [job], mapping=mapping)
+        assert result.outcome == "delivered", result
+        assert harness.calls("PUT", "/V1/products/SKU-Vs"), "the change itself was not sent"
+        return _configurable_calls(harness)
+
+    def disable(v: dict[str, Any]) -> None:
+        v["enabled"] = False
+
+    def reprice(v: dict[str, Any]) -> None:
+        v["values"]["rating"] = [{"locale": None, "scope": None, "data": 4}]
+        v["values"]["name"][0]["data"] = "Renamed"
+
+    def resize(v: dict[str, Any]) -> None:
+        v["values"]["size"] = [{"locale": None, "scope": None, "data": "l"}]
+
+    assert await update(disable) == []
+    # `name` has no declared type: not known, it may be an axis, and the variant is attached.
+    assert await update(reprice) != []
+    # Learned from the attribute's own mutation (the mapping service), it is known.
+    mapping.rows[(M_TYPE, "name")] = "pim_catalog_text"
+    variant["values"]["name"][0]["data"] = "Renamed again"
+    assert (
+        await update(lambda v: v["values"].update(rating=[{**v["values"]["rating"][0], "data": 5}]))
+        == []
+    )
+    # An axis value changed: the configurable must offer it.
+    assert ("POST", "/rest/all/V1/configurable-products/model_1/child") in await update(resize)
+    snap = harness.state.snapshot()["products"]["model_1"]
+    wanted = {int(harness.state.option_id("size", s) or 0) for s in ("s", "m", "l")}
+    assert {v["value_index"] for v in snap["configurable_options"][0]["values"]} == wanted
+    # A replay that forces delivery attaches it again.
+    assert await update(lambda v: v.update(enabled=True), "replay-force") != []
+    # A variant attached before links were recorded: attached (harmlessly) once, then known.
+    del mapping.rows[(M_LINKED, "SKU-Vs")]
+    assert await update(disable) != []
+    assert await mapping.get(M_LINKED, "SKU-Vs") == "model_1"
+    assert await update(lambda v: v.update(enabled=True)) == []
+    assert harness.state.snapshot()["products"]["model_1"]["children"] == ["SKU-Vs", "SKU-Vm"]
 
 
 async def test_a_reference_delivered_meanwhile_is_waited_for(

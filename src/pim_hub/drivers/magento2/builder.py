@@ -109,6 +109,24 @@ def infer_type(items: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
+def known_type(
+    code: str,
+    items: Sequence[Mapping[str, Any]],
+    config: Magento2Config,
+    learned: Mapping[str, str],
+) -> str | None:
+    """The Akeneo type of an attribute as declared, carried by its values or learned; None
+    when only its data's shape could tell (`resolve_type` would infer one)."""
+    rule = next((r for r in config.attributes if r.akeneo == code), None)
+    if code in config.attribute_types or (rule is not None and rule.type is not None):
+        return resolve_type(code, items, config, rule, learned)
+    for item in items:
+        declared = item.get("attribute_type")
+        if isinstance(declared, str):
+            return declared
+    return learned.get(code)
+
+
 def resolve_type(
     code: str,
     items: Sequence[Mapping[str, Any]],

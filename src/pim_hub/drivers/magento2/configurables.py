@@ -25,7 +25,13 @@ from pim_hub.drivers.magento2.errors import (
     PermanentError,
     RetryableError,
 )
-from pim_hub.drivers.magento2.keys import M_AXES, M_MODEL, M_MODEL_ROOT, M_MODEL_VARIANT
+from pim_hub.drivers.magento2.keys import (
+    M_AXES,
+    M_LINKED,
+    M_MODEL,
+    M_MODEL_ROOT,
+    M_MODEL_VARIANT,
+)
 from pim_hub.drivers.magento2.lookups import AttributeIds, products_by_sku, split_ref
 from pim_hub.drivers.magento2.options import OptionCatalogue
 from pim_hub.drivers.magento2.references import References
@@ -181,10 +187,17 @@ class Configurables:
             ],
             bulk=bulk and len(attach) > 1,
         )
+        linked: dict[str, str] = {}
         for (parent, index), error in zip(attach, outcome, strict=True):
             if isinstance(error, PermanentError) and MSG_ALREADY_ATTACHED in error.message:
                 error = None
             out[parent][index] = error
+            if error is None:
+                linked[families[parent][index][1]] = parent
+        if linked:
+            # An update of an attached variant that moves neither its parent nor its axes
+            # need not attach it again (`Products.upsert_product`).
+            await mapping.put_many(M_LINKED, linked)
         return out
 
     async def ensure_options(

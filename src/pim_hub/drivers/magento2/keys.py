@@ -12,4 +12,5 @@ M_OPTION = "attribute_option"  # "<magento attribute>.<option code>" -> option i
 M_TYPE = "akeneo_attribute_type"  # attribute code -> Akeneo type
 M_AXES = "akeneo_family_variant_axes"  # family variant -> "axis1,axis2"
 M_ATTRIBUTE_ID = "magento_attribute_id"  # Magento attribute code -> attribute_id
+M_LINKED = "variant_link"  # variant SKU -> the parent model code it is attached under
 M_MEDIA = "media"  # "<sku>|<attribute>" -> "<sha256>:<entry id>"

@@ -19,11 +19,34 @@ from pim_hub.drivers.magento2.configurables import Configurables
 from pim_hub.drivers.magento2.deletes import delete_product
 from pim_hub.drivers.magento2.errors import MagentoError, NotFound, UrlKeyConflict
 from pim_hub.drivers.magento2.images import sync_images
-from pim_hub.drivers.magento2.keys import M_MODEL, M_MODEL_ROOT, M_MODEL_VARIANT, M_PRODUCT
+from pim_hub.drivers.magento2.keys import (
+    M_LINKED,
+    M_MODEL,
+    M_MODEL_ROOT,
+    M_MODEL_VARIANT,
+    M_PRODUCT,
+)
 from pim_hub.drivers.magento2.lookups import CategoryIds, split_ref
 from pim_hub.drivers.magento2.options import OptionCatalogue
 from pim_hub.drivers.magento2.references import References
 from pim_hub.schemas.events import Job
+
+#: Akeneo attribute types that cannot be an axis of a family variant (axes are simple
+#: selects, reference data simple selects, metrics and booleans).
+NEVER_AXES = frozenset(
+    {
+        builder.IDENTIFIER,
+        builder.TEXT,
+        builder.TEXTAREA,
+        builder.NUMBER,
+        builder.DATE,
+        builder.MULTI,
+        builder.PRICE,
+        builder.IMAGE,
+        "pim_catalog_file",
+        "pim_reference_data_multiselect",
+    }
+)
 
 
 class Products:
@@ -137,8 +160,9 @@ class Products:
         map_type: str,
         map_key: str,
         type_id: str,
-    ) -> tuple[ProductPayload, int | None]:
-        """Create (full payload) or update (changed fields) one product; returns its id.
+    ) -> tuple[ProductPayload, int | None, bool]:
+        """Create (full payload) or update (changed fields) one product; returns its id and
+        whether it was created (sent whole).
 
         The id is None when the changes touch no mapped field (nothing was sent).
         """
@@ -154,7 +178,7 @@ class Products:
         if create:
             saved = await self._create(api, payload)
         elif builder.is_empty_update(payload) and mapped is not None:
-            return payload, None  # only unmapped attributes changed: nothing to send
+            return payload, None, False  # only unmapped attributes changed: nothing to send
         else:
             try:
                 saved = await self._save(api, payload.admin, "all", False)
@@ -174,19 +198,48 @@ class Products:
             await self._save(api, body, view, False)
         if payload.images:
             await sync_images(payload.sku, payload.images, self.media, api, mapping)
-        return payload, product_id
+        return payload, product_id, create
+
+    def _may_move(self, job: Job, state: dict[str, Any], api: MagentoClient) -> bool:
+        """Whether an update may move a variant within or out of its configurable: a forced
+        replay, a new parent or family, or a changed value of an attribute that may be an axis
+        of its family variant (any type an axis can have, or a type not known).
+
+        Attaching a variant reads its configurable's options and posts the link, three
+        requests or more: a price, stock or status change of an attached variant skips it.
+        """
+        if job.mode == "replay-force":
+            return True
+        config = api.config
+        values = state.get("values") or {}
+        learned = self._refs.types
+        for change in job.mutation.changes:
+            if change.field in ("parent", "family"):
+                return True
+            if change.field != "values":
+                continue
+            code = change.attribute
+            if code is None:
+                return True
+            if builder.known_type(code, values.get(code) or [], config, learned) not in NEVER_AXES:
+                return True
+        return False
 
     async def upsert_product(
         self, job: Job, state: dict[str, Any], api: MagentoClient, mapping: EntityMappingService
     ) -> DeliveryResult:
         """Create or update a product; a variant is then attached to its configurable."""
-        payload, product_id = await self._upsert(
+        payload, product_id, created = await self._upsert(
             job, state, api, mapping, M_PRODUCT, job.mutation.entity_key, "simple"
         )
         if product_id is None:
             return DeliveryResult.skipped("no mapped field changed", target_ref=payload.sku)
         parent = state.get("parent")
-        if parent:
+        if parent and (
+            created
+            or self._may_move(job, state, api)
+            or await mapping.get(M_LINKED, payload.sku) != str(parent)
+        ):
             await self._configurables.link_child(state, str(parent), payload.sku, api, mapping)
         return DeliveryResult.delivered(target_ref=f"{product_id}:{payload.sku}")
 
@@ -211,7 +264,7 @@ class Products:
         self._refs.wrote_mappings()
         if state.get("family_variant"):
             await mapping.put(M_MODEL_VARIANT, code, str(state["family_variant"]))
-        payload, product_id = await self._upsert(
+        payload, product_id, _ = await self._upsert(
             job, state, api, mapping, M_MODEL, code, "configurable"
         )
         if product_id is None:
