@@ -218,6 +218,61 @@ async def test_category_tree_create_labels_move_and_links(
     validate_sent(magento_doc, harness.sent)
 
 
+class SlowCategoryMapping(MemoryMapping):
+    """Records a category's id only after `delay` seconds: a delivery that takes long (a busy
+    target), or, with `fail`, one that fails before it records anything."""
+
+    def __init__(self, slow: str, delay: float, fail: bool = False) -> None:
+        super().__init__()
+        self.slow, self.delay, self.fail = slow, delay, fail
+
+    async def put(self, entity_type: str, source_key: str, target_id: str) -> None:
+        if (entity_type, source_key) == (M_CATEGORY, self.slow):
+            await asyncio.sleep(self.delay)
+            if self.fail:
+                raise RuntimeError("the mapping service went away")
+        await super().put(entity_type, source_key, target_id)
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["parent-lands", "parent-fails"])
+async def test_a_reference_being_delivered_here_is_waited_for_past_the_usual_wait(
+    harness: Harness, mutations: Mutations, fail: bool
+) -> None:
+    """A child category waits for its parent while this driver is delivering it, however
+    long that takes; once that delivery ends without a mapping it stops waiting at once."""
+    mapping = SlowCategoryMapping("apparel", delay=0.6, fail=fail)
+    ctx = harness.context(config_dict(reference_wait_s=0.1), mapping)
+    driver = Magento2Driver()
+    await driver.open(ctx)
+    await driver.handle(
+        mutations.job("category", {"code": "master", "parent": None, "labels": {}}), ctx
+    )
+    parent = mutations.job("category", {"code": "apparel", "parent": "master", "labels": {}})
+    child = mutations.job("category", {"code": "men", "parent": "apparel", "labels": {}})
+
+    async def parent_delivery() -> Any:
+        try:
+            return await driver.handle(parent, ctx)
+        except RuntimeError as exc:
+            return exc
+
+    started = asyncio.get_running_loop().time()
+    parent_result, child_result = await asyncio.gather(parent_delivery(), driver.handle(child, ctx))
+    took = asyncio.get_running_loop().time() - started
+    if not fail:
+        assert parent_result.outcome == child_result.outcome == "delivered", child_result
+        cats = harness.state.snapshot()["categories"]
+        men, apparel = int(mapping.rows[(M_CATEGORY, "men")]), mapping.rows[(M_CATEGORY, "apparel")]
+        assert cats[men]["parent_id"] == int(apparel)
+    else:
+        assert isinstance(parent_result, RuntimeError)
+        assert child_result.outcome == "failed" and child_result.retryable
+        assert "apparel" in (child_result.reason or "")
+    # Waited for the parent's delivery (0.6 s, six times the usual wait), not longer.
+    assert 0.6 <= took < 3.0
+    assert driver._refs.in_flight == {}
+
+
 async def test_category_created_before_a_lost_mapping_is_found_again(
     harness: Harness, mutations: Mutations
 ) -> None:

@@ -128,10 +128,12 @@ class Batches:
         if family_variants:
             await mapping.put_many(M_MODEL_VARIANT, family_variants)
         if prepared:
-            try:
-                outcome = await self._bulk_upsert([p for _, p in prepared], api, mapping)
-            except MagentoError as exc:
-                outcome = [as_result(exc)] * len(prepared)
+            # Variants in other batches wait for these configurables while they are created.
+            with self._refs.delivering(M_MODEL, roots):
+                try:
+                    outcome = await self._bulk_upsert([p for _, p in prepared], api, mapping)
+                except MagentoError as exc:
+                    outcome = [as_result(exc)] * len(prepared)
             for (index, _), result in zip(prepared, outcome, strict=True):
                 results[index] = result
 

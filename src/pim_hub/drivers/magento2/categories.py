@@ -42,13 +42,24 @@ class Categories:
     ) -> DeliveryResult:
         """Create the category under its parent (or adopt one made for it), then keep its
         name, parent and store view names as Akeneo has them; a root maps to a Magento root."""
-        config = api.config
         code = state.get("code")
         if not isinstance(code, str):
             return DeliveryResult.permanent("a category needs a code", kind="bad_input")
         mapped = await mapping.get(M_CATEGORY, code)
         if job.mutation.operation == "delete":
             return await delete_category(state, mapped, api)
+        with self._refs.delivering(M_CATEGORY, [code]):
+            return await self._upsert(state, code, mapped, api, mapping)
+
+    async def _upsert(
+        self,
+        state: dict[str, Any],
+        code: str,
+        mapped: str | None,
+        api: MagentoClient,
+        mapping: EntityMappingService,
+    ) -> DeliveryResult:
+        config = api.config
         parent = state.get("parent")
         if parent is None:
             # A tree root maps to an existing Magento root; Magento's root is never renamed.

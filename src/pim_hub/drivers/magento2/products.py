@@ -260,6 +260,17 @@ class Products:
             return DeliveryResult.skipped(f"sub-model of {root}: variants link to the root")
         if job.mutation.operation == "delete":
             return await delete_product(state, code, api, mapping, M_MODEL)
+        with self._refs.delivering(M_MODEL, [code]):
+            return await self._root_model(job, state, code, api, mapping)
+
+    async def _root_model(
+        self,
+        job: Job,
+        state: dict[str, Any],
+        code: str,
+        api: MagentoClient,
+        mapping: EntityMappingService,
+    ) -> DeliveryResult:
         await mapping.put_many(M_MODEL_ROOT, {code: code})
         self._refs.wrote_mappings()
         if state.get("family_variant"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from pim_hub.drivers.base import EntityMappingService
@@ -17,6 +17,10 @@ REFERENCE_POLL_S = 0.05
 REFERENCE_POLL_MAX_S = 0.4
 #: how long an attribute type found nowhere is not looked up again
 UNKNOWN_TYPE_RECHECK_S = 5.0
+#: how long a job waits at most for a reference this driver is delivering at that moment
+#: (a parent category or a configurable in another job or batch here); past it, or once that
+#: delivery ends without mapping it, the job is retried as after `reference_wait_s`
+IN_FLIGHT_WAIT_S = 60.0
 
 
 class References:
@@ -27,6 +31,32 @@ class References:
         self.types_unknown: dict[str, float] = {}  # code -> when to look it up again
         self.pollers: dict[tuple[str, str], asyncio.Future[str | None]] = {}
         self.mapped = asyncio.Event()  # set (and replaced) when this driver maps something
+        #: references this driver is delivering now: (entity type, key) -> deliveries
+        self.in_flight: dict[tuple[str, str], int] = {}
+
+    @contextlib.contextmanager
+    def delivering(self, etype: str, keys: Iterable[str]) -> Iterator[None]:
+        """Mark references as being delivered here: a job waiting for one of them waits for
+        that delivery to end (up to IN_FLIGHT_WAIT_S) instead of `reference_wait_s` only.
+
+        On a busy target a parent category's or a configurable's delivery took longer than
+        the usual wait; its children then went through the retry topic (30 s and more),
+        their own children after them, and live changes of those entities waited behind.
+        """
+        marked = [(etype, k) for k in keys]
+        for ref in marked:
+            self.in_flight[ref] = self.in_flight.get(ref, 0) + 1
+        try:
+            yield
+        finally:
+            for ref in marked:
+                left = self.in_flight[ref] - 1
+                if left:
+                    self.in_flight[ref] = left
+                else:
+                    del self.in_flight[ref]
+            # Waiters look again: mapped now, or the delivery failed and they stop waiting.
+            self.wrote_mappings()
 
     async def learned(
         self, states: Sequence[dict[str, Any]], api: MagentoClient, mapping: EntityMappingService
@@ -86,11 +116,13 @@ class References:
     async def poll_mapped(
         self, mapping: EntityMappingService, etype: str, key: str, wait_s: float
     ) -> str | None:
-        """The mapping of one key once it exists, or None after wait_s."""
-        deadline = time.monotonic() + wait_s
+        """The mapping of one key once it exists, or None after wait_s (longer while this
+        driver is delivering that reference: `delivering`)."""
+        started = time.monotonic()
         interval = REFERENCE_POLL_S
         while True:
-            left = deadline - time.monotonic()
+            limit = IN_FLIGHT_WAIT_S if (etype, key) in self.in_flight else wait_s
+            left = started + limit - time.monotonic()
             if left <= 0:
                 return None
             # Woken at once when this process maps something (the reference is often
