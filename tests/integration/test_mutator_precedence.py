@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka import Producer
 
 from pim_hub.devstack.supervisor import Supervisor
 from pim_hub.runtime.kafka import make_producer
@@ -71,21 +73,20 @@ def _decoded(reader: Topic, msgs: list[Any]) -> list[dict[str, Any]]:
     return [reader.serde.decode("Mutation", m.value()) for m in msgs]
 
 
-def test_a_live_snapshot_goes_before_a_backlog_of_bulk_snapshots(
-    pipeline: Supervisor, hub_settings: Settings, mutations: Topic, unique: str
-) -> None:
-    serde = Serde()
-    producer = make_producer(hub_settings, **{"linger.ms": 50})
-    warm = _key(unique, 0)
-    producer.produce(topics.SNAPSHOTS, _snapshot(serde, warm, "Warm", V1), warm.encode())
+def _started(
+    settings: Settings, mutations: Topic, pipeline: Supervisor, key: str, linger_ms: int
+) -> Producer:
+    """A producer, once the mutator has turned a first snapshot (of `key`) into a mutation."""
+    producer = make_producer(settings, **{"linger.ms": linger_ms})
+    producer.produce(topics.SNAPSHOTS, _snapshot(Serde(), key, "Warm", V1), key.encode())
     producer.flush(30)
-    assert _wait(mutations, warm, pipeline, bool), "the mutator did not start"
+    assert _wait(mutations, key, pipeline, bool), "the mutator did not start"
+    return producer
 
-    # A load: new products, encoded beforehand so they reach the broker faster than the
-    # mutator turns them into mutations, and a backlog builds up.
-    backlog = [f"product:{uuid.uuid4()}" for _ in range(BACKLOG)]
-    records = [_snapshot(serde, key, f"Bulk {n}", V1, extra=40) for n, key in enumerate(backlog)]
-    for key, value in zip(backlog, records, strict=True):
+
+def _load(producer: Producer, records: Iterable[tuple[str, bytes]]) -> None:
+    """Bulk snapshots (key, value), written as fast as the producer takes them."""
+    for key, value in records:
         while True:
             try:
                 producer.produce(topics.SNAPSHOTS_BULK, value, key.encode())
@@ -93,6 +94,19 @@ def test_a_live_snapshot_goes_before_a_backlog_of_bulk_snapshots(
             except BufferError:
                 producer.poll(0.1)
     producer.flush(60)
+
+
+def test_a_live_snapshot_goes_before_a_backlog_of_bulk_snapshots(
+    pipeline: Supervisor, hub_settings: Settings, mutations: Topic, unique: str
+) -> None:
+    serde = Serde()
+    producer = _started(hub_settings, mutations, pipeline, _key(unique, 0), linger_ms=50)
+
+    # A load: new products, encoded beforehand so they reach the broker faster than the
+    # mutator turns them into mutations, and a backlog builds up.
+    backlog = [f"product:{uuid.uuid4()}" for _ in range(BACKLOG)]
+    records = [_snapshot(serde, key, f"Bulk {n}", V1, extra=40) for n, key in enumerate(backlog)]
+    _load(producer, zip(backlog, records, strict=True))
     # Written after the whole backlog.
     live = _key(unique, 1)
     producer.produce(topics.SNAPSHOTS, _snapshot(serde, live, "Live", V1), live.encode())
@@ -172,23 +186,14 @@ def test_live_updates_racing_a_load_keep_each_entity_in_order(
     version order, each names the one before it, and the update's old values are the load's.
     """
     serde = Serde()
-    producer = make_producer(hub_settings, **{"linger.ms": 20})
-    warm = _key(unique, 9)
-    producer.produce(topics.SNAPSHOTS, _snapshot(serde, warm, "Warm", V1), warm.encode())
-    producer.flush(30)
-    assert _wait(mutations, warm, pipeline, bool), "the mutator did not start"
+    producer = _started(hub_settings, mutations, pipeline, _key(unique, 9), linger_ms=20)
 
     backlog = [f"product:{uuid.uuid4()}" for _ in range(RACED_BACKLOG)]
     position = {key.encode(): n for n, key in enumerate(backlog)}
-    for n, key in enumerate(backlog):
-        value = _snapshot(serde, key, f"Bulk {n}", V1, extra=20)
-        while True:
-            try:
-                producer.produce(topics.SNAPSHOTS_BULK, value, key.encode())
-                break
-            except BufferError:
-                producer.poll(0.1)
-    producer.flush(60)
+    _load(
+        producer,
+        ((k, _snapshot(serde, k, f"Bulk {n}", V1, extra=20)) for n, k in enumerate(backlog)),
+    )
 
     # Follow the load: every RACE_EVERY bulk mutations, update the entities just behind the
     # last one seen, which the mutator is processing or about to.
