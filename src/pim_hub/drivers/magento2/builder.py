@@ -113,13 +113,22 @@ def known_type(
     code: str,
     items: Sequence[Mapping[str, Any]],
     config: Magento2Config,
+    rule: AttributeRule | None,
     learned: Mapping[str, str],
 ) -> str | None:
     """The Akeneo type of an attribute as declared, carried by its values or learned; None
-    when only its data's shape could tell (`resolve_type` would infer one)."""
-    rule = next((r for r in config.attributes if r.akeneo == code), None)
-    if code in config.attribute_types or (rule is not None and rule.type is not None):
-        return resolve_type(code, items, config, rule, learned)
+    when only its data's shape could tell (`resolve_type` then infers one).
+
+    1. `attribute_types` declared in the integration config;
+    2. the rule's own `type`;
+    3. `attribute_type` carried by the values (Akeneo sends it with `with_attribute_options`
+       and the hub keeps it when the source gave it);
+    4. types learned from `attribute` mutations (kept in the mapping service).
+    """
+    if code in config.attribute_types:
+        return config.attribute_types[code]
+    if rule is not None and rule.type is not None:
+        return rule.type
     for item in items:
         declared = item.get("attribute_type")
         if isinstance(declared, str):
@@ -134,26 +143,10 @@ def resolve_type(
     rule: AttributeRule | None,
     learned: Mapping[str, str],
 ) -> str | None:
-    """The Akeneo type of an attribute, by precedence.
-
-    1. `attribute_types` declared in the integration config;
-    2. the rule's own `type`;
-    3. `attribute_type` carried by the values (Akeneo sends it with `with_attribute_options`
-       and the hub keeps it when the source gave it);
-    4. types learned from `attribute` mutations (kept in the mapping service);
-    5. inference from the data shape.
-    """
-    if code in config.attribute_types:
-        return config.attribute_types[code]
-    if rule is not None and rule.type is not None:
-        return rule.type
-    for item in items:
-        declared = item.get("attribute_type")
-        if isinstance(declared, str):
-            return declared
-    if code in learned:
-        return learned[code]
-    return infer_type(items)
+    """The Akeneo type of an attribute: the one known (`known_type`), else inferred from
+    the data's shape."""
+    known = known_type(code, items, config, rule, learned)
+    return known if known is not None else infer_type(items)
 
 
 # ---------------------------------------------------------------------------- references

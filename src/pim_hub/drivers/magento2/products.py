@@ -221,7 +221,9 @@ class Products:
             code = change.attribute
             if code is None:
                 return True
-            if builder.known_type(code, values.get(code) or [], config, learned) not in NEVER_AXES:
+            rule = next((r for r in config.attributes if r.akeneo == code), None)
+            kind = builder.known_type(code, values.get(code) or [], config, rule, learned)
+            if kind not in NEVER_AXES:
                 return True
         return False
 

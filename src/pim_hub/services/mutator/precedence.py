@@ -36,14 +36,16 @@ Kind = Literal["live", "bulk"]
 class Turn:
     """A batch's hold of the gate: processing under it, then settling outside it."""
 
-    def __init__(self, gate: Precedence, kind: Kind) -> None:
+    def __init__(
+        self, gate: Precedence, kind: Kind, on_release: Callable[[], None] | None = None
+    ) -> None:
         self._gate = gate
         self.kind: Kind = kind
         self._settled = asyncio.Event()
         self._keys: list[str] = []
         self._holding = True
         #: called once when the turn gives the gate up (released, or ended while holding it)
-        self._on_release: Callable[[], None] | None = None
+        self._on_release = on_release
 
     @property
     def holding(self) -> bool:
@@ -150,10 +152,9 @@ class Precedence:
         except BaseException:
             self._live_left()
             raise
-        turn = Turn(self, "live")
         # Counted as waiting until it gives the gate up: a bulk batch that got the lock
         # meanwhile stands aside. While it settles, a bulk part may process.
-        turn._on_release = self._live_left
+        turn = Turn(self, "live", on_release=self._live_left)
         try:
             yield turn
         finally:
